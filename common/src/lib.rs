@@ -1,0 +1,13 @@
+//! ouro's transport-free core.
+//!
+//! Everything here is pure logic over tokens and tensors: no sockets, no
+//! threads of its own. The cloud, the edge and the benchmark all run this code,
+//! which is what makes their outputs comparable token for token.
+
+pub mod controller;
+pub mod draft;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod tree;
+pub mod verify;
