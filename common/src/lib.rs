@@ -4,8 +4,10 @@
 //! threads of its own. The cloud, the edge and the benchmark all run this code,
 //! which is what makes their outputs comparable token for token.
 
+pub mod chat;
 pub mod controller;
 pub mod draft;
+pub mod generate;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,1 +1,45 @@
-fn main() {}
+//! `ouro-edge`: the edge side of ouro.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod generate;
+mod local;
+
+/// ouro's edge daemon and tools: runs the drafter on the device.
+#[derive(Parser)]
+#[command(name = "ouro-edge", version, about, long_about = None)]
+struct Cli {
+    /// CPU threads for the model (0 = all cores).
+    #[arg(long, global = true, env = "OURO_THREADS", default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from one local model, streamed to stdout, with tokens/s at the end.
+    Generate(generate::GenerateArgs),
+    /// Measure the model runtime: decode tokens/s, the verify-cost curve c(k), peak RSS.
+    BenchModel(bench::BenchArgs),
+    /// List the pinned models and whether they are fetched.
+    Models,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    local::set_threads(cli.threads);
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::BenchModel(args) => bench::run(args),
+        Command::Models => {
+            local::list_models();
+            Ok(())
+        }
+    }
+}

@@ -57,3 +57,54 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("valid JSON line"))
         .collect()
 }
+
+use std::sync::{Arc, OnceLock};
+
+use ouro_common::model::gguf::{self, LoadOptions};
+use ouro_common::model::{CausalLm, KvCache, LogitsRows, Transformer};
+
+/// SmolLM2-135M loaded once per test binary (the default load options).
+pub fn smollm2() -> Arc<Transformer> {
+    static MODEL: OnceLock<Arc<Transformer>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let (m, _) = gguf::load(&model_path("smollm2-135m"), &LoadOptions::default()).expect("load smollm2");
+            Arc::new(m)
+        })
+        .clone()
+}
+
+/// Prompt token ids of the shared reference set (ChatML-wrapped Spec-Bench questions).
+pub fn reference_prompts(model: &str) -> Vec<(String, Vec<u32>, Vec<u32>)> {
+    let path = shared_data().join(format!("reference/greedy_{model}.jsonl"));
+    read_jsonl(&path)
+        .into_iter()
+        .map(|v| {
+            let ids = |k: &str| -> Vec<u32> {
+                v[k].as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+            };
+            (v["category"].as_str().unwrap_or("").to_string(), ids("prompt_ids"), ids("output_ids"))
+        })
+        .collect()
+}
+
+/// Greedy decoding with single-token steps, the reference every speculative
+/// path is compared with.
+pub fn greedy(model: &dyn CausalLm, cache: &mut KvCache, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> {
+    let mut logits = model.forward_causal(cache, prompt, LogitsRows::Last).expect("prefill");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = ouro_common::sampling::argmax(logits.last().expect("a row"));
+        out.push(t);
+        if stop.contains(&t) {
+            break;
+        }
+        logits = model.forward_causal(cache, &[t], LogitsRows::Last).expect("step");
+    }
+    out
+}
+
+/// Largest absolute difference between two logit rows.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -1,9 +1,26 @@
 //! The model runtime: one trait for a causal LM with explicit positions, an
 //! explicit attention mask and a rollback-capable KV cache.
+//!
+//! - [`config`]: architecture and shape;
+//! - [`mask`]: which new tokens see which (causal chains and draft trees);
+//! - [`kv_cache`]: per-sequence keys/values with truncate and keep-path;
+//! - [`transformer`]: the llama/qwen2/minicpm decoder;
+//! - [`gguf`] and [`safetensors`]: loading from files.
 
+pub mod config;
+pub mod gguf;
+pub mod kv_cache;
+mod linear;
 pub mod mask;
+mod ops;
+pub mod registry;
+pub mod safetensors;
+pub mod transformer;
 
+pub use config::{Arch, MiniCpmScales, ModelConfig};
+pub use kv_cache::KvCache;
 pub use mask::AttnMask;
+pub use transformer::Transformer;
 
 /// Errors of the model runtime. Bad input is always one of these, never a panic.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +41,8 @@ pub enum ModelError {
     Missing(String),
     #[error("bad model file {path}: {reason}")]
     BadFile { path: String, reason: String },
+    #[error("sha256 mismatch for {path}: expected {expected}, got {got}")]
+    HashMismatch { path: String, expected: String, got: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -35,3 +54,71 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Which of a sequence's new rows need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsRows {
+    /// Every new token (tree verification).
+    All,
+    /// Only the last one (prefill and plain decoding).
+    Last,
+    /// None (cache warm-up).
+    None,
+}
+
+/// One sequence's share of a forward pass.
+pub struct SeqInput<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    /// Rotary position of each new token (a tree node's is prefix + depth).
+    pub positions: &'a [usize],
+    /// Visibility among the new tokens; all of them see the whole cache.
+    pub mask: &'a AttnMask,
+    pub logits: LogitsRows,
+}
+
+/// Logits of the requested rows of one sequence, row-major.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    /// Indices (among the sequence's new tokens) of the rows held here.
+    pub rows: Vec<usize>,
+    pub vocab: usize,
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    /// The logits of the `i`-th row held (not the `i`-th new token).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.vocab..(i + 1) * self.vocab]
+    }
+
+    pub fn last(&self) -> Option<&[f32]> {
+        self.rows.len().checked_sub(1).map(|i| self.row(i))
+    }
+}
+
+/// A causal language model over explicit positions and masks.
+///
+/// Weights are shared (`&self`); every sequence brings its own [`KvCache`],
+/// so one forward pass can serve several sequences (the cloud batches the
+/// draft trees of many sessions this way) and each still gets exactly the
+/// logits it would get alone.
+pub trait CausalLm: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+
+    fn new_cache(&self) -> KvCache;
+
+    /// Evaluates the new tokens of every sequence, appends their keys and
+    /// values to the sequences' caches and returns the requested logits. On
+    /// error no cache is changed.
+    fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Logits>>;
+
+    /// Appends a causal run of tokens at the end of `cache`.
+    fn forward_causal(&self, cache: &mut KvCache, tokens: &[u32], logits: LogitsRows) -> Result<Logits> {
+        let start = cache.len();
+        let positions: Vec<usize> = (start..start + tokens.len()).collect();
+        let mask = AttnMask::causal(tokens.len());
+        let mut seq = [SeqInput { cache, tokens, positions: &positions, mask: &mask, logits }];
+        Ok(self.forward(&mut seq)?.remove(0))
+    }
+}

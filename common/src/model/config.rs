@@ -1,0 +1,120 @@
+//! What a model is: its architecture and shape, independent of file format.
+
+use serde::{Deserialize, Serialize};
+
+/// The supported decoder architectures. All three are the Llama block
+/// (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP); they differ
+/// in biases and scalings only, so one transformer implementation serves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Llama,
+    /// Llama with biases on the q/k/v projections.
+    Qwen2,
+    /// Llama with three scalings (see [`MiniCpmScales`]).
+    MiniCpm,
+}
+
+impl Arch {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "minicpm" => Some(Self::MiniCpm),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::MiniCpm => "minicpm",
+        }
+    }
+}
+
+/// MiniCPM's departures from Llama, stored as the factors the forward pass
+/// applies (llama.cpp's GGUF convention), not as the config.json inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MiniCpmScales {
+    /// Embeddings are multiplied by this (`scale_emb`).
+    pub embedding_scale: f32,
+    /// Each residual branch (attention and MLP outputs) is multiplied by this
+    /// (`scale_depth / sqrt(num_hidden_layers)`).
+    pub residual_scale: f32,
+    /// The final normed hidden state is divided by this before the lm_head
+    /// (`hidden_size / dim_model_base`).
+    pub logit_scale: f32,
+}
+
+impl MiniCpmScales {
+    /// From the Hugging Face config.json fields.
+    pub fn from_hf(scale_emb: f32, scale_depth: f32, dim_model_base: f32, hidden: usize, layers: usize) -> Self {
+        Self {
+            embedding_scale: scale_emb,
+            residual_scale: scale_depth / (layers as f32).sqrt(),
+            logit_scale: hidden as f32 / dim_model_base,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f32,
+    pub max_context: usize,
+    /// GGUF files of llama-family models store q/k permuted for rotation of
+    /// adjacent pairs; Hugging Face checkpoints and Qwen2 rotate halves.
+    pub rope_interleaved: bool,
+    pub minicpm: Option<MiniCpmScales>,
+}
+
+impl ModelConfig {
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_context", self.max_context),
+        ];
+        for (name, v) in nonzero {
+            if v == 0 {
+                return Err(format!("{name} is zero"));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(format!(
+                "{} attention heads are not a multiple of {} KV heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(format!("head_dim {} is odd", self.head_dim));
+        }
+        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
+            return Err("rope_theta and rms_norm_eps must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Loading llama, qwen2 and minicpm models from GGUF files.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::Device;
+
+use super::config::{Arch, MiniCpmScales, ModelConfig};
+use super::linear::Linear;
+use super::transformer::{Block, Transformer};
+use super::{ModelError, Result};
+
+/// How to load a model file.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Re-encode Q4_0/Q4_1/Q5_0/Q5_1 tensors as Q8_0 at load time. candle's
+    /// x86 kernels for those legacy formats are far slower than its Q8_0 one,
+    /// so the larger weights pay for themselves (see docs/BENCHMARKS.md).
+    pub requantize_legacy: bool,
+    /// Caps the context length (the file's own value otherwise), which bounds
+    /// the rotary tables and the largest KV cache.
+    pub max_context: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { requantize_legacy: true, max_context: Some(8192) }
+    }
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::BadFile { path: path.display().to_string(), reason: reason.into() }
+}
+
+/// Reads a GGUF header, checking that every tensor lies inside the file so a
+/// truncated download is reported as such rather than failing mid-load.
+pub fn read_content(path: &Path) -> Result<gguf_file::Content> {
+    let file = File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let file_len = file.metadata().map_err(|source| ModelError::Io { path: path.display().to_string(), source })?.len();
+    let mut reader = BufReader::new(file);
+    let ct = gguf_file::Content::read(&mut reader).map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
+    for (name, info) in &ct.tensor_infos {
+        let elems = info.shape.elem_count();
+        let block = info.ggml_dtype.block_size();
+        if elems % block != 0 {
+            return Err(bad(path, format!("tensor `{name}` has {elems} elements, not a multiple of its block size")));
+        }
+        let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+        let end = ct.tensor_data_offset + info.offset + bytes;
+        if end > file_len {
+            return Err(bad(path, format!("truncated: tensor `{name}` ends at byte {end} but the file has {file_len}")));
+        }
+    }
+    Ok(ct)
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    ct: &'a gguf_file::Content,
+    file: BufReader<File>,
+    opts: &'a LoadOptions,
+}
+
+impl Reader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.ct.tensor_infos.contains_key(name)
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        if !self.has(name) {
+            return Err(ModelError::Missing(format!("tensor {name}")));
+        }
+        let t = self
+            .ct
+            .tensor(&mut self.file, name, &Device::Cpu)
+            .map_err(|e| bad(self.path, format!("cannot read tensor `{name}`: {e}")))?;
+        let legacy = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+        if legacy && self.opts.requantize_legacy {
+            let dense = t.dequantize(&Device::Cpu)?;
+            return Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?);
+        }
+        match t.dtype() {
+            GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
+            | GgmlDType::Q4_0
+            | GgmlDType::Q4_1
+            | GgmlDType::Q5_0
+            | GgmlDType::Q5_1
+            | GgmlDType::Q8_0
+            | GgmlDType::Q2K
+            | GgmlDType::Q3K
+            | GgmlDType::Q4K
+            | GgmlDType::Q5K
+            | GgmlDType::Q6K => {}
+            other => {
+                return Err(ModelError::UnsupportedDType { tensor: name.into(), dtype: format!("{other:?}") })
+            }
+        }
+        // f16 weights would make candle quantize activations to f16 too; f32
+        // keeps full precision on the batch-invariant kernel.
+        if matches!(t.dtype(), GgmlDType::F16 | GgmlDType::BF16) {
+            let dense = t.dequantize(&Device::Cpu)?;
+            return Ok(QTensor::quantize(&dense, GgmlDType::F32)?);
+        }
+        Ok(t)
+    }
+
+    fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
+        let t = self.qtensor(name)?;
+        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        let w = self.qtensor(&format!("{name}.weight"))?;
+        let bias_name = format!("{name}.bias");
+        let bias = if self.has(&bias_name) { Some(self.vector(&bias_name)?) } else { None };
+        Linear::new(&w, bias, name)
+    }
+}
+
+fn meta<'a>(ct: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value> {
+    ct.metadata.get(key).ok_or_else(|| ModelError::Missing(format!("metadata {key}")))
+}
+
+fn meta_usize(ct: &gguf_file::Content, key: &str) -> Result<usize> {
+    let v = meta(ct, key)?;
+    v.to_u64()
+        .map(|v| v as usize)
+        .or_else(|_| v.to_u32().map(|v| v as usize))
+        .or_else(|_| v.to_i32().map(|v| v as usize))
+        .map_err(|_| ModelError::BadFile { path: key.into(), reason: format!("expected an integer, got {v:?}") })
+}
+
+fn meta_f32(ct: &gguf_file::Content, key: &str) -> Result<f32> {
+    let v = meta(ct, key)?;
+    v.to_f32()
+        .or_else(|_| v.to_f64().map(|v| v as f32))
+        .map_err(|_| ModelError::BadFile { path: key.into(), reason: format!("expected a float, got {v:?}") })
+}
+
+/// Reads the model configuration from GGUF metadata.
+pub fn config_from_gguf(ct: &gguf_file::Content, opts: &LoadOptions) -> Result<ModelConfig> {
+    let arch_name = meta(ct, "general.architecture")?
+        .to_string()
+        .map_err(|_| ModelError::Missing("general.architecture as a string".into()))?
+        .clone();
+    let arch = Arch::parse(&arch_name).ok_or(ModelError::UnsupportedArchitecture(arch_name.clone()))?;
+    let a = arch_name.as_str();
+    let hidden = meta_usize(ct, &format!("{a}.embedding_length"))?;
+    let heads = meta_usize(ct, &format!("{a}.attention.head_count"))?;
+    let kv_heads = meta_usize(ct, &format!("{a}.attention.head_count_kv")).unwrap_or(heads);
+    let head_dim = meta_usize(ct, &format!("{a}.rope.dimension_count")).unwrap_or(hidden / heads.max(1));
+    let layers = meta_usize(ct, &format!("{a}.block_count"))?;
+    let vocab = match ct.tensor_infos.get("token_embd.weight") {
+        Some(info) => info.shape.dims().first().copied().unwrap_or(0),
+        None => return Err(ModelError::Missing("tensor token_embd.weight".into())),
+    };
+    let file_ctx = meta_usize(ct, &format!("{a}.context_length")).unwrap_or(4096);
+    let minicpm = if arch == Arch::MiniCpm {
+        Some(MiniCpmScales {
+            embedding_scale: meta_f32(ct, "minicpm.embedding_scale")?,
+            residual_scale: meta_f32(ct, "minicpm.residual_scale")?,
+            logit_scale: meta_f32(ct, "minicpm.logit_scale")?,
+        })
+    } else {
+        None
+    };
+    Ok(ModelConfig {
+        arch,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: meta_usize(ct, &format!("{a}.feed_forward_length"))?,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        rope_theta: meta_f32(ct, &format!("{a}.rope.freq_base")).unwrap_or(10000.0),
+        rms_norm_eps: meta_f32(ct, &format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        max_context: opts.max_context.map_or(file_ctx, |m| m.min(file_ctx)),
+        // llama.cpp permutes llama-family q/k for adjacent-pair rotation; qwen2 keeps halves.
+        rope_interleaved: arch != Arch::Qwen2,
+        minicpm,
+    })
+}
+
+/// Loads a model from a GGUF file. Returns the header too: the tokenizer and
+/// chat template live in its metadata.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Transformer, gguf_file::Content)> {
+    let ct = read_content(path)?;
+    let cfg = config_from_gguf(&ct, opts)?;
+    let file = File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let mut r = Reader { path, ct: &ct, file: BufReader::new(file), opts };
+    let embed = r.linear("token_embd")?;
+    let mut blocks = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let p = format!("blk.{i}");
+        blocks.push(Block {
+            attn_norm: r.vector(&format!("{p}.attn_norm.weight"))?,
+            q: r.linear(&format!("{p}.attn_q"))?,
+            k: r.linear(&format!("{p}.attn_k"))?,
+            v: r.linear(&format!("{p}.attn_v"))?,
+            o: r.linear(&format!("{p}.attn_output"))?,
+            ffn_norm: r.vector(&format!("{p}.ffn_norm.weight"))?,
+            gate: r.linear(&format!("{p}.ffn_gate"))?,
+            up: r.linear(&format!("{p}.ffn_up"))?,
+            down: r.linear(&format!("{p}.ffn_down"))?,
+        });
+    }
+    let norm = r.vector("output_norm.weight")?;
+    // Tied embeddings (SmolLM2, MiniCPM) have no output tensor of their own.
+    let lm_head = if r.has("output.weight") {
+        r.linear("output")?
+    } else {
+        Linear::from_weight(embed.weight().clone(), (embed.out_dim(), embed.in_dim()), None, "token_embd")?
+    };
+    let model = Transformer::new(cfg, embed, blocks, norm, lm_head)?;
+    Ok((model, ct))
+}

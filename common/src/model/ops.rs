@@ -1,0 +1,180 @@
+//! Row-wise kernels of the forward pass.
+//!
+//! Each function computes every row independently and in a fixed summation
+//! order. That is the point: the logits of a token must not depend on how many
+//! other tokens share its forward pass, or a k-token verification would drift
+//! from k single decode steps and greedy speculation would stop being
+//! byte-identical to plain decoding (llama.cpp's chunked evaluation fails this).
+
+/// Dot product with eight fixed accumulator lanes, combined in a fixed order.
+/// The lanes let the compiler vectorise without changing the result between
+/// calls of different batch shapes.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for i in chunks * 8..a.len() {
+        tail += a[i] * b[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `y += a * x`.
+#[inline]
+pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// RMSNorm of each `dim`-wide row of `x`, scaled by `weight`.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    for (row, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let ss = dot(row, row) / dim as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+/// Precomputed rotary tables: `cos[p * half + i]`, `sin[...]` for position p.
+pub(crate) struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+    interleaved: bool,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f32, max_pos: usize, interleaved: bool) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for i in 0..half {
+                // f64 so the table does not lose precision at large positions.
+                let inv_freq = 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64);
+                let a = p as f64 * inv_freq;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Self { cos, sin, half, interleaved }
+    }
+
+    /// Rotates each `head_dim`-wide head of one token's row in place.
+    pub fn apply(&self, row: &mut [f32], pos: usize) {
+        let half = self.half;
+        let cos = &self.cos[pos * half..(pos + 1) * half];
+        let sin = &self.sin[pos * half..(pos + 1) * half];
+        for head in row.chunks_exact_mut(2 * half) {
+            if self.interleaved {
+                for i in 0..half {
+                    let (a, b) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = a * cos[i] - b * sin[i];
+                    head[2 * i + 1] = a * sin[i] + b * cos[i];
+                }
+            } else {
+                for i in 0..half {
+                    let (a, b) = (head[i], head[i + half]);
+                    head[i] = a * cos[i] - b * sin[i];
+                    head[i + half] = a * sin[i] + b * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// `gate = silu(gate) * up`, row-wise and in place.
+pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Attention of one query head over a set of key/value rows.
+///
+/// `slots` lists the cache rows the query may see, in increasing order; the
+/// order is what keeps the sums identical between a tree pass and a
+/// sequential one. `scores` is scratch space of at least `slots.len()`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kv_stride: usize,
+    kv_offset: usize,
+    slots: &[usize],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    scores.clear();
+    let mut max = f32::NEG_INFINITY;
+    for &s in slots {
+        let k = &keys[s * kv_stride + kv_offset..s * kv_stride + kv_offset + d];
+        let v = dot(q, k) * scale;
+        max = max.max(v);
+        scores.push(v);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for (&s, &w) in slots.iter().zip(scores.iter()) {
+        let v = &values[s * kv_stride + kv_offset..s * kv_stride + kv_offset + d];
+        axpy(out, w * inv, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let naive: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+        assert!((dot(&a, &b) as f64 - naive).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rope_preserves_norm_and_is_identity_at_zero() {
+        for interleaved in [false, true] {
+            let rope = Rope::new(8, 10000.0, 16, interleaved);
+            let orig: Vec<f32> = (0..16).map(|i| i as f32 - 3.0).collect();
+            let mut r = orig.clone();
+            rope.apply(&mut r, 0);
+            assert_eq!(r, orig);
+            rope.apply(&mut r, 7);
+            assert!((dot(&r, &r) - dot(&orig, &orig)).abs() < 1e-2);
+            assert_ne!(r, orig);
+        }
+    }
+
+    #[test]
+    fn attention_is_a_convex_combination() {
+        let q = [1.0, 0.0];
+        let keys = [1.0, 0.0, 0.0, 1.0, 5.0, 5.0];
+        let values = [1.0, 1.0, 3.0, 3.0, 100.0, 100.0];
+        let mut out = [0.0; 2];
+        let mut scratch = Vec::new();
+        attend(&q, &keys, &values, 2, 0, &[0, 1], 1.0, &mut scratch, &mut out);
+        assert!(out[0] > 1.0 && out[0] < 3.0);
+    }
+}

@@ -1,0 +1,285 @@
+//! The Llama-family decoder (llama, qwen2, minicpm) over a batch of sequences.
+
+use rayon::prelude::*;
+
+use super::config::ModelConfig;
+use super::kv_cache::KvCache;
+use super::linear::Linear;
+use super::ops::{self, Rope};
+use super::{CausalLm, Logits, LogitsRows, ModelError, Result, SeqInput};
+
+pub struct Block {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+pub struct Transformer {
+    cfg: ModelConfig,
+    /// `[vocab, hidden]`; its rows are the embeddings.
+    embed: Linear,
+    blocks: Vec<Block>,
+    norm: Vec<f32>,
+    lm_head: Linear,
+    rope: Rope,
+}
+
+/// Where one sequence's rows sit in the concatenated batch.
+struct Span {
+    start: usize,
+    n: usize,
+    cached: usize,
+}
+
+impl Transformer {
+    pub(crate) fn new(
+        cfg: ModelConfig,
+        embed: Linear,
+        blocks: Vec<Block>,
+        norm: Vec<f32>,
+        lm_head: Linear,
+    ) -> Result<Self> {
+        cfg.validate().map_err(|reason| ModelError::BadFile { path: "config".into(), reason })?;
+        let shape_err = |what: &str, got: String| ModelError::BadFile {
+            path: what.to_string(),
+            reason: format!("unexpected shape {got} for the configured model"),
+        };
+        let (rows, cols) = (embed.out_dim(), embed.in_dim());
+        if rows != cfg.vocab_size || cols != cfg.hidden_size {
+            return Err(shape_err("token embeddings", format!("{rows}x{cols}")));
+        }
+        if norm.len() != cfg.hidden_size {
+            return Err(shape_err("output norm", norm.len().to_string()));
+        }
+        if lm_head.out_dim() != cfg.vocab_size || lm_head.in_dim() != cfg.hidden_size {
+            return Err(shape_err("lm_head", format!("{}x{}", lm_head.out_dim(), lm_head.in_dim())));
+        }
+        if blocks.len() != cfg.num_layers {
+            return Err(shape_err("layers", blocks.len().to_string()));
+        }
+        let (h, q, kv, ff) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        for (i, b) in blocks.iter().enumerate() {
+            let dims = [
+                (&b.q, h, q),
+                (&b.k, h, kv),
+                (&b.v, h, kv),
+                (&b.o, q, h),
+                (&b.gate, h, ff),
+                (&b.up, h, ff),
+                (&b.down, ff, h),
+            ];
+            for (lin, i_dim, o_dim) in dims {
+                if lin.in_dim() != i_dim || lin.out_dim() != o_dim {
+                    return Err(shape_err(
+                        &format!("layer {i}"),
+                        format!("{}x{} (expected {o_dim}x{i_dim})", lin.out_dim(), lin.in_dim()),
+                    ));
+                }
+            }
+            if b.attn_norm.len() != h || b.ffn_norm.len() != h {
+                return Err(shape_err(&format!("layer {i} norms"), b.attn_norm.len().to_string()));
+            }
+        }
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_context, cfg.rope_interleaved);
+        Ok(Self { cfg, embed, blocks, norm, lm_head, rope })
+    }
+
+    /// Bytes held by the weight matrices (shared tied weights counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let mut total = self.embed.weight().size_bytes();
+        if !std::sync::Arc::ptr_eq(self.embed.weight(), self.lm_head.weight()) {
+            total += self.lm_head.weight().size_bytes();
+        }
+        for b in &self.blocks {
+            for l in [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down] {
+                total += l.weight().size_bytes();
+            }
+        }
+        total
+    }
+
+    fn validate(&self, seq: &SeqInput<'_>) -> Result<()> {
+        let n = seq.tokens.len();
+        if n == 0 {
+            return Err(ModelError::InvalidInput("no tokens to evaluate".into()));
+        }
+        if seq.positions.len() != n {
+            return Err(ModelError::InvalidInput(format!(
+                "{n} tokens but {} positions",
+                seq.positions.len()
+            )));
+        }
+        if seq.mask.len() != n {
+            return Err(ModelError::InvalidMask(format!("mask is for {} tokens, got {n}", seq.mask.len())));
+        }
+        if let Some(&token) = seq.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::TokenOutOfRange { token, vocab: self.cfg.vocab_size });
+        }
+        if let Some(&position) = seq.positions.iter().find(|&&p| p >= self.cfg.max_context) {
+            return Err(ModelError::PositionOutOfRange { position, max: self.cfg.max_context });
+        }
+        if seq.cache.layers.len() != self.cfg.num_layers || seq.cache.kv_dim != self.cfg.kv_dim() {
+            return Err(ModelError::InvalidInput("the KV cache belongs to a different model".into()));
+        }
+        if seq.cache.len() + n > seq.cache.max_len() {
+            return Err(ModelError::PositionOutOfRange {
+                position: seq.cache.len() + n - 1,
+                max: seq.cache.max_len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut x = self.embed.rows(tokens);
+        if let Some(s) = self.cfg.minicpm {
+            x.iter_mut().for_each(|v| *v *= s.embedding_scale);
+        }
+        Ok(x)
+    }
+
+    fn residual_scale(&self) -> Option<f32> {
+        self.cfg.minicpm.map(|s| s.residual_scale)
+    }
+
+    /// Attention for every row of the batch, reading keys and values from
+    /// the caches (where this layer's new rows were already written).
+    fn attention(&self, layer: usize, q: &[f32], seqs: &[SeqInput<'_>], spans: &[Span]) -> Vec<f32> {
+        let cfg = &self.cfg;
+        let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let group = cfg.num_heads / cfg.num_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let total: usize = spans.iter().map(|s| s.n).sum();
+        let mut out = vec![0f32; total * qd];
+        // One work item per (row, head): enough parallelism for a single
+        // decode token, and each item's arithmetic is independent of the split.
+        out.par_chunks_mut(hd).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(slots, scores), (item, o)| {
+                let (row, head) = (item / cfg.num_heads, item % cfg.num_heads);
+                let s = spans.iter().position(|s| row < s.start + s.n).expect("row in a span");
+                let (span, seq) = (&spans[s], &seqs[s]);
+                let i = row - span.start;
+                slots.clear();
+                slots.extend(0..span.cached);
+                slots.extend(seq.mask.row(i).map(|j| span.cached + j));
+                let kv = &seq.cache.layers[layer];
+                let off = (head / group) * hd;
+                ops::attend(&q[row * qd + head * hd..row * qd + (head + 1) * hd], &kv.k, &kv.v, kvd, off, slots, scale, scores, o);
+            },
+        );
+        out
+    }
+}
+
+impl CausalLm for Transformer {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_layers, self.cfg.kv_dim(), self.cfg.max_context)
+    }
+
+    fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Logits>> {
+        for s in seqs.iter() {
+            self.validate(s)?;
+        }
+        let cfg = &self.cfg;
+        let (h, qd, kvd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim());
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        for s in seqs.iter_mut() {
+            s.cache.reserve(s.tokens.len())?;
+            spans.push(Span { start: tokens.len(), n: s.tokens.len(), cached: s.cache.len() });
+            tokens.extend_from_slice(s.tokens);
+            positions.extend_from_slice(s.positions);
+        }
+        let m = tokens.len();
+        let mut x = self.embed(&tokens)?;
+        let mut normed = vec![0f32; m * h];
+        let rs = self.residual_scale();
+
+        for (li, b) in self.blocks.iter().enumerate() {
+            ops::rms_norm(&x, &b.attn_norm, cfg.rms_norm_eps, &mut normed);
+            let mut q = b.q.forward(&normed, m)?;
+            let mut k = b.k.forward(&normed, m)?;
+            let v = b.v.forward(&normed, m)?;
+            for (r, &p) in positions.iter().enumerate() {
+                self.rope.apply(&mut q[r * qd..(r + 1) * qd], p);
+                self.rope.apply(&mut k[r * kvd..(r + 1) * kvd], p);
+            }
+            for (s, span) in seqs.iter_mut().zip(&spans) {
+                let layer = &mut s.cache.layers[li];
+                let dst = span.cached * kvd..(span.cached + span.n) * kvd;
+                let src = span.start * kvd..(span.start + span.n) * kvd;
+                layer.k[dst.clone()].copy_from_slice(&k[src.clone()]);
+                layer.v[dst].copy_from_slice(&v[src]);
+            }
+            let attn = self.attention(li, &q, seqs, &spans);
+            let o = b.o.forward(&attn, m)?;
+            add_scaled(&mut x, &o, rs);
+
+            ops::rms_norm(&x, &b.ffn_norm, cfg.rms_norm_eps, &mut normed);
+            let mut gate = b.gate.forward(&normed, m)?;
+            let up = b.up.forward(&normed, m)?;
+            ops::swiglu(&mut gate, &up);
+            let down = b.down.forward(&gate, m)?;
+            add_scaled(&mut x, &down, rs);
+        }
+
+        // Only the rows that need logits pay for the (vocabulary-wide) lm_head.
+        let mut rows = Vec::new();
+        let mut owners = Vec::with_capacity(seqs.len());
+        for (s, span) in seqs.iter().zip(&spans) {
+            let want: Vec<usize> = match s.logits {
+                LogitsRows::All => (0..span.n).collect(),
+                LogitsRows::Last => vec![span.n - 1],
+                LogitsRows::None => vec![],
+            };
+            rows.extend(want.iter().map(|&i| span.start + i));
+            owners.push(want);
+        }
+        let mut logits = Vec::with_capacity(seqs.len());
+        let vocab = cfg.vocab_size;
+        let all = if rows.is_empty() {
+            Vec::new()
+        } else {
+            let mut hsel = Vec::with_capacity(rows.len() * h);
+            for &r in &rows {
+                hsel.extend_from_slice(&x[r * h..(r + 1) * h]);
+            }
+            let mut normed = vec![0f32; rows.len() * h];
+            ops::rms_norm(&hsel, &self.norm, cfg.rms_norm_eps, &mut normed);
+            if let Some(s) = cfg.minicpm {
+                normed.iter_mut().for_each(|v| *v /= s.logit_scale);
+            }
+            self.lm_head.forward(&normed, rows.len())?
+        };
+        let mut at = 0;
+        for want in owners {
+            let data = all[at * vocab..(at + want.len()) * vocab].to_vec();
+            at += want.len();
+            logits.push(Logits { rows: want, vocab, data });
+        }
+        for (s, span) in seqs.iter_mut().zip(&spans) {
+            s.cache.commit(span.n);
+        }
+        Ok(logits)
+    }
+}
+
+fn add_scaled(x: &mut [f32], y: &[f32], scale: Option<f32>) {
+    match scale {
+        Some(s) => x.iter_mut().zip(y).for_each(|(x, y)| *x += y * s),
+        None => x.iter_mut().zip(y).for_each(|(x, y)| *x += y),
+    }
+}
+

@@ -1,0 +1,132 @@
+//! `ouro-edge bench-model`: what one forward pass costs on this machine.
+//!
+//! Speculation on a CPU lives or dies by the verify-cost curve c(k): the time
+//! of one forward pass over k new tokens, relative to k = 1. This prints it
+//! next to plain decode speed and peak memory, in one process per
+//! (model, threads) pair so that the thread pools and peak RSS are clean.
+
+use std::time::Instant;
+
+use clap::Args;
+use ouro_common::model::gguf::LoadOptions;
+use ouro_common::model::{CausalLm, LogitsRows};
+use ouro_common::sampling::argmax;
+
+use crate::local::{threads, LocalModel};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A pinned model name or a GGUF path.
+    #[arg(long, env = "OURO_MODEL", default_value = "smollm2-135m")]
+    pub model: String,
+    /// Context length the verify passes run over.
+    #[arg(long, default_value_t = 256)]
+    pub context: usize,
+    /// Values of k for the verify-cost curve.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub ks: Vec<usize>,
+    /// Tokens to decode for the tokens/s figure.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Repetitions per k (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
+    #[arg(long)]
+    pub no_requantize: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident set size of this process, from /proc (Linux only).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps > 0 && !args.ks.is_empty(), "need at least one k and one repetition");
+    let opts = LoadOptions { requantize_legacy: !args.no_requantize, ..LoadOptions::default() };
+    let t0 = Instant::now();
+    let lm = LocalModel::load(&args.model, &opts)?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let model = &lm.model;
+    let max_k = *args.ks.iter().max().unwrap_or(&1);
+    anyhow::ensure!(
+        args.context + max_k.max(args.decode_tokens) < model.config().max_context,
+        "context {} plus k {max_k} exceeds the model's context",
+        args.context
+    );
+
+    // A real prompt, repeated to the requested context length.
+    let seed = lm.prompt_ids("Write a Python function that merges two sorted lists, and explain it.", None, false)?;
+    let context: Vec<u32> = seed.iter().cycle().take(args.context).copied().collect();
+
+    // Decode speed: greedy single-token steps after a short prompt.
+    let mut cache = model.new_cache();
+    let mut logits = model.forward_causal(&mut cache, &seed, LogitsRows::Last)?;
+    let t = Instant::now();
+    for _ in 0..args.decode_tokens {
+        let next = argmax(logits.last().expect("a row"));
+        logits = model.forward_causal(&mut cache, &[next], LogitsRows::Last)?;
+    }
+    let decode_tps = args.decode_tokens as f64 / t.elapsed().as_secs_f64();
+
+    // Verify-cost curve: k new tokens over the context, all rows' logits (as
+    // a verification needs), rolled back after each pass.
+    let mut cache = model.new_cache();
+    model.forward_causal(&mut cache, &context, LogitsRows::None)?;
+    let mut curve = Vec::new();
+    for &k in &args.ks {
+        let draft: Vec<u32> = seed.iter().cycle().skip(3).take(k).copied().collect();
+        let mut times = Vec::new();
+        for _ in 0..args.reps {
+            let t = Instant::now();
+            model.forward_causal(&mut cache, &draft, LogitsRows::All)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            cache.truncate(args.context);
+        }
+        curve.push((k, median(times)));
+    }
+    let base = curve[0].1;
+    let rss = peak_rss_mib();
+    let cfg = model.config();
+    if args.json {
+        let v = serde_json::json!({
+            "model": lm.name,
+            "threads": threads(),
+            "requantize_legacy": opts.requantize_legacy,
+            "load_secs": load_secs,
+            "decode_tokens_per_sec": decode_tps,
+            "context": args.context,
+            "verify_ms": curve.iter().map(|(k, ms)| serde_json::json!({"k": k, "ms": ms, "ratio": ms / base})).collect::<Vec<_>>(),
+            "peak_rss_mib": rss,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} ({}, {} layers, hidden {}), {} threads, requantize legacy: {}",
+            lm.name,
+            cfg.arch.as_str(),
+            cfg.num_layers,
+            cfg.hidden_size,
+            threads(),
+            opts.requantize_legacy
+        );
+        println!("  load {load_secs:.2}s, decode {decode_tps:.1} tok/s, peak RSS {:.0} MiB", rss.unwrap_or(f64::NAN));
+        println!("  verify cost over a {}-token context:", args.context);
+        println!("  {:>4} {:>10} {:>8} {:>12}", "k", "ms", "c(k)/c(1)", "ms per token");
+        for (k, ms) in &curve {
+            println!("  {k:>4} {ms:>10.1} {:>8.2} {:>12.2}", ms / base, ms / *k as f64);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `ouro-edge generate`: one prompt, one local model, streamed to stdout.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+
+use clap::Args;
+use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::model::gguf::LoadOptions;
+use ouro_common::sampling::SamplingParams;
+use ouro_common::tokenizer::StreamDecoder;
+
+use crate::local::{threads, LocalModel};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The prompt (a user turn, wrapped in the model's chat template unless --raw).
+    pub prompt: String,
+    /// A pinned model name (see `ouro-edge models`) or a GGUF path.
+    #[arg(long, env = "OURO_MODEL", default_value = "smollm2-135m")]
+    pub model: String,
+    /// A system message for the chat template.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Feed the prompt as raw text, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens when sampling.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
+    #[arg(long)]
+    pub no_requantize: bool,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let opts = LoadOptions { requantize_legacy: !args.no_requantize, ..LoadOptions::default() };
+    let t0 = std::time::Instant::now();
+    let lm = LocalModel::load(&args.model, &opts)?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let prompt = lm.prompt_ids(&args.prompt, args.system.as_deref(), args.raw)?;
+    let cfg = GenerateConfig {
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
+        stop_ids: lm.tokenizer.info().stop_ids.clone(),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut decoder = StreamDecoder::new(&lm.tokenizer, true);
+    let mut failure = None;
+    let stats = generate(&lm.model, &prompt, &cfg, |t| {
+        match decoder.push(t) {
+            Ok(Some(text)) => {
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if let Ok(Some(rest)) = decoder.flush() {
+        let _ = out.write_all(rest.as_bytes());
+    }
+    writeln!(out)?;
+    eprintln!(
+        "[{}: {} prompt tokens, {} generated ({:?}); load {:.2}s, prefill {:.2}s ({:.1} tok/s), decode {:.1} tok/s, {} threads]",
+        lm.name,
+        stats.prompt_tokens,
+        stats.generated,
+        stats.finish,
+        load_secs,
+        stats.prefill_secs,
+        stats.prompt_tokens as f64 / stats.prefill_secs.max(1e-9),
+        stats.decode_tokens_per_sec(),
+        threads(),
+    );
+    Ok(())
+}

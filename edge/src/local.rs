@@ -1,0 +1,79 @@
+//! Loading a local model with its tokenizer and chat template.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ouro_common::chat::{ChatTemplate, Message, CHATML};
+use ouro_common::model::gguf::{self, LoadOptions};
+use ouro_common::model::{registry, Transformer};
+use ouro_common::tokenizer::Tokenizer;
+
+/// Sets the thread count of candle's and rayon's pools. Must run before the
+/// first model call: both pools read it once, when they start.
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// Effective model thread count.
+pub fn threads() -> usize {
+    std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+pub struct LocalModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub model: Transformer,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+}
+
+impl LocalModel {
+    pub fn load(name_or_path: &str, opts: &LoadOptions) -> anyhow::Result<Self> {
+        let path = registry::resolve(name_or_path)?;
+        let (model, ct) = gguf::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(&ct).context("building the tokenizer from GGUF metadata")?;
+        let info = tokenizer.info();
+        let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.inner().id_to_token(i)).unwrap_or_default();
+        let source = info.chat_template.clone().unwrap_or_else(|| CHATML.to_string());
+        let template = ChatTemplate::new(&source, &token_text(info.bos), &token_text(info.eos))?;
+        Ok(Self { name: name_or_path.to_string(), path, model, tokenizer, template })
+    }
+
+    /// Prompt token ids for a chat turn, or for raw text.
+    pub fn prompt_ids(&self, prompt: &str, system: Option<&str>, raw: bool) -> anyhow::Result<Vec<u32>> {
+        let text = if raw {
+            prompt.to_string()
+        } else {
+            let mut msgs = Vec::new();
+            if let Some(s) = system {
+                msgs.push(Message::new("system", s));
+            }
+            msgs.push(Message::new("user", prompt));
+            self.template.render(&msgs, true)?
+        };
+        let mut ids = Vec::new();
+        let info = self.tokenizer.info();
+        if info.add_bos {
+            ids.extend(info.bos);
+        }
+        ids.extend(self.tokenizer.encode(&text, true)?);
+        Ok(ids)
+    }
+}
+
+pub fn list_models() {
+    println!("model cache: {}", registry::model_dir().display());
+    for m in registry::PINNED {
+        let state = match registry::resolve(m.name) {
+            Ok(_) => "fetched",
+            Err(_) => "not fetched (deploy/fetch-models.sh)",
+        };
+        println!("  {:<22} {:>13} bytes  {:<10} {}", m.name, m.size, state, m.description);
+    }
+}

@@ -1,0 +1,176 @@
+//! The model runtime on a real model (SmolLM2-135M): tree attention, batch
+//! invariance, rollback and keep-path.
+
+use ouro_common::model::{AttnMask, CausalLm, LogitsRows, SeqInput};
+use ouro_common::sampling::argmax;
+use ouro_tests::{max_abs_diff, reference_prompts, smollm2};
+
+fn prompt() -> Vec<u32> {
+    reference_prompts("smollm2-135m")[0].1.clone()
+}
+
+/// A 14-node tree with branching at several depths.
+const PARENTS: [i32; 14] = [-1, -1, -1, 0, 0, 1, 3, 3, 4, 6, 6, 2, 11, 12];
+
+fn path_to(parents: &[i32], mut i: usize) -> Vec<usize> {
+    let mut p = vec![i];
+    while parents[i] >= 0 {
+        i = parents[i] as usize;
+        p.push(i);
+    }
+    p.reverse();
+    p
+}
+
+fn depth(parents: &[i32], i: usize) -> usize {
+    path_to(parents, i).len() - 1
+}
+
+#[test]
+fn tree_pass_equals_each_path_fed_sequentially() {
+    let model = smollm2();
+    let prompt = prompt();
+    let mut base = model.new_cache();
+    model.forward_causal(&mut base, &prompt, LogitsRows::Last).unwrap();
+    let start = base.len();
+    // Real tokens: continuations and near-misses taken from the prompt itself.
+    let tokens: Vec<u32> = (0..PARENTS.len()).map(|i| prompt[(i * 7 + 3) % prompt.len()]).collect();
+    let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
+    let mask = AttnMask::from_parents(&PARENTS).unwrap();
+    let mut tree_cache = base.clone();
+    let tree = model
+        .forward(&mut [SeqInput { cache: &mut tree_cache, tokens: &tokens, positions: &positions, mask: &mask, logits: LogitsRows::All }])
+        .unwrap()
+        .remove(0);
+    let mut worst = 0f32;
+    for node in 0..PARENTS.len() {
+        let path: Vec<u32> = path_to(&PARENTS, node).iter().map(|&j| tokens[j]).collect();
+        let mut c = base.clone();
+        let mut last = None;
+        for &t in &path {
+            last = Some(model.forward_causal(&mut c, &[t], LogitsRows::Last).unwrap());
+        }
+        let seq = last.unwrap();
+        let (a, b) = (tree.row(node), seq.last().unwrap());
+        let d = max_abs_diff(a, b);
+        worst = worst.max(d);
+        assert!(d < 1e-3, "node {node}: max abs diff {d}");
+        assert_eq!(argmax(a), argmax(b), "node {node}: argmax differs");
+    }
+    println!("tree of {} nodes: worst max-abs-diff vs sequential paths = {worst:e}", PARENTS.len());
+}
+
+#[test]
+fn k_token_pass_is_bitwise_equal_to_k_single_steps() {
+    let model = smollm2();
+    let prompt = prompt();
+    let (head, tail) = prompt.split_at(prompt.len() - 9);
+    let mut a = model.new_cache();
+    model.forward_causal(&mut a, head, LogitsRows::None).unwrap();
+    let mut b = a.clone();
+    let batched = model.forward_causal(&mut a, tail, LogitsRows::All).unwrap();
+    for (i, &t) in tail.iter().enumerate() {
+        let single = model.forward_causal(&mut b, &[t], LogitsRows::Last).unwrap();
+        assert!(batched.row(i) == single.last().unwrap(), "row {i} differs between the batched pass and a single step");
+    }
+}
+
+#[test]
+fn sequences_batched_together_equal_each_alone() {
+    let model = smollm2();
+    let prompts = reference_prompts("smollm2-135m");
+    let (p1, p2) = (&prompts[1].1, &prompts[2].1);
+    let (mut c1, mut c2) = (model.new_cache(), model.new_cache());
+    let alone1 = model.forward_causal(&mut c1, p1, LogitsRows::Last).unwrap();
+    let alone2 = model.forward_causal(&mut c2, p2, LogitsRows::Last).unwrap();
+    let (mut d1, mut d2) = (model.new_cache(), model.new_cache());
+    let pos1: Vec<usize> = (0..p1.len()).collect();
+    let pos2: Vec<usize> = (0..p2.len()).collect();
+    let (m1, m2) = (AttnMask::causal(p1.len()), AttnMask::causal(p2.len()));
+    let out = model
+        .forward(&mut [
+            SeqInput { cache: &mut d1, tokens: p1, positions: &pos1, mask: &m1, logits: LogitsRows::Last },
+            SeqInput { cache: &mut d2, tokens: p2, positions: &pos2, mask: &m2, logits: LogitsRows::Last },
+        ])
+        .unwrap();
+    assert!(out[0].last().unwrap() == alone1.last().unwrap());
+    assert!(out[1].last().unwrap() == alone2.last().unwrap());
+}
+
+#[test]
+fn truncate_then_refeed_equals_a_fresh_run() {
+    let model = smollm2();
+    let prompt = prompt();
+    let (head, rest) = prompt.split_at(prompt.len() - 8);
+    let mut c = model.new_cache();
+    model.forward_causal(&mut c, head, LogitsRows::None).unwrap();
+    let wrong: Vec<u32> = rest.iter().rev().copied().collect();
+    model.forward_causal(&mut c, &wrong, LogitsRows::All).unwrap();
+    c.truncate(head.len());
+    let again = model.forward_causal(&mut c, rest, LogitsRows::All).unwrap();
+    let mut fresh = model.new_cache();
+    let expect = model.forward_causal(&mut fresh, &prompt, LogitsRows::All).unwrap();
+    for i in 0..rest.len() {
+        assert!(again.row(i) == expect.row(head.len() + i), "row {i} differs after rollback");
+    }
+}
+
+#[test]
+fn keep_path_after_tree_then_continue_equals_recomputing_the_path() {
+    let model = smollm2();
+    let prompt = prompt();
+    let mut c = model.new_cache();
+    model.forward_causal(&mut c, &prompt, LogitsRows::None).unwrap();
+    let start = c.len();
+    let tokens: Vec<u32> = (0..PARENTS.len()).map(|i| prompt[(i * 5 + 1) % prompt.len()]).collect();
+    let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
+    let mask = AttnMask::from_parents(&PARENTS).unwrap();
+    model
+        .forward(&mut [SeqInput { cache: &mut c, tokens: &tokens, positions: &positions, mask: &mask, logits: LogitsRows::All }])
+        .unwrap();
+    let path = path_to(&PARENTS, 9); // 0 -> 3 -> 6 -> 9
+    c.keep(start, &path).unwrap();
+    assert_eq!(c.len(), start + path.len());
+    let next = prompt[4];
+    let cont = model.forward_causal(&mut c, &[next, prompt[5]], LogitsRows::All).unwrap();
+
+    let mut fresh = model.new_cache();
+    let mut seq = prompt.clone();
+    seq.extend(path.iter().map(|&j| tokens[j]));
+    seq.extend([next, prompt[5]]);
+    let expect = model.forward_causal(&mut fresh, &seq, LogitsRows::All).unwrap();
+    let n = seq.len();
+    for i in 0..2 {
+        let d = max_abs_diff(cont.row(i), expect.row(n - 2 + i));
+        assert!(d < 1e-3, "continuation row {i}: diff {d}");
+        assert_eq!(argmax(cont.row(i)), argmax(expect.row(n - 2 + i)));
+    }
+}
+
+/// The Qwen files mix Q4_K, Q6_K, Q5_0 and Q8_0 tensors, whose candle kernels
+/// differ from SmolLM2's; batch invariance must hold for each of them.
+fn k_token_pass_matches_steps_on(name: &str) {
+    use ouro_common::model::gguf::{self, LoadOptions};
+    let (model, _) = gguf::load(&ouro_tests::model_path(name), &LoadOptions::default()).unwrap();
+    let prompt = reference_prompts(name)[0].1.clone();
+    let (head, tail) = prompt.split_at(prompt.len() - 6);
+    let mut a = model.new_cache();
+    model.forward_causal(&mut a, head, LogitsRows::None).unwrap();
+    let mut b = a.clone();
+    let batched = model.forward_causal(&mut a, tail, LogitsRows::All).unwrap();
+    for (i, &t) in tail.iter().enumerate() {
+        let single = model.forward_causal(&mut b, &[t], LogitsRows::Last).unwrap();
+        let d = max_abs_diff(batched.row(i), single.last().unwrap());
+        assert!(d == 0.0, "{name}: row {i} differs by {d} between the batched pass and a single step");
+    }
+}
+
+#[test]
+fn k_token_pass_is_bitwise_equal_on_qwen_05b() {
+    k_token_pass_matches_steps_on("qwen2.5-coder-0.5b");
+}
+
+#[test]
+fn k_token_pass_is_bitwise_equal_on_qwen_15b() {
+    k_token_pass_matches_steps_on("qwen2.5-coder-1.5b");
+}
