@@ -1,1 +1,40 @@
-//! (being written)
+//! Acceptance feedback tunes the draft.
+//!
+//! After every verified round the edge tells a [`DraftPolicy`] what happened
+//! ([`RoundFeedback`]) and asks it for the shape of the next draft
+//! ([`DraftPlan`]: a trunk from the drafter plus pool phrases hanging as
+//! parallel branches).
+//!
+//! - [`ema`]: the moving average every estimate here is built on;
+//! - [`acceptance`]: per-depth acceptance rates;
+//! - [`cost`]: the verifier's cost curve c(k);
+//! - [`round`]: plans and feedback;
+//! - [`objective`]: expected tokens and the two objectives under a cost model;
+//! - [`adaptive`]: the [`Controller`] that maximises the objective;
+//! - [`baseline`]: fixed and heuristic policies to benchmark it against.
+
+pub mod acceptance;
+pub mod adaptive;
+pub mod baseline;
+pub mod cost;
+pub mod ema;
+pub mod objective;
+pub mod round;
+#[cfg(test)]
+mod sim;
+
+pub use acceptance::AcceptanceStats;
+pub use adaptive::{Controller, ControllerConfig, ControllerError};
+pub use baseline::{FixedPolicy, HeuristicPolicy};
+pub use cost::{CostCurve, CostCurveError};
+pub use ema::Ema;
+pub use objective::{CostModel, Objective};
+pub use round::{BranchFeedback, DraftPlan, RoundFeedback};
+
+/// Decides the shape of each draft from what earlier rounds showed.
+pub trait DraftPolicy {
+    /// The draft to build next.
+    fn plan(&self) -> DraftPlan;
+    /// Learns from one verified round.
+    fn observe(&mut self, feedback: &RoundFeedback);
+}

@@ -1,0 +1,642 @@
+//! The adaptive controller: picks the draft shape that maximises the
+//! objective under the measured acceptance and costs.
+
+use serde::{Deserialize, Serialize};
+
+use super::acceptance::AcceptanceStats;
+use super::cost::CostCurve;
+use super::ema::Ema;
+use super::objective::{self, CostModel, Objective};
+use super::round::{DraftPlan, RoundFeedback};
+use super::DraftPolicy;
+
+/// Bounds and priors of a [`Controller`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerConfig {
+    pub objective: Objective,
+    pub min_trunk: usize,
+    pub max_trunk: usize,
+    /// Most draft nodes (trunk plus branches) per round.
+    pub max_nodes: usize,
+    pub max_branches: usize,
+    pub max_branch_len: usize,
+    /// Largest change of `trunk_len` and `branch_len` per round; `branches`
+    /// moves by at most one. Keeps one unlucky round from collapsing a draft
+    /// and lets the per-depth estimates catch up with the depths offered.
+    pub max_step: usize,
+    /// Relative gain a new plan must promise over the current one before the
+    /// controller moves (0.01 = 1%), so noise does not make it flap.
+    pub hysteresis: f64,
+    /// EMA weight for acceptance and cost estimates once warmed up.
+    pub alpha: f64,
+    /// Assumed per-depth acceptance of the trunk before any data.
+    pub prior_accept: f64,
+    /// Assumed per-depth acceptance of a pool branch before any data; low,
+    /// since pool phrases are guesses from earlier text.
+    pub prior_branch_accept: f64,
+    /// Drafter milliseconds per token until measured.
+    pub default_drafter_ms: f64,
+    /// Round-trip milliseconds until measured.
+    pub default_rtt_ms: f64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            objective: Objective::Latency,
+            min_trunk: 1,
+            max_trunk: 16,
+            max_nodes: 64,
+            max_branches: 4,
+            max_branch_len: 8,
+            max_step: 2,
+            hysteresis: 0.01,
+            alpha: 0.1,
+            prior_accept: 0.6,
+            prior_branch_accept: 0.3,
+            default_drafter_ms: 10.0,
+            default_rtt_ms: 50.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("invalid controller config: {0}")]
+    InvalidConfig(String),
+}
+
+impl ControllerConfig {
+    pub fn validate(&self) -> Result<(), ControllerError> {
+        let bad = |msg: String| Err(ControllerError::InvalidConfig(msg));
+        if self.min_trunk > self.max_trunk {
+            return bad(format!(
+                "min_trunk {} > max_trunk {}",
+                self.min_trunk, self.max_trunk
+            ));
+        }
+        if self.max_nodes < self.min_trunk {
+            return bad(format!(
+                "max_nodes {} < min_trunk {}",
+                self.max_nodes, self.min_trunk
+            ));
+        }
+        if self.max_step == 0 {
+            return bad("max_step must be at least 1".into());
+        }
+        if !(self.alpha > 0.0 && self.alpha <= 1.0) {
+            return bad(format!("alpha {} not in (0, 1]", self.alpha));
+        }
+        if !(self.hysteresis.is_finite() && self.hysteresis >= 0.0) {
+            return bad(format!("hysteresis {} must be >= 0", self.hysteresis));
+        }
+        for (name, p) in [
+            ("prior_accept", self.prior_accept),
+            ("prior_branch_accept", self.prior_branch_accept),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(format!("{name} {p} not in [0, 1]"));
+            }
+        }
+        for (name, ms) in [
+            ("default_drafter_ms", self.default_drafter_ms),
+            ("default_rtt_ms", self.default_rtt_ms),
+        ] {
+            if !(ms.is_finite() && ms >= 0.0) {
+                return bad(format!("{name} {ms} must be finite and >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`DraftPlan::DEFAULT`] squeezed into the bounds.
+    pub fn default_plan(&self) -> DraftPlan {
+        DraftPlan::chain(
+            DraftPlan::DEFAULT
+                .trunk_len
+                .clamp(self.min_trunk, self.max_trunk.min(self.max_nodes)),
+        )
+    }
+}
+
+/// Chooses trunk length and branches from acceptance feedback.
+///
+/// Each [`observe`](Self::observe) updates the estimates and then moves the
+/// plan to the best one within one step of the current plan (trunk and branch
+/// length ±`max_step`, branches ±1), if that is better by more than the
+/// hysteresis. A local step rather than a jump to the global optimum is what
+/// keeps changes smooth, and the objective is unimodal enough in each
+/// dimension that repeated steps reach the optimum within a few rounds.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: ControllerConfig,
+    trunk: AcceptanceStats,
+    branch: AcceptanceStats,
+    drafter_ms: Ema,
+    rtt_ms: Ema,
+    /// Measured (or supplied) verifier costs.
+    measured: Option<CostCurve>,
+    /// The built-in shape of c(k), used until `measured` has two points to
+    /// give a slope; rescaled to pass through a single measured point.
+    /// Kept apart so made-up points never mix with measured ones.
+    guess: CostCurve,
+    current: DraftPlan,
+    rounds: u64,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Self::build(ControllerConfig::default())
+    }
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig) -> Result<Self, ControllerError> {
+        config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    fn build(config: ControllerConfig) -> Self {
+        let depth_cap = config.max_trunk.max(config.max_branch_len).max(1);
+        Self {
+            trunk: AcceptanceStats::new(config.prior_accept, config.alpha, depth_cap),
+            branch: AcceptanceStats::new(config.prior_branch_accept, config.alpha, depth_cap),
+            // Timing priors count for nothing: the first measurement is better
+            // than any default.
+            drafter_ms: Ema::new(config.default_drafter_ms, config.alpha, 0.0),
+            rtt_ms: Ema::new(config.default_rtt_ms, config.alpha, 0.0),
+            measured: None,
+            guess: CostCurve::default(),
+            current: config.default_plan(),
+            rounds: 0,
+            config,
+        }
+    }
+
+    /// Uses a cost curve measured elsewhere (e.g. supplied by the cloud);
+    /// later measurements refine it.
+    pub fn with_cost_curve(mut self, curve: CostCurve) -> Self {
+        self.set_cost_curve(curve);
+        self
+    }
+
+    pub fn set_cost_curve(&mut self, curve: CostCurve) {
+        self.measured = Some(curve);
+        self.fit_guess();
+        if self.rounds > 0 {
+            self.current = self.next_plan();
+        }
+    }
+
+    /// The plan for the next round.
+    pub fn plan(&self) -> DraftPlan {
+        self.current
+    }
+
+    /// Learns from one verified round and updates the plan.
+    pub fn observe(&mut self, feedback: &RoundFeedback) {
+        let offered = feedback.offered_depth;
+        self.trunk.observe(offered, feedback.accepted_len);
+        for b in &feedback.branches {
+            self.branch.observe(b.offered, b.accepted);
+        }
+        if let Some(ms) = feedback.draft_ms.filter(|ms| is_time(*ms)) {
+            if offered > 0 {
+                self.drafter_ms.update(ms / offered as f64);
+            }
+        }
+        if let Some(ms) = feedback.rtt_ms.filter(|ms| is_time(*ms)) {
+            self.rtt_ms.update(ms);
+        }
+        if let Some(ms) = feedback.verify_ms.filter(|ms| is_time(*ms)) {
+            match &mut self.measured {
+                Some(curve) => curve.record(feedback.nodes, ms, self.config.alpha),
+                None => self.measured = CostCurve::from_points([(feedback.nodes, ms)]).ok(),
+            }
+            self.fit_guess();
+        }
+        self.rounds += 1;
+        self.current = self.next_plan();
+    }
+
+    /// Expected accepted draft tokens of a plan under the current estimates.
+    pub fn expected_accepted(&self, plan: &DraftPlan) -> f64 {
+        objective::expected_accepted(plan, &self.trunk, &self.branch)
+    }
+
+    /// The objective's value of a plan under the current estimates.
+    pub fn score(&self, plan: &DraftPlan) -> f64 {
+        objective::score(
+            plan,
+            self.config.objective,
+            &self.trunk,
+            &self.branch,
+            &self.cost_model(),
+        )
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    pub fn trunk_stats(&self) -> &AcceptanceStats {
+        &self.trunk
+    }
+
+    pub fn branch_stats(&self) -> &AcceptanceStats {
+        &self.branch
+    }
+
+    /// The verifier cost curve in use: measured or supplied once it has two
+    /// points, the rescaled built-in guess before.
+    pub fn cost_curve(&self) -> &CostCurve {
+        match &self.measured {
+            Some(curve) if curve.points().len() >= 2 => curve,
+            _ => &self.guess,
+        }
+    }
+
+    fn fit_guess(&mut self) {
+        if let Some(&[(k, ms)]) = self.measured.as_ref().map(|c| c.points()) {
+            let guess = self.guess.cost(k);
+            if guess > 0.0 && ms > 0.0 {
+                self.guess.scale(ms / guess);
+            }
+        }
+    }
+
+    pub fn drafter_ms(&self) -> f64 {
+        self.drafter_ms.value()
+    }
+
+    pub fn rtt_ms(&self) -> f64 {
+        self.rtt_ms.value()
+    }
+
+    /// Rounds observed so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    fn cost_model(&self) -> CostModel<'_> {
+        CostModel {
+            drafter_ms_per_token: self.drafter_ms.value(),
+            rtt_ms: self.rtt_ms.value(),
+            verifier: self.cost_curve(),
+        }
+    }
+
+    fn next_plan(&self) -> DraftPlan {
+        let c = &self.config;
+        let cur = self.current;
+        let step = c.max_step;
+        let current_score = self.score(&cur);
+        let mut best = cur;
+        let mut best_score = f64::NEG_INFINITY;
+
+        let trunks = cur.trunk_len.saturating_sub(step).max(c.min_trunk)
+            ..=(cur.trunk_len + step).min(c.max_trunk);
+        for trunk_len in trunks {
+            let branch_counts =
+                cur.branches.saturating_sub(1)..=(cur.branches + 1).min(c.max_branches);
+            for branches in branch_counts {
+                let lens = if branches == 0 || c.max_branch_len == 0 {
+                    0..=0
+                } else if cur.branch_len == 0 {
+                    1..=step.min(c.max_branch_len)
+                } else {
+                    cur.branch_len.saturating_sub(step).max(1)
+                        ..=(cur.branch_len + step).min(c.max_branch_len)
+                };
+                for branch_len in lens {
+                    let branches = if branch_len == 0 { 0 } else { branches };
+                    let plan = DraftPlan {
+                        trunk_len,
+                        branches,
+                        branch_len,
+                    };
+                    if plan.nodes() > c.max_nodes {
+                        continue;
+                    }
+                    // Strict: among equals the smaller plan, tried first, wins.
+                    let s = self.score(&plan);
+                    if s > best_score {
+                        best = plan;
+                        best_score = s;
+                    }
+                }
+            }
+        }
+        if best != cur && best_score > current_score * (1.0 + c.hysteresis) {
+            best
+        } else {
+            cur
+        }
+    }
+}
+
+impl DraftPolicy for Controller {
+    fn plan(&self) -> DraftPlan {
+        Controller::plan(self)
+    }
+
+    fn observe(&mut self, feedback: &RoundFeedback) {
+        Controller::observe(self, feedback)
+    }
+}
+
+fn is_time(ms: f64) -> bool {
+    ms.is_finite() && ms >= 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::round::BranchFeedback;
+    use super::super::sim::Sim;
+    use super::*;
+
+    fn controller(config: ControllerConfig) -> Controller {
+        Controller::new(config).unwrap()
+    }
+
+    #[test]
+    fn no_history_gives_the_default() {
+        let c = Controller::default();
+        assert_eq!(c.plan(), DraftPlan::DEFAULT);
+        assert_eq!(
+            c.plan(),
+            DraftPlan {
+                trunk_len: 4,
+                branches: 0,
+                branch_len: 0
+            }
+        );
+        let supplied =
+            controller(ControllerConfig::default()).with_cost_curve(CostCurve::linear(1.0, 0.0));
+        assert_eq!(supplied.plan(), DraftPlan::DEFAULT);
+        let tight = controller(ControllerConfig {
+            max_trunk: 2,
+            ..Default::default()
+        });
+        assert_eq!(tight.plan(), DraftPlan::chain(2));
+    }
+
+    /// Final plans of one scenario over several seeds, so no test hangs on
+    /// one lucky draw.
+    fn final_plans(
+        config: ControllerConfig,
+        sim: impl Fn(Sim) -> Sim,
+        rounds: usize,
+    ) -> Vec<DraftPlan> {
+        (0..8)
+            .map(|seed| {
+                let mut c = controller(config.clone());
+                sim(Sim::new(seed)).run(&mut c, rounds);
+                c.plan()
+            })
+            .collect()
+    }
+
+    fn mean_trunk(plans: &[DraftPlan]) -> f64 {
+        plans.iter().map(|p| p.trunk_len as f64).sum::<f64>() / plans.len() as f64
+    }
+
+    #[test]
+    fn high_acceptance_grows_drafts() {
+        let plans = final_plans(ControllerConfig::default(), |s| s.trunk_p(0.95), 60);
+        assert!(mean_trunk(&plans) >= 10.0, "{plans:?}");
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.trunk_len > DraftPlan::DEFAULT.trunk_len),
+            "{plans:?}"
+        );
+    }
+
+    #[test]
+    fn low_acceptance_shrinks_drafts() {
+        let plans = final_plans(ControllerConfig::default(), |s| s.trunk_p(0.15), 60);
+        assert!(plans.iter().all(|p| p.trunk_len <= 2), "{plans:?}");
+    }
+
+    #[test]
+    fn high_rtt_makes_drafts_longer() {
+        let chains = ControllerConfig {
+            max_branches: 0,
+            ..Default::default()
+        };
+        let near = final_plans(chains.clone(), |s| s.trunk_p(0.75).rtt_ms(2.0), 80);
+        let far = final_plans(chains, |s| s.trunk_p(0.75).rtt_ms(400.0), 80);
+        for (n, f) in near.iter().zip(&far) {
+            assert!(
+                f.trunk_len > n.trunk_len,
+                "rtt 2 ms: {near:?}\nrtt 400 ms: {far:?}"
+            );
+        }
+        assert!(
+            mean_trunk(&far) > mean_trunk(&near) + 3.0,
+            "{near:?}\n{far:?}"
+        );
+    }
+
+    #[test]
+    fn compute_objective_drafts_shorter_than_latency_under_high_rtt() {
+        let scenario = |s: Sim| {
+            s.trunk_p(0.8)
+                .rtt_ms(300.0)
+                .verifier(CostCurve::linear(20.0, 3.0))
+        };
+        let latency = final_plans(ControllerConfig::default(), scenario, 80);
+        let compute = final_plans(
+            ControllerConfig {
+                objective: Objective::VerifierCompute,
+                ..Default::default()
+            },
+            scenario,
+            80,
+        );
+        for (l, c) in latency.iter().zip(&compute) {
+            assert!(
+                c.nodes() < l.nodes() && c.trunk_len < l.trunk_len,
+                "latency {latency:?}\ncompute {compute:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn good_pool_phrases_earn_branches() {
+        let mut c = controller(ControllerConfig::default());
+        Sim::new(5)
+            .trunk_p(0.4)
+            .branch_p(0.6)
+            .rtt_ms(300.0)
+            .run(&mut c, 80);
+        assert!(c.plan().branches > 0, "{:?}", c.plan());
+        let mut poor = controller(ControllerConfig::default());
+        Sim::new(5)
+            .trunk_p(0.4)
+            .branch_p(0.0)
+            .rtt_ms(5.0)
+            .verifier(CostCurve::linear(10.0, 4.0))
+            .run(&mut poor, 80);
+        assert_eq!(poor.plan().branches, 0, "{:?}", poor.plan());
+    }
+
+    #[test]
+    fn bounds_are_respected_and_changes_smooth() {
+        let config = ControllerConfig {
+            min_trunk: 2,
+            max_trunk: 7,
+            max_nodes: 12,
+            max_branches: 2,
+            max_branch_len: 3,
+            ..Default::default()
+        };
+        for objective in [Objective::Latency, Objective::VerifierCompute] {
+            let mut c = controller(ControllerConfig {
+                objective,
+                ..config.clone()
+            });
+            let mut sim = Sim::new(6);
+            let mut prev = c.plan();
+            for round in 0..400 {
+                // Regime changes every 50 rounds to push the plan around.
+                let p = [0.98, 0.1, 0.7, 0.99, 0.3, 0.9, 0.05, 0.8][(round / 50) % 8];
+                let rtt = if round % 100 < 50 { 500.0 } else { 1.0 };
+                sim = sim.trunk_p(p).branch_p(1.0 - p).rtt_ms(rtt);
+                let fb = sim.round(prev);
+                c.observe(&fb);
+                let plan = c.plan();
+                assert!((2..=7).contains(&plan.trunk_len), "{plan:?}");
+                assert!(plan.branches <= 2 && plan.branch_len <= 3, "{plan:?}");
+                assert_eq!(plan.branches == 0, plan.branch_len == 0, "{plan:?}");
+                assert!(plan.nodes() <= 12, "{plan:?}");
+                assert!(
+                    plan.trunk_len.abs_diff(prev.trunk_len) <= 2,
+                    "{prev:?} -> {plan:?}"
+                );
+                assert!(
+                    plan.branches.abs_diff(prev.branches) <= 1,
+                    "{prev:?} -> {plan:?}"
+                );
+                if plan.branches > 0 && prev.branches > 0 {
+                    assert!(plan.branch_len.abs_diff(prev.branch_len) <= 2);
+                }
+                prev = plan;
+            }
+        }
+    }
+
+    #[test]
+    fn hysteresis_holds_a_plan_against_small_gains() {
+        let mut c = controller(ControllerConfig {
+            hysteresis: 10.0,
+            ..Default::default()
+        });
+        Sim::new(7).trunk_p(0.99).run(&mut c, 30);
+        assert_eq!(c.plan(), DraftPlan::DEFAULT);
+    }
+
+    #[test]
+    fn measurements_drive_the_cost_model() {
+        let mut c = controller(ControllerConfig::default());
+        c.observe(&RoundFeedback {
+            offered_depth: 4,
+            accepted_len: 2,
+            nodes: 4,
+            draft_ms: Some(20.0),
+            verify_ms: Some(58.0),
+            rtt_ms: Some(80.0),
+            ..Default::default()
+        });
+        assert_eq!(c.drafter_ms(), 5.0);
+        assert_eq!(c.rtt_ms(), 80.0);
+        assert!((c.cost_curve().cost(4) - 58.0).abs() < 1e-9);
+        // The guessed shape is kept, rescaled: 58 / 29 = 2x.
+        assert!((c.cost_curve().cost(0) - 50.0).abs() < 1e-9);
+        assert_eq!(c.rounds(), 1);
+    }
+
+    #[test]
+    fn nonsense_feedback_is_survived() {
+        let mut c = controller(ControllerConfig::default());
+        let junk = [
+            RoundFeedback {
+                offered_depth: 3,
+                accepted_len: 99,
+                nodes: usize::MAX,
+                draft_ms: Some(f64::NAN),
+                verify_ms: Some(-5.0),
+                rtt_ms: Some(f64::INFINITY),
+                branches: vec![BranchFeedback {
+                    offered: 0,
+                    accepted: 7,
+                }],
+            },
+            RoundFeedback::default(),
+            RoundFeedback {
+                offered_depth: 1000,
+                accepted_len: 1000,
+                nodes: 1_000_000,
+                verify_ms: Some(0.0),
+                draft_ms: Some(0.0),
+                rtt_ms: Some(0.0),
+                ..Default::default()
+            },
+        ];
+        for fb in &junk {
+            c.observe(fb);
+            let plan = c.plan();
+            assert!(plan.trunk_len >= 1 && plan.trunk_len <= 16 && plan.nodes() <= 64);
+            assert!(c.score(&plan).is_finite());
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let bad = [
+            ControllerConfig {
+                min_trunk: 5,
+                max_trunk: 4,
+                ..Default::default()
+            },
+            ControllerConfig {
+                max_nodes: 0,
+                ..Default::default()
+            },
+            ControllerConfig {
+                max_step: 0,
+                ..Default::default()
+            },
+            ControllerConfig {
+                alpha: 0.0,
+                ..Default::default()
+            },
+            ControllerConfig {
+                alpha: f64::NAN,
+                ..Default::default()
+            },
+            ControllerConfig {
+                hysteresis: -1.0,
+                ..Default::default()
+            },
+            ControllerConfig {
+                prior_accept: 1.5,
+                ..Default::default()
+            },
+            ControllerConfig {
+                default_rtt_ms: f64::INFINITY,
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            assert!(
+                matches!(
+                    Controller::new(config.clone()),
+                    Err(ControllerError::InvalidConfig(_))
+                ),
+                "{config:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What a plan is worth: expected tokens per round under a cost model.
+//!
+//! # Branch model
+//!
+//! The trunk and every branch are treated as independent paths from the
+//! root, and the verifier commits the longest accepted one, so
+//!
+//! ```text
+//! P(L >= k) = 1 - (1 - P_trunk(k)) * (1 - P_branch(k))^branches
+//! E[accepted] = sum over k >= 1 of P(L >= k)
+//! ```
+//!
+//! with `P_path(k) = Π_{j<=k} a_j` from that path's [`AcceptanceStats`] (all
+//! branches share one set of estimates, learned from every branch offered).
+//! Independence ignores that the trunk and a branch usually compete for the
+//! same next token; since branch rates are measured marginally (including the
+//! rounds where the trunk already won) the model undervalues branches a bit
+//! rather than overvaluing them. Identical branches give diminishing returns
+//! through the power, which is the shape we want without modelling the rank
+//! of each pool candidate.
+
+use serde::{Deserialize, Serialize};
+
+use super::acceptance::AcceptanceStats;
+use super::cost::CostCurve;
+use super::round::DraftPlan;
+
+/// Guards divisions when a cost is measured as 0.
+const MIN_COST_MS: f64 = 1e-3;
+
+/// What the controller maximises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Objective {
+    /// Committed tokens per second of wall-clock time on the edge: one round
+    /// costs the trunk's drafter forwards, the round trip and the verifier.
+    #[default]
+    Latency,
+    /// Committed tokens per millisecond of verifier compute: what a cloud
+    /// serving many clients cares about. Drafter time and RTT are free here.
+    VerifierCompute,
+}
+
+/// The measured costs of a round.
+#[derive(Debug, Clone, Copy)]
+pub struct CostModel<'a> {
+    pub drafter_ms_per_token: f64,
+    pub rtt_ms: f64,
+    pub verifier: &'a CostCurve,
+}
+
+impl CostModel<'_> {
+    /// Wall-clock milliseconds of one round with this plan.
+    pub fn round_ms(&self, plan: &DraftPlan) -> f64 {
+        self.drafter_ms_per_token * plan.trunk_len as f64
+            + self.rtt_ms
+            + self.verifier.cost(plan.nodes())
+    }
+}
+
+/// Expected accepted draft tokens (not counting the verifier's bonus token).
+pub fn expected_accepted(
+    plan: &DraftPlan,
+    trunk: &AcceptanceStats,
+    branch: &AcceptanceStats,
+) -> f64 {
+    let branch_len = if plan.branches == 0 {
+        0
+    } else {
+        plan.branch_len
+    };
+    let depth = plan.trunk_len.max(branch_len);
+    let mut trunk_survive = 1.0;
+    let mut branch_survive = 1.0;
+    let mut total = 0.0;
+    for k in 1..=depth {
+        trunk_survive = if k <= plan.trunk_len {
+            trunk_survive * trunk.rate(k)
+        } else {
+            0.0
+        };
+        branch_survive = if k <= branch_len {
+            branch_survive * branch.rate(k)
+        } else {
+            0.0
+        };
+        let none = (1.0 - trunk_survive) * (1.0 - branch_survive).powi(plan.branches as i32);
+        total += 1.0 - none;
+    }
+    total
+}
+
+/// The objective's value of a plan; higher is better. Tokens per second for
+/// [`Objective::Latency`], tokens per verifier millisecond for
+/// [`Objective::VerifierCompute`]; both count the bonus token, since every
+/// round commits at least one.
+pub fn score(
+    plan: &DraftPlan,
+    objective: Objective,
+    trunk: &AcceptanceStats,
+    branch: &AcceptanceStats,
+    cost: &CostModel<'_>,
+) -> f64 {
+    let tokens = expected_accepted(plan, trunk, branch) + 1.0;
+    match objective {
+        Objective::Latency => 1000.0 * tokens / cost.round_ms(plan).max(MIN_COST_MS),
+        Objective::VerifierCompute => tokens / cost.verifier.cost(plan.nodes()).max(MIN_COST_MS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunk_only_matches_the_product_formula() {
+        let a = AcceptanceStats::new(0.5, 0.1, 16);
+        let plan = DraftPlan::chain(3);
+        assert!((expected_accepted(&plan, &a, &a) - (0.5 + 0.25 + 0.125)).abs() < 1e-12);
+        assert_eq!(expected_accepted(&DraftPlan::chain(0), &a, &a), 0.0);
+    }
+
+    #[test]
+    fn branches_add_diminishing_gain() {
+        let trunk = AcceptanceStats::new(0.5, 0.1, 16);
+        let branch = AcceptanceStats::new(0.4, 0.1, 16);
+        let with = |branches| {
+            expected_accepted(
+                &DraftPlan {
+                    trunk_len: 2,
+                    branches,
+                    branch_len: 3,
+                },
+                &trunk,
+                &branch,
+            )
+        };
+        let (e0, e1, e2) = (with(0), with(1), with(2));
+        assert!(e1 > e0 && e2 > e1 && e2 - e1 < e1 - e0);
+        // Depth 1: 1 - 0.5 * 0.6 = 0.7.
+        let one_deep = DraftPlan {
+            trunk_len: 1,
+            branches: 1,
+            branch_len: 1,
+        };
+        assert!((expected_accepted(&one_deep, &trunk, &branch) - 0.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn objectives_price_different_costs() {
+        let a = AcceptanceStats::new(0.8, 0.1, 16);
+        let curve = CostCurve::linear(20.0, 2.0);
+        let cost = CostModel {
+            drafter_ms_per_token: 5.0,
+            rtt_ms: 100.0,
+            verifier: &curve,
+        };
+        let plan = DraftPlan::chain(2);
+        let tokens = 1.0 + 0.8 + 0.64;
+        assert_eq!(cost.round_ms(&plan), 10.0 + 100.0 + 24.0);
+        let lat = score(&plan, Objective::Latency, &a, &a, &cost);
+        assert!((lat - 1000.0 * tokens / 134.0).abs() < 1e-9);
+        let comp = score(&plan, Objective::VerifierCompute, &a, &a, &cost);
+        assert!((comp - tokens / 24.0).abs() < 1e-12);
+        let free = CostCurve::linear(0.0, 0.0);
+        let zero = CostModel {
+            drafter_ms_per_token: 0.0,
+            rtt_ms: 0.0,
+            verifier: &free,
+        };
+        assert!(score(&plan, Objective::VerifierCompute, &a, &a, &zero).is_finite());
+    }
+}

@@ -1,0 +1,87 @@
+//! A simulated edge–cloud pair for testing policies: acceptances are drawn
+//! with a fixed per-depth probability, costs follow fixed curves.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::cost::CostCurve;
+use super::round::{BranchFeedback, DraftPlan, RoundFeedback};
+use super::DraftPolicy;
+
+pub(crate) struct Sim {
+    trunk_p: f64,
+    branch_p: f64,
+    drafter_ms: f64,
+    rtt_ms: f64,
+    verifier: CostCurve,
+    rng: StdRng,
+}
+
+impl Sim {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            trunk_p: 0.7,
+            branch_p: 0.2,
+            drafter_ms: 8.0,
+            rtt_ms: 50.0,
+            verifier: CostCurve::linear(30.0, 1.5),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub(crate) fn trunk_p(mut self, p: f64) -> Self {
+        self.trunk_p = p;
+        self
+    }
+
+    pub(crate) fn branch_p(mut self, p: f64) -> Self {
+        self.branch_p = p;
+        self
+    }
+
+    pub(crate) fn rtt_ms(mut self, ms: f64) -> Self {
+        self.rtt_ms = ms;
+        self
+    }
+
+    pub(crate) fn verifier(mut self, curve: CostCurve) -> Self {
+        self.verifier = curve;
+        self
+    }
+
+    fn path(&mut self, len: usize, p: f64) -> usize {
+        (0..len).take_while(|_| self.rng.random_bool(p)).count()
+    }
+
+    /// Verifies one draft of this shape.
+    pub(crate) fn round(&mut self, plan: DraftPlan) -> RoundFeedback {
+        let accepted_len = self.path(plan.trunk_len, self.trunk_p);
+        let branches = (0..plan.branches)
+            .map(|_| BranchFeedback {
+                offered: plan.branch_len,
+                accepted: self.path(plan.branch_len, self.branch_p),
+            })
+            .collect();
+        RoundFeedback {
+            offered_depth: plan.trunk_len,
+            accepted_len,
+            branches,
+            nodes: plan.nodes(),
+            draft_ms: Some(self.drafter_ms * plan.trunk_len as f64),
+            verify_ms: Some(self.verifier.cost(plan.nodes())),
+            rtt_ms: Some(self.rtt_ms),
+        }
+    }
+
+    /// Runs `rounds` rounds; returns the plan used in each.
+    pub(crate) fn run(&mut self, policy: &mut dyn DraftPolicy, rounds: usize) -> Vec<DraftPlan> {
+        let mut plans = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let plan = policy.plan();
+            let feedback = self.round(plan);
+            policy.observe(&feedback);
+            plans.push(plan);
+        }
+        plans
+    }
+}
