@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod controller;
 pub mod draft;
+pub mod engine;
 pub mod generate;
 pub mod model;
 pub mod sampling;

@@ -52,7 +52,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompt = lm.prompt_ids(&args.prompt, args.system.as_deref(), args.raw)?;
     let cfg = GenerateConfig {
         max_new_tokens: args.max_tokens,
-        sampling: SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
         stop_ids: lm.tokenizer.info().stop_ids.clone(),
     };
     let mut out = std::io::stdout().lock();

@@ -1,7 +1,5 @@
 //! Loading a local model with its tokenizer and chat template.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use ouro_common::chat::{ChatTemplate, Message, CHATML};
 use ouro_common::model::gguf::{self, LoadOptions};
@@ -27,7 +25,6 @@ pub fn threads() -> usize {
 
 pub struct LocalModel {
     pub name: String,
-    pub path: PathBuf,
     pub model: Transformer,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
@@ -42,7 +39,7 @@ impl LocalModel {
         let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.inner().id_to_token(i)).unwrap_or_default();
         let source = info.chat_template.clone().unwrap_or_else(|| CHATML.to_string());
         let template = ChatTemplate::new(&source, &token_text(info.bos), &token_text(info.eos))?;
-        Ok(Self { name: name_or_path.to_string(), path, model, tokenizer, template })
+        Ok(Self { name: name_or_path.to_string(), model, tokenizer, template })
     }
 
     /// Prompt token ids for a chat turn, or for raw text.

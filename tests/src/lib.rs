@@ -19,11 +19,7 @@ pub fn model_dir() -> PathBuf {
 /// `qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b`).
 pub fn model_path(name: &str) -> PathBuf {
     let p = model_dir().join(format!("{name}.gguf"));
-    assert!(
-        p.is_file(),
-        "model {name} is missing at {}: run `deploy/fetch-models.sh {name}` first",
-        p.display()
-    );
+    assert!(p.is_file(), "model {name} is missing at {}: run `deploy/fetch-models.sh {name}` first", p.display());
     p
 }
 
@@ -50,12 +46,8 @@ pub fn shared_data() -> PathBuf {
 
 /// Reads a JSONL file into values.
 pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("valid JSON line")).collect()
 }
 
 use std::sync::{Arc, OnceLock};

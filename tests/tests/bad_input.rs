@@ -33,7 +33,13 @@ fn position_beyond_context_is_refused() {
     let max = model.config().max_context;
     let mask = AttnMask::causal(1);
     let err = model
-        .forward(&mut [SeqInput { cache: &mut c, tokens: &[1], positions: &[max], mask: &mask, logits: LogitsRows::Last }])
+        .forward(&mut [SeqInput {
+            cache: &mut c,
+            tokens: &[1],
+            positions: &[max],
+            mask: &mask,
+            logits: LogitsRows::Last,
+        }])
         .unwrap_err();
     assert!(matches!(err, ModelError::PositionOutOfRange { .. }), "{err}");
     assert_eq!(c.len(), 0);
@@ -45,7 +51,13 @@ fn mismatched_inputs_are_refused() {
     let mut c = model.new_cache();
     let mask = AttnMask::causal(2);
     let err = model
-        .forward(&mut [SeqInput { cache: &mut c, tokens: &[1, 2], positions: &[0], mask: &mask, logits: LogitsRows::All }])
+        .forward(&mut [SeqInput {
+            cache: &mut c,
+            tokens: &[1, 2],
+            positions: &[0],
+            mask: &mask,
+            logits: LogitsRows::All,
+        }])
         .unwrap_err();
     assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
     let err = model
@@ -80,7 +92,9 @@ fn corrupt_gguf_is_an_error() {
 #[test]
 fn unknown_architecture_is_named() {
     let p = tmp("gptx.gguf");
-    let emb = QTensor::quantize(&Tensor::zeros((8, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let emb =
+        QTensor::quantize(&Tensor::zeros((8, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32)
+            .unwrap();
     let arch = gguf_file::Value::String("gptx".into());
     let mut f = std::fs::File::create(&p).unwrap();
     gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("token_embd.weight", &emb)]).unwrap();

@@ -42,8 +42,12 @@ fn source() -> Source {
         tensors.insert(name.clone(), t);
     }
     let u = |k: &str| ct.metadata[k].to_u32().unwrap() as usize;
-    let (layers, hidden, heads, kv_heads) =
-        (u("llama.block_count"), u("llama.embedding_length"), u("llama.attention.head_count"), u("llama.attention.head_count_kv"));
+    let (layers, hidden, heads, kv_heads) = (
+        u("llama.block_count"),
+        u("llama.embedding_length"),
+        u("llama.attention.head_count"),
+        u("llama.attention.head_count_kv"),
+    );
     Source { ct, tensors, layers, hidden, heads, kv_heads }
 }
 
@@ -71,14 +75,19 @@ fn minicpm_tensors(s: &Source, brk: Break) -> HashMap<String, Tensor> {
     for (name, t) in &s.tensors {
         let t = if name == "token_embd.weight" && brk != Break::Embedding {
             (t / SCALE_EMB).unwrap()
-        } else if (name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight")) && brk != Break::Residual {
+        } else if (name.ends_with("attn_output.weight") || name.ends_with("ffn_down.weight")) && brk != Break::Residual
+        {
             (t / rs).unwrap()
         } else {
             t.clone()
         };
         out.insert(name.clone(), t);
     }
-    let head = if brk == Break::Logit { s.tensors["token_embd.weight"].clone() } else { (&s.tensors["token_embd.weight"] * logit_scale(s.hidden)).unwrap() };
+    let head = if brk == Break::Logit {
+        s.tensors["token_embd.weight"].clone()
+    } else {
+        (&s.tensors["token_embd.weight"] * logit_scale(s.hidden)).unwrap()
+    };
     out.insert("output.weight".into(), head);
     out
 }
@@ -108,12 +117,11 @@ fn llama_f32_gguf(s: &Source) -> PathBuf {
 
 fn minicpm_gguf(s: &Source) -> PathBuf {
     let p = dir("minicpm-gguf").join("model.gguf");
-    let mut md: Vec<(String, gguf_file::Value)> = s
-        .ct
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.strip_prefix("llama.").map_or(k.clone(), |r| format!("minicpm.{r}")), v.clone()))
-        .collect();
+    let mut md: Vec<(String, gguf_file::Value)> =
+        s.ct.metadata
+            .iter()
+            .map(|(k, v)| (k.strip_prefix("llama.").map_or(k.clone(), |r| format!("minicpm.{r}")), v.clone()))
+            .collect();
     for (k, v) in md.iter_mut() {
         if k == "general.architecture" {
             *v = gguf_file::Value::String("minicpm".into());
@@ -131,7 +139,14 @@ fn minicpm_gguf(s: &Source) -> PathBuf {
 fn unpermute(t: &Tensor, heads: usize) -> Tensor {
     let (out, inp) = t.dims2().unwrap();
     let d = out / heads;
-    t.reshape((heads, d / 2, 2, inp)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((out, inp)).unwrap()
+    t.reshape((heads, d / 2, 2, inp))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((out, inp))
+        .unwrap()
 }
 
 fn hf_name(gguf_name: &str) -> String {
@@ -205,7 +220,7 @@ fn logits(model: &Transformer, prompt: &[u32]) -> Vec<f32> {
 fn minicpm_reproduces_llama_from_gguf_and_safetensors() {
     let s = source();
     let prompt: Vec<u32> = reference_prompts("smollm2-135m")[3].1.iter().take(48).copied().collect();
-    let opts = LoadOptions { requantize_legacy: false, max_context: Some(2048) };
+    let opts = LoadOptions { requantize_legacy: false, dequantize: false, max_context: Some(2048) };
 
     let (llama, _) = gguf::load(&llama_f32_gguf(&s), &opts).unwrap();
     let reference = logits(&llama, &prompt);
@@ -226,11 +241,14 @@ fn minicpm_reproduces_llama_from_gguf_and_safetensors() {
     let llama_hf = safetensors::load(&write_hf(&s, "llama-hf", "llama", &plain), &opts).unwrap();
     assert!(check("llama safetensors", llama_hf) < 1e-3);
 
-    let m = safetensors::load(&write_hf(&s, "minicpm-hf", "minicpm", &minicpm_tensors(&s, Break::None)), &opts).unwrap();
+    let m =
+        safetensors::load(&write_hf(&s, "minicpm-hf", "minicpm", &minicpm_tensors(&s, Break::None)), &opts).unwrap();
     assert!(check("minicpm safetensors", m) < 1e-3);
 
     for brk in [Break::Embedding, Break::Residual, Break::Logit] {
-        let m = safetensors::load(&write_hf(&s, &format!("broken-{brk:?}"), "minicpm", &minicpm_tensors(&s, brk)), &opts).unwrap();
+        let m =
+            safetensors::load(&write_hf(&s, &format!("broken-{brk:?}"), "minicpm", &minicpm_tensors(&s, brk)), &opts)
+                .unwrap();
         let d = check(&format!("minicpm with the {brk:?} scale uncompensated"), m);
         assert!(d > 1e-2, "leaving out the {brk:?} compensation went unnoticed (diff {d})");
     }

@@ -39,7 +39,13 @@ fn tree_pass_equals_each_path_fed_sequentially() {
     let mask = AttnMask::from_parents(&PARENTS).unwrap();
     let mut tree_cache = base.clone();
     let tree = model
-        .forward(&mut [SeqInput { cache: &mut tree_cache, tokens: &tokens, positions: &positions, mask: &mask, logits: LogitsRows::All }])
+        .forward(&mut [SeqInput {
+            cache: &mut tree_cache,
+            tokens: &tokens,
+            positions: &positions,
+            mask: &mask,
+            logits: LogitsRows::All,
+        }])
         .unwrap()
         .remove(0);
     let mut worst = 0f32;
@@ -126,7 +132,13 @@ fn keep_path_after_tree_then_continue_equals_recomputing_the_path() {
     let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
     let mask = AttnMask::from_parents(&PARENTS).unwrap();
     model
-        .forward(&mut [SeqInput { cache: &mut c, tokens: &tokens, positions: &positions, mask: &mask, logits: LogitsRows::All }])
+        .forward(&mut [SeqInput {
+            cache: &mut c,
+            tokens: &tokens,
+            positions: &positions,
+            mask: &mask,
+            logits: LogitsRows::All,
+        }])
         .unwrap();
     let path = path_to(&PARENTS, 9); // 0 -> 3 -> 6 -> 9
     c.keep(start, &path).unwrap();

@@ -54,22 +54,11 @@ fn check_file(tk: &Tokenizer, file: &Path, text_key: &str, ids_key: &str) {
         }
     }
     let name = file.file_name().unwrap().to_string_lossy();
-    println!(
-        "{name}: matched {}/{}",
-        lines.len() - mismatches.len(),
-        lines.len()
-    );
+    println!("{name}: matched {}/{}", lines.len() - mismatches.len(), lines.len());
     for (text, expected, got) in &mismatches {
-        println!(
-            "  MISMATCH text={}\n    expected={expected:?}\n    got     ={got:?}",
-            short(text)
-        );
+        println!("  MISMATCH text={}\n    expected={expected:?}\n    got     ={got:?}", short(text));
     }
-    assert!(
-        mismatches.is_empty(),
-        "{name}: {} mismatches",
-        mismatches.len()
-    );
+    assert!(mismatches.is_empty(), "{name}: {} mismatches", mismatches.len());
 }
 
 /// Decoding what was encoded gives the text back, in one go and streamed.
@@ -95,23 +84,13 @@ fn check_roundtrip(tk: &Tokenizer, file: &Path) {
 #[test]
 fn qwen_coder_matches_llama_cpp() {
     let tk = load("qwen2.5-coder-0.5b");
-    check_file(
-        &tk,
-        &reference("tokenizer_qwen2.5-coder.jsonl"),
-        "text",
-        "ids",
-    );
+    check_file(&tk, &reference("tokenizer_qwen2.5-coder.jsonl"), "text", "ids");
 }
 
 #[test]
 fn smollm2_matches_llama_cpp() {
     let tk = load("smollm2-135m");
-    check_file(
-        &tk,
-        &reference("tokenizer_smollm2-135m.jsonl"),
-        "text",
-        "ids",
-    );
+    check_file(&tk, &reference("tokenizer_smollm2-135m.jsonl"), "text", "ids");
 }
 
 #[test]
@@ -122,47 +101,27 @@ fn greedy_prompts_encode_to_their_prompt_ids() {
             continue;
         }
         let tk = load(model);
-        check_file(
-            &tk,
-            &reference(&format!("greedy_{model}.jsonl")),
-            "prompt",
-            "prompt_ids",
-        );
+        check_file(&tk, &reference(&format!("greedy_{model}.jsonl")), "prompt", "prompt_ids");
     }
 }
 
 #[test]
 fn decode_inverts_encode() {
-    check_roundtrip(
-        &load("smollm2-135m"),
-        &reference("tokenizer_smollm2-135m.jsonl"),
-    );
-    check_roundtrip(
-        &load("qwen2.5-coder-0.5b"),
-        &reference("tokenizer_qwen2.5-coder.jsonl"),
-    );
+    check_roundtrip(&load("smollm2-135m"), &reference("tokenizer_smollm2-135m.jsonl"));
+    check_roundtrip(&load("qwen2.5-coder-0.5b"), &reference("tokenizer_qwen2.5-coder.jsonl"));
 }
 
 #[test]
 fn info_of_the_pinned_models() {
     let smol = load("smollm2-135m");
     let info = smol.info();
-    assert_eq!(
-        info.kind,
-        TokenizerKind::ByteLevelBpe {
-            pre: "smollm".into()
-        }
-    );
+    assert_eq!(info.kind, TokenizerKind::ByteLevelBpe { pre: "smollm".into() });
     assert_eq!((info.bos, info.eos), (Some(1), Some(2)));
     assert!(!info.add_bos);
     assert_eq!(info.vocab_size, 49152);
     // <|endoftext|>, <|im_end|>, and <reponame> (llama.cpp's FIM repo stop).
     assert_eq!(info.stop_ids, vec![0, 2, 4]);
-    assert!(info
-        .chat_template
-        .as_deref()
-        .unwrap()
-        .contains("<|im_start|>"));
+    assert!(info.chat_template.as_deref().unwrap().contains("<|im_start|>"));
     assert_eq!(info.identity.len(), 64);
 
     let qwen = load("qwen2.5-coder-0.5b");
@@ -185,10 +144,7 @@ fn identity_is_per_vocabulary() {
     assert_ne!(smol.info().identity, qwen.info().identity);
     if ouro_tests::has_model("qwen2.5-coder-1.5b") {
         // The draft/target pair share one tokenizer, which is what makes them a pair.
-        assert_eq!(
-            qwen.info().identity,
-            load("qwen2.5-coder-1.5b").info().identity
-        );
+        assert_eq!(qwen.info().identity, load("qwen2.5-coder-1.5b").info().identity);
     }
 }
 
@@ -236,10 +192,5 @@ fn tokenizer_json_round_trip() {
     assert_eq!(info.vocab_size, gguf.info().vocab_size);
     assert_eq!(info.chat_template.as_deref(), Some("{{ messages }}"));
     assert_eq!(info.identity, gguf.info().identity);
-    check_file(
-        &json,
-        &reference("tokenizer_smollm2-135m.jsonl"),
-        "text",
-        "ids",
-    );
+    check_file(&json, &reference("tokenizer_smollm2-135m.jsonl"), "text", "ids");
 }

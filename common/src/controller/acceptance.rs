@@ -33,11 +33,7 @@ impl AcceptanceStats {
     pub fn new(prior: f64, alpha: f64, max_depth: usize) -> Self {
         Self {
             depths: Vec::new(),
-            prior: if prior.is_finite() {
-                prior.clamp(0.0, 1.0)
-            } else {
-                0.5
-            },
+            prior: if prior.is_finite() { prior.clamp(0.0, 1.0) } else { 0.5 },
             alpha,
             max_depth: max_depth.max(1),
             rounds: 0,
@@ -122,10 +118,7 @@ mod tests {
     fn only_reached_depths_are_judged() {
         let mut s = AcceptanceStats::new(0.5, 0.1, 16);
         s.observe(4, 2);
-        assert_eq!(
-            (s.samples(1), s.samples(2), s.samples(3), s.samples(4)),
-            (1, 1, 1, 0)
-        );
+        assert_eq!((s.samples(1), s.samples(2), s.samples(3), s.samples(4)), (1, 1, 1, 0));
         assert!(s.rate(1) > 0.5 && s.rate(2) > 0.5 && s.rate(3) < s.rate(2));
         // Depth 4 was never judged and borrows depth 3.
         assert_eq!(s.rate(4), s.rate(3));
@@ -159,12 +152,7 @@ mod tests {
             s.observe(truth.len(), accepted);
         }
         for (d, p) in truth.iter().enumerate().take(4) {
-            assert!(
-                (s.rate(d + 1) - p).abs() < 0.06,
-                "depth {}: {}",
-                d + 1,
-                s.rate(d + 1)
-            );
+            assert!((s.rate(d + 1) - p).abs() < 0.06, "depth {}: {}", d + 1, s.rate(d + 1));
         }
     }
 

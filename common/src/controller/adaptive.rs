@@ -70,16 +70,10 @@ impl ControllerConfig {
     pub fn validate(&self) -> Result<(), ControllerError> {
         let bad = |msg: String| Err(ControllerError::InvalidConfig(msg));
         if self.min_trunk > self.max_trunk {
-            return bad(format!(
-                "min_trunk {} > max_trunk {}",
-                self.min_trunk, self.max_trunk
-            ));
+            return bad(format!("min_trunk {} > max_trunk {}", self.min_trunk, self.max_trunk));
         }
         if self.max_nodes < self.min_trunk {
-            return bad(format!(
-                "max_nodes {} < min_trunk {}",
-                self.max_nodes, self.min_trunk
-            ));
+            return bad(format!("max_nodes {} < min_trunk {}", self.max_nodes, self.min_trunk));
         }
         if self.max_step == 0 {
             return bad("max_step must be at least 1".into());
@@ -90,18 +84,12 @@ impl ControllerConfig {
         if !(self.hysteresis.is_finite() && self.hysteresis >= 0.0) {
             return bad(format!("hysteresis {} must be >= 0", self.hysteresis));
         }
-        for (name, p) in [
-            ("prior_accept", self.prior_accept),
-            ("prior_branch_accept", self.prior_branch_accept),
-        ] {
+        for (name, p) in [("prior_accept", self.prior_accept), ("prior_branch_accept", self.prior_branch_accept)] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("{name} {p} not in [0, 1]"));
             }
         }
-        for (name, ms) in [
-            ("default_drafter_ms", self.default_drafter_ms),
-            ("default_rtt_ms", self.default_rtt_ms),
-        ] {
+        for (name, ms) in [("default_drafter_ms", self.default_drafter_ms), ("default_rtt_ms", self.default_rtt_ms)] {
             if !(ms.is_finite() && ms >= 0.0) {
                 return bad(format!("{name} {ms} must be finite and >= 0"));
             }
@@ -111,11 +99,7 @@ impl ControllerConfig {
 
     /// [`DraftPlan::DEFAULT`] squeezed into the bounds.
     pub fn default_plan(&self) -> DraftPlan {
-        DraftPlan::chain(
-            DraftPlan::DEFAULT
-                .trunk_len
-                .clamp(self.min_trunk, self.max_trunk.min(self.max_nodes)),
-        )
+        DraftPlan::chain(DraftPlan::DEFAULT.trunk_len.clamp(self.min_trunk, self.max_trunk.min(self.max_nodes)))
     }
 }
 
@@ -226,13 +210,7 @@ impl Controller {
 
     /// The objective's value of a plan under the current estimates.
     pub fn score(&self, plan: &DraftPlan) -> f64 {
-        objective::score(
-            plan,
-            self.config.objective,
-            &self.trunk,
-            &self.branch,
-            &self.cost_model(),
-        )
+        objective::score(plan, self.config.objective, &self.trunk, &self.branch, &self.cost_model())
     }
 
     pub fn config(&self) -> &ControllerConfig {
@@ -294,27 +272,20 @@ impl Controller {
         let mut best = cur;
         let mut best_score = f64::NEG_INFINITY;
 
-        let trunks = cur.trunk_len.saturating_sub(step).max(c.min_trunk)
-            ..=(cur.trunk_len + step).min(c.max_trunk);
+        let trunks = cur.trunk_len.saturating_sub(step).max(c.min_trunk)..=(cur.trunk_len + step).min(c.max_trunk);
         for trunk_len in trunks {
-            let branch_counts =
-                cur.branches.saturating_sub(1)..=(cur.branches + 1).min(c.max_branches);
+            let branch_counts = cur.branches.saturating_sub(1)..=(cur.branches + 1).min(c.max_branches);
             for branches in branch_counts {
                 let lens = if branches == 0 || c.max_branch_len == 0 {
                     0..=0
                 } else if cur.branch_len == 0 {
                     1..=step.min(c.max_branch_len)
                 } else {
-                    cur.branch_len.saturating_sub(step).max(1)
-                        ..=(cur.branch_len + step).min(c.max_branch_len)
+                    cur.branch_len.saturating_sub(step).max(1)..=(cur.branch_len + step).min(c.max_branch_len)
                 };
                 for branch_len in lens {
                     let branches = if branch_len == 0 { 0 } else { branches };
-                    let plan = DraftPlan {
-                        trunk_len,
-                        branches,
-                        branch_len,
-                    };
+                    let plan = DraftPlan { trunk_len, branches, branch_len };
                     if plan.nodes() > c.max_nodes {
                         continue;
                     }
@@ -363,31 +334,16 @@ mod tests {
     fn no_history_gives_the_default() {
         let c = Controller::default();
         assert_eq!(c.plan(), DraftPlan::DEFAULT);
-        assert_eq!(
-            c.plan(),
-            DraftPlan {
-                trunk_len: 4,
-                branches: 0,
-                branch_len: 0
-            }
-        );
-        let supplied =
-            controller(ControllerConfig::default()).with_cost_curve(CostCurve::linear(1.0, 0.0));
+        assert_eq!(c.plan(), DraftPlan { trunk_len: 4, branches: 0, branch_len: 0 });
+        let supplied = controller(ControllerConfig::default()).with_cost_curve(CostCurve::linear(1.0, 0.0));
         assert_eq!(supplied.plan(), DraftPlan::DEFAULT);
-        let tight = controller(ControllerConfig {
-            max_trunk: 2,
-            ..Default::default()
-        });
+        let tight = controller(ControllerConfig { max_trunk: 2, ..Default::default() });
         assert_eq!(tight.plan(), DraftPlan::chain(2));
     }
 
     /// Final plans of one scenario over several seeds, so no test hangs on
     /// one lucky draw.
-    fn final_plans(
-        config: ControllerConfig,
-        sim: impl Fn(Sim) -> Sim,
-        rounds: usize,
-    ) -> Vec<DraftPlan> {
+    fn final_plans(config: ControllerConfig, sim: impl Fn(Sim) -> Sim, rounds: usize) -> Vec<DraftPlan> {
         (0..8)
             .map(|seed| {
                 let mut c = controller(config.clone());
@@ -405,12 +361,7 @@ mod tests {
     fn high_acceptance_grows_drafts() {
         let plans = final_plans(ControllerConfig::default(), |s| s.trunk_p(0.95), 60);
         assert!(mean_trunk(&plans) >= 10.0, "{plans:?}");
-        assert!(
-            plans
-                .iter()
-                .all(|p| p.trunk_len > DraftPlan::DEFAULT.trunk_len),
-            "{plans:?}"
-        );
+        assert!(plans.iter().all(|p| p.trunk_len > DraftPlan::DEFAULT.trunk_len), "{plans:?}");
     }
 
     #[test]
@@ -421,64 +372,33 @@ mod tests {
 
     #[test]
     fn high_rtt_makes_drafts_longer() {
-        let chains = ControllerConfig {
-            max_branches: 0,
-            ..Default::default()
-        };
+        let chains = ControllerConfig { max_branches: 0, ..Default::default() };
         let near = final_plans(chains.clone(), |s| s.trunk_p(0.75).rtt_ms(2.0), 80);
         let far = final_plans(chains, |s| s.trunk_p(0.75).rtt_ms(400.0), 80);
         for (n, f) in near.iter().zip(&far) {
-            assert!(
-                f.trunk_len > n.trunk_len,
-                "rtt 2 ms: {near:?}\nrtt 400 ms: {far:?}"
-            );
+            assert!(f.trunk_len > n.trunk_len, "rtt 2 ms: {near:?}\nrtt 400 ms: {far:?}");
         }
-        assert!(
-            mean_trunk(&far) > mean_trunk(&near) + 3.0,
-            "{near:?}\n{far:?}"
-        );
+        assert!(mean_trunk(&far) > mean_trunk(&near) + 3.0, "{near:?}\n{far:?}");
     }
 
     #[test]
     fn compute_objective_drafts_shorter_than_latency_under_high_rtt() {
-        let scenario = |s: Sim| {
-            s.trunk_p(0.8)
-                .rtt_ms(300.0)
-                .verifier(CostCurve::linear(20.0, 3.0))
-        };
+        let scenario = |s: Sim| s.trunk_p(0.8).rtt_ms(300.0).verifier(CostCurve::linear(20.0, 3.0));
         let latency = final_plans(ControllerConfig::default(), scenario, 80);
-        let compute = final_plans(
-            ControllerConfig {
-                objective: Objective::VerifierCompute,
-                ..Default::default()
-            },
-            scenario,
-            80,
-        );
+        let compute =
+            final_plans(ControllerConfig { objective: Objective::VerifierCompute, ..Default::default() }, scenario, 80);
         for (l, c) in latency.iter().zip(&compute) {
-            assert!(
-                c.nodes() < l.nodes() && c.trunk_len < l.trunk_len,
-                "latency {latency:?}\ncompute {compute:?}"
-            );
+            assert!(c.nodes() < l.nodes() && c.trunk_len < l.trunk_len, "latency {latency:?}\ncompute {compute:?}");
         }
     }
 
     #[test]
     fn good_pool_phrases_earn_branches() {
         let mut c = controller(ControllerConfig::default());
-        Sim::new(5)
-            .trunk_p(0.4)
-            .branch_p(0.6)
-            .rtt_ms(300.0)
-            .run(&mut c, 80);
+        Sim::new(5).trunk_p(0.4).branch_p(0.6).rtt_ms(300.0).run(&mut c, 80);
         assert!(c.plan().branches > 0, "{:?}", c.plan());
         let mut poor = controller(ControllerConfig::default());
-        Sim::new(5)
-            .trunk_p(0.4)
-            .branch_p(0.0)
-            .rtt_ms(5.0)
-            .verifier(CostCurve::linear(10.0, 4.0))
-            .run(&mut poor, 80);
+        Sim::new(5).trunk_p(0.4).branch_p(0.0).rtt_ms(5.0).verifier(CostCurve::linear(10.0, 4.0)).run(&mut poor, 80);
         assert_eq!(poor.plan().branches, 0, "{:?}", poor.plan());
     }
 
@@ -493,10 +413,7 @@ mod tests {
             ..Default::default()
         };
         for objective in [Objective::Latency, Objective::VerifierCompute] {
-            let mut c = controller(ControllerConfig {
-                objective,
-                ..config.clone()
-            });
+            let mut c = controller(ControllerConfig { objective, ..config.clone() });
             let mut sim = Sim::new(6);
             let mut prev = c.plan();
             for round in 0..400 {
@@ -511,14 +428,8 @@ mod tests {
                 assert!(plan.branches <= 2 && plan.branch_len <= 3, "{plan:?}");
                 assert_eq!(plan.branches == 0, plan.branch_len == 0, "{plan:?}");
                 assert!(plan.nodes() <= 12, "{plan:?}");
-                assert!(
-                    plan.trunk_len.abs_diff(prev.trunk_len) <= 2,
-                    "{prev:?} -> {plan:?}"
-                );
-                assert!(
-                    plan.branches.abs_diff(prev.branches) <= 1,
-                    "{prev:?} -> {plan:?}"
-                );
+                assert!(plan.trunk_len.abs_diff(prev.trunk_len) <= 2, "{prev:?} -> {plan:?}");
+                assert!(plan.branches.abs_diff(prev.branches) <= 1, "{prev:?} -> {plan:?}");
                 if plan.branches > 0 && prev.branches > 0 {
                     assert!(plan.branch_len.abs_diff(prev.branch_len) <= 2);
                 }
@@ -529,10 +440,7 @@ mod tests {
 
     #[test]
     fn hysteresis_holds_a_plan_against_small_gains() {
-        let mut c = controller(ControllerConfig {
-            hysteresis: 10.0,
-            ..Default::default()
-        });
+        let mut c = controller(ControllerConfig { hysteresis: 10.0, ..Default::default() });
         Sim::new(7).trunk_p(0.99).run(&mut c, 30);
         assert_eq!(c.plan(), DraftPlan::DEFAULT);
     }
@@ -568,10 +476,7 @@ mod tests {
                 draft_ms: Some(f64::NAN),
                 verify_ms: Some(-5.0),
                 rtt_ms: Some(f64::INFINITY),
-                branches: vec![BranchFeedback {
-                    offered: 0,
-                    accepted: 7,
-                }],
+                branches: vec![BranchFeedback { offered: 0, accepted: 7 }],
             },
             RoundFeedback::default(),
             RoundFeedback {
@@ -595,48 +500,17 @@ mod tests {
     #[test]
     fn bad_configs_are_errors() {
         let bad = [
-            ControllerConfig {
-                min_trunk: 5,
-                max_trunk: 4,
-                ..Default::default()
-            },
-            ControllerConfig {
-                max_nodes: 0,
-                ..Default::default()
-            },
-            ControllerConfig {
-                max_step: 0,
-                ..Default::default()
-            },
-            ControllerConfig {
-                alpha: 0.0,
-                ..Default::default()
-            },
-            ControllerConfig {
-                alpha: f64::NAN,
-                ..Default::default()
-            },
-            ControllerConfig {
-                hysteresis: -1.0,
-                ..Default::default()
-            },
-            ControllerConfig {
-                prior_accept: 1.5,
-                ..Default::default()
-            },
-            ControllerConfig {
-                default_rtt_ms: f64::INFINITY,
-                ..Default::default()
-            },
+            ControllerConfig { min_trunk: 5, max_trunk: 4, ..Default::default() },
+            ControllerConfig { max_nodes: 0, ..Default::default() },
+            ControllerConfig { max_step: 0, ..Default::default() },
+            ControllerConfig { alpha: 0.0, ..Default::default() },
+            ControllerConfig { alpha: f64::NAN, ..Default::default() },
+            ControllerConfig { hysteresis: -1.0, ..Default::default() },
+            ControllerConfig { prior_accept: 1.5, ..Default::default() },
+            ControllerConfig { default_rtt_ms: f64::INFINITY, ..Default::default() },
         ];
         for config in bad {
-            assert!(
-                matches!(
-                    Controller::new(config.clone()),
-                    Err(ControllerError::InvalidConfig(_))
-                ),
-                "{config:?}"
-            );
+            assert!(matches!(Controller::new(config.clone()), Err(ControllerError::InvalidConfig(_))), "{config:?}");
         }
     }
 }

@@ -29,11 +29,7 @@ impl HeuristicPolicy {
     /// Bounds given in either order are sorted; `start` is clamped into them.
     pub fn new(min: usize, max: usize, start: usize) -> Self {
         let (min, max) = (min.min(max), min.max(max));
-        Self {
-            min,
-            max,
-            trunk: start.clamp(min, max),
-        }
+        Self { min, max, trunk: start.clamp(min, max) }
     }
 }
 
@@ -49,12 +45,8 @@ impl DraftPolicy for HeuristicPolicy {
     }
 
     fn observe(&mut self, feedback: &RoundFeedback) {
-        self.trunk = if feedback.full_accept() {
-            self.trunk.saturating_add(2)
-        } else {
-            self.trunk.saturating_sub(1)
-        }
-        .clamp(self.min, self.max);
+        self.trunk = if feedback.full_accept() { self.trunk.saturating_add(2) } else { self.trunk.saturating_sub(1) }
+            .clamp(self.min, self.max);
     }
 }
 
@@ -64,11 +56,7 @@ mod tests {
     use super::*;
 
     fn fb(offered: usize, accepted: usize) -> RoundFeedback {
-        RoundFeedback {
-            offered_depth: offered,
-            accepted_len: accepted,
-            ..Default::default()
-        }
+        RoundFeedback { offered_depth: offered, accepted_len: accepted, ..Default::default() }
     }
 
     #[test]
@@ -105,8 +93,7 @@ mod tests {
         let mut low = HeuristicPolicy::default();
         let h = Sim::new(2).trunk_p(0.97).run(&mut high, 100);
         let l = Sim::new(2).trunk_p(0.2).run(&mut low, 100);
-        let mean =
-            |v: &[DraftPlan]| v.iter().map(|p| p.trunk_len).sum::<usize>() as f64 / v.len() as f64;
+        let mean = |v: &[DraftPlan]| v.iter().map(|p| p.trunk_len).sum::<usize>() as f64 / v.len() as f64;
         assert!(mean(&h[50..]) > 8.0 && mean(&l[50..]) < 2.0);
     }
 }

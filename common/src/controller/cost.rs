@@ -50,9 +50,7 @@ impl Default for CostCurve {
 impl CostCurve {
     /// From measured `(k, ms)` points in any order; repeated k are averaged,
     /// then each point is raised to the largest cost at a smaller k.
-    pub fn from_points(
-        points: impl IntoIterator<Item = (usize, f64)>,
-    ) -> Result<Self, CostCurveError> {
+    pub fn from_points(points: impl IntoIterator<Item = (usize, f64)>) -> Result<Self, CostCurveError> {
         let mut raw: Vec<(usize, f64)> = Vec::new();
         for (k, ms) in points {
             if !ms.is_finite() || ms < 0.0 {
@@ -74,10 +72,7 @@ impl CostCurve {
                 _ => merged.push((k, ms, 1)),
             }
         }
-        let mut points: Vec<(usize, f64)> = merged
-            .into_iter()
-            .map(|(k, sum, n)| (k, sum / n as f64))
-            .collect();
+        let mut points: Vec<(usize, f64)> = merged.into_iter().map(|(k, sum, n)| (k, sum / n as f64)).collect();
         let mut floor = 0.0f64;
         for point in &mut points {
             floor = floor.max(point.1);
@@ -86,9 +81,7 @@ impl CostCurve {
         if points.len() > MAX_POINTS {
             // Keep an even spread including both ends.
             let n = points.len();
-            points = (0..MAX_POINTS)
-                .map(|i| points[i * (n - 1) / (MAX_POINTS - 1)])
-                .collect();
+            points = (0..MAX_POINTS).map(|i| points[i * (n - 1) / (MAX_POINTS - 1)]).collect();
         }
         Ok(Self { points })
     }
@@ -98,9 +91,7 @@ impl CostCurve {
     pub fn linear(base_ms: f64, per_node_ms: f64) -> Self {
         let clean = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
         let (base, slope) = (clean(base_ms), clean(per_node_ms));
-        Self {
-            points: vec![(0, base), (64, base + 64.0 * slope)],
-        }
+        Self { points: vec![(0, base), (64, base + 64.0 * slope)] }
     }
 
     pub fn points(&self) -> &[(usize, f64)] {
@@ -114,11 +105,7 @@ impl CostCurve {
             return 0.0;
         };
         if pts.len() == 1 {
-            return if k <= first_k || first_k == 0 {
-                first_ms
-            } else {
-                first_ms * k as f64 / first_k as f64
-            };
+            return if k <= first_k || first_k == 0 { first_ms } else { first_ms * k as f64 / first_k as f64 };
         }
         if k < first_k {
             let (k1, c1) = pts[1];
@@ -161,11 +148,7 @@ impl CostCurve {
         if !ms.is_finite() || ms < 0.0 {
             return;
         }
-        let alpha = if alpha.is_finite() {
-            alpha.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        let alpha = if alpha.is_finite() { alpha.clamp(0.0, 1.0) } else { 0.0 };
         let i = match self.points.binary_search_by_key(&k, |&(pk, _)| pk) {
             Ok(i) => {
                 self.points[i].1 += alpha * (ms - self.points[i].1);
@@ -178,8 +161,7 @@ impl CostCurve {
             Err(i) => {
                 let nearest = if i == 0 {
                     0
-                } else if i == self.points.len() || k - self.points[i - 1].0 <= self.points[i].0 - k
-                {
+                } else if i == self.points.len() || k - self.points[i - 1].0 <= self.points[i].0 - k {
                     i - 1
                 } else {
                     i
@@ -210,12 +192,7 @@ mod tests {
         let steep = CostCurve::from_points([(3, 22.0), (4, 26.0)]).unwrap();
         assert_eq!(steep.cost(1), 14.0);
         assert_eq!(steep.cost(0), 10.0);
-        assert_eq!(
-            CostCurve::from_points([(10, 5.0), (11, 10.0)])
-                .unwrap()
-                .cost(0),
-            0.0
-        );
+        assert_eq!(CostCurve::from_points([(10, 5.0), (11, 10.0)]).unwrap().cost(0), 0.0);
         assert_eq!(c.cost(1), 20.0);
         assert_eq!(c.cost(3), 20.0);
         assert_eq!(c.cost(6), 25.0);
@@ -243,10 +220,7 @@ mod tests {
         let c = CostCurve::from_points([(2, 10.0), (2, 20.0)]).unwrap();
         assert_eq!(c.points(), &[(2, 15.0)]);
         assert_eq!(CostCurve::from_points([]), Err(CostCurveError::Empty));
-        assert!(matches!(
-            CostCurve::from_points([(1, f64::NAN)]),
-            Err(CostCurveError::BadCost { k: 1, .. })
-        ));
+        assert!(matches!(CostCurve::from_points([(1, f64::NAN)]), Err(CostCurveError::BadCost { k: 1, .. })));
         assert!(CostCurve::from_points([(1, -1.0)]).is_err());
         let many = CostCurve::from_points((0..1000).map(|k| (k, k as f64))).unwrap();
         assert_eq!(many.points().len(), MAX_POINTS);

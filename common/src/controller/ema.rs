@@ -20,22 +20,9 @@ impl Ema {
     /// `alpha` is clamped to (0, 1] and `prior_weight` to >= 0; non-finite
     /// arguments fall back to safe values so construction never fails.
     pub fn new(prior: f64, alpha: f64, prior_weight: f64) -> Self {
-        let alpha = if alpha.is_finite() {
-            alpha.clamp(1e-6, 1.0)
-        } else {
-            0.1
-        };
-        let prior_weight = if prior_weight.is_finite() {
-            prior_weight.max(0.0)
-        } else {
-            0.0
-        };
-        Self {
-            value: if prior.is_finite() { prior } else { 0.0 },
-            samples: 0,
-            alpha,
-            prior_weight,
-        }
+        let alpha = if alpha.is_finite() { alpha.clamp(1e-6, 1.0) } else { 0.1 };
+        let prior_weight = if prior_weight.is_finite() { prior_weight.max(0.0) } else { 0.0 };
+        Self { value: if prior.is_finite() { prior } else { 0.0 }, samples: 0, alpha, prior_weight }
     }
 
     /// Adds one sample; non-finite samples are ignored.

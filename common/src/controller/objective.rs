@@ -51,38 +51,20 @@ pub struct CostModel<'a> {
 impl CostModel<'_> {
     /// Wall-clock milliseconds of one round with this plan.
     pub fn round_ms(&self, plan: &DraftPlan) -> f64 {
-        self.drafter_ms_per_token * plan.trunk_len as f64
-            + self.rtt_ms
-            + self.verifier.cost(plan.nodes())
+        self.drafter_ms_per_token * plan.trunk_len as f64 + self.rtt_ms + self.verifier.cost(plan.nodes())
     }
 }
 
 /// Expected accepted draft tokens (not counting the verifier's bonus token).
-pub fn expected_accepted(
-    plan: &DraftPlan,
-    trunk: &AcceptanceStats,
-    branch: &AcceptanceStats,
-) -> f64 {
-    let branch_len = if plan.branches == 0 {
-        0
-    } else {
-        plan.branch_len
-    };
+pub fn expected_accepted(plan: &DraftPlan, trunk: &AcceptanceStats, branch: &AcceptanceStats) -> f64 {
+    let branch_len = if plan.branches == 0 { 0 } else { plan.branch_len };
     let depth = plan.trunk_len.max(branch_len);
     let mut trunk_survive = 1.0;
     let mut branch_survive = 1.0;
     let mut total = 0.0;
     for k in 1..=depth {
-        trunk_survive = if k <= plan.trunk_len {
-            trunk_survive * trunk.rate(k)
-        } else {
-            0.0
-        };
-        branch_survive = if k <= branch_len {
-            branch_survive * branch.rate(k)
-        } else {
-            0.0
-        };
+        trunk_survive = if k <= plan.trunk_len { trunk_survive * trunk.rate(k) } else { 0.0 };
+        branch_survive = if k <= branch_len { branch_survive * branch.rate(k) } else { 0.0 };
         let none = (1.0 - trunk_survive) * (1.0 - branch_survive).powi(plan.branches as i32);
         total += 1.0 - none;
     }
@@ -123,25 +105,11 @@ mod tests {
     fn branches_add_diminishing_gain() {
         let trunk = AcceptanceStats::new(0.5, 0.1, 16);
         let branch = AcceptanceStats::new(0.4, 0.1, 16);
-        let with = |branches| {
-            expected_accepted(
-                &DraftPlan {
-                    trunk_len: 2,
-                    branches,
-                    branch_len: 3,
-                },
-                &trunk,
-                &branch,
-            )
-        };
+        let with = |branches| expected_accepted(&DraftPlan { trunk_len: 2, branches, branch_len: 3 }, &trunk, &branch);
         let (e0, e1, e2) = (with(0), with(1), with(2));
         assert!(e1 > e0 && e2 > e1 && e2 - e1 < e1 - e0);
         // Depth 1: 1 - 0.5 * 0.6 = 0.7.
-        let one_deep = DraftPlan {
-            trunk_len: 1,
-            branches: 1,
-            branch_len: 1,
-        };
+        let one_deep = DraftPlan { trunk_len: 1, branches: 1, branch_len: 1 };
         assert!((expected_accepted(&one_deep, &trunk, &branch) - 0.7).abs() < 1e-12);
     }
 
@@ -149,11 +117,7 @@ mod tests {
     fn objectives_price_different_costs() {
         let a = AcceptanceStats::new(0.8, 0.1, 16);
         let curve = CostCurve::linear(20.0, 2.0);
-        let cost = CostModel {
-            drafter_ms_per_token: 5.0,
-            rtt_ms: 100.0,
-            verifier: &curve,
-        };
+        let cost = CostModel { drafter_ms_per_token: 5.0, rtt_ms: 100.0, verifier: &curve };
         let plan = DraftPlan::chain(2);
         let tokens = 1.0 + 0.8 + 0.64;
         assert_eq!(cost.round_ms(&plan), 10.0 + 100.0 + 24.0);
@@ -162,11 +126,7 @@ mod tests {
         let comp = score(&plan, Objective::VerifierCompute, &a, &a, &cost);
         assert!((comp - tokens / 24.0).abs() < 1e-12);
         let free = CostCurve::linear(0.0, 0.0);
-        let zero = CostModel {
-            drafter_ms_per_token: 0.0,
-            rtt_ms: 0.0,
-            verifier: &free,
-        };
+        let zero = CostModel { drafter_ms_per_token: 0.0, rtt_ms: 0.0, verifier: &free };
         assert!(score(&plan, Objective::VerifierCompute, &a, &a, &zero).is_finite());
     }
 }

@@ -19,19 +19,11 @@ impl DraftPlan {
     /// The plan with no history: a short trunk that wins when acceptance is
     /// decent and costs little when it is not, and no branches until the
     /// pool has shown its worth.
-    pub const DEFAULT: DraftPlan = DraftPlan {
-        trunk_len: 4,
-        branches: 0,
-        branch_len: 0,
-    };
+    pub const DEFAULT: DraftPlan = DraftPlan { trunk_len: 4, branches: 0, branch_len: 0 };
 
     /// A trunk only.
     pub const fn chain(trunk_len: usize) -> Self {
-        Self {
-            trunk_len,
-            branches: 0,
-            branch_len: 0,
-        }
+        Self { trunk_len, branches: 0, branch_len: 0 }
     }
 
     /// Draft tokens the verifier checks.

@@ -57,10 +57,7 @@ impl Sim {
     pub(crate) fn round(&mut self, plan: DraftPlan) -> RoundFeedback {
         let accepted_len = self.path(plan.trunk_len, self.trunk_p);
         let branches = (0..plan.branches)
-            .map(|_| BranchFeedback {
-                offered: plan.branch_len,
-                accepted: self.path(plan.branch_len, self.branch_p),
-            })
+            .map(|_| BranchFeedback { offered: plan.branch_len, accepted: self.path(plan.branch_len, self.branch_p) })
             .collect();
         RoundFeedback {
             offered_depth: plan.trunk_len,

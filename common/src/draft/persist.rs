@@ -39,11 +39,7 @@ pub enum PoolError {
     #[error("{} is not an ouro phrase pool file", .path.display())]
     NotAPool { path: PathBuf },
     #[error("phrase pool {} has format version {found}; this build reads version {expected}", .path.display())]
-    WrongVersion {
-        path: PathBuf,
-        found: u64,
-        expected: u64,
-    },
+    WrongVersion { path: PathBuf, found: u64, expected: u64 },
     #[error("phrase pool {} is corrupt: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -72,10 +68,7 @@ impl PhrasePool {
     /// so a crash mid-write leaves the previous warm-start file intact.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PoolError> {
         let path = path.as_ref();
-        let io_err = |source| PoolError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| PoolError::Io { path: path.to_path_buf(), source };
         let mut phrases: Vec<StoredPhrase> = self
             .entries()
             .map(|e| StoredPhrase {
@@ -87,12 +80,7 @@ impl PhrasePool {
             })
             .collect();
         phrases.sort_by_key(|p| p.tick);
-        let file = PoolFile {
-            magic: MAGIC.to_owned(),
-            version: VERSION,
-            config: self.config(),
-            phrases,
-        };
+        let file = PoolFile { magic: MAGIC.to_owned(), version: VERSION, config: self.config(), phrases };
 
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
@@ -132,19 +120,11 @@ impl PhrasePool {
 }
 
 fn read_file(path: &Path) -> Result<PoolFile, PoolError> {
-    let reader = BufReader::new(File::open(path).map_err(|source| PoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?);
+    let reader = BufReader::new(File::open(path).map_err(|source| PoolError::Io { path: path.to_path_buf(), source })?);
     let value: serde_json::Value =
-        serde_json::from_reader(reader).map_err(|source| PoolError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        serde_json::from_reader(reader).map_err(|source| PoolError::Parse { path: path.to_path_buf(), source })?;
     if value.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
-        return Err(PoolError::NotAPool {
-            path: path.to_path_buf(),
-        });
+        return Err(PoolError::NotAPool { path: path.to_path_buf() });
     }
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(VERSION) => {}
@@ -156,18 +136,10 @@ fn read_file(path: &Path) -> Result<PoolFile, PoolError> {
             })
         }
     }
-    serde_json::from_value(value).map_err(|e| PoolError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    serde_json::from_value(value).map_err(|e| PoolError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-fn restore(
-    path: &Path,
-    mut file: PoolFile,
-    config: PoolConfig,
-    strict: bool,
-) -> Result<PhrasePool, PoolError> {
+fn restore(path: &Path, mut file: PoolFile, config: PoolConfig, strict: bool) -> Result<PhrasePool, PoolError> {
     let mut pool = PhrasePool::new(config);
     let config = pool.config();
     if strict && config != file.config {
@@ -182,10 +154,7 @@ fn restore(
         if strict && (len < config.min_len || len > config.max_len) {
             return Err(PoolError::Corrupt {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "phrase of {len} tokens outside {}..={}",
-                    config.min_len, config.max_len
-                ),
+                reason: format!("phrase of {len} tokens outside {}..={}", config.min_len, config.max_len),
             });
         }
         pool.insert(&phrase.tokens, phrase.source);
@@ -203,8 +172,7 @@ mod tests {
 
     impl TempDir {
         fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("ouro-pool-test-{}-{name}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("ouro-pool-test-{}-{name}", std::process::id()));
             fs::create_dir_all(&dir).unwrap();
             Self(dir)
         }
@@ -220,12 +188,7 @@ mod tests {
     }
 
     fn sample_pool() -> PhrasePool {
-        let mut p = PhrasePool::new(PoolConfig {
-            max_phrases: 64,
-            max_per_key: 4,
-            min_len: 2,
-            max_len: 6,
-        });
+        let mut p = PhrasePool::new(PoolConfig { max_phrases: 64, max_per_key: 4, min_len: 2, max_len: 6 });
         let text: Vec<u32> = (0..120u32).map(|i| (i * 31 + i / 5) % 17).collect();
         p.add_context(&text);
         p.add_phrase(&[500, 501, 502], PhraseSource::VerifierOutput);
@@ -261,12 +224,7 @@ mod tests {
         let dir = TempDir::new("smaller");
         let path = dir.file("pool.json");
         sample_pool().save(&path).unwrap();
-        let small = PoolConfig {
-            max_phrases: 5,
-            max_per_key: 2,
-            min_len: 2,
-            max_len: 3,
-        };
+        let small = PoolConfig { max_phrases: 5, max_per_key: 2, min_len: 2, max_len: 3 };
         let q = PhrasePool::load_with_config(&path, small).unwrap();
         assert_eq!(q.len(), 5);
         assert!(q.entries().all(|e| e.tokens.len() <= 3));
@@ -292,48 +250,22 @@ mod tests {
 
         let garbage = dir.file("garbage.bin");
         fs::write(&garbage, [0xff, 0x00, 0x13, 0x37]).unwrap();
-        assert!(matches!(
-            PhrasePool::load(&garbage),
-            Err(PoolError::Parse { .. })
-        ));
+        assert!(matches!(PhrasePool::load(&garbage), Err(PoolError::Parse { .. })));
 
         let other = dir.file("other.json");
         fs::write(&other, r#"{"magic": "something-else", "version": 1}"#).unwrap();
-        assert!(matches!(
-            PhrasePool::load(&other),
-            Err(PoolError::NotAPool { .. })
-        ));
+        assert!(matches!(PhrasePool::load(&other), Err(PoolError::NotAPool { .. })));
 
         let future = dir.file("future.json");
-        fs::write(
-            &future,
-            text.replacen(r#""version":1"#, r#""version":7"#, 1),
-        )
-        .unwrap();
+        fs::write(&future, text.replacen(r#""version":1"#, r#""version":7"#, 1)).unwrap();
         let err = PhrasePool::load(&future).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PoolError::WrongVersion {
-                    found: 7,
-                    expected: 1,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, PoolError::WrongVersion { found: 7, expected: 1, .. }), "{err:?}");
         assert!(err.to_string().contains("version 7"));
 
         let bad_body = dir.file("bad_body.json");
-        fs::write(
-            &bad_body,
-            r#"{"magic":"ouro-phrase-pool","version":1,"config":{"max_phrases":4},"phrases":[]}"#,
-        )
-        .unwrap();
-        assert!(matches!(
-            PhrasePool::load(&bad_body),
-            Err(PoolError::Corrupt { .. })
-        ));
+        fs::write(&bad_body, r#"{"magic":"ouro-phrase-pool","version":1,"config":{"max_phrases":4},"phrases":[]}"#)
+            .unwrap();
+        assert!(matches!(PhrasePool::load(&bad_body), Err(PoolError::Corrupt { .. })));
 
         let bad_phrase = dir.file("bad_phrase.json");
         fs::write(
@@ -354,18 +286,13 @@ mod tests {
                 "phrases":[]}"#,
         )
         .unwrap();
-        assert!(matches!(
-            PhrasePool::load(&bad_config),
-            Err(PoolError::Corrupt { .. })
-        ));
+        assert!(matches!(PhrasePool::load(&bad_config), Err(PoolError::Corrupt { .. })));
     }
 
     #[test]
     fn save_into_missing_directory_is_an_io_error() {
         let dir = TempDir::new("nodir");
-        let err = sample_pool()
-            .save(dir.file("no/such/dir/pool.json"))
-            .unwrap_err();
+        let err = sample_pool().save(dir.file("no/such/dir/pool.json")).unwrap_err();
         assert!(matches!(err, PoolError::Io { .. }), "{err:?}");
     }
 }

@@ -55,12 +55,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self {
-            max_phrases: 16_384,
-            max_per_key: 16,
-            min_len: 2,
-            max_len: 8,
-        }
+        Self { max_phrases: 16_384, max_per_key: 16, min_len: 2, max_len: 8 }
     }
 }
 
@@ -318,17 +313,8 @@ impl PhrasePool {
     }
 
     fn ranked(&self, key: u32) -> Vec<&Entry> {
-        let mut found: Vec<&Entry> = self
-            .by_key
-            .get(&key)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        found.sort_by(|a, b| {
-            b.hits
-                .cmp(&a.hits)
-                .then(b.tick.cmp(&a.tick))
-                .then(b.tokens.len().cmp(&a.tokens.len()))
-        });
+        let mut found: Vec<&Entry> = self.by_key.get(&key).map(|v| v.iter().collect()).unwrap_or_default();
+        found.sort_by(|a, b| b.hits.cmp(&a.hits).then(b.tick.cmp(&a.tick)).then(b.tokens.len().cmp(&a.tokens.len())));
         found
     }
 
@@ -386,12 +372,10 @@ impl PhrasePool {
         let Some(&key) = tokens.first() else {
             return;
         };
-        let tick = self.by_key.get(&key).and_then(|entries| {
-            entries
-                .iter()
-                .find(|e| e.tokens.starts_with(tokens))
-                .map(|e| e.tick)
-        });
+        let tick = self
+            .by_key
+            .get(&key)
+            .and_then(|entries| entries.iter().find(|e| e.tokens.starts_with(tokens)).map(|e| e.tick));
         let Some(tick) = tick else {
             return;
         };
@@ -409,10 +393,7 @@ impl PhrasePool {
     }
 
     fn entry_mut(&mut self, key: u32, tick: u64) -> Option<&mut Entry> {
-        self.by_key
-            .get_mut(&key)?
-            .iter_mut()
-            .find(|e| e.tick == tick)
+        self.by_key.get_mut(&key)?.iter_mut().find(|e| e.tick == tick)
     }
 
     /// Marks an entry most recently used; returns its new tick.
@@ -486,12 +467,7 @@ mod tests {
     use super::*;
 
     fn pool(max_phrases: usize, max_per_key: usize) -> PhrasePool {
-        PhrasePool::new(PoolConfig {
-            max_phrases,
-            max_per_key,
-            min_len: 2,
-            max_len: 8,
-        })
+        PhrasePool::new(PoolConfig { max_phrases, max_per_key, min_len: 2, max_len: 8 })
     }
 
     /// Checks the bookkeeping the eviction order relies on.
@@ -530,19 +506,10 @@ mod tests {
         // Same text again: nothing new.
         p.add_context(&[1, 2, 3, 4, 5]);
         assert_eq!(p.len(), 4);
-        assert_eq!(
-            p.add_phrase(&[2, 3], PhraseSource::VerifierOutput),
-            InsertOutcome::Refreshed
-        );
-        assert_eq!(
-            p.add_phrase(&[2, 3, 4, 5, 6], PhraseSource::VerifierOutput),
-            InsertOutcome::Extended
-        );
+        assert_eq!(p.add_phrase(&[2, 3], PhraseSource::VerifierOutput), InsertOutcome::Refreshed);
+        assert_eq!(p.add_phrase(&[2, 3, 4, 5, 6], PhraseSource::VerifierOutput), InsertOutcome::Extended);
         assert_eq!(p.candidates(2, 10), vec![&[2, 3, 4, 5, 6][..]]);
-        assert_eq!(
-            p.add_phrase(&[9], PhraseSource::Context),
-            InsertOutcome::Rejected
-        );
+        assert_eq!(p.add_phrase(&[9], PhraseSource::Context), InsertOutcome::Rejected);
         assert_consistent(&p);
     }
 
@@ -550,10 +517,7 @@ mod tests {
     fn long_phrases_are_windowed_to_max_len() {
         let mut p = pool(1000, 16);
         let long: Vec<u32> = (0..12).collect();
-        assert_eq!(
-            p.add_phrase(&long, PhraseSource::DrafterLookahead),
-            InsertOutcome::Added
-        );
+        assert_eq!(p.add_phrase(&long, PhraseSource::DrafterLookahead), InsertOutcome::Added);
         assert_eq!(p.len(), 5);
         assert_eq!(p.candidates(4, 1), vec![&long[4..12]]);
         assert_eq!(p.stats().from_drafter, 5);
@@ -593,9 +557,7 @@ mod tests {
     #[test]
     fn bounds_hold_under_heavy_feeding() {
         let mut p = pool(50, 3);
-        let text: Vec<u32> = (0..5000u32)
-            .map(|i| i.wrapping_mul(2_654_435_761) % 97)
-            .collect();
+        let text: Vec<u32> = (0..5000u32).map(|i| i.wrapping_mul(2_654_435_761) % 97).collect();
         p.add_context(&text);
         assert_eq!(p.len(), 50);
         assert_consistent(&p);
@@ -629,10 +591,7 @@ mod tests {
         assert_eq!(p.candidates(1000, 1), vec![&[1000, 1001, 1002][..]]);
         // Unhit phrases are evicted oldest first.
         assert!(p.candidates(0, 1).is_empty());
-        assert_eq!(
-            p.candidates(990, 1),
-            vec![&[990, 991, 992, 993, 994, 995, 996, 997][..]]
-        );
+        assert_eq!(p.candidates(990, 1), vec![&[990, 991, 992, 993, 994, 995, 996, 997][..]]);
         assert_consistent(&p);
     }
 
@@ -662,17 +621,11 @@ mod tests {
         p.add_phrase(&[1, 2], PhraseSource::Context);
         p.add_phrase(&[1, 3, 4], PhraseSource::Context);
         p.add_phrase(&[1, 5], PhraseSource::Context);
-        assert_eq!(
-            p.candidates(1, 3),
-            vec![&[1, 5][..], &[1, 3, 4][..], &[1, 2][..]]
-        );
+        assert_eq!(p.candidates(1, 3), vec![&[1, 5][..], &[1, 3, 4][..], &[1, 2][..]]);
         p.record_hit(&[1, 2]);
         p.record_hit(&[1, 2]);
         p.record_hit(&[1, 3]);
-        assert_eq!(
-            p.candidates(1, 3),
-            vec![&[1, 2][..], &[1, 3, 4][..], &[1, 5][..]]
-        );
+        assert_eq!(p.candidates(1, 3), vec![&[1, 2][..], &[1, 3, 4][..], &[1, 5][..]]);
         assert_eq!(p.candidates(1, 1), vec![&[1, 2][..]]);
         assert_eq!(p.candidates(1, 0), Vec::<&[u32]>::new());
         assert_eq!(p.record_hit(&[1]), 0);
@@ -696,14 +649,8 @@ mod tests {
         // 3-token match first, then the 2-token one, then the 1-token ones.
         // [7, 7, 8] extends the earlier [7, 7] rather than repeating it, so
         // it stays.
-        assert_eq!(
-            got,
-            vec![&[5, 6][..], &[7, 7][..], &[7, 7, 8][..], &[9, 9][..]]
-        );
-        assert_eq!(
-            p.continuations(&[0, 1, 2, 3], 2),
-            vec![&[5, 6][..], &[7, 7][..]]
-        );
+        assert_eq!(got, vec![&[5, 6][..], &[7, 7][..], &[7, 7, 8][..], &[9, 9][..]]);
+        assert_eq!(p.continuations(&[0, 1, 2, 3], 2), vec![&[5, 6][..], &[7, 7][..]]);
         assert!(p.continuations(&[], 5).is_empty());
         assert!(p.continuations(&[42], 5).is_empty());
 
@@ -716,12 +663,7 @@ mod tests {
 
     #[test]
     fn normalized_config_never_panics() {
-        let mut p = PhrasePool::new(PoolConfig {
-            max_phrases: 0,
-            max_per_key: 0,
-            min_len: 0,
-            max_len: 0,
-        });
+        let mut p = PhrasePool::new(PoolConfig { max_phrases: 0, max_per_key: 0, min_len: 0, max_len: 0 });
         assert_eq!(p.config().min_len, 2);
         assert_eq!(p.config().max_len, 2);
         p.add_context(&[1, 2, 3, 4]);

@@ -19,6 +19,9 @@ pub struct LoadOptions {
     /// x86 kernels for those legacy formats are far slower than its Q8_0 one,
     /// so the larger weights pay for themselves (see docs/BENCHMARKS.md).
     pub requantize_legacy: bool,
+    /// Dequantize every weight to f32 (a high-precision copy of a quantized
+    /// file: slower, but numerically distinct from the file's own kernels).
+    pub dequantize: bool,
     /// Caps the context length (the file's own value otherwise), which bounds
     /// the rotary tables and the largest KV cache.
     pub max_context: Option<usize>,
@@ -26,7 +29,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { requantize_legacy: true, max_context: Some(8192) }
+        Self { requantize_legacy: true, dequantize: false, max_context: Some(8192) }
     }
 }
 
@@ -50,7 +53,10 @@ pub fn read_content(path: &Path) -> Result<gguf_file::Content> {
         let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
         let end = ct.tensor_data_offset + info.offset + bytes;
         if end > file_len {
-            return Err(bad(path, format!("truncated: tensor `{name}` ends at byte {end} but the file has {file_len}")));
+            return Err(bad(
+                path,
+                format!("truncated: tensor `{name}` ends at byte {end} but the file has {file_len}"),
+            ));
         }
     }
     Ok(ct)
@@ -76,6 +82,10 @@ impl Reader<'_> {
             .ct
             .tensor(&mut self.file, name, &Device::Cpu)
             .map_err(|e| bad(self.path, format!("cannot read tensor `{name}`: {e}")))?;
+        if self.opts.dequantize && t.dtype() != GgmlDType::F32 {
+            let dense = t.dequantize(&Device::Cpu)?;
+            return Ok(QTensor::quantize(&dense, GgmlDType::F32)?);
+        }
         let legacy = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
         if legacy && self.opts.requantize_legacy {
             let dense = t.dequantize(&Device::Cpu)?;
@@ -95,9 +105,7 @@ impl Reader<'_> {
             | GgmlDType::Q4K
             | GgmlDType::Q5K
             | GgmlDType::Q6K => {}
-            other => {
-                return Err(ModelError::UnsupportedDType { tensor: name.into(), dtype: format!("{other:?}") })
-            }
+            other => return Err(ModelError::UnsupportedDType { tensor: name.into(), dtype: format!("{other:?}") }),
         }
         // f16 weights would make candle quantize activations to f16 too; f32
         // keeps full precision on the batch-invariant kernel.

@@ -23,12 +23,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(num_layers: usize, kv_dim: usize, max_len: usize) -> Self {
-        Self {
-            layers: vec![LayerKv { k: Vec::new(), v: Vec::new() }; num_layers],
-            kv_dim,
-            len: 0,
-            max_len,
-        }
+        Self { layers: vec![LayerKv { k: Vec::new(), v: Vec::new() }; num_layers], kv_dim, len: 0, max_len }
     }
 
     /// Number of tokens whose keys and values are cached.

@@ -17,6 +17,8 @@ use super::{ModelError, Result};
 /// up to 0.37 in the logits of Qwen2.5-1.5B), which would break byte-identical
 /// greedy speculation.
 pub enum QWeight {
+    /// Q8_0, repacked for ouro's own kernel (see `kernels`).
+    Q8(super::kernels::Q8Matrix),
     F32(Vec<f32>),
     Q4_0(Vec<k_quants::BlockQ4_0>),
     Q4_1(Vec<k_quants::BlockQ4_1>),
@@ -33,7 +35,7 @@ pub enum QWeight {
 /// Copies raw block bytes into a typed vector.
 fn blocks<T: GgmlType>(bytes: &[u8]) -> Result<Vec<T>> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(ModelError::InvalidInput(format!("{} bytes are not whole {size}-byte blocks", bytes.len())));
     }
     let n = bytes.len() / size;
@@ -47,6 +49,7 @@ fn blocks<T: GgmlType>(bytes: &[u8]) -> Result<Vec<T>> {
 macro_rules! each_format {
     ($self:expr, $v:ident => $body:expr) => {
         match $self {
+            QWeight::Q8(_) => unreachable!("handled by the caller"),
             QWeight::F32($v) => $body,
             QWeight::Q4_0($v) => $body,
             QWeight::Q4_1($v) => $body,
@@ -65,6 +68,12 @@ macro_rules! each_format {
 impl QWeight {
     pub fn from_qtensor(t: &QTensor) -> Result<Self> {
         let data = t.data()?;
+        if t.dtype() == GgmlDType::Q8_0 {
+            let (n, k) = t.shape().dims2()?;
+            return super::kernels::Q8Matrix::from_q8_0_bytes(&data, n, k).map(Self::Q8).ok_or_else(|| {
+                ModelError::InvalidInput(format!("Q8_0 tensor of {} bytes is not {n}x{k}", data.len()))
+            });
+        }
         Ok(match t.dtype() {
             GgmlDType::F32 => Self::F32(blocks(&data)?),
             GgmlDType::Q4_0 => Self::Q4_0(blocks(&data)?),
@@ -77,9 +86,7 @@ impl QWeight {
             GgmlDType::Q4K => Self::Q4K(blocks(&data)?),
             GgmlDType::Q5K => Self::Q5K(blocks(&data)?),
             GgmlDType::Q6K => Self::Q6K(blocks(&data)?),
-            other => {
-                return Err(ModelError::UnsupportedDType { tensor: "weight".into(), dtype: format!("{other:?}") })
-            }
+            other => return Err(ModelError::UnsupportedDType { tensor: "weight".into(), dtype: format!("{other:?}") }),
         })
     }
 
@@ -87,10 +94,17 @@ impl QWeight {
         fn bs<T: GgmlType>(_: &[T]) -> usize {
             T::BLCK_SIZE
         }
+        if let Self::Q8(_) = self {
+            return super::kernels::QK;
+        }
         each_format!(self, v => bs(v))
     }
 
     fn matmul(&self, mkn: (usize, usize, usize), x: &[f32], y: &mut [f32]) -> Result<()> {
+        if let Self::Q8(w) = self {
+            w.matmul(x, mkn.0, y);
+            return Ok(());
+        }
         each_format!(self, v => k_quants::matmul(mkn, x, v, y))?;
         Ok(())
     }
@@ -101,12 +115,18 @@ impl QWeight {
             let per_row = cols / T::BLCK_SIZE;
             T::to_float(&v[r * per_row..(r + 1) * per_row], out);
         }
+        if let Self::Q8(w) = self {
+            return w.row(r, out);
+        }
         each_format!(self, v => deq(v, r, cols, out))
     }
 
     pub fn size_bytes(&self) -> usize {
         fn sz<T>(v: &[T]) -> usize {
             std::mem::size_of_val(v)
+        }
+        if let Self::Q8(w) = self {
+            return w.size_bytes();
         }
         each_format!(self, v => sz(v))
     }
@@ -130,9 +150,14 @@ impl Linear {
     }
 
     /// Shares an already converted weight (tied embeddings and lm_head).
-    pub fn from_weight(weight: Arc<QWeight>, (out_dim, in_dim): (usize, usize), bias: Option<Vec<f32>>, name: &str) -> Result<Self> {
+    pub fn from_weight(
+        weight: Arc<QWeight>,
+        (out_dim, in_dim): (usize, usize),
+        bias: Option<Vec<f32>>,
+        name: &str,
+    ) -> Result<Self> {
         let bad = |reason: String| ModelError::BadFile { path: name.to_string(), reason };
-        if in_dim % weight.block_size() != 0 {
+        if !in_dim.is_multiple_of(weight.block_size()) {
             return Err(bad(format!("{in_dim} inputs are not whole blocks of {}", weight.block_size())));
         }
         if let Some(b) = &bias {

@@ -59,10 +59,7 @@ impl AttnMask {
         let mut bits = Vec::with_capacity(n * n);
         for (i, row) in rows.iter().enumerate() {
             if row.len() != n {
-                return Err(ModelError::InvalidMask(format!(
-                    "row {i} has {} entries, expected {n}",
-                    row.len()
-                )));
+                return Err(ModelError::InvalidMask(format!("row {i} has {} entries, expected {n}", row.len())));
             }
             if !row[i] {
                 return Err(ModelError::InvalidMask(format!("token {i} cannot see itself")));
@@ -89,10 +86,7 @@ impl AttnMask {
 
     /// The new-token indices row `i` attends to, in increasing order.
     pub fn row(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
-        self.bits[i * self.n..(i + 1) * self.n]
-            .iter()
-            .enumerate()
-            .filter_map(|(j, &b)| b.then_some(j))
+        self.bits[i * self.n..(i + 1) * self.n].iter().enumerate().filter_map(|(j, &b)| b.then_some(j))
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod gguf;
+mod kernels;
 pub mod kv_cache;
 mod linear;
 pub mod mask;

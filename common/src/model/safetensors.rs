@@ -55,17 +55,16 @@ fn bad(path: &Path, reason: impl Into<String>) -> ModelError {
 impl HfConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
         serde_json::from_str(&text).map_err(|e| bad(&path, e.to_string()))
     }
 
     pub fn to_config(&self, opts: &LoadOptions) -> Result<ModelConfig> {
-        let arch = Arch::parse(&self.model_type).ok_or_else(|| ModelError::UnsupportedArchitecture(self.model_type.clone()))?;
+        let arch = Arch::parse(&self.model_type)
+            .ok_or_else(|| ModelError::UnsupportedArchitecture(self.model_type.clone()))?;
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(ModelError::InvalidInput(format!(
-                "rope_scaling {:?} is not supported",
-                self.rope_scaling
-            )));
+            return Err(ModelError::InvalidInput(format!("rope_scaling {:?} is not supported", self.rope_scaling)));
         }
         let minicpm = if arch == Arch::MiniCpm {
             let need = |v: Option<f32>, name: &str| v.ok_or_else(|| ModelError::Missing(format!("config.json {name}")));
@@ -166,6 +165,10 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Transformer> {
     }
     let norm = w.vector("model.norm.weight")?;
     let tied = hf.tie_word_embeddings.unwrap_or(!w.tensors.contains_key("lm_head.weight"));
-    let lm_head = if tied { Linear::from_weight(embed.weight().clone(), (embed.out_dim(), embed.in_dim()), None, "model.embed_tokens")? } else { w.linear("lm_head")? };
+    let lm_head = if tied {
+        Linear::from_weight(embed.weight().clone(), (embed.out_dim(), embed.in_dim()), None, "model.embed_tokens")?
+    } else {
+        w.linear("lm_head")?
+    };
     Transformer::new(cfg, embed, blocks, norm, lm_head)
 }

@@ -110,10 +110,7 @@ impl Transformer {
             return Err(ModelError::InvalidInput("no tokens to evaluate".into()));
         }
         if seq.positions.len() != n {
-            return Err(ModelError::InvalidInput(format!(
-                "{n} tokens but {} positions",
-                seq.positions.len()
-            )));
+            return Err(ModelError::InvalidInput(format!("{n} tokens but {} positions", seq.positions.len())));
         }
         if seq.mask.len() != n {
             return Err(ModelError::InvalidMask(format!("mask is for {} tokens, got {n}", seq.mask.len())));
@@ -128,10 +125,7 @@ impl Transformer {
             return Err(ModelError::InvalidInput("the KV cache belongs to a different model".into()));
         }
         if seq.cache.len() + n > seq.cache.max_len() {
-            return Err(ModelError::PositionOutOfRange {
-                position: seq.cache.len() + n - 1,
-                max: seq.cache.max_len(),
-            });
+            return Err(ModelError::PositionOutOfRange { position: seq.cache.len() + n - 1, max: seq.cache.max_len() });
         }
         Ok(())
     }
@@ -171,7 +165,17 @@ impl Transformer {
                 slots.extend(seq.mask.row(i).map(|j| span.cached + j));
                 let kv = &seq.cache.layers[layer];
                 let off = (head / group) * hd;
-                ops::attend(&q[row * qd + head * hd..row * qd + (head + 1) * hd], &kv.k, &kv.v, kvd, off, slots, scale, scores, o);
+                ops::attend(
+                    &q[row * qd + head * hd..row * qd + (head + 1) * hd],
+                    &kv.k,
+                    &kv.v,
+                    kvd,
+                    off,
+                    slots,
+                    scale,
+                    scores,
+                    o,
+                );
             },
         );
         out
@@ -282,4 +286,3 @@ fn add_scaled(x: &mut [f32], y: &[f32], scale: Option<f32>) {
         None => x.iter_mut().zip(y).for_each(|(x, y)| *x += y),
     }
 }
-

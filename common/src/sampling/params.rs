@@ -20,22 +20,12 @@ pub struct SamplingParams {
 impl SamplingParams {
     /// Greedy decoding: no randomness at all.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        }
+        Self { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
     }
 
     /// Plain sampling at `temperature` with no truncation.
     pub fn with_temperature(temperature: f32, seed: u64) -> Self {
-        Self {
-            temperature,
-            top_k: None,
-            top_p: None,
-            seed,
-        }
+        Self { temperature, top_k: None, top_p: None, seed }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -88,12 +78,7 @@ mod tests {
 
     #[test]
     fn validation_accepts_sane_settings() {
-        let p = SamplingParams {
-            temperature: 0.8,
-            top_k: Some(40),
-            top_p: Some(1.0),
-            seed: 3,
-        };
+        let p = SamplingParams { temperature: 0.8, top_k: Some(40), top_p: Some(1.0), seed: 3 };
         assert_eq!(p.validate(), Ok(()));
         assert_eq!(SamplingParams::greedy().validate(), Ok(()));
     }
@@ -101,54 +86,23 @@ mod tests {
     #[test]
     fn validation_rejects_each_bad_field() {
         let base = SamplingParams::with_temperature(1.0, 0);
-        let bad_t = SamplingParams {
-            temperature: -0.1,
-            ..base
-        };
-        assert_eq!(
-            bad_t.validate(),
-            Err(SamplingError::NegativeTemperature(-0.1))
-        );
-        let nan_t = SamplingParams {
-            temperature: f32::NAN,
-            ..base
-        };
-        assert!(matches!(
-            nan_t.validate(),
-            Err(SamplingError::NonFiniteTemperature(_))
-        ));
-        let inf_t = SamplingParams {
-            temperature: f32::INFINITY,
-            ..base
-        };
-        assert!(matches!(
-            inf_t.validate(),
-            Err(SamplingError::NonFiniteTemperature(_))
-        ));
-        let k0 = SamplingParams {
-            top_k: Some(0),
-            ..base
-        };
+        let bad_t = SamplingParams { temperature: -0.1, ..base };
+        assert_eq!(bad_t.validate(), Err(SamplingError::NegativeTemperature(-0.1)));
+        let nan_t = SamplingParams { temperature: f32::NAN, ..base };
+        assert!(matches!(nan_t.validate(), Err(SamplingError::NonFiniteTemperature(_))));
+        let inf_t = SamplingParams { temperature: f32::INFINITY, ..base };
+        assert!(matches!(inf_t.validate(), Err(SamplingError::NonFiniteTemperature(_))));
+        let k0 = SamplingParams { top_k: Some(0), ..base };
         assert_eq!(k0.validate(), Err(SamplingError::TopKZero));
         for p in [0.0, -0.5, 1.01, f32::NAN] {
-            let bad_p = SamplingParams {
-                top_p: Some(p),
-                ..base
-            };
-            assert!(
-                matches!(bad_p.validate(), Err(SamplingError::TopPOutOfRange(_))),
-                "{p}"
-            );
+            let bad_p = SamplingParams { top_p: Some(p), ..base };
+            assert!(matches!(bad_p.validate(), Err(SamplingError::TopPOutOfRange(_))), "{p}");
         }
     }
 
     #[test]
     fn error_messages_name_the_value() {
-        let e = SamplingParams {
-            top_p: Some(1.5),
-            ..SamplingParams::greedy()
-        }
-        .validate();
+        let e = SamplingParams { top_p: Some(1.5), ..SamplingParams::greedy() }.validate();
         assert!(e.unwrap_err().to_string().contains("1.5"));
     }
 }

@@ -8,10 +8,7 @@ use super::{argmax, SamplingParams};
 ///
 /// See [`probs_f64`]; this only narrows the result.
 pub fn probs(logits: &[f32], params: &SamplingParams) -> Vec<f32> {
-    probs_f64(logits, params)
-        .into_iter()
-        .map(|p| p as f32)
-        .collect()
+    probs_f64(logits, params).into_iter().map(|p| p as f32).collect()
 }
 
 /// The filtered, renormalised distribution over the whole vocabulary.
@@ -60,12 +57,8 @@ pub fn probs_f64(logits: &[f32], params: &SamplingParams) -> Vec<f64> {
 
     // Larger logit first, then lower id: weights are monotone in the logit, so
     // ordering by logit orders by probability without rounding artefacts.
-    let by_rank = |a: &usize, b: &usize| -> Ordering {
-        key(*b)
-            .partial_cmp(&key(*a))
-            .unwrap_or(Ordering::Equal)
-            .then(a.cmp(b))
-    };
+    let by_rank =
+        |a: &usize, b: &usize| -> Ordering { key(*b).partial_cmp(&key(*a)).unwrap_or(Ordering::Equal).then(a.cmp(b)) };
 
     if let Some(k) = params.top_k {
         let k = k.max(1);
@@ -137,12 +130,7 @@ mod tests {
     use super::*;
 
     fn params(t: f32, k: Option<usize>, p: Option<f32>) -> SamplingParams {
-        SamplingParams {
-            temperature: t,
-            top_k: k,
-            top_p: p,
-            seed: 0,
-        }
+        SamplingParams { temperature: t, top_k: k, top_p: p, seed: 0 }
     }
 
     fn close(a: &[f64], b: &[f64]) -> bool {
@@ -165,19 +153,10 @@ mod tests {
 
     #[test]
     fn greedy_is_one_hot_at_argmax() {
-        assert_eq!(
-            probs_f64(&[1.0, 3.0, 3.0], &params(0.0, None, None)),
-            vec![0.0, 1.0, 0.0]
-        );
+        assert_eq!(probs_f64(&[1.0, 3.0, 3.0], &params(0.0, None, None)), vec![0.0, 1.0, 0.0]);
         // Broken temperatures fall back to greedy instead of panicking.
-        assert_eq!(
-            probs_f64(&[1.0, 3.0], &params(-1.0, None, None)),
-            vec![0.0, 1.0]
-        );
-        assert_eq!(
-            probs_f64(&[1.0, 3.0], &params(f32::NAN, None, None)),
-            vec![0.0, 1.0]
-        );
+        assert_eq!(probs_f64(&[1.0, 3.0], &params(-1.0, None, None)), vec![0.0, 1.0]);
+        assert_eq!(probs_f64(&[1.0, 3.0], &params(f32::NAN, None, None)), vec![0.0, 1.0]);
     }
 
     #[test]
@@ -237,15 +216,9 @@ mod tests {
 
     #[test]
     fn degenerate_logits_do_not_panic() {
-        let p = probs_f64(
-            &[f32::NAN, 1.0, f32::NEG_INFINITY],
-            &params(1.0, None, None),
-        );
+        let p = probs_f64(&[f32::NAN, 1.0, f32::NEG_INFINITY], &params(1.0, None, None));
         assert_eq!(p, vec![0.0, 1.0, 0.0]);
-        let p = probs_f64(
-            &[f32::INFINITY, 1.0, f32::INFINITY],
-            &params(1.0, None, None),
-        );
+        let p = probs_f64(&[f32::INFINITY, 1.0, f32::INFINITY], &params(1.0, None, None));
         assert_eq!(p, vec![0.5, 0.0, 0.5]);
         let p = probs_f64(&[f32::NEG_INFINITY; 3], &params(1.0, None, None));
         assert_eq!(p, vec![1.0, 0.0, 0.0]);

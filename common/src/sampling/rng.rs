@@ -177,9 +177,7 @@ mod tests {
         let p = [0.25f32; 4];
         let run = |seed| {
             let mut r = SamplerRng::new(seed);
-            (0..64)
-                .map(|_| sample_dense(&p, &mut r))
-                .collect::<Vec<_>>()
+            (0..64).map(|_| sample_dense(&p, &mut r)).collect::<Vec<_>>()
         };
         assert_eq!(run(5), run(5));
         assert_ne!(run(5), run(6));

@@ -16,9 +16,7 @@ pub struct SparseDist {
 impl SparseDist {
     /// All mass on one token: a deterministic draft (pool phrase, greedy trunk).
     pub fn point(id: u32) -> Self {
-        Self {
-            pairs: vec![(id, 1.0)],
-        }
+        Self { pairs: vec![(id, 1.0)] }
     }
 
     /// The `k` most likely tokens of `dense`, renormalised. Ties go to the
@@ -38,20 +36,12 @@ impl SparseDist {
             return Err(SamplingError::EmptyDistribution);
         }
         if k < ids.len() {
-            let rank = |a: &u32, b: &u32| {
-                dense[*b as usize]
-                    .total_cmp(&dense[*a as usize])
-                    .then(a.cmp(b))
-            };
+            let rank = |a: &u32, b: &u32| dense[*b as usize].total_cmp(&dense[*a as usize]).then(a.cmp(b));
             ids.select_nth_unstable_by(k - 1, rank);
             ids.truncate(k);
         }
         ids.sort_unstable();
-        Self::normalised(
-            ids.into_iter()
-                .map(|i| (i, dense[i as usize] as f64))
-                .collect(),
-        )
+        Self::normalised(ids.into_iter().map(|i| (i, dense[i as usize] as f64)).collect())
     }
 
     /// Explicit pairs in any order; they are checked, sorted and renormalised.
@@ -81,11 +71,8 @@ impl SparseDist {
         if !(total > 0.0 && total.is_finite()) {
             return Err(SamplingError::EmptyDistribution);
         }
-        let pairs: Vec<(u32, f32)> = v
-            .into_iter()
-            .map(|(i, p)| (i, (p / total) as f32))
-            .filter(|&(_, p)| p > 0.0)
-            .collect();
+        let pairs: Vec<(u32, f32)> =
+            v.into_iter().map(|(i, p)| (i, (p / total) as f32)).filter(|&(_, p)| p > 0.0).collect();
         if pairs.is_empty() {
             return Err(SamplingError::EmptyDistribution);
         }
@@ -94,9 +81,7 @@ impl SparseDist {
 
     /// Probability of `id`; 0 outside the support.
     pub fn prob(&self, id: u32) -> f32 {
-        self.pairs
-            .binary_search_by_key(&id, |&(i, _)| i)
-            .map_or(0.0, |k| self.pairs[k].1)
+        self.pairs.binary_search_by_key(&id, |&(i, _)| i).map_or(0.0, |k| self.pairs[k].1)
     }
 
     /// The probability with which [`SparseDist::sample`] draws `id`: the stored
@@ -158,10 +143,7 @@ mod tests {
     #[test]
     fn top_k_truncates_and_renormalises() {
         let d = SparseDist::from_probs_top_k(&[0.1, 0.4, 0.2, 0.3], 2).unwrap();
-        assert_eq!(
-            d.pairs().iter().map(|p| p.0).collect::<Vec<_>>(),
-            vec![1, 3]
-        );
+        assert_eq!(d.pairs().iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 3]);
         assert!((d.prob(1) - 4.0 / 7.0).abs() < 1e-6);
         assert!((d.prob(3) - 3.0 / 7.0).abs() < 1e-6);
         assert!((d.prob_f64(1) + d.prob_f64(3) - 1.0).abs() < 1e-15);
@@ -178,32 +160,17 @@ mod tests {
 
     #[test]
     fn top_k_rejects_nothing_to_keep() {
-        assert_eq!(
-            SparseDist::from_probs_top_k(&[0.5, 0.5], 0),
-            Err(SamplingError::ZeroK)
-        );
-        assert_eq!(
-            SparseDist::from_probs_top_k(&[0.0, f32::NAN], 1),
-            Err(SamplingError::EmptyDistribution)
-        );
+        assert_eq!(SparseDist::from_probs_top_k(&[0.5, 0.5], 0), Err(SamplingError::ZeroK));
+        assert_eq!(SparseDist::from_probs_top_k(&[0.0, f32::NAN], 1), Err(SamplingError::EmptyDistribution));
     }
 
     #[test]
     fn pairs_are_checked() {
         let d = SparseDist::from_pairs(&[(5, 2.0), (1, 2.0), (9, 0.0)]).unwrap();
         assert_eq!(d.pairs(), &[(1, 0.5), (5, 0.5)]);
-        assert_eq!(
-            SparseDist::from_pairs(&[(1, 0.5), (1, 0.5)]),
-            Err(SamplingError::DuplicateId(1))
-        );
-        assert!(matches!(
-            SparseDist::from_pairs(&[(3, -0.1)]),
-            Err(SamplingError::InvalidProbability { id: 3, .. })
-        ));
-        assert_eq!(
-            SparseDist::from_pairs(&[]),
-            Err(SamplingError::EmptyDistribution)
-        );
+        assert_eq!(SparseDist::from_pairs(&[(1, 0.5), (1, 0.5)]), Err(SamplingError::DuplicateId(1)));
+        assert!(matches!(SparseDist::from_pairs(&[(3, -0.1)]), Err(SamplingError::InvalidProbability { id: 3, .. })));
+        assert_eq!(SparseDist::from_pairs(&[]), Err(SamplingError::EmptyDistribution));
     }
 
     #[test]

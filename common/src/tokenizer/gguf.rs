@@ -16,15 +16,10 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::identity::{identity, Ranks};
-use super::{
-    is_forced_control, is_stop_name, Result, Tokenizer, TokenizerError, TokenizerInfo,
-    TokenizerKind,
-};
+use super::{is_forced_control, is_stop_name, Result, Tokenizer, TokenizerError, TokenizerInfo, TokenizerKind};
 
 type Metadata = HashMap<String, Value>;
 
@@ -68,45 +63,35 @@ pub(super) struct PreSpec {
 }
 
 const PRE_DEFAULT: PreSpec = PreSpec {
-    regexes: &[
-        r"[\p{P}\$\+<=>\^~\|]+",
-        REGEX_GPT2,
-        r"\p{N}+",
-        r"[0-9][0-9][0-9]",
-    ],
+    regexes: &[r"[\p{P}\$\+<=>\^~\|]+", REGEX_GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
     ignore_merges: false,
     add_bos: false,
 };
 
 /// Maps `tokenizer.ggml.pre` to llama.cpp's regexes (`llama-vocab.cpp`).
 pub(super) fn pre_spec(pre: Option<&str>) -> Result<PreSpec> {
-    let spec = |regexes, ignore_merges, add_bos| PreSpec {
-        regexes,
-        ignore_merges,
-        add_bos,
-    };
+    let spec = |regexes, ignore_merges, add_bos| PreSpec { regexes, ignore_merges, add_bos };
     Ok(match pre {
         None => {
             tracing::warn!("GGUF has no `{PRE}`: using llama.cpp's default pre-tokenizer");
             PRE_DEFAULT
         }
         Some("default") => PRE_DEFAULT,
-        Some(
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-            | "lfm2",
-        ) => spec(&[REGEX_LLAMA3], true, true),
+        Some("llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2") => {
+            spec(&[REGEX_LLAMA3], true, true)
+        }
         Some("smaug-bpe" | "dbrx") => spec(&[REGEX_LLAMA3], false, false),
         Some("qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" | "stablelm2" | "hunyuan") => {
             spec(&[REGEX_QWEN2], false, false)
         }
         // SmolLM's upstream pre-tokenizer is Digits(individual) + ByteLevel.
+        Some("smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b") => {
+            spec(&[r"\p{N}", REGEX_GPT2], false, false)
+        }
         Some(
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b",
-        ) => spec(&[r"\p{N}", REGEX_GPT2], false, false),
-        Some(
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-            | "a.x-4.0" | "mellum" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo"
-            | "jais" | "exaone4" | "trillion" | "granite-docling",
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
+            | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "exaone4" | "trillion"
+            | "granite-docling",
         ) => spec(&[REGEX_GPT2], false, false),
         Some(other) => return Err(TokenizerError::UnsupportedPreTokenizer(other.to_string())),
     })
@@ -121,17 +106,10 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer> {
             let pre = str_key(md, PRE)?;
             let spec = pre_spec(pre)?;
             let merges = read_merges(md)?;
-            let ranks = Ranks::Merges(
-                merges
-                    .iter()
-                    .map(|(a, b)| (a.as_str(), b.as_str()))
-                    .collect(),
-            );
+            let ranks = Ranks::Merges(merges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect());
             let ident = vocab.identity(&ranks);
             let inner = byte_level_bpe(&vocab, merges, &spec)?;
-            let kind = TokenizerKind::ByteLevelBpe {
-                pre: pre.unwrap_or_default().to_string(),
-            };
+            let kind = TokenizerKind::ByteLevelBpe { pre: pre.unwrap_or_default().to_string() };
             (inner, kind, ident, spec.add_bos)
         }
         "llama" => {
@@ -156,9 +134,7 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer> {
         other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
     };
 
-    inner
-        .add_tokens(vocab.added_tokens())
-        .map_err(TokenizerError::Tokenizers)?;
+    inner.add_tokens(vocab.added_tokens()).map_err(TokenizerError::Tokenizers)?;
 
     let is_spm = kind == TokenizerKind::SentencePiece;
     // llama.cpp's defaults when the keys are absent: SentencePiece uses 1 and 2.
@@ -166,11 +142,8 @@ pub(super) fn build(md: &Metadata) -> Result<Tokenizer> {
     let bos = vocab.id_key(md, BOS_ID)?.or_else(|| default_id(1));
     let eos = vocab.id_key(md, EOS_ID)?.or_else(|| default_id(2));
 
-    let mut stop_ids: Vec<u32> = [eos, vocab.id_key(md, EOT_ID)?, vocab.id_key(md, EOM_ID)?]
-        .into_iter()
-        .flatten()
-        .map(|id| id as u32)
-        .collect();
+    let mut stop_ids: Vec<u32> =
+        [eos, vocab.id_key(md, EOT_ID)?, vocab.id_key(md, EOM_ID)?].into_iter().flatten().map(|id| id as u32).collect();
     for (id, token) in vocab.tokens.iter().enumerate() {
         let control = vocab.types[id] == TYPE_CONTROL;
         if is_stop_name(token) || (control && token == "</s>") {
@@ -206,18 +179,11 @@ impl Vocab {
             return Err(TokenizerError::InvalidVocab("no tokens".into()));
         }
         if u32::try_from(raw.len()).is_err() {
-            return Err(TokenizerError::InvalidVocab(format!(
-                "{} tokens do not fit u32 ids",
-                raw.len()
-            )));
+            return Err(TokenizerError::InvalidVocab(format!("{} tokens do not fit u32 ids", raw.len())));
         }
         let mut types = match i32_array(md, TOKEN_TYPE)? {
             Some(t) if t.len() != raw.len() => {
-                return Err(TokenizerError::InvalidVocab(format!(
-                    "{} token types for {} tokens",
-                    t.len(),
-                    raw.len()
-                )))
+                return Err(TokenizerError::InvalidVocab(format!("{} token types for {} tokens", t.len(), raw.len())))
             }
             Some(t) => t,
             None => vec![TYPE_NORMAL; raw.len()],
@@ -228,16 +194,10 @@ impl Vocab {
         for (id, &token) in raw.iter().enumerate() {
             if let Some(first) = seen.insert(token, id) {
                 // llama.cpp refuses such a file too (its token→id map would lose one).
-                return Err(TokenizerError::InvalidVocab(format!(
-                    "token {token:?} appears at ids {first} and {id}"
-                )));
+                return Err(TokenizerError::InvalidVocab(format!("token {token:?} appears at ids {first} and {id}")));
             }
             // An empty token can never be matched; llama.cpp renames it the same way.
-            tokens.push(if token.is_empty() {
-                format!("[EMPTY_{id}]")
-            } else {
-                token.to_string()
-            });
+            tokens.push(if token.is_empty() { format!("[EMPTY_{id}]") } else { token.to_string() });
             if is_forced_control(token) {
                 types[id] = TYPE_CONTROL;
             }
@@ -246,18 +206,11 @@ impl Vocab {
     }
 
     fn bpe_vocab(&self) -> BpeVocab {
-        self.tokens
-            .iter()
-            .enumerate()
-            .map(|(id, t)| (t.clone(), id as u32))
-            .collect()
+        self.tokens.iter().enumerate().map(|(id, t)| (t.clone(), id as u32)).collect()
     }
 
     fn is_added(&self, id: usize) -> bool {
-        matches!(
-            self.types[id],
-            TYPE_CONTROL | TYPE_UNKNOWN | TYPE_USER_DEFINED
-        )
+        matches!(self.types[id], TYPE_CONTROL | TYPE_UNKNOWN | TYPE_USER_DEFINED)
     }
 
     /// Control and unknown tokens are special (parsed on request, skippable);
@@ -276,19 +229,10 @@ impl Vocab {
     fn identity(&self, ranks: &Ranks<'_>) -> String {
         // GGUF converters pad the vocabulary to the embedding size with unused
         // tokens the upstream tokenizer does not have.
-        let used = self
-            .types
-            .iter()
-            .rposition(|&t| t != TYPE_UNUSED)
-            .map_or(0, |i| i + 1);
-        let tokens: Vec<Option<&str>> = self.tokens[..used]
-            .iter()
-            .map(|t| Some(t.as_str()))
-            .collect();
-        let added: Vec<(u32, &str)> = (0..used)
-            .filter(|&id| self.is_added(id))
-            .map(|id| (id as u32, self.tokens[id].as_str()))
-            .collect();
+        let used = self.types.iter().rposition(|&t| t != TYPE_UNUSED).map_or(0, |i| i + 1);
+        let tokens: Vec<Option<&str>> = self.tokens[..used].iter().map(|t| Some(t.as_str())).collect();
+        let added: Vec<(u32, &str)> =
+            (0..used).filter(|&id| self.is_added(id)).map(|id| (id as u32, self.tokens[id].as_str())).collect();
         identity(&tokens, ranks, &added)
     }
 
@@ -300,10 +244,7 @@ impl Vocab {
         if (id as usize) < self.tokens.len() {
             Ok(Some(id as usize))
         } else {
-            tracing::warn!(
-                "GGUF `{key}` = {id} is outside the vocabulary of {}; ignored",
-                self.tokens.len()
-            );
+            tracing::warn!("GGUF `{key}` = {id} is outside the vocabulary of {}; ignored", self.tokens.len());
             Ok(None)
         }
     }
@@ -321,39 +262,24 @@ fn read_merges(md: &Metadata) -> Result<Vec<(String, String)>> {
                 .position(|b| b == b' ')
                 .map(|p| (m[..p + 1].to_string(), m[p + 2..].to_string()))
                 .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-                .ok_or_else(|| TokenizerError::InvalidMerge {
-                    index,
-                    merge: m.to_string(),
-                })
+                .ok_or_else(|| TokenizerError::InvalidMerge { index, merge: m.to_string() })
         })
         .collect()
 }
 
 fn split(regex: &str) -> Result<PreTokenizerWrapper> {
-    Split::new(
-        SplitPattern::Regex(regex.to_string()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map(Into::into)
-    .map_err(TokenizerError::Tokenizers)
+    Split::new(SplitPattern::Regex(regex.to_string()), SplitDelimiterBehavior::Isolated, false)
+        .map(Into::into)
+        .map_err(TokenizerError::Tokenizers)
 }
 
-fn byte_level_bpe(
-    vocab: &Vocab,
-    merges: Vec<(String, String)>,
-    spec: &PreSpec,
-) -> Result<tokenizers::Tokenizer> {
+fn byte_level_bpe(vocab: &Vocab, merges: Vec<(String, String)>, spec: &PreSpec) -> Result<tokenizers::Tokenizer> {
     let bpe = BPE::builder()
         .vocab_and_merges(vocab.bpe_vocab(), merges)
         .ignore_merges(spec.ignore_merges)
         .build()
         .map_err(TokenizerError::Tokenizers)?;
-    let mut pre = spec
-        .regexes
-        .iter()
-        .map(|r| split(r))
-        .collect::<Result<Vec<_>>>()?;
+    let mut pre = spec.regexes.iter().map(|r| split(r)).collect::<Result<Vec<_>>>()?;
     // The regexes already split; ByteLevel only maps bytes to its alphabet.
     pre.push(ByteLevel::new(false, false, false).into());
 
@@ -372,10 +298,7 @@ fn sentencepiece_bpe(
     unk: Option<&str>,
 ) -> Result<tokenizers::Tokenizer> {
     let merges = spm_merges(&vocab.tokens, &vocab.types, scores);
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab.bpe_vocab(), merges)
-        .fuse_unk(true)
-        .byte_fallback(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab.bpe_vocab(), merges).fuse_unk(true).byte_fallback(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk.to_string());
     }
@@ -388,11 +311,8 @@ fn sentencepiece_bpe(
     } else {
         replace_space
     };
-    let mut decoders: Vec<DecoderWrapper> = vec![
-        Replace::new("▁", " ").map_err(tkerr)?.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ];
+    let mut decoders: Vec<DecoderWrapper> =
+        vec![Replace::new("▁", " ").map_err(tkerr)?.into(), ByteFallback::new().into(), Fuse::new().into()];
     if add_space_prefix {
         decoders.push(Strip::new(' ', 1, 0).into());
     }
@@ -410,23 +330,10 @@ fn sentencepiece_bpe(
 ///
 /// Control, unknown, byte and unused tokens take no part: SentencePiece never
 /// builds them from text.
-pub(super) fn spm_merges(
-    tokens: &[String],
-    types: &[i32],
-    scores: &[f32],
-) -> Vec<(String, String)> {
-    let mergeable = |id: usize| {
-        !matches!(
-            types[id],
-            TYPE_CONTROL | TYPE_UNKNOWN | TYPE_BYTE | TYPE_UNUSED
-        )
-    };
-    let index: HashMap<&str, usize> = tokens
-        .iter()
-        .enumerate()
-        .filter(|&(id, _)| mergeable(id))
-        .map(|(id, t)| (t.as_str(), id))
-        .collect();
+pub(super) fn spm_merges(tokens: &[String], types: &[i32], scores: &[f32]) -> Vec<(String, String)> {
+    let mergeable = |id: usize| !matches!(types[id], TYPE_CONTROL | TYPE_UNKNOWN | TYPE_BYTE | TYPE_UNUSED);
+    let index: HashMap<&str, usize> =
+        tokens.iter().enumerate().filter(|&(id, _)| mergeable(id)).map(|(id, t)| (t.as_str(), id)).collect();
 
     struct Merge {
         left: usize,
@@ -457,15 +364,9 @@ pub(super) fn spm_merges(
     }
     // Stable, so equal keys keep the vocabulary order, as Python's sort does.
     merges.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(b.left_chars.cmp(&a.left_chars))
-            .then(b.right_chars.cmp(&a.right_chars))
+        b.score.total_cmp(&a.score).then(b.left_chars.cmp(&a.left_chars)).then(b.right_chars.cmp(&a.right_chars))
     });
-    merges
-        .into_iter()
-        .map(|m| (tokens[m.left].clone(), tokens[m.right].clone()))
-        .collect()
+    merges.into_iter().map(|m| (tokens[m.left].clone(), tokens[m.right].clone())).collect()
 }
 
 fn missing(key: &str) -> TokenizerError {
@@ -473,11 +374,7 @@ fn missing(key: &str) -> TokenizerError {
 }
 
 fn wrong_type(key: &str, expected: &'static str, found: &Value) -> TokenizerError {
-    TokenizerError::WrongType {
-        key: key.to_string(),
-        expected,
-        found: format!("{:?}", found.value_type()),
-    }
+    TokenizerError::WrongType { key: key.to_string(), expected, found: format!("{:?}", found.value_type()) }
 }
 
 fn str_key<'a>(md: &'a Metadata, key: &str) -> Result<Option<&'a str>> {
@@ -513,10 +410,9 @@ fn as_i64(v: &Value) -> Option<i64> {
 fn u32_key(md: &Metadata, key: &str) -> Result<Option<u32>> {
     match md.get(key) {
         None => Ok(None),
-        Some(v) => as_i64(v)
-            .and_then(|x| u32::try_from(x).ok())
-            .map(Some)
-            .ok_or_else(|| wrong_type(key, "a u32 token id", v)),
+        Some(v) => {
+            as_i64(v).and_then(|x| u32::try_from(x).ok()).map(Some).ok_or_else(|| wrong_type(key, "a u32 token id", v))
+        }
     }
 }
 
@@ -550,11 +446,7 @@ fn i32_array(md: &Metadata, key: &str) -> Result<Option<Vec<i32>>> {
     };
     items
         .iter()
-        .map(|v| {
-            as_i64(v)
-                .and_then(|x| i32::try_from(x).ok())
-                .ok_or_else(|| wrong_type(key, EXPECTED, v))
-        })
+        .map(|v| as_i64(v).and_then(|x| i32::try_from(x).ok()).ok_or_else(|| wrong_type(key, EXPECTED, v)))
         .collect::<Result<_>>()
         .map(Some)
 }

@@ -15,11 +15,7 @@ pub(crate) enum Ranks<'a> {
     None,
 }
 
-pub(crate) fn identity(
-    tokens: &[Option<&str>],
-    ranks: &Ranks<'_>,
-    added: &[(u32, &str)],
-) -> String {
+pub(crate) fn identity(tokens: &[Option<&str>], ranks: &Ranks<'_>, added: &[(u32, &str)]) -> String {
     let mut h = Sha256::new();
     h.update(b"ouro-tokenizer-identity/1\0");
 

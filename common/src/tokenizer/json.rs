@@ -10,10 +10,8 @@ use super::{is_stop_name, Result, Tokenizer, TokenizerError, TokenizerInfo, Toke
 
 pub(super) fn load(path: &Path) -> Result<Tokenizer> {
     let text = read(path)?;
-    let raw: Value = serde_json::from_str(&text).map_err(|source| TokenizerError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let raw: Value =
+        serde_json::from_str(&text).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })?;
     let inner: tokenizers::Tokenizer = text.parse().map_err(TokenizerError::Tokenizers)?;
 
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -62,11 +60,7 @@ pub(super) fn load(path: &Path) -> Result<Tokenizer> {
     let add_bos = match key(&tk_config, "add_bos_token").and_then(|v| v.as_bool()) {
         Some(b) => b,
         // No flag: the post-processor is what adds BOS, if anything does.
-        None => bos.is_some_and(|bos| {
-            inner
-                .encode_fast("", true)
-                .is_ok_and(|e| e.get_ids().first() == Some(&bos))
-        }),
+        None => bos.is_some_and(|bos| inner.encode_fast("", true).is_ok_and(|e| e.get_ids().first() == Some(&bos))),
     };
 
     let chat_template = match key(&tk_config, "chat_template") {
@@ -81,20 +75,14 @@ pub(super) fn load(path: &Path) -> Result<Tokenizer> {
         }
         _ => None,
     }
-    .map_or_else(
-        || read_optional_text(&dir.join("chat_template.jinja")),
-        |t| Ok(Some(t)),
-    )?;
+    .map_or_else(|| read_optional_text(&dir.join("chat_template.jinja")), |t| Ok(Some(t)))?;
 
     let mut tokens: Vec<Option<&str>> = vec![None; vocab_size];
     for (token, &id) in &vocab {
         tokens[id as usize] = Some(token);
     }
     let ranks = ranks(&raw);
-    let mut added_list: Vec<(u32, &str)> = added
-        .iter()
-        .map(|(&id, t)| (id, t.content.as_str()))
-        .collect();
+    let mut added_list: Vec<(u32, &str)> = added.iter().map(|(&id, t)| (id, t.content.as_str())).collect();
     added_list.sort_unstable();
 
     let info = TokenizerInfo {
@@ -127,14 +115,9 @@ fn ranks(raw: &Value) -> Ranks<'_> {
                 })
                 .collect(),
         ),
-        Some("Unigram") => Ranks::Scores(
-            model["vocab"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get(1)?.as_f64())
-                .collect(),
-        ),
+        Some("Unigram") => {
+            Ranks::Scores(model["vocab"].as_array().into_iter().flatten().filter_map(|p| p.get(1)?.as_f64()).collect())
+        }
         _ => Ranks::None,
     }
 }
@@ -144,10 +127,7 @@ fn as_u32(v: &Value) -> Option<u32> {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_optional_text(path: &Path) -> Result<Option<String>> {
@@ -162,10 +142,5 @@ fn read_optional(path: &Path) -> Result<Option<Value>> {
     let Some(text) = read_optional_text(path)? else {
         return Ok(None);
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| TokenizerError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+    serde_json::from_str(&text).map(Some).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })
 }

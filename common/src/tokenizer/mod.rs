@@ -43,11 +43,7 @@ pub enum TokenizerError {
     #[error("GGUF metadata key `{0}` is missing")]
     MissingKey(String),
     #[error("GGUF metadata key `{key}` should be {expected}, found {found}")]
-    WrongType {
-        key: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { key: String, expected: &'static str, found: String },
     #[error("unsupported tokenizer model `{0}` (supported: gpt2, llama)")]
     UnsupportedModel(String),
     #[error("unsupported pre-tokenizer `{0}`")]
@@ -59,15 +55,9 @@ pub enum TokenizerError {
     #[error("token id {id} is out of range for a vocabulary of {vocab_size}")]
     IdOutOfRange { id: u32, vocab_size: usize },
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("invalid JSON in {path}: {source}")]
-    Json {
-        path: std::path::PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: std::path::PathBuf, source: serde_json::Error },
     #[error("streamed text diverged from its prefix (decoder is not prefix-stable)")]
     StreamDiverged,
     #[error("tokenizers: {0}")]
@@ -126,9 +116,7 @@ pub struct Tokenizer {
 // The derived form would print the whole vocabulary.
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
+        f.debug_struct("Tokenizer").field("info", &self.info).finish_non_exhaustive()
     }
 }
 
@@ -144,9 +132,7 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::from_gguf`] over the metadata map alone.
-    pub fn from_gguf_metadata(
-        metadata: &std::collections::HashMap<String, gguf_file::Value>,
-    ) -> Result<Self> {
+    pub fn from_gguf_metadata(metadata: &std::collections::HashMap<String, gguf_file::Value>) -> Result<Self> {
         gguf::build(metadata)
     }
 
@@ -158,11 +144,7 @@ impl Tokenizer {
     }
 
     pub(crate) fn new(inner: tokenizers::Tokenizer, info: TokenizerInfo) -> Self {
-        Self {
-            inner,
-            plain: OnceLock::new(),
-            info,
-        }
+        Self { inner, plain: OnceLock::new(), info }
     }
 
     /// Token ids of `text`, never with BOS (prepend [`TokenizerInfo::bos`] when
@@ -179,9 +161,7 @@ impl Tokenizer {
                 tk
             })
         };
-        let enc = tk
-            .encode_fast(text, false)
-            .map_err(TokenizerError::Tokenizers)?;
+        let enc = tk.encode_fast(text, false).map_err(TokenizerError::Tokenizers)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -191,9 +171,7 @@ impl Tokenizer {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(TokenizerError::IdOutOfRange { id, vocab_size });
         }
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(TokenizerError::Tokenizers)
+        self.inner.decode(ids, skip_special).map_err(TokenizerError::Tokenizers)
     }
 
     /// A decoder that turns ids, one at a time, into UTF-8 text deltas.

@@ -27,13 +27,7 @@ pub struct StreamDecoder<T: Borrow<Tokenizer>> {
 
 impl<T: Borrow<Tokenizer>> StreamDecoder<T> {
     pub fn new(tokenizer: T, skip_special: bool) -> Self {
-        Self {
-            tokenizer,
-            skip_special,
-            ids: Vec::new(),
-            prefix: String::new(),
-            prefix_len: 0,
-        }
+        Self { tokenizer, skip_special, ids: Vec::new(), prefix: String::new(), prefix_len: 0 }
     }
 
     /// Adds one id; returns the text it completes, if any.
@@ -50,10 +44,7 @@ impl<T: Borrow<Tokenizer>> StreamDecoder<T> {
         if text.len() <= self.prefix.len() || text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
-        let delta = text
-            .strip_prefix(self.prefix.as_str())
-            .ok_or(TokenizerError::StreamDiverged)?
-            .to_string();
+        let delta = text.strip_prefix(self.prefix.as_str()).ok_or(TokenizerError::StreamDiverged)?.to_string();
         // The ids of the chunk just emitted become the next step's context.
         // Their text is decoded afresh rather than taken from `delta`: at the
         // start of a window the decoder may strip a leading space.
@@ -66,16 +57,9 @@ impl<T: Borrow<Tokenizer>> StreamDecoder<T> {
     /// Ends the stream: returns the text still held back (an incomplete
     /// character decodes as U+FFFD) and resets the decoder.
     pub fn flush(&mut self) -> Result<Option<String>> {
-        let text = self
-            .tokenizer
-            .borrow()
-            .decode(&self.ids, self.skip_special)?;
+        let text = self.tokenizer.borrow().decode(&self.ids, self.skip_special)?;
         let rest = if text.len() > self.prefix.len() {
-            Some(
-                text.strip_prefix(self.prefix.as_str())
-                    .ok_or(TokenizerError::StreamDiverged)?
-                    .to_string(),
-            )
+            Some(text.strip_prefix(self.prefix.as_str()).ok_or(TokenizerError::StreamDiverged)?.to_string())
         } else {
             None
         };

@@ -11,12 +11,7 @@ use super::*;
 type Metadata = HashMap<String, Value>;
 
 fn strings<S: AsRef<str>>(items: &[S]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .map(|s| Value::String(s.as_ref().to_string()))
-            .collect(),
-    )
+    Value::Array(items.iter().map(|s| Value::String(s.as_ref().to_string())).collect())
 }
 
 fn ints(items: &[i32]) -> Value {
@@ -78,31 +73,19 @@ fn spm(md: &Metadata) -> Tokenizer {
 }
 
 fn ids(tk: &Tokenizer, tokens: &[&str]) -> Vec<u32> {
-    tokens
-        .iter()
-        .map(|t| {
-            tk.token_to_id(t)
-                .unwrap_or_else(|| panic!("no token {t:?}"))
-        })
-        .collect()
+    tokens.iter().map(|t| tk.token_to_id(t).unwrap_or_else(|| panic!("no token {t:?}"))).collect()
 }
 
 #[test]
 fn spm_encodes_with_derived_merges() {
     let tk = spm(&spm_metadata());
-    assert_eq!(
-        tk.encode("hello world", true).unwrap(),
-        ids(&tk, &["▁hello", "▁world"])
-    );
+    assert_eq!(tk.encode("hello world", true).unwrap(), ids(&tk, &["▁hello", "▁world"]));
     assert_eq!(tk.encode("", true).unwrap(), Vec::<u32>::new());
     // "é" is not a piece: its UTF-8 bytes stand in for it.
     let e = tk.encode("héllo", true).unwrap();
     assert_eq!(e, ids(&tk, &["▁h", "<0xC3>", "<0xA9>", "llo"]));
     assert_eq!(tk.decode(&e, false).unwrap(), "héllo");
-    assert_eq!(
-        tk.decode(&ids(&tk, &["▁hello", "▁world"]), false).unwrap(),
-        "hello world"
-    );
+    assert_eq!(tk.decode(&ids(&tk, &["▁hello", "▁world"]), false).unwrap(), "hello world");
 }
 
 #[test]
@@ -134,21 +117,13 @@ fn spm_without_space_prefix() {
 
 #[test]
 fn spm_merge_order_follows_transformers() {
-    let tokens: Vec<String> = ["a", "b", "c", "ab", "bc", "abc", "<s>", "<0x61>"]
-        .map(String::from)
-        .to_vec();
+    let tokens: Vec<String> = ["a", "b", "c", "ab", "bc", "abc", "<s>", "<0x61>"].map(String::from).to_vec();
     let types = [1, 1, 1, 1, 1, 1, 3, 6];
     let scores = [0.0, 0.0, 0.0, -1.0, -1.0, -2.0, 0.0, 0.0];
     let merges = spm_merges(&tokens, &types, &scores);
-    let merges: Vec<(&str, &str)> = merges
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let merges: Vec<(&str, &str)> = merges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // Equal scores: vocabulary order; equal score within "abc": longer left first.
-    assert_eq!(
-        merges,
-        vec![("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")]
-    );
+    assert_eq!(merges, vec![("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")]);
 }
 
 #[test]
@@ -160,29 +135,18 @@ fn spm_requires_scores() {
         Err(TokenizerError::MissingKey(k)) if k == "tokenizer.ggml.scores"
     ));
     md.insert("tokenizer.ggml.scores".into(), floats(&[0.0]));
-    assert!(matches!(
-        Tokenizer::from_gguf_metadata(&md),
-        Err(TokenizerError::InvalidVocab(_))
-    ));
+    assert!(matches!(Tokenizer::from_gguf_metadata(&md), Err(TokenizerError::InvalidVocab(_))));
 }
 
 /// A real SentencePiece BPE model (`testdata/spm_toy.py`) and its own
 /// encodings: the rebuilt tokenizer must agree with SentencePiece itself.
 #[test]
 fn spm_matches_sentencepiece() {
-    let fixture: serde_json::Value =
-        serde_json::from_str(include_str!("testdata/spm_toy.json")).unwrap();
-    let tokens: Vec<&str> = fixture["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("testdata/spm_toy.json")).unwrap();
+    let tokens: Vec<&str> = fixture["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     let field = |k: &str| fixture[k].as_array().unwrap().iter();
     let types: Vec<i32> = field("types").map(|t| t.as_i64().unwrap() as i32).collect();
-    let scores: Vec<f32> = field("scores")
-        .map(|s| s.as_f64().unwrap() as f32)
-        .collect();
+    let scores: Vec<f32> = field("scores").map(|s| s.as_f64().unwrap() as f32).collect();
     let md = HashMap::from([
         ("tokenizer.ggml.model".into(), Value::String("llama".into())),
         ("tokenizer.ggml.tokens".into(), strings(&tokens)),
@@ -194,12 +158,7 @@ fn spm_matches_sentencepiece() {
     let mut checked = 0;
     for case in field("cases") {
         let text = case["text"].as_str().unwrap();
-        let expected: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_u64().unwrap() as u32)
-            .collect();
+        let expected: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
         let got = tk.encode(text, true).unwrap();
         if text.contains("<tool>") {
             // Like transformers' legacy Llama tokenizer and llama.cpp, text
@@ -251,10 +210,7 @@ fn bpe_metadata(pre: &str) -> Metadata {
         ("tokenizer.ggml.tokens".into(), strings(&tokens)),
         ("tokenizer.ggml.token_type".into(), ints(&types)),
         ("tokenizer.ggml.merges".into(), strings(&merges)),
-        (
-            "tokenizer.ggml.eos_token_id".into(),
-            Value::U32(n as u32 - 3),
-        ),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(n as u32 - 3)),
     ])
 }
 
@@ -310,18 +266,14 @@ fn identity_is_stable_and_discriminating() {
     md.insert("tokenizer.chat_template".into(), Value::String("x".into()));
     assert_eq!(spm(&md).info().identity, base);
 
-    let Value::Array(tokens) = &spm_metadata()["tokenizer.ggml.tokens"] else {
-        unreachable!()
-    };
+    let Value::Array(tokens) = &spm_metadata()["tokenizer.ggml.tokens"] else { unreachable!() };
     let mut renamed = tokens.clone();
     *renamed.last_mut().unwrap() = Value::String("z".into());
     let mut md = spm_metadata();
     md.insert("tokenizer.ggml.tokens".into(), Value::Array(renamed));
     assert_ne!(spm(&md).info().identity, base);
 
-    let Value::Array(scores) = &spm_metadata()["tokenizer.ggml.scores"] else {
-        unreachable!()
-    };
+    let Value::Array(scores) = &spm_metadata()["tokenizer.ggml.scores"] else { unreachable!() };
     let mut rescored = scores.clone();
     *rescored.last_mut().unwrap() = Value::F32(-13.0);
     let mut md = spm_metadata();
@@ -330,10 +282,7 @@ fn identity_is_stable_and_discriminating() {
 
     let bpe = Tokenizer::from_gguf_metadata(&bpe_metadata("qwen2")).unwrap();
     let mut md = bpe_metadata("qwen2");
-    md.insert(
-        "tokenizer.ggml.merges".into(),
-        strings(&["h e", "Ġ t", "Ġt he", "1 2"]),
-    );
+    md.insert("tokenizer.ggml.merges".into(), strings(&["h e", "Ġ t", "Ġt he", "1 2"]));
     let reordered = Tokenizer::from_gguf_metadata(&md).unwrap();
     assert_ne!(bpe.info().identity, reordered.info().identity);
 }
@@ -342,10 +291,9 @@ fn identity_is_stable_and_discriminating() {
 fn identity_ignores_trailing_padding() {
     let base = Tokenizer::from_gguf_metadata(&bpe_metadata("qwen2")).unwrap();
     let mut md = bpe_metadata("qwen2");
-    let (Value::Array(tokens), Value::Array(types)) = (
-        md["tokenizer.ggml.tokens"].clone(),
-        md["tokenizer.ggml.token_type"].clone(),
-    ) else {
+    let (Value::Array(tokens), Value::Array(types)) =
+        (md["tokenizer.ggml.tokens"].clone(), md["tokenizer.ggml.token_type"].clone())
+    else {
         unreachable!()
     };
     let (mut tokens, mut types) = (tokens, types);
@@ -374,20 +322,11 @@ fn stream_decoder_holds_partial_characters() {
     let tk = Tokenizer::from_gguf_metadata(&bpe_metadata("qwen2")).unwrap();
     let ids = tk.encode("é!", true).unwrap();
     assert_eq!(ids.len(), 3, "é is two byte tokens");
-    assert_eq!(
-        stream_all(&tk, &ids),
-        vec![None, Some("é".into()), Some("!".into()), None]
-    );
+    assert_eq!(stream_all(&tk, &ids), vec![None, Some("é".into()), Some("!".into()), None]);
     // An unfinished character comes out, replaced, only at the end.
-    assert_eq!(
-        stream_all(&tk, &ids[..1]),
-        vec![None, Some("\u{FFFD}".into())]
-    );
+    assert_eq!(stream_all(&tk, &ids[..1]), vec![None, Some("\u{FFFD}".into())]);
     let mut s = StreamDecoder::new(std::sync::Arc::new(tk), true);
-    assert!(matches!(
-        s.push(u32::MAX),
-        Err(TokenizerError::IdOutOfRange { .. })
-    ));
+    assert!(matches!(s.push(u32::MAX), Err(TokenizerError::IdOutOfRange { .. })));
 }
 
 #[test]
@@ -428,17 +367,11 @@ fn bad_metadata_is_a_typed_error() {
     assert!(matches!(build_err(&md), TokenizerError::UnsupportedModel(m) if m == "bert"));
 
     let md = bpe_metadata("no-such-pre");
-    assert!(matches!(
-        build_err(&md),
-        TokenizerError::UnsupportedPreTokenizer(_)
-    ));
+    assert!(matches!(build_err(&md), TokenizerError::UnsupportedPreTokenizer(_)));
 
     let mut md = bpe_metadata("qwen2");
     md.insert("tokenizer.ggml.merges".into(), strings(&["Ġ t", "he"]));
-    assert!(matches!(
-        build_err(&md),
-        TokenizerError::InvalidMerge { index: 1, .. }
-    ));
+    assert!(matches!(build_err(&md), TokenizerError::InvalidMerge { index: 1, .. }));
 
     // A merge of tokens that are not in the vocabulary.
     let mut md = bpe_metadata("qwen2");
@@ -450,10 +383,7 @@ fn bad_metadata_is_a_typed_error() {
     assert!(matches!(build_err(&md), TokenizerError::WrongType { .. }));
 
     let mut md = bpe_metadata("qwen2");
-    md.insert(
-        "tokenizer.ggml.tokens".into(),
-        Value::Array(vec![Value::U8(1)]),
-    );
+    md.insert("tokenizer.ggml.tokens".into(), Value::Array(vec![Value::U8(1)]));
     assert!(matches!(build_err(&md), TokenizerError::WrongType { .. }));
 
     let mut md = bpe_metadata("qwen2");
@@ -466,10 +396,7 @@ fn bad_metadata_is_a_typed_error() {
     assert!(matches!(build_err(&md), TokenizerError::InvalidVocab(_)));
 
     let mut md = bpe_metadata("qwen2");
-    md.insert(
-        "tokenizer.ggml.eos_token_id".into(),
-        Value::String("2".into()),
-    );
+    md.insert("tokenizer.ggml.eos_token_id".into(), Value::String("2".into()));
     assert!(matches!(build_err(&md), TokenizerError::WrongType { .. }));
 
     let mut md = bpe_metadata("qwen2");
@@ -495,8 +422,7 @@ fn decode_rejects_unknown_ids() {
 
 #[test]
 fn missing_tokenizer_json_is_an_io_error() {
-    let err = Tokenizer::from_tokenizer_json(std::path::Path::new("/nonexistent/tokenizer.json"))
-        .unwrap_err();
+    let err = Tokenizer::from_tokenizer_json(std::path::Path::new("/nonexistent/tokenizer.json")).unwrap_err();
     assert!(matches!(err, TokenizerError::Io { .. }));
 }
 

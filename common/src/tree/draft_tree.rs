@@ -11,10 +11,7 @@ pub struct TreeLimits {
 
 impl TreeLimits {
     /// No caps: for trees built locally from trusted data.
-    pub const UNBOUNDED: Self = Self {
-        max_nodes: usize::MAX,
-        max_depth: usize::MAX,
-    };
+    pub const UNBOUNDED: Self = Self { max_nodes: usize::MAX, max_depth: usize::MAX };
 }
 
 /// A tree of draft tokens below an implicit root (the last committed token).
@@ -34,23 +31,12 @@ pub struct DraftTree {
 
 impl DraftTree {
     /// Validates and builds a tree; see [`TreeError`] for what is refused.
-    pub fn new(
-        tokens: Vec<u32>,
-        parents: Vec<i32>,
-        limits: &TreeLimits,
-        vocab_size: usize,
-    ) -> Result<Self, TreeError> {
+    pub fn new(tokens: Vec<u32>, parents: Vec<i32>, limits: &TreeLimits, vocab_size: usize) -> Result<Self, TreeError> {
         if tokens.len() != parents.len() {
-            return Err(TreeError::LengthMismatch {
-                tokens: tokens.len(),
-                parents: parents.len(),
-            });
+            return Err(TreeError::LengthMismatch { tokens: tokens.len(), parents: parents.len() });
         }
         if tokens.len() > limits.max_nodes {
-            return Err(TreeError::TooManyNodes {
-                len: tokens.len(),
-                max: limits.max_nodes,
-            });
+            return Err(TreeError::TooManyNodes { len: tokens.len(), max: limits.max_nodes });
         }
         let mut tree = Self::empty(limits, vocab_size);
         tree.tokens.reserve(tokens.len());
@@ -61,11 +47,7 @@ impl DraftTree {
             let parent = match parent {
                 -1 => None,
                 p if p < -1 || p as usize >= len => {
-                    return Err(TreeError::ParentOutOfRange {
-                        index,
-                        parent: p as i64,
-                        len,
-                    });
+                    return Err(TreeError::ParentOutOfRange { index, parent: p as i64, len });
                 }
                 p => Some(p as usize),
             };
@@ -76,13 +58,7 @@ impl DraftTree {
 
     /// A tree with no nodes yet, to be grown with [`DraftTree::push`].
     pub fn empty(limits: &TreeLimits, vocab_size: usize) -> Self {
-        Self {
-            tokens: Vec::new(),
-            parents: Vec::new(),
-            depths: Vec::new(),
-            limits: *limits,
-            vocab_size,
-        }
+        Self { tokens: Vec::new(), parents: Vec::new(), depths: Vec::new(), limits: *limits, vocab_size }
     }
 
     /// A single path (each token the child of the previous one), without
@@ -102,27 +78,15 @@ impl DraftTree {
     pub fn push(&mut self, token: u32, parent: Option<usize>) -> Result<usize, TreeError> {
         let index = self.tokens.len();
         if index >= self.limits.max_nodes {
-            return Err(TreeError::TooManyNodes {
-                len: index + 1,
-                max: self.limits.max_nodes,
-            });
+            return Err(TreeError::TooManyNodes { len: index + 1, max: self.limits.max_nodes });
         }
         self.push_checked(index, token, parent)?;
         Ok(index)
     }
 
-    fn push_checked(
-        &mut self,
-        index: usize,
-        token: u32,
-        parent: Option<usize>,
-    ) -> Result<(), TreeError> {
+    fn push_checked(&mut self, index: usize, token: u32, parent: Option<usize>) -> Result<(), TreeError> {
         if token as usize >= self.vocab_size {
-            return Err(TreeError::TokenOutOfVocab {
-                index,
-                token,
-                vocab: self.vocab_size,
-            });
+            return Err(TreeError::TokenOutOfVocab { index, token, vocab: self.vocab_size });
         }
         let depth = match parent {
             None => 1,
@@ -130,20 +94,14 @@ impl DraftTree {
             Some(p) => self.depths[p] + 1,
         };
         if depth > self.limits.max_depth {
-            return Err(TreeError::TooDeep {
-                index,
-                depth,
-                max: self.limits.max_depth,
-            });
+            return Err(TreeError::TooDeep { index, depth, max: self.limits.max_depth });
         }
         // Parent indices travel as i32 on the wire and in the mask.
         let wire_parent = match parent {
             None => -1,
-            Some(p) => i32::try_from(p).map_err(|_| TreeError::ParentOutOfRange {
-                index,
-                parent: p as i64,
-                len: index,
-            })?,
+            Some(p) => {
+                i32::try_from(p).map_err(|_| TreeError::ParentOutOfRange { index, parent: p as i64, len: index })?
+            }
         };
         self.tokens.push(token);
         self.parents.push(wire_parent);
@@ -199,11 +157,7 @@ impl DraftTree {
     /// is the order verification tries them in.
     pub fn children(&self, parent: Option<usize>) -> impl Iterator<Item = usize> + '_ {
         let want = parent.map_or(-1, |p| p as i64);
-        self.parents
-            .iter()
-            .enumerate()
-            .filter(move |&(_, &p)| p as i64 == want)
-            .map(|(i, _)| i)
+        self.parents.iter().enumerate().filter(move |&(_, &p)| p as i64 == want).map(|(i, _)| i)
     }
 
     pub fn is_leaf(&self, i: usize) -> bool {
@@ -229,10 +183,7 @@ impl DraftTree {
         for p in self.parents.iter().filter_map(|&p| usize::try_from(p).ok()) {
             has_child[p] = true;
         }
-        (0..self.len())
-            .filter(|&i| !has_child[i])
-            .map(|i| self.path_to(i))
-            .collect()
+        (0..self.len()).filter(|&i| !has_child[i]).map(|i| self.path_to(i)).collect()
     }
 }
 
@@ -240,10 +191,7 @@ impl DraftTree {
 mod tests {
     use super::*;
 
-    const LIM: TreeLimits = TreeLimits {
-        max_nodes: 8,
-        max_depth: 3,
-    };
+    const LIM: TreeLimits = TreeLimits { max_nodes: 8, max_depth: 3 };
 
     // 0 <- 1 <- 3 ; 0 <- 2 ; 4 (second root child)
     fn sample() -> DraftTree {
@@ -254,10 +202,7 @@ mod tests {
     fn shape_queries() {
         let t = sample();
         assert_eq!(t.len(), 5);
-        assert_eq!(
-            (0..5).map(|i| t.depth(i)).collect::<Vec<_>>(),
-            vec![1, 2, 2, 3, 1]
-        );
+        assert_eq!((0..5).map(|i| t.depth(i)).collect::<Vec<_>>(), vec![1, 2, 2, 3, 1]);
         assert_eq!(t.children(None).collect::<Vec<_>>(), vec![0, 4]);
         assert_eq!(t.children(Some(0)).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(t.children(Some(3)).count(), 0);
@@ -284,111 +229,36 @@ mod tests {
         assert_eq!(t.push(1, None), Ok(0));
         assert_eq!(t.push(2, Some(0)), Ok(1));
         assert_eq!(t.push(3, Some(1)), Ok(2));
-        assert_eq!(
-            t.push(4, Some(2)),
-            Err(TreeError::TooDeep {
-                index: 3,
-                depth: 4,
-                max: 3
-            })
-        );
-        assert_eq!(
-            t.push(4, Some(3)),
-            Err(TreeError::ParentNotBefore {
-                index: 3,
-                parent: 3
-            })
-        );
-        assert_eq!(
-            t.push(100, None),
-            Err(TreeError::TokenOutOfVocab {
-                index: 3,
-                token: 100,
-                vocab: 100
-            })
-        );
+        assert_eq!(t.push(4, Some(2)), Err(TreeError::TooDeep { index: 3, depth: 4, max: 3 }));
+        assert_eq!(t.push(4, Some(3)), Err(TreeError::ParentNotBefore { index: 3, parent: 3 }));
+        assert_eq!(t.push(100, None), Err(TreeError::TokenOutOfVocab { index: 3, token: 100, vocab: 100 }));
         assert_eq!(t.len(), 3);
-        assert_eq!(
-            t,
-            DraftTree::new(vec![1, 2, 3], vec![-1, 0, 1], &LIM, 100).unwrap()
-        );
+        assert_eq!(t, DraftTree::new(vec![1, 2, 3], vec![-1, 0, 1], &LIM, 100).unwrap());
     }
 
     #[test]
     fn push_respects_node_limit() {
-        let lim = TreeLimits {
-            max_nodes: 1,
-            max_depth: 4,
-        };
+        let lim = TreeLimits { max_nodes: 1, max_depth: 4 };
         let mut t = DraftTree::empty(&lim, 10);
         t.push(1, None).unwrap();
-        assert_eq!(
-            t.push(1, None),
-            Err(TreeError::TooManyNodes { len: 2, max: 1 })
-        );
+        assert_eq!(t.push(1, None), Err(TreeError::TooManyNodes { len: 2, max: 1 }));
     }
 
     #[test]
     fn each_defect_has_its_error() {
         let new = |tok: Vec<u32>, par: Vec<i32>| DraftTree::new(tok, par, &LIM, 100);
-        assert_eq!(
-            new(vec![1], vec![]),
-            Err(TreeError::LengthMismatch {
-                tokens: 1,
-                parents: 0
-            })
-        );
-        assert_eq!(
-            new(vec![1; 9], vec![-1; 9]),
-            Err(TreeError::TooManyNodes { len: 9, max: 8 })
-        );
+        assert_eq!(new(vec![1], vec![]), Err(TreeError::LengthMismatch { tokens: 1, parents: 0 }));
+        assert_eq!(new(vec![1; 9], vec![-1; 9]), Err(TreeError::TooManyNodes { len: 9, max: 8 }));
         assert_eq!(
             new(vec![1, 100], vec![-1, 0]),
-            Err(TreeError::TokenOutOfVocab {
-                index: 1,
-                token: 100,
-                vocab: 100
-            })
+            Err(TreeError::TokenOutOfVocab { index: 1, token: 100, vocab: 100 })
         );
-        assert_eq!(
-            new(vec![1, 2], vec![-1, 2]),
-            Err(TreeError::ParentOutOfRange {
-                index: 1,
-                parent: 2,
-                len: 2
-            })
-        );
-        assert_eq!(
-            new(vec![1, 2], vec![-1, -2]),
-            Err(TreeError::ParentOutOfRange {
-                index: 1,
-                parent: -2,
-                len: 2
-            })
-        );
+        assert_eq!(new(vec![1, 2], vec![-1, 2]), Err(TreeError::ParentOutOfRange { index: 1, parent: 2, len: 2 }));
+        assert_eq!(new(vec![1, 2], vec![-1, -2]), Err(TreeError::ParentOutOfRange { index: 1, parent: -2, len: 2 }));
         // Self-loop, and a two-node cycle: both are a parent not before its child.
-        assert_eq!(
-            new(vec![1], vec![0]),
-            Err(TreeError::ParentNotBefore {
-                index: 0,
-                parent: 0
-            })
-        );
-        assert_eq!(
-            new(vec![1, 2], vec![1, 0]),
-            Err(TreeError::ParentNotBefore {
-                index: 0,
-                parent: 1
-            })
-        );
-        assert_eq!(
-            new(vec![1, 2, 3, 4], vec![-1, 0, 1, 2]),
-            Err(TreeError::TooDeep {
-                index: 3,
-                depth: 4,
-                max: 3
-            })
-        );
+        assert_eq!(new(vec![1], vec![0]), Err(TreeError::ParentNotBefore { index: 0, parent: 0 }));
+        assert_eq!(new(vec![1, 2], vec![1, 0]), Err(TreeError::ParentNotBefore { index: 0, parent: 1 }));
+        assert_eq!(new(vec![1, 2, 3, 4], vec![-1, 0, 1, 2]), Err(TreeError::TooDeep { index: 3, depth: 4, max: 3 }));
     }
 
     #[test]

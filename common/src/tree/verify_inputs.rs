@@ -12,11 +12,7 @@ impl DraftTree {
     /// row also sees the whole cache, which the runtime adds on its own.
     /// Logits of row `r` therefore predict the token after the path ending at
     /// row `r`, which is what verification compares children against.
-    pub fn verify_inputs(
-        &self,
-        root_token: u32,
-        prefix_len: usize,
-    ) -> (Vec<u32>, Vec<usize>, AttnMask) {
+    pub fn verify_inputs(&self, root_token: u32, prefix_len: usize) -> (Vec<u32>, Vec<usize>, AttnMask) {
         let mut tokens = Vec::with_capacity(self.len() + 1);
         tokens.push(root_token);
         tokens.extend_from_slice(self.tokens());
@@ -30,8 +26,7 @@ impl DraftTree {
         let mut row_parents = Vec::with_capacity(self.len() + 1);
         row_parents.push(-1);
         row_parents.extend(self.parents().iter().map(|&p| p + 1));
-        let mask = AttnMask::from_parents(&row_parents)
-            .expect("a validated tree's parents precede their children");
+        let mask = AttnMask::from_parents(&row_parents).expect("a validated tree's parents precede their children");
         (tokens, positions, mask)
     }
 }
@@ -44,10 +39,7 @@ mod tests {
     #[test]
     fn small_tree_layout() {
         // 0 <- 1 ; 0 <- 2 ; 3 (root child)
-        let lim = TreeLimits {
-            max_nodes: 8,
-            max_depth: 4,
-        };
+        let lim = TreeLimits { max_nodes: 8, max_depth: 4 };
         let t = DraftTree::new(vec![5, 6, 7, 8], vec![-1, 0, 0, -1], &lim, 10).unwrap();
         let (tokens, positions, mask) = t.verify_inputs(9, 20);
         assert_eq!(tokens, vec![9, 5, 6, 7, 8]);
@@ -66,18 +58,10 @@ mod tests {
 
     /// Random valid trees: each node picks any earlier node or the root.
     fn arb_tree() -> impl Strategy<Value = DraftTree> {
-        prop::collection::vec(
-            (0u32..50, any::<prop::sample::Index>(), any::<bool>()),
-            0..40,
-        )
-        .prop_map(|nodes| {
+        prop::collection::vec((0u32..50, any::<prop::sample::Index>(), any::<bool>()), 0..40).prop_map(|nodes| {
             let mut t = DraftTree::empty(&TreeLimits::UNBOUNDED, 50);
             for (i, (tok, pick, at_root)) in nodes.into_iter().enumerate() {
-                let parent = if at_root || i == 0 {
-                    None
-                } else {
-                    Some(pick.index(i))
-                };
+                let parent = if at_root || i == 0 { None } else { Some(pick.index(i)) };
                 t.push(tok, parent).unwrap();
             }
             t

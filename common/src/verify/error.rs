@@ -9,11 +9,7 @@ pub enum VerifyError {
     #[error("expected {expected} logit rows (root + one per node), got {got}")]
     RowCount { expected: usize, got: usize },
     #[error("logit row {row} has {got} entries, expected {expected}")]
-    RowWidth {
-        row: usize,
-        expected: usize,
-        got: usize,
-    },
+    RowWidth { row: usize, expected: usize, got: usize },
     #[error("logit rows are empty: the vocabulary cannot be 0")]
     EmptyVocab,
     #[error("{len} flat logits are not a whole number of rows of {vocab}")]

@@ -26,11 +26,7 @@ pub fn verify_greedy(tree: &DraftTree, logits: &[&[f32]]) -> Result<Verdict, Ver
             None => break want,
         }
     };
-    Ok(Verdict {
-        accepted,
-        next_token,
-        target_argmax,
-    })
+    Ok(Verdict { accepted, next_token, target_argmax })
 }
 
 #[cfg(test)]
@@ -51,10 +47,7 @@ mod tests {
     #[test]
     fn accepts_matching_path_and_adds_bonus() {
         // Root children 0 (tok 3) and 1 (tok 5); 1 <- 2 (tok 6).
-        let lim = TreeLimits {
-            max_nodes: 8,
-            max_depth: 4,
-        };
+        let lim = TreeLimits { max_nodes: 8, max_depth: 4 };
         let tree = DraftTree::new(vec![3, 5, 6], vec![-1, -1, 1], &lim, 8).unwrap();
         let rows = [one_hot(8, 5), one_hot(8, 0), one_hot(8, 6), one_hot(8, 7)];
         let rows: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
@@ -98,10 +91,7 @@ mod tests {
     fn shape_errors_are_reported() {
         let tree = DraftTree::chain(&[1]);
         let r = [0.0f32; 3];
-        assert!(matches!(
-            verify_greedy(&tree, &[&r]),
-            Err(VerifyError::RowCount { .. })
-        ));
+        assert!(matches!(verify_greedy(&tree, &[&r]), Err(VerifyError::RowCount { .. })));
     }
 
     /// A random tree drafted at `ctx` against `target`: each node follows the
@@ -110,20 +100,12 @@ mod tests {
     fn draft(target: &GreedyTarget, ctx: &[u32], spec: &[(usize, bool, bool, u32)]) -> DraftTree {
         let mut tree = DraftTree::empty(&TreeLimits::UNBOUNDED, target.vocab);
         for (i, (pick, at_root, follow, tok)) in spec.iter().enumerate() {
-            let parent = if *at_root || i == 0 {
-                None
-            } else {
-                Some(pick % i)
-            };
+            let parent = if *at_root || i == 0 { None } else { Some(pick % i) };
             let mut path = ctx.to_vec();
             if let Some(p) = parent {
                 path.extend(tree.path_to(p).iter().map(|&n| tree.token(n)));
             }
-            let token = if *follow {
-                argmax(&target.logits(&path))
-            } else {
-                *tok
-            };
+            let token = if *follow { argmax(&target.logits(&path)) } else { *tok };
             tree.push(token, parent).unwrap();
         }
         tree
@@ -140,10 +122,7 @@ mod tests {
     }
 
     fn arb_spec() -> impl Strategy<Value = Vec<(usize, bool, bool, u32)>> {
-        prop::collection::vec(
-            (any::<usize>(), any::<bool>(), any::<bool>(), 0u32..6),
-            0..30,
-        )
+        prop::collection::vec((any::<usize>(), any::<bool>(), any::<bool>(), 0u32..6), 0..30)
     }
 
     proptest! {

@@ -89,11 +89,7 @@ mod tests {
         let mut r = Residual::new(vec![0.5, 0.3, 0.2]);
         assert!(r.subtract(&SparseDist::from_pairs(&[(0, 0.25), (1, 0.75)]).unwrap()));
         // max(0, .) leaves 0.25, 0, 0.2, then renormalised by 0.45.
-        assert!(
-            close(r.as_slice(), &[0.25 / 0.45, 0.0, 0.2 / 0.45]),
-            "{:?}",
-            r.as_slice()
-        );
+        assert!(close(r.as_slice(), &[0.25 / 0.45, 0.0, 0.2 / 0.45]), "{:?}", r.as_slice());
     }
 
     #[test]

@@ -65,10 +65,7 @@ pub(super) fn verify_with_rule(
     }
     check_rows(tree, logits)?;
     if draft_dists.len() != tree.len() {
-        return Err(VerifyError::DraftDistCount {
-            expected: tree.len(),
-            got: draft_dists.len(),
-        });
+        return Err(VerifyError::DraftDistCount { expected: tree.len(), got: draft_dists.len() });
     }
     let target_argmax = row_argmaxes(logits);
     let mut accepted = Vec::new();
@@ -107,11 +104,7 @@ pub(super) fn verify_with_rule(
             None => break p.sample(rng),
         }
     };
-    Ok(Verdict {
-        accepted,
-        next_token,
-        target_argmax,
-    })
+    Ok(Verdict { accepted, next_token, target_argmax })
 }
 
 #[cfg(test)]
@@ -131,11 +124,7 @@ mod tests {
     fn certain_target_accepts_its_token() {
         let ninf = f32::NEG_INFINITY;
         let tree = DraftTree::chain(&[2, 1]);
-        let l = vec![
-            vec![ninf, ninf, 0.0],
-            vec![ninf, 0.0, ninf],
-            vec![0.0, ninf, ninf],
-        ];
+        let l = vec![vec![ninf, ninf, 0.0], vec![ninf, 0.0, ninf], vec![0.0, ninf, ninf]];
         let dists = vec![SparseDist::point(2), SparseDist::point(1)];
         let mut rng = SamplerRng::new(1);
         for _ in 0..20 {
@@ -197,8 +186,7 @@ mod tests {
         let tree = DraftTree::chain(&[1]);
         let l = vec![vec![0.0, 2.0], vec![3.0, 0.0]];
         let mut rng = SamplerRng::new(5);
-        let v =
-            verify_sampling(&tree, &rows(&l), &[], &SamplingParams::greedy(), &mut rng).unwrap();
+        let v = verify_sampling(&tree, &rows(&l), &[], &SamplingParams::greedy(), &mut rng).unwrap();
         assert_eq!(v, verify_greedy(&tree, &rows(&l)).unwrap());
         // No randomness was consumed.
         assert_eq!(rng.next_f64(), SamplerRng::new(5).next_f64());
@@ -211,15 +199,9 @@ mod tests {
         let mut rng = SamplerRng::new(6);
         assert_eq!(
             verify_sampling(&tree, &rows(&l), &[], &params(), &mut rng),
-            Err(VerifyError::DraftDistCount {
-                expected: 1,
-                got: 0
-            })
+            Err(VerifyError::DraftDistCount { expected: 1, got: 0 })
         );
-        let bad = SamplingParams {
-            top_p: Some(2.0),
-            ..params()
-        };
+        let bad = SamplingParams { top_p: Some(2.0), ..params() };
         assert!(matches!(
             verify_sampling(&tree, &rows(&l), &[SparseDist::point(1)], &bad, &mut rng),
             Err(VerifyError::Params(_))

@@ -56,13 +56,8 @@ enum Drafter {
     Mixed,
 }
 
-const PURE: [Drafter; 5] = [
-    Drafter::Sharp,
-    Drafter::Disjoint,
-    Drafter::Points,
-    Drafter::WithoutReplacement,
-    Drafter::TrunkThenSharp,
-];
+const PURE: [Drafter; 5] =
+    [Drafter::Sharp, Drafter::Disjoint, Drafter::Points, Drafter::WithoutReplacement, Drafter::TrunkThenSharp];
 
 struct Harness {
     drafter: Drafter,
@@ -88,12 +83,7 @@ struct Node {
 
 impl Harness {
     fn new(drafter: Drafter, params: SamplingParams, max_depth: usize) -> Self {
-        Self {
-            drafter,
-            params,
-            max_depth,
-            memo: RefCell::default(),
-        }
+        Self { drafter, params, max_depth, memo: RefCell::default() }
     }
 
     fn p(&self, ctx: &[u32]) -> Vec<f64> {
@@ -120,11 +110,7 @@ impl Harness {
         let sharp = || {
             let w: Vec<f32> = (0..V)
                 .map(|i| {
-                    let base = if logits[i].is_finite() {
-                        logits[i] as f64
-                    } else {
-                        -1.0
-                    };
+                    let base = if logits[i].is_finite() { logits[i] as f64 } else { -1.0 };
                     (4.0 * (base + unit(h, 200 + i as u64) - 0.5)).exp() as f32
                 })
                 .collect();
@@ -140,38 +126,26 @@ impl Harness {
                     by_p.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
                     support = by_p[..2].to_vec();
                 }
-                let pairs: Vec<(u32, f32)> = support
-                    .iter()
-                    .map(|&i| (i as u32, (0.2 + unit(h, 300 + i as u64)) as f32))
-                    .collect();
+                let pairs: Vec<(u32, f32)> =
+                    support.iter().map(|&i| (i as u32, (0.2 + unit(h, 300 + i as u64)) as f32)).collect();
                 (SparseDist::from_pairs(&pairs).unwrap(), 0)
             }
             Drafter::Points => (SparseDist::point(0), (h % V as u64) as u32),
             Drafter::WithoutReplacement => {
-                let w: Vec<f32> = (0..V)
-                    .map(|i| (0.05 + unit(h, 400 + i as u64)) as f32)
-                    .collect();
+                let w: Vec<f32> = (0..V).map(|i| (0.05 + unit(h, 400 + i as u64)) as f32).collect();
                 (SparseDist::from_probs_top_k(&w, 4).unwrap(), 0)
             }
             Drafter::TrunkThenSharp => (sharp(), argmax(&logits)),
             Drafter::Mixed => unreachable!("resolved above"),
         };
-        Node {
-            logits,
-            kind,
-            k,
-            q,
-            fixed,
-        }
+        Node { logits, kind, k, q, fixed }
     }
 
     /// Fresh children of `node`: `(token, q it was drawn from)`.
     fn children(&self, node: &Node, rng: &mut SamplerRng) -> Vec<(u32, SparseDist)> {
         let (k, q) = (node.k, &node.q);
         match node.kind {
-            Drafter::Sharp | Drafter::Disjoint => {
-                (0..k).map(|_| (q.sample(rng), q.clone())).collect()
-            }
+            Drafter::Sharp | Drafter::Disjoint => (0..k).map(|_| (q.sample(rng), q.clone())).collect(),
             Drafter::Points => (0..k as u32)
                 .map(|j| {
                     let t = (node.fixed + 3 * j) % V as u32;
@@ -184,12 +158,7 @@ impl Harness {
                 for _ in 0..k {
                     let t = q.sample(rng);
                     out.push((t, q.clone()));
-                    let rest: Vec<(u32, f32)> = q
-                        .pairs()
-                        .iter()
-                        .copied()
-                        .filter(|&(id, _)| id != t)
-                        .collect();
+                    let rest: Vec<(u32, f32)> = q.pairs().iter().copied().filter(|&(id, _)| id != t).collect();
                     match SparseDist::from_pairs(&rest) {
                         Ok(next) => q = next,
                         Err(_) => break,
@@ -208,18 +177,13 @@ impl Harness {
 
     /// Drafts a tree at `ctx` and returns it with its draft distributions and
     /// the nodes whose logits form the target's rows.
-    fn round(
-        &self,
-        ctx: &[u32],
-        rng: &mut SamplerRng,
-    ) -> (DraftTree, Vec<SparseDist>, Vec<Rc<Node>>) {
+    fn round(&self, ctx: &[u32], rng: &mut SamplerRng) -> (DraftTree, Vec<SparseDist>, Vec<Rc<Node>>) {
         let mut tree = DraftTree::empty(&TreeLimits::UNBOUNDED, V);
         let mut dists = Vec::new();
         let root = self.node(ctx);
         let mut rows = vec![root.clone()];
         // Breadth-first, so parents always precede children.
-        let mut frontier: Vec<(Option<usize>, Vec<u32>, Rc<Node>)> =
-            vec![(None, ctx.to_vec(), root)];
+        let mut frontier: Vec<(Option<usize>, Vec<u32>, Rc<Node>)> = vec![(None, ctx.to_vec(), root)];
         for _ in 0..self.max_depth {
             let mut next = Vec::new();
             for (parent, pctx, pnode) in frontier {
@@ -249,8 +213,7 @@ impl Harness {
             while ctx.len() < 3 {
                 let (tree, dists, rows) = self.round(&ctx, &mut draft_rng);
                 let refs: Vec<&[f32]> = rows.iter().map(|n| n.logits.as_slice()).collect();
-                let v = verify_with_rule(&tree, &refs, &dists, &self.params, &mut verify_rng, rule)
-                    .unwrap();
+                let v = verify_with_rule(&tree, &refs, &dists, &self.params, &mut verify_rng, rule).unwrap();
                 ctx.extend(v.emitted_tokens(&tree));
             }
             first[ctx[1] as usize] += 1;
@@ -276,10 +239,7 @@ impl Harness {
     fn p_values(&self, rule: Rule, samples: usize, seed: u64) -> (f64, f64) {
         let (first, pairs) = self.run(rule, samples, seed);
         let (p1, p2) = self.exact();
-        (
-            chi_square_p_value(&first, &p1),
-            chi_square_p_value(&pairs, &p2),
-        )
+        (chi_square_p_value(&first, &p1), chi_square_p_value(&pairs, &p2))
     }
 }
 
@@ -288,22 +248,14 @@ fn plain() -> SamplingParams {
 }
 
 fn filtered() -> SamplingParams {
-    SamplingParams {
-        temperature: 0.7,
-        top_k: Some(5),
-        top_p: Some(0.9),
-        seed: 0,
-    }
+    SamplingParams { temperature: 0.7, top_k: Some(5), top_p: Some(0.9), seed: 0 }
 }
 
 fn assert_lossless(drafter: Drafter, params: SamplingParams, max_depth: usize, seed: u64) {
     let h = Harness::new(drafter, params, max_depth);
     let (a, b) = h.p_values(Rule::Lossless, SAMPLES, seed);
     eprintln!("{drafter:?} depth {max_depth}: p-values {a:.3e} {b:.3e}");
-    assert!(
-        a >= ALPHA && b >= ALPHA,
-        "{drafter:?} {params:?}: p-values {a:.3e} {b:.3e}"
-    );
+    assert!(a >= ALPHA && b >= ALPHA, "{drafter:?} {params:?}: p-values {a:.3e} {b:.3e}");
 }
 
 #[test]
@@ -332,22 +284,13 @@ fn harness_catches_broken_rules() {
         let h = Harness::new(Drafter::Points, plain(), 2);
         let (a, b) = h.p_values(rule, SAMPLES, 7);
         eprintln!("{rule:?}: p-values {a:.3e} {b:.3e}");
-        assert!(
-            a < ALPHA && b < ALPHA,
-            "{rule:?} went unnoticed: p-values {a:.3e} {b:.3e}"
-        );
+        assert!(a < ALPHA && b < ALPHA, "{rule:?} went unnoticed: p-values {a:.3e} {b:.3e}");
     }
 }
 
 #[test]
 fn harness_runs_are_reproducible() {
     let h = Harness::new(Drafter::Mixed, plain(), 2);
-    assert_eq!(
-        h.run(Rule::Lossless, 2_000, 5),
-        h.run(Rule::Lossless, 2_000, 5)
-    );
-    assert_ne!(
-        h.run(Rule::Lossless, 2_000, 5),
-        h.run(Rule::Lossless, 2_000, 6)
-    );
+    assert_eq!(h.run(Rule::Lossless, 2_000, 5), h.run(Rule::Lossless, 2_000, 5));
+    assert_ne!(h.run(Rule::Lossless, 2_000, 5), h.run(Rule::Lossless, 2_000, 6));
 }

@@ -32,8 +32,6 @@ pub struct GreedyTarget {
 impl GreedyTarget {
     pub fn logits(&self, ctx: &[u32]) -> Vec<f32> {
         let h = hash_ctx(self.salt, ctx);
-        (0..self.vocab as u64)
-            .map(|i| (unit(h, i) * 4.0).floor() as f32)
-            .collect()
+        (0..self.vocab as u64).map(|i| (unit(h, i) * 4.0).floor() as f32).collect()
     }
 }

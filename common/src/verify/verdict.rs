@@ -38,11 +38,7 @@ mod tests {
     #[test]
     fn emitted_is_accepted_then_next() {
         let tree = DraftTree::chain(&[4, 5, 6]);
-        let v = Verdict {
-            accepted: vec![0, 1],
-            next_token: 9,
-            target_argmax: vec![4, 5, 0, 0],
-        };
+        let v = Verdict { accepted: vec![0, 1], next_token: 9, target_argmax: vec![4, 5, 0, 0] };
         assert_eq!(v.accepted_tokens(&tree), vec![4, 5]);
         assert_eq!(v.emitted_tokens(&tree), vec![4, 5, 9]);
     }

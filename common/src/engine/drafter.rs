@@ -1,0 +1,335 @@
+//! The drafter's side of one generation: its model and KV cache, the
+//! Ouroboros phrase pool, and the tree builder.
+
+use crate::controller::{BranchFeedback, DraftPlan};
+use crate::draft::{PhrasePool, PhraseSource};
+use crate::model::{AttnMask, CausalLm, KvCache, LogitsRows, SeqInput};
+use crate::sampling::{argmax, probs, SamplerRng, SamplingParams, SparseDist};
+use crate::tree::{DraftTree, TreeLimits};
+use crate::verify::Verdict;
+
+use super::EngineError;
+
+#[derive(Debug, Clone)]
+pub struct DrafterConfig {
+    /// Pairs kept of the drafter's distribution per sampled node (q̃); the
+    /// verifier needs nothing else to stay exact.
+    pub top_k: usize,
+    /// Phrases from the pool checked per drafter pass.
+    pub phrase_candidates: usize,
+    /// Draft with the phrase pool (Ouroboros) or with the drafter alone.
+    pub use_pool: bool,
+}
+
+impl Default for DrafterConfig {
+    fn default() -> Self {
+        Self { top_k: 8, phrase_candidates: 4, use_pool: true }
+    }
+}
+
+/// One round's draft.
+pub struct Draft {
+    pub tree: DraftTree,
+    /// Per node, the distribution it was drawn from (point masses for
+    /// deterministic choices).
+    pub dists: Vec<SparseDist>,
+    /// Nodes `0..trunk_len` are the trunk, in order.
+    pub trunk_len: usize,
+    /// Each branch's first node index and length.
+    pub branches: Vec<(usize, usize)>,
+}
+
+/// The edge side of a session.
+///
+/// Invariant: `cache` holds the first `cache.len()` tokens of `seq`, and
+/// `seq` is the committed text followed by the trunk of the round in flight.
+pub struct Drafter<'m> {
+    model: &'m dyn CausalLm,
+    cache: KvCache,
+    seq: Vec<u32>,
+    committed: usize,
+    pool: PhrasePool,
+    params: SamplingParams,
+    rng: SamplerRng,
+    cfg: DrafterConfig,
+    stop_ids: Vec<u32>,
+    forward_passes: usize,
+}
+
+impl<'m> Drafter<'m> {
+    /// Starts drafting after `prompt`. The pool may come warm from earlier
+    /// requests of the same client.
+    pub fn open(
+        model: &'m dyn CausalLm,
+        prompt: &[u32],
+        params: SamplingParams,
+        mut pool: PhrasePool,
+        cfg: DrafterConfig,
+        stop_ids: Vec<u32>,
+    ) -> Result<Self, EngineError> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        pool.add_context(prompt);
+        Ok(Self {
+            model,
+            cache: model.new_cache(),
+            seq: prompt.to_vec(),
+            committed: prompt.len(),
+            pool,
+            params,
+            rng: SamplerRng::with_stream(params.seed, 1),
+            cfg,
+            stop_ids,
+            forward_passes: 0,
+        })
+    }
+
+    pub fn forward_passes(&self) -> usize {
+        self.forward_passes
+    }
+
+    pub fn committed(&self) -> &[u32] {
+        &self.seq[..self.committed]
+    }
+
+    /// Gives the pool back (to persist it across requests).
+    pub fn into_pool(self) -> PhrasePool {
+        self.pool
+    }
+
+    fn choose(&mut self, logits: &[f32]) -> Result<(u32, SparseDist), EngineError> {
+        if self.params.is_greedy() {
+            let t = argmax(logits);
+            return Ok((t, SparseDist::point(t)));
+        }
+        let q = SparseDist::from_probs_top_k(&probs(logits, &self.params), self.cfg.top_k)?;
+        Ok((q.sample(&mut self.rng), q))
+    }
+
+    fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let l = self.model.forward_causal(&mut self.cache, tokens, LogitsRows::Last)?;
+        self.forward_passes += 1;
+        Ok(l.last().expect("one row").to_vec())
+    }
+
+    /// Drafts one round: a trunk from the drafter (extended by whole pool
+    /// phrases the drafter agrees with), then pool phrases as side branches.
+    pub fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
+        let max_ctx = self.model.config().max_context;
+        self.seq.truncate(self.committed);
+        self.cache.truncate(self.committed);
+        let trunk_cap = plan.trunk_len.min(limits.max_nodes).min(limits.max_depth);
+        let room = max_ctx.saturating_sub(self.committed + 2);
+        let trunk_cap = trunk_cap.min(room);
+        let mut tree = DraftTree::empty(limits, vocab);
+        let mut dists = Vec::new();
+        if trunk_cap == 0 {
+            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new() });
+        }
+        let pending = self.seq[self.cache.len()..].to_vec();
+        let mut logits = self.step(&pending)?;
+        let mut trunk: Vec<u32> = Vec::new();
+        while trunk.len() < trunk_cap {
+            let (t, q) = self.choose(&logits)?;
+            trunk.push(t);
+            dists.push(q);
+            if trunk.len() == trunk_cap || self.stop_ids.contains(&t) {
+                break;
+            }
+            if self.cfg.use_pool && self.params.is_greedy() {
+                if let Some(next) = self.extend_by_phrase(&mut trunk, &mut dists, trunk_cap)? {
+                    logits = next;
+                    continue;
+                }
+            }
+            logits = self.step(&[t])?;
+        }
+        self.seq.extend_from_slice(&trunk);
+        for (i, &t) in trunk.iter().enumerate() {
+            tree.push(t, i.checked_sub(1))?;
+        }
+        let mut branches = Vec::new();
+        if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
+            self.add_branches(&mut tree, &mut dists, &trunk, plan, &mut branches)?;
+        }
+        Ok(Draft { tree, dists, trunk_len: trunk.len(), branches })
+    }
+
+    /// Checks several pool phrases continuing the trunk in one drafter pass
+    /// (tree mask) and keeps the longest prefix the drafter itself would have
+    /// produced greedily. Returns the logits after the extended trunk, or
+    /// `None` when the pool has nothing to offer.
+    fn extend_by_phrase(
+        &mut self,
+        trunk: &mut Vec<u32>,
+        dists: &mut Vec<SparseDist>,
+        cap: usize,
+    ) -> Result<Option<Vec<f32>>, EngineError> {
+        let t = *trunk.last().expect("trunk is not empty");
+        let ctx_end = self.committed + trunk.len();
+        let mut ctx: Vec<u32> = self.seq[self.committed.saturating_sub(3)..self.committed].to_vec();
+        ctx.extend_from_slice(trunk);
+        let suffix = &ctx[ctx.len().saturating_sub(3)..];
+        let room = cap - trunk.len();
+        let conts: Vec<Vec<u32>> = self
+            .pool
+            .continuations(suffix, self.cfg.phrase_candidates)
+            .into_iter()
+            .map(|c| c[..c.len().min(room)].to_vec())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if conts.is_empty() {
+            return Ok(None);
+        }
+        // Row 0 is `t`; each continuation hangs under it as a chain.
+        let start = self.cache.len();
+        debug_assert_eq!(start + 1, ctx_end);
+        let mut tokens = vec![t];
+        let mut parents = vec![-1i32];
+        let mut depth = vec![0usize];
+        let mut rows_of = Vec::new();
+        for c in &conts {
+            let mut rows = Vec::new();
+            let mut parent = 0usize;
+            for &tok in c {
+                tokens.push(tok);
+                parents.push(parent as i32);
+                depth.push(depth[parent] + 1);
+                parent = tokens.len() - 1;
+                rows.push(parent);
+            }
+            rows_of.push(rows);
+        }
+        let positions: Vec<usize> = depth.iter().map(|d| start + d).collect();
+        let mask = AttnMask::from_parents(&parents)?;
+        let logits = self
+            .model
+            .forward(&mut [SeqInput {
+                cache: &mut self.cache,
+                tokens: &tokens,
+                positions: &positions,
+                mask: &mask,
+                logits: LogitsRows::All,
+            }])?
+            .remove(0);
+        self.forward_passes += 1;
+        // The drafter agrees with a phrase token when it is its own argmax
+        // after the previous one: the result equals greedy drafting step by
+        // step (the runtime is batch-invariant), several tokens per pass.
+        let (mut best, mut best_len) = (0, 0);
+        for (ci, c) in conts.iter().enumerate() {
+            let mut prev_row = 0;
+            let mut n = 0;
+            for (j, &tok) in c.iter().enumerate() {
+                if argmax(logits.row(prev_row)) != tok {
+                    break;
+                }
+                n += 1;
+                prev_row = rows_of[ci][j];
+            }
+            if n > best_len {
+                (best, best_len) = (ci, n);
+            }
+        }
+        let kept: Vec<usize> = std::iter::once(0).chain(rows_of[best][..best_len].iter().copied()).collect();
+        self.cache.keep(start, &kept)?;
+        let last_row = *kept.last().expect("row 0 is kept");
+        if best_len > 0 {
+            let mut hit = suffix.to_vec();
+            hit.extend_from_slice(&conts[best][..best_len]);
+            self.pool.record_hit(&hit);
+            for &tok in &conts[best][..best_len] {
+                trunk.push(tok);
+                dists.push(SparseDist::point(tok));
+            }
+        }
+        Ok(Some(logits.row(last_row).to_vec()))
+    }
+
+    fn add_branches(
+        &mut self,
+        tree: &mut DraftTree,
+        dists: &mut Vec<SparseDist>,
+        trunk: &[u32],
+        plan: &DraftPlan,
+        branches: &mut Vec<(usize, usize)>,
+    ) -> Result<(), EngineError> {
+        let limits = *tree.limits();
+        // Near the root first: that is where a trunk most often breaks.
+        for p in 0..trunk.len() {
+            if branches.len() >= plan.branches {
+                break;
+            }
+            let mut ctx: Vec<u32> = self.seq[self.committed.saturating_sub(3)..self.committed].to_vec();
+            ctx.extend_from_slice(&trunk[..p]);
+            let suffix = ctx[ctx.len().saturating_sub(3)..].to_vec();
+            let conts: Vec<Vec<u32>> =
+                self.pool.continuations(&suffix, plan.branches + 1).into_iter().map(|c| c.to_vec()).collect();
+            for c in conts {
+                if branches.len() >= plan.branches {
+                    break;
+                }
+                if c.first() == Some(&trunk[p]) {
+                    continue;
+                }
+                let len = c.len().min(plan.branch_len).min(limits.max_depth.saturating_sub(p));
+                if len == 0 || tree.len() + len > limits.max_nodes {
+                    continue;
+                }
+                let first = tree.len();
+                let mut parent = p.checked_sub(1);
+                for &tok in &c[..len] {
+                    parent = Some(tree.push(tok, parent)?);
+                    dists.push(SparseDist::point(tok));
+                }
+                branches.push((first, len));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a verdict: rolls the cache back to the longest verified prefix
+    /// of the trunk, and feeds the pool with what this round taught.
+    /// Returns how many trunk tokens were accepted and per-branch feedback.
+    pub fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
+        let tree = &draft.tree;
+        let accepted = verdict.accepted_tokens(tree);
+        let trunk = &self.seq[self.committed..];
+        let on_trunk = verdict.accepted.iter().zip(0..draft.trunk_len).take_while(|(a, i)| *a == i).count();
+        let fed = self.cache.len().saturating_sub(self.committed);
+        self.cache.truncate(self.committed + on_trunk.min(fed));
+        if trunk.len() > on_trunk + 1 {
+            // What the drafter would have said next: its lookahead.
+            let tail = trunk[on_trunk..].to_vec();
+            self.pool.add_phrase(&tail, PhraseSource::DrafterLookahead);
+        }
+        // The target's argmax after each rejected node: right tokens that the
+        // draft put in the wrong place (Ouroboros' candidate reuse).
+        for path in tree.paths() {
+            let first_rejected = path.iter().position(|n| !verdict.accepted.contains(n));
+            if let Some(j) = first_rejected {
+                let phrase: Vec<u32> = path[j..].iter().map(|&n| verdict.target_argmax[n + 1]).collect();
+                if phrase.len() >= 2 {
+                    self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
+                }
+            }
+        }
+        let branch_feedback = draft
+            .branches
+            .iter()
+            .map(|&(first, len)| BranchFeedback {
+                offered: len,
+                accepted: (first..first + len).filter(|n| verdict.accepted.contains(n)).count(),
+            })
+            .collect();
+        let mut emitted = accepted;
+        emitted.push(verdict.next_token);
+        self.seq.truncate(self.committed);
+        self.seq.extend_from_slice(&emitted);
+        self.committed = self.seq.len();
+        self.pool.extend_context(&emitted);
+        (on_trunk, branch_feedback)
+    }
+}

@@ -1,0 +1,37 @@
+//! The draft → verify → commit cycle, shared by every deployment.
+//!
+//! - [`verifier`]: the target side of a session (what the cloud runs);
+//! - [`drafter`]: the draft side (what the edge runs): the drafter model, the
+//!   phrase pool and the tree builder;
+//! - [`spec`]: both in one process, without a network ([`SpecEngine`]).
+
+pub mod drafter;
+pub mod spec;
+pub mod verifier;
+
+pub use drafter::{Drafter, DrafterConfig};
+pub use spec::{DraftMode, SpecEngine, SpecStats};
+pub use verifier::VerifierSession;
+
+use crate::model::ModelError;
+use crate::sampling::SamplingError;
+use crate::tree::TreeError;
+use crate::verify::VerifyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the context is full ({len} of {max} tokens)")]
+    ContextFull { len: usize, max: usize },
+    #[error("drafter and verifier vocabularies differ ({drafter} vs {verifier} ids)")]
+    VocabMismatch { drafter: usize, verifier: usize },
+}

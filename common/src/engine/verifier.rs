@@ -1,0 +1,104 @@
+//! The verifier's side of one generation: its KV cache, the committed text,
+//! and one tree verification per round.
+
+use crate::model::{CausalLm, KvCache, LogitsRows, SeqInput};
+use crate::sampling::{SamplerRng, SamplingParams, SparseDist};
+use crate::tree::{DraftTree, TreeLimits};
+use crate::verify::{verify_sampling, Verdict};
+
+use super::EngineError;
+
+/// The target side of a session.
+///
+/// The cache always holds every committed token but the last (the *root*):
+/// the root is evaluated together with the next draft, so one forward pass
+/// per round yields the root's logits and every node's. Target-only decoding
+/// is the same call with an empty tree.
+pub struct VerifierSession<'m> {
+    model: &'m dyn CausalLm,
+    cache: KvCache,
+    committed: Vec<u32>,
+    params: SamplingParams,
+    rng: SamplerRng,
+    limits: TreeLimits,
+    forward_passes: usize,
+}
+
+impl<'m> VerifierSession<'m> {
+    /// Opens a session on `prompt`: everything but its last token is prefilled.
+    pub fn open(
+        model: &'m dyn CausalLm,
+        prompt: &[u32],
+        params: SamplingParams,
+        limits: TreeLimits,
+    ) -> Result<Self, EngineError> {
+        params.validate()?;
+        let (_root, head) = prompt.split_last().ok_or(EngineError::EmptyPrompt)?;
+        let mut cache = model.new_cache();
+        let mut forward_passes = 0;
+        if !head.is_empty() {
+            model.forward_causal(&mut cache, head, LogitsRows::None)?;
+            forward_passes += 1;
+        }
+        Ok(Self {
+            model,
+            cache,
+            committed: prompt.to_vec(),
+            params,
+            // Stream 0 is the verifier's; the drafter draws from its own.
+            rng: SamplerRng::with_stream(params.seed, 0),
+            limits,
+            forward_passes,
+        })
+    }
+
+    pub fn committed(&self) -> &[u32] {
+        &self.committed
+    }
+
+    pub fn limits(&self) -> &TreeLimits {
+        &self.limits
+    }
+
+    pub fn forward_passes(&self) -> usize {
+        self.forward_passes
+    }
+
+    /// Verifies a draft rooted at the last committed token in one forward
+    /// pass, commits the accepted path plus the target's own next token, and
+    /// keeps exactly their KV entries. `dists` gives, for sampled drafts, the
+    /// distribution each node was drawn from (ignored under greedy decoding).
+    pub fn verify(&mut self, tree: &DraftTree, dists: &[SparseDist]) -> Result<Verdict, EngineError> {
+        let max = self.model.config().max_context;
+        let start = self.cache.len();
+        if start + 1 + tree.len() > max {
+            return Err(EngineError::ContextFull { len: start + 1 + tree.len(), max });
+        }
+        let root = *self.committed.last().expect("a session always has a committed token");
+        let (tokens, positions, mask) = tree.verify_inputs(root, start);
+        let logits = self
+            .model
+            .forward(&mut [SeqInput {
+                cache: &mut self.cache,
+                tokens: &tokens,
+                positions: &positions,
+                mask: &mask,
+                logits: LogitsRows::All,
+            }])?
+            .remove(0);
+        self.forward_passes += 1;
+        let rows: Vec<&[f32]> = (0..tokens.len()).map(|i| logits.row(i)).collect();
+        let verdict = match verify_sampling(tree, &rows, dists, &self.params, &mut self.rng) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cache.truncate(start);
+                return Err(e.into());
+            }
+        };
+        // Keep the root's row and the accepted nodes' rows (row = node + 1).
+        let keep: Vec<usize> = std::iter::once(0).chain(verdict.accepted.iter().map(|&i| i + 1)).collect();
+        self.cache.keep(start, &keep)?;
+        self.committed.extend(verdict.emitted_tokens(tree));
+        Ok(verdict)
+    }
+}
