@@ -43,12 +43,12 @@ fn greedy_speculation_is_byte_identical_to_target_only() {
     let cfg = config(SamplingParams::greedy(), 64);
     let prompts = reference_prompts("smollm2-135m");
     assert!(prompts.len() >= 10);
+    let expected: Vec<Vec<u32>> = prompts.iter().map(|(_, p, _)| target_only(&target, p, &cfg)).collect();
     for mode in [DraftMode::Chain { gamma: 4 }, DraftMode::Ouroboros] {
         let engine = SpecEngine::new(drafter.as_ref(), &target, mode).unwrap();
         let mut pool = PhrasePool::default();
         let (mut rounds, mut generated, mut passes) = (0, 0, 0);
-        for (category, prompt, _) in &prompts {
-            let expect = target_only(&target, prompt, &cfg);
+        for ((category, prompt, _), expect) in prompts.iter().zip(&expected) {
             let mut got = Vec::new();
             let (stats, p) = engine
                 .generate(prompt, &cfg, pool, |ts| {
@@ -57,7 +57,7 @@ fn greedy_speculation_is_byte_identical_to_target_only() {
                 })
                 .unwrap();
             pool = p;
-            assert_eq!(got, expect, "{mode:?} {category}: speculative output differs from target-only");
+            assert_eq!(&got, expect, "{mode:?} {category}: speculative output differs from target-only");
             rounds += stats.rounds;
             generated += stats.generated;
             passes += stats.target_forward_passes;
