@@ -92,3 +92,57 @@ fn sampled_speculation_is_reproducible_from_the_seed() {
     assert_eq!(a, run(7), "same seed, different text");
     assert_ne!(a, run(8), "different seeds gave the same 48 sampled tokens");
 }
+
+/// The real pair: Qwen2.5-Coder 0.5B drafting for 1.5B, 20 Spec-Bench
+/// prompts × 128 tokens. Too slow for CI on two cores (about ten minutes), so
+/// it runs on request: `cargo test -p ouro-tests --test spec_engine -- --ignored --nocapture`.
+#[test]
+#[ignore = "local: the Qwen pair, ~10 minutes"]
+fn qwen_pair_greedy_is_byte_identical_to_target_only() {
+    let load = |name| gguf::load(&model_path(name), &LoadOptions::default()).unwrap();
+    let (drafter, _) = load("qwen2.5-coder-0.5b");
+    let (target, ct) = load("qwen2.5-coder-1.5b");
+    let tokenizer = ouro_common::tokenizer::Tokenizer::from_gguf(&ct).unwrap();
+    let template =
+        ouro_common::chat::ChatTemplate::new(tokenizer.info().chat_template.as_deref().unwrap(), "", "").unwrap();
+    let questions = ouro_tests::read_jsonl(&ouro_tests::shared_data().join("spec_bench/question.jsonl"));
+    // Every 24th question: 20 prompts spread over all categories.
+    let prompts: Vec<(String, Vec<u32>)> = questions
+        .iter()
+        .step_by(24)
+        .take(20)
+        .map(|q| {
+            let turn = q["turns"][0].as_str().unwrap();
+            let text = template.render(&[ouro_common::chat::Message::new("user", turn)], true).unwrap();
+            (q["category"].as_str().unwrap().to_string(), tokenizer.encode(&text, true).unwrap())
+        })
+        .collect();
+    let cfg = GenerateConfig {
+        max_new_tokens: 128,
+        sampling: SamplingParams::greedy(),
+        stop_ids: tokenizer.info().stop_ids.clone(),
+    };
+    let expected: Vec<Vec<u32>> = prompts.iter().map(|(_, p)| target_only(&target, p, &cfg)).collect();
+    for mode in [DraftMode::Chain { gamma: 4 }, DraftMode::Ouroboros] {
+        let engine = SpecEngine::new(&drafter, &target, mode).unwrap();
+        let mut pool = PhrasePool::default();
+        let (mut rounds, mut generated) = (0, 0);
+        for ((category, prompt), expect) in prompts.iter().zip(&expected) {
+            let mut got = Vec::new();
+            let (stats, p) = engine
+                .generate(prompt, &cfg, pool, |ts| {
+                    got.extend_from_slice(ts);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            pool = p;
+            assert_eq!(&got, expect, "{mode:?} {category}: speculative output differs from target-only");
+            rounds += stats.rounds;
+            generated += stats.generated;
+        }
+        println!(
+            "{mode:?}: {generated} tokens in {rounds} rounds ({:.2} per verify step)",
+            generated as f64 / rounds as f64
+        );
+    }
+}

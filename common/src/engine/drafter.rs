@@ -72,9 +72,17 @@ impl<'m> Drafter<'m> {
             return Err(EngineError::EmptyPrompt);
         }
         pool.add_context(prompt);
+        // Prefill now, so that the first round's drafting time measures
+        // drafting (the controller sizes drafts from it), not the prompt.
+        let mut cache = model.new_cache();
+        let mut forward_passes = 0;
+        if prompt.len() > 1 {
+            model.forward_causal(&mut cache, &prompt[..prompt.len() - 1], LogitsRows::None)?;
+            forward_passes += 1;
+        }
         Ok(Self {
             model,
-            cache: model.new_cache(),
+            cache,
             seq: prompt.to_vec(),
             committed: prompt.len(),
             pool,
@@ -82,7 +90,7 @@ impl<'m> Drafter<'m> {
             rng: SamplerRng::with_stream(params.seed, 1),
             cfg,
             stop_ids,
-            forward_passes: 0,
+            forward_passes,
         })
     }
 
