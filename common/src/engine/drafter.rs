@@ -3,7 +3,7 @@
 
 use crate::controller::{BranchFeedback, DraftPlan};
 use crate::draft::{PhrasePool, PhraseSource};
-use crate::model::{AttnMask, CausalLm, KvCache, LogitsRows, SeqInput};
+use crate::model::{AttnMask, CausalLm, KvCache, LogitsRows};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::Verdict;
@@ -212,16 +212,7 @@ impl<'m> Drafter<'m> {
         }
         let positions: Vec<usize> = depth.iter().map(|d| start + d).collect();
         let mask = AttnMask::from_parents(&parents)?;
-        let logits = self
-            .model
-            .forward(&mut [SeqInput {
-                cache: &mut self.cache,
-                tokens: &tokens,
-                positions: &positions,
-                mask: &mask,
-                logits: LogitsRows::All,
-            }])?
-            .remove(0);
+        let logits = self.model.forward_masked(&mut self.cache, &tokens, &positions, &mask, LogitsRows::All)?;
         self.forward_passes += 1;
         // The drafter agrees with a phrase token when it is its own argmax
         // after the previous one: the result equals greedy drafting step by

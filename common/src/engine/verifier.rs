@@ -1,7 +1,7 @@
 //! The verifier's side of one generation: its KV cache, the committed text,
 //! and one tree verification per round.
 
-use crate::model::{CausalLm, KvCache, LogitsRows, SeqInput};
+use crate::model::{CausalLm, KvCache, LogitsRows};
 use crate::sampling::{SamplerRng, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::{verify_sampling, Verdict};
@@ -76,16 +76,7 @@ impl<'m> VerifierSession<'m> {
         }
         let root = *self.committed.last().expect("a session always has a committed token");
         let (tokens, positions, mask) = tree.verify_inputs(root, start);
-        let logits = self
-            .model
-            .forward(&mut [SeqInput {
-                cache: &mut self.cache,
-                tokens: &tokens,
-                positions: &positions,
-                mask: &mask,
-                logits: LogitsRows::All,
-            }])?
-            .remove(0);
+        let logits = self.model.forward_masked(&mut self.cache, &tokens, &positions, &mask, LogitsRows::All)?;
         self.forward_passes += 1;
         let rows: Vec<&[f32]> = (0..tokens.len()).map(|i| logits.row(i)).collect();
         let verdict = match verify_sampling(tree, &rows, dists, &self.params, &mut self.rng) {

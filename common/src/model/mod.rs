@@ -114,12 +114,23 @@ pub trait CausalLm: Send + Sync {
     /// error no cache is changed.
     fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Logits>>;
 
+    /// One sequence's forward pass with an explicit mask (a draft tree).
+    fn forward_masked(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &AttnMask,
+        logits: LogitsRows,
+    ) -> Result<Logits> {
+        let mut seq = [SeqInput { cache, tokens, positions, mask, logits }];
+        Ok(self.forward(&mut seq)?.remove(0))
+    }
+
     /// Appends a causal run of tokens at the end of `cache`.
     fn forward_causal(&self, cache: &mut KvCache, tokens: &[u32], logits: LogitsRows) -> Result<Logits> {
         let start = cache.len();
         let positions: Vec<usize> = (start..start + tokens.len()).collect();
-        let mask = AttnMask::causal(tokens.len());
-        let mut seq = [SeqInput { cache, tokens, positions: &positions, mask: &mask, logits }];
-        Ok(self.forward(&mut seq)?.remove(0))
+        self.forward_masked(cache, tokens, &positions, &AttnMask::causal(tokens.len()), logits)
     }
 }
