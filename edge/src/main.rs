@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_spec;
 mod generate;
 mod local;
 
@@ -23,6 +24,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Measure the model runtime: decode tokens/s, the verify-cost curve c(k), peak RSS.
     BenchModel(bench::BenchArgs),
+    /// Compare target-only decoding with speculative modes on Spec-Bench, in one process.
+    BenchSpec(bench_spec::BenchSpecArgs),
     /// List the pinned models and whether they are fetched.
     Models,
 }
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::BenchModel(args) => bench::run(args),
+        Command::BenchSpec(args) => bench_spec::run(args),
         Command::Models => {
             local::list_models();
             Ok(())

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use crate::controller::{Controller, DraftPlan, DraftPolicy, FixedPolicy, RoundFeedback};
+use crate::controller::{Controller, DraftPlan, DraftPolicy, FixedPolicy, HeuristicPolicy, RoundFeedback};
 use crate::draft::PhrasePool;
 use crate::generate::{FinishReason, GenerateConfig};
 use crate::model::CausalLm;
@@ -19,6 +19,8 @@ use super::EngineError;
 pub enum DraftMode {
     /// Classic speculation: a chain of `gamma` drafter tokens, no pool.
     Chain { gamma: usize },
+    /// A chain whose length follows "+2 on full accept, −1 otherwise".
+    Heuristic,
     /// Ouroboros: phrase-extended trunk, pool branches, adaptive controller.
     Ouroboros,
 }
@@ -78,6 +80,7 @@ impl<'m> SpecEngine<'m> {
         let wall = Instant::now();
         let mut policy: Box<dyn DraftPolicy> = match self.mode {
             DraftMode::Chain { gamma } => Box::new(FixedPolicy(gamma)),
+            DraftMode::Heuristic => Box::new(HeuristicPolicy::default()),
             DraftMode::Ouroboros => Box::new(Controller::default()),
         };
         let mut verifier = VerifierSession::open(self.target, prompt, cfg.sampling, self.limits)?;

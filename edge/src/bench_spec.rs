@@ -1,0 +1,202 @@
+//! `ouro-edge bench-spec`: the in-process speculative engine on Spec-Bench.
+//!
+//! Every mode runs the same prompts in the same process, and the speed of
+//! each is reported as a ratio to target-only decoding measured in the same
+//! run. Under greedy decoding every mode's text is compared with
+//! target-only's; a mismatch is printed and fails the run.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use ouro_common::chat::Message;
+use ouro_common::draft::PhrasePool;
+use ouro_common::engine::{DraftMode, SpecEngine};
+use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::model::gguf::LoadOptions;
+use ouro_common::sampling::SamplingParams;
+
+use crate::local::{threads, LocalModel};
+
+#[derive(Args)]
+pub struct BenchSpecArgs {
+    /// Drafter model (pinned name or GGUF path).
+    #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+    pub drafter: String,
+    /// Verifier model (pinned name or GGUF path).
+    #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+    pub target: String,
+    /// Spec-Bench questions (JSONL with `category` and `turns`).
+    #[arg(long, default_value = "../shared/data/spec_bench/question.jsonl")]
+    pub questions: PathBuf,
+    /// Prompts per category (MT-bench's eight sub-categories count as one).
+    #[arg(long, default_value_t = 5)]
+    pub per_category: usize,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Modes to compare with target-only: chainN (fixed γ = N), heuristic, ouroboros.
+    #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
+    pub modes: Vec<String>,
+}
+
+fn parse_mode(s: &str) -> anyhow::Result<DraftMode> {
+    Ok(match s {
+        "ouroboros" => DraftMode::Ouroboros,
+        "heuristic" => DraftMode::Heuristic,
+        _ => match s.strip_prefix("chain").and_then(|g| g.parse().ok()) {
+            Some(gamma) if gamma > 0 => DraftMode::Chain { gamma },
+            _ => anyhow::bail!("unknown mode `{s}` (chainN, heuristic, ouroboros)"),
+        },
+    })
+}
+
+/// Spec-Bench's six categories: MT-bench's sub-categories are one.
+fn category(raw: &str) -> &str {
+    match raw {
+        "translation" | "summarization" | "qa" | "math_reasoning" | "rag" => raw,
+        _ => "mt_bench",
+    }
+}
+
+#[derive(Default, Clone)]
+struct Totals {
+    tokens: usize,
+    secs: f64,
+    rounds: usize,
+    target_passes: usize,
+    mismatches: usize,
+}
+
+pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
+    let modes: Vec<(String, DraftMode)> =
+        args.modes.iter().map(|m| parse_mode(m).map(|d| (m.clone(), d))).collect::<anyhow::Result<_>>()?;
+    let opts = LoadOptions::default();
+    let drafter = LocalModel::load(&args.drafter, &opts)?;
+    let target = LocalModel::load(&args.target, &opts)?;
+    let (di, ti) = (drafter.tokenizer.info(), target.tokenizer.info());
+    anyhow::ensure!(
+        di.identity == ti.identity,
+        "drafter and target tokenizers differ: {} vs {}",
+        di.identity,
+        ti.identity
+    );
+    let text =
+        std::fs::read_to_string(&args.questions).with_context(|| format!("reading {}", args.questions.display()))?;
+    let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let q: serde_json::Value = serde_json::from_str(line)?;
+        let cat = category(q["category"].as_str().unwrap_or("")).to_string();
+        let bucket = per_cat.entry(cat).or_default();
+        if bucket.len() < args.per_category {
+            let turn = q["turns"][0].as_str().context("a question without a first turn")?;
+            let rendered = target.template.render(&[Message::new("user", turn)], true)?;
+            bucket.push(target.tokenizer.encode(&rendered, true)?);
+        }
+    }
+    let cfg = GenerateConfig {
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingParams::greedy(),
+        stop_ids: ti.stop_ids.clone(),
+    };
+    println!(
+        "drafter {} · target {} · {} threads · {} prompts × {} tokens, greedy",
+        args.drafter,
+        args.target,
+        threads(),
+        per_cat.values().map(Vec::len).sum::<usize>(),
+        args.max_tokens
+    );
+    // results[mode][category]
+    let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
+    let mut reference: BTreeMap<(String, usize), Vec<u32>> = BTreeMap::new();
+    for (cat, prompts) in &per_cat {
+        for (i, p) in prompts.iter().enumerate() {
+            let mut out = Vec::new();
+            let t = Instant::now();
+            let stats = generate(&target.model, p, &cfg, |tok| {
+                out.push(tok);
+                ControlFlow::Continue(())
+            })?;
+            let e = results.entry("target-only".into()).or_default().entry(cat.clone()).or_default();
+            e.secs += t.elapsed().as_secs_f64();
+            e.tokens += out.len();
+            e.rounds += stats.forward_passes - 1;
+            e.target_passes += stats.forward_passes - 1;
+            reference.insert((cat.clone(), i), out);
+        }
+    }
+    for (name, mode) in &modes {
+        let engine = SpecEngine::new(&drafter.model, &target.model, *mode)?;
+        let mut pool = PhrasePool::default();
+        for (cat, prompts) in &per_cat {
+            for (i, p) in prompts.iter().enumerate() {
+                let mut out = Vec::new();
+                let t = Instant::now();
+                let (stats, back) = engine.generate(p, &cfg, pool, |ts| {
+                    out.extend_from_slice(ts);
+                    ControlFlow::Continue(())
+                })?;
+                pool = back;
+                let e = results.entry(name.clone()).or_default().entry(cat.clone()).or_default();
+                e.secs += t.elapsed().as_secs_f64();
+                e.tokens += out.len();
+                e.rounds += stats.rounds;
+                // The prefill pass is not a verification; leave it out as for target-only.
+                e.target_passes += stats.target_forward_passes - 1;
+                if out != reference[&(cat.clone(), i)] {
+                    e.mismatches += 1;
+                    eprintln!("MISMATCH: {name} {cat} prompt {i} differs from target-only");
+                }
+            }
+        }
+    }
+    let total = |m: &BTreeMap<String, Totals>| {
+        m.values().fold(Totals::default(), |a, t| Totals {
+            tokens: a.tokens + t.tokens,
+            secs: a.secs + t.secs,
+            rounds: a.rounds + t.rounds,
+            target_passes: a.target_passes + t.target_passes,
+            mismatches: a.mismatches + t.mismatches,
+        })
+    };
+    let base = total(&results["target-only"]);
+    let base_tps = base.tokens as f64 / base.secs;
+    println!("\n| mode | tokens/verify step | target passes/token | tok/s | vs target-only | mismatches |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut names = vec!["target-only".to_string()];
+    names.extend(modes.iter().map(|(n, _)| n.clone()));
+    for n in &names {
+        let t = total(&results[n]);
+        let tps = t.tokens as f64 / t.secs;
+        println!(
+            "| {n} | {:.2} | {:.3} | {tps:.2} | {:.2}× | {} |",
+            t.tokens as f64 / t.rounds.max(1) as f64,
+            t.target_passes as f64 / t.tokens as f64,
+            tps / base_tps,
+            t.mismatches
+        );
+    }
+    println!("\nPer category: tokens per verify step / speed vs target-only");
+    print!("| mode |");
+    for c in per_cat.keys() {
+        print!(" {c} |");
+    }
+    println!();
+    println!("|---|{}", "---:|".repeat(per_cat.len()));
+    for n in &names {
+        print!("| {n} |");
+        for c in per_cat.keys() {
+            let (t, b) = (&results[n][c], &results["target-only"][c]);
+            let ratio = (t.tokens as f64 / t.secs) / (b.tokens as f64 / b.secs);
+            print!(" {:.2} / {ratio:.2}× |", t.tokens as f64 / t.rounds.max(1) as f64);
+        }
+        println!();
+    }
+    let mismatches: usize = names.iter().map(|n| total(&results[n]).mismatches).sum();
+    anyhow::ensure!(mismatches == 0, "{mismatches} speculative outputs differ from target-only");
+    Ok(())
+}
