@@ -105,14 +105,20 @@ impl<'m> SpecEngine<'m> {
             let verdict = verifier.verify(&draft.tree, &draft.dists)?;
             let verify_ms = t1.elapsed().as_secs_f64() * 1e3;
             let (on_trunk, branches) = drafter.commit(&draft, &verdict);
+            // Under sampling, which sample a seed yields depends on the tree
+            // shape; plans made from wall-clock timings would make seeded runs
+            // irreproducible. So sampled runs plan from acceptance alone (with
+            // the controller's default costs); greedy output cannot depend on
+            // the plan, so greedy runs use the measured costs.
+            let timed = cfg.sampling.is_greedy();
             policy.observe(&RoundFeedback {
                 offered_depth: draft.trunk_len,
                 accepted_len: on_trunk,
                 branches,
                 nodes: draft.tree.len(),
-                draft_ms: Some(draft_ms),
-                verify_ms: Some(verify_ms),
-                rtt_ms: Some(0.0),
+                draft_ms: timed.then_some(draft_ms),
+                verify_ms: timed.then_some(verify_ms),
+                rtt_ms: timed.then_some(0.0),
             });
             stats.rounds += 1;
             stats.accepted += verdict.accepted.len();
