@@ -1,7 +1,7 @@
 //! The model runtime on a real model (SmolLM2-135M): tree attention, batch
 //! invariance, rollback and keep-path.
 
-use ouro_common::model::{AttnMask, CausalLm, LogitsRows, SeqInput};
+use ouro_common::model::{AttnMask, CausalLm, KvCache, Logits, LogitsRows, SeqInput};
 use ouro_common::sampling::argmax;
 use ouro_tests::{max_abs_diff, reference_prompts, smollm2};
 
@@ -26,28 +26,32 @@ fn depth(parents: &[i32], i: usize) -> usize {
     path_to(parents, i).len() - 1
 }
 
+/// Evaluates the 14-node tree (tokens picked from the prompt with `stride`
+/// and `offset`) on top of `cache`, returning the tokens and their logits.
+fn tree_pass(
+    model: &dyn CausalLm,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    stride: usize,
+    offset: usize,
+) -> (Vec<u32>, Logits) {
+    let start = cache.len();
+    // Real tokens: continuations and near-misses taken from the prompt itself.
+    let tokens: Vec<u32> = (0..PARENTS.len()).map(|i| prompt[(i * stride + offset) % prompt.len()]).collect();
+    let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
+    let mask = AttnMask::from_parents(&PARENTS).unwrap();
+    let logits = model.forward_masked(cache, &tokens, &positions, &mask, LogitsRows::All).unwrap();
+    (tokens, logits)
+}
+
 #[test]
 fn tree_pass_equals_each_path_fed_sequentially() {
     let model = smollm2();
     let prompt = prompt();
     let mut base = model.new_cache();
     model.forward_causal(&mut base, &prompt, LogitsRows::Last).unwrap();
-    let start = base.len();
-    // Real tokens: continuations and near-misses taken from the prompt itself.
-    let tokens: Vec<u32> = (0..PARENTS.len()).map(|i| prompt[(i * 7 + 3) % prompt.len()]).collect();
-    let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
-    let mask = AttnMask::from_parents(&PARENTS).unwrap();
     let mut tree_cache = base.clone();
-    let tree = model
-        .forward(&mut [SeqInput {
-            cache: &mut tree_cache,
-            tokens: &tokens,
-            positions: &positions,
-            mask: &mask,
-            logits: LogitsRows::All,
-        }])
-        .unwrap()
-        .remove(0);
+    let (tokens, tree) = tree_pass(model.as_ref(), &mut tree_cache, &prompt, 7, 3);
     let mut worst = 0f32;
     for node in 0..PARENTS.len() {
         let path: Vec<u32> = path_to(&PARENTS, node).iter().map(|&j| tokens[j]).collect();
@@ -128,18 +132,7 @@ fn keep_path_after_tree_then_continue_equals_recomputing_the_path() {
     let mut c = model.new_cache();
     model.forward_causal(&mut c, &prompt, LogitsRows::None).unwrap();
     let start = c.len();
-    let tokens: Vec<u32> = (0..PARENTS.len()).map(|i| prompt[(i * 5 + 1) % prompt.len()]).collect();
-    let positions: Vec<usize> = (0..PARENTS.len()).map(|i| start + depth(&PARENTS, i)).collect();
-    let mask = AttnMask::from_parents(&PARENTS).unwrap();
-    model
-        .forward(&mut [SeqInput {
-            cache: &mut c,
-            tokens: &tokens,
-            positions: &positions,
-            mask: &mask,
-            logits: LogitsRows::All,
-        }])
-        .unwrap();
+    let (tokens, _) = tree_pass(model.as_ref(), &mut c, &prompt, 5, 1);
     let path = path_to(&PARENTS, 9); // 0 -> 3 -> 6 -> 9
     c.keep(start, &path).unwrap();
     assert_eq!(c.len(), start + path.len());
