@@ -70,19 +70,24 @@ fn tree_pass_equals_each_path_fed_sequentially() {
     println!("tree of {} nodes: worst max-abs-diff vs sequential paths = {worst:e}", PARENTS.len());
 }
 
-#[test]
-fn k_token_pass_is_bitwise_equal_to_k_single_steps() {
-    let model = smollm2();
-    let prompt = prompt();
-    let (head, tail) = prompt.split_at(prompt.len() - 9);
+/// Feeds the last `k` prompt tokens in one pass and one by one: every row
+/// must agree bit for bit.
+fn assert_k_pass_equals_steps(name: &str, model: &dyn CausalLm, prompt: &[u32], k: usize) {
+    let (head, tail) = prompt.split_at(prompt.len() - k);
     let mut a = model.new_cache();
     model.forward_causal(&mut a, head, LogitsRows::None).unwrap();
     let mut b = a.clone();
     let batched = model.forward_causal(&mut a, tail, LogitsRows::All).unwrap();
     for (i, &t) in tail.iter().enumerate() {
         let single = model.forward_causal(&mut b, &[t], LogitsRows::Last).unwrap();
-        assert!(batched.row(i) == single.last().unwrap(), "row {i} differs between the batched pass and a single step");
+        let d = max_abs_diff(batched.row(i), single.last().unwrap());
+        assert!(d == 0.0, "{name}: row {i} differs by {d} between the batched pass and a single step");
     }
+}
+
+#[test]
+fn k_token_pass_is_bitwise_equal_to_k_single_steps() {
+    assert_k_pass_equals_steps("smollm2-135m", smollm2().as_ref(), &prompt(), 9);
 }
 
 #[test]
@@ -157,17 +162,7 @@ fn keep_path_after_tree_then_continue_equals_recomputing_the_path() {
 fn k_token_pass_matches_steps_on(name: &str) {
     use ouro_common::model::gguf::{self, LoadOptions};
     let (model, _) = gguf::load(&ouro_tests::model_path(name), &LoadOptions::default()).unwrap();
-    let prompt = reference_prompts(name)[0].1.clone();
-    let (head, tail) = prompt.split_at(prompt.len() - 6);
-    let mut a = model.new_cache();
-    model.forward_causal(&mut a, head, LogitsRows::None).unwrap();
-    let mut b = a.clone();
-    let batched = model.forward_causal(&mut a, tail, LogitsRows::All).unwrap();
-    for (i, &t) in tail.iter().enumerate() {
-        let single = model.forward_causal(&mut b, &[t], LogitsRows::Last).unwrap();
-        let d = max_abs_diff(batched.row(i), single.last().unwrap());
-        assert!(d == 0.0, "{name}: row {i} differs by {d} between the batched pass and a single step");
-    }
+    assert_k_pass_equals_steps(name, &model, &reference_prompts(name)[0].1, 6);
 }
 
 #[test]
