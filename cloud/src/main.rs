@@ -1,20 +1,45 @@
 //! `ouro-cloud`: the verifier side of ouro.
 //!
-//! The serving loop (sessions, batched verification, auth, metrics) is
-//! issue 4; what exists today is the handshake description a verifier gives
-//! its edges, built from the model file exactly as the service will.
+//! - [`service`]: the gRPC `Verifier` service (sessions, `Generate`, handshake);
+//! - [`batcher`]: the compute thread that batches rounds across sessions;
+//! - [`sessions`]: KV caches per session, memory budget, expiry, ownership;
+//! - [`auth`], [`telemetry`], [`config`]: tokens, metrics, options.
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+mod auth;
+mod batcher;
+mod config;
+mod config_file;
+mod service;
+mod sessions;
+mod telemetry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{registry, CausalLm};
+use ouro_common::model::{registry, CausalLm, LogitsRows, Transformer};
 use ouro_common::tokenizer::Tokenizer;
-use ouro_proto::v1::ModelInfo;
+use ouro_common::tree::TreeLimits;
+use ouro_proto::v1::verifier_server::VerifierServer;
+use ouro_proto::v1::{CostPoint, ModelInfo, SamplingSupport};
+use tokio::sync::watch;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-/// ouro's cloud verifier.
+use crate::auth::TokenSet;
+use crate::batcher::{BatchConfig, Batcher};
+use crate::config::ServeArgs;
+use crate::service::{Shared, VerifierService};
+use crate::sessions::{SessionLimits, SessionTable};
+
+/// ouro's cloud verifier: checks the edge's draft trees against the large model.
 #[derive(Parser)]
 #[command(name = "ouro-cloud", version, about, long_about = None)]
 struct Cli {
+    /// Compute threads (sets RAYON_NUM_THREADS for the model runtime).
+    #[arg(long, global = true, env = "OURO_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,27 +52,230 @@ enum Command {
         #[arg(long, env = "OURO_VERIFIER_MODEL", default_value = "qwen2.5-coder-1.5b")]
         model: String,
     },
+    /// Serve the Verifier gRPC service (sessions, batched verification, Generate).
+    Serve(Box<ServeArgs>),
 }
 
-fn model_info(name: &str) -> anyhow::Result<ModelInfo> {
+/// Parses flags and environment, then fills the rest from `--config`.
+fn parse() -> anyhow::Result<Cli> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&args);
+    if let Some(("serve", sub)) = matches.subcommand() {
+        if let Some(path) = sub.get_one::<std::path::PathBuf>("config") {
+            let cmd = Cli::command();
+            let serve = cmd.find_subcommand("serve").expect("serve exists");
+            let extra = config_file::extra_args(path, serve, sub)?;
+            return Ok(Cli::parse_from(args.into_iter().chain(extra)));
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+struct Loaded {
+    model: Transformer,
+    tokenizer: Tokenizer,
+    name: String,
+}
+
+fn load(name: &str, max_context: Option<usize>) -> anyhow::Result<Loaded> {
     let path = registry::resolve(name)?;
-    let (model, ct) =
-        gguf::load(&path, &LoadOptions::default()).with_context(|| format!("loading {}", path.display()))?;
+    let mut opts = LoadOptions::default();
+    if max_context.is_some() {
+        opts.max_context = max_context;
+    }
+    let (model, ct) = gguf::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = Tokenizer::from_gguf(&ct)?;
-    let cfg = model.config();
-    Ok(ModelInfo {
-        model_id: name.to_string(),
+    Ok(Loaded { model, tokenizer, name: name.to_string() })
+}
+
+fn model_info(l: &Loaded, limits: &TreeLimits, max_top_k: usize, cost: Vec<CostPoint>) -> ModelInfo {
+    let cfg = l.model.config();
+    ModelInfo {
+        model_id: l.name.clone(),
         architecture: cfg.arch.as_str().to_string(),
-        tokenizer_hash: tokenizer.info().identity.clone(),
+        tokenizer_hash: l.tokenizer.info().identity.clone(),
         vocab_size: cfg.vocab_size as u32,
         max_context: cfg.max_context as u32,
-    })
+        max_tree_nodes: limits.max_nodes as u32,
+        max_tree_depth: limits.max_depth as u32,
+        sampling: Some(SamplingSupport {
+            greedy: true,
+            temperature: true,
+            top_k: true,
+            top_p: true,
+            seed: true,
+            max_draft_top_k: max_top_k as u32,
+        }),
+        verify_cost: cost,
+        protocol_version: ouro_proto::PROTOCOL_VERSION,
+    }
+}
+
+/// Measures c(k): one forward pass over k new tokens after a short prefix,
+/// best of three, with logits for every row as verification needs.
+fn measure_cost(model: &dyn CausalLm, points: &[usize]) -> anyhow::Result<Vec<CostPoint>> {
+    let vocab = model.config().vocab_size as u32;
+    let prefix: Vec<u32> = (0..64u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let mut cache = model.new_cache();
+    model.forward_causal(&mut cache, &prefix, LogitsRows::None)?;
+    let mut out = Vec::new();
+    for &k in points {
+        if k == 0 || prefix.len() + k >= model.config().max_context {
+            continue;
+        }
+        let tokens: Vec<u32> = (0..k as u32).map(|i| (i * 104_729 + 7) % vocab).collect();
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            model.forward_causal(&mut cache, &tokens, LogitsRows::All)?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            cache.truncate(prefix.len());
+        }
+        out.push(CostPoint { tokens: k as u32, ms: best as f32 });
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tokens = TokenSet::load(args.tokens_file.as_deref(), &args.tokens)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+        }
+        _ if args.insecure_dev => {
+            if !args.listen.ip().is_loopback() {
+                bail!("--insecure-dev serves plaintext and is refused on {} (loopback only)", args.listen);
+            }
+            None
+        }
+        _ => bail!("TLS needs --tls-cert and --tls-key (or --insecure-dev on a loopback address)"),
+    };
+    let limits = TreeLimits { max_nodes: args.max_tree_nodes, max_depth: args.max_tree_depth };
+    let t = Instant::now();
+    let loaded = load(&args.model, args.max_context)?;
+    tracing::info!("loaded {} in {:.1}s", args.model, t.elapsed().as_secs_f64());
+    let cost = measure_cost(&loaded.model, &args.cost_probe)?;
+    tracing::info!("verify cost c(k) ms: {:?}", cost.iter().map(|c| (c.tokens, c.ms)).collect::<Vec<_>>());
+    let info = model_info(&loaded, &limits, args.max_draft_top_k, cost);
+    let stop_ids = loaded.tokenizer.info().stop_ids.clone();
+    // One model for the life of the process; sessions borrow it.
+    let model: &'static Transformer = Box::leak(Box::new(loaded.model));
+    let batcher = Batcher::start(
+        model,
+        limits,
+        BatchConfig {
+            window: Duration::from_secs_f64(args.batch_window_ms.max(0.0) / 1e3),
+            max_batch: args.max_batch.max(1),
+            max_queue: args.max_queue.max(1),
+        },
+    );
+    let sessions = SessionTable::new(SessionLimits {
+        max_sessions: args.max_sessions,
+        memory_budget_bytes: args.memory_budget_mb.saturating_mul(1 << 20),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let shared = Arc::new(Shared::new(info, stop_ids, batcher, sessions, drain_rx, args.max_draft_top_k));
+
+    let prometheus = telemetry::install()?;
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tokio::spawn(telemetry::serve(metrics_listener, prometheus, shared.clone()));
+
+    let expiry = shared.clone();
+    let period = Duration::from_secs(args.idle_timeout_secs.clamp(1, 20)) / 4;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let n = expiry.sessions.expire_idle();
+            telemetry::evicted("idle timeout", n);
+            telemetry::sessions_open(expiry.sessions.len());
+        }
+    });
+
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<VerifierServer<VerifierService>>().await;
+    let verifier = VerifierServer::with_interceptor(VerifierService::new(shared.clone()), move |r| tokens.check(r));
+    let mut builder = Server::builder();
+    let transport = match tls {
+        Some(tls) => {
+            builder = builder.tls_config(tls)?;
+            "TLS"
+        }
+        None => {
+            eprintln!("WARNING: ouro-cloud is serving WITHOUT TLS (--insecure-dev); tokens and text cross {addr} in the clear. Development only.");
+            tracing::warn!("serving without TLS on {addr}");
+            "plaintext (insecure-dev)"
+        }
+    };
+    // The banner is machine-read by tests and scripts: keep its shape.
+    println!("ouro-cloud listening on {addr} ({transport}); metrics on {}", telemetry::describe(metrics_addr));
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: refusing new sessions, finishing rounds in flight");
+        let _ = drain_tx.send(true);
+        health.set_not_serving::<VerifierServer<VerifierService>>().await;
+    };
+    let server = builder
+        .add_service(health_service)
+        .add_service(verifier)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    // Stop waiting for stragglers `grace` after the signal, not before.
+    let mut draining = shared.draining.clone();
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("shutdown grace of {grace:?} expired; closing the remaining streams"),
+    }
+    println!("ouro-cloud stopped");
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = parse()?;
+    if let Some(n) = cli.threads {
+        // Read by rayon's global pool when it starts; nothing has started yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
         Command::Info { model } => {
-            let info = model_info(&model)?;
+            let loaded = load(&model, None)?;
+            let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
+            let info = model_info(&loaded, &limits, 64, Vec::new());
             let json = serde_json::json!({
                 "model_id": info.model_id,
                 "architecture": info.architecture,
@@ -57,6 +285,10 @@ fn main() -> anyhow::Result<()> {
                 "encoded_bytes": prost::Message::encoded_len(&info),
             });
             println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(serve(*args))?;
         }
     }
     Ok(())

@@ -112,46 +112,53 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     );
     // results[mode][category]
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
-    let mut reference: BTreeMap<(String, usize), Vec<u32>> = BTreeMap::new();
+    let engines = modes
+        .iter()
+        .map(|(_, mode)| SpecEngine::new(&drafter.model, &target.model, *mode))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each mode keeps its own pool across prompts, as one client would.
+    let mut pools: Vec<PhrasePool> = modes.iter().map(|_| PhrasePool::default()).collect();
+    // Modes are interleaved prompt by prompt, so a burst of load from another
+    // process on this shared machine lands on all of them alike.
     for (cat, prompts) in &per_cat {
         for (i, p) in prompts.iter().enumerate() {
-            let mut out = Vec::new();
+            let mut reference = Vec::new();
             let t = Instant::now();
             let stats = generate(&target.model, p, &cfg, |tok| {
-                out.push(tok);
+                reference.push(tok);
                 ControlFlow::Continue(())
             })?;
+            let base_secs = t.elapsed().as_secs_f64();
+            let mut line = format!("{cat} {i}: target-only {:.2} tok/s", reference.len() as f64 / base_secs);
             let e = results.entry("target-only".into()).or_default().entry(cat.clone()).or_default();
-            e.secs += t.elapsed().as_secs_f64();
-            e.tokens += out.len();
+            e.secs += base_secs;
+            e.tokens += reference.len();
             e.rounds += stats.forward_passes - 1;
             e.target_passes += stats.forward_passes - 1;
-            reference.insert((cat.clone(), i), out);
-        }
-    }
-    for (name, mode) in &modes {
-        let engine = SpecEngine::new(&drafter.model, &target.model, *mode)?;
-        let mut pool = PhrasePool::default();
-        for (cat, prompts) in &per_cat {
-            for (i, p) in prompts.iter().enumerate() {
+            for (((name, _), engine), pool) in modes.iter().zip(&engines).zip(&mut pools) {
                 let mut out = Vec::new();
                 let t = Instant::now();
-                let (stats, back) = engine.generate(p, &cfg, pool, |ts| {
+                let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
                     out.extend_from_slice(ts);
                     ControlFlow::Continue(())
                 })?;
-                pool = back;
+                *pool = back;
+                let secs = t.elapsed().as_secs_f64();
+                line +=
+                    &format!(", {name} {:.2} tok/s ({:.2}/step)", out.len() as f64 / secs, stats.tokens_per_round());
                 let e = results.entry(name.clone()).or_default().entry(cat.clone()).or_default();
-                e.secs += t.elapsed().as_secs_f64();
+                e.secs += secs;
                 e.tokens += out.len();
                 e.rounds += stats.rounds;
                 // The prefill pass is not a verification; leave it out as for target-only.
                 e.target_passes += stats.target_forward_passes - 1;
-                if out != reference[&(cat.clone(), i)] {
+                if out != reference {
                     e.mismatches += 1;
                     eprintln!("MISMATCH: {name} {cat} prompt {i} differs from target-only");
                 }
             }
+            // Progress, and partial results should a long run be cut short.
+            eprintln!("{line}");
         }
     }
     let total = |m: &BTreeMap<String, Totals>| {

@@ -100,3 +100,4 @@ pub fn greedy(model: &dyn CausalLm, cache: &mut KvCache, prompt: &[u32], n: usiz
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+pub mod cloud;

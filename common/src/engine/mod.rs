@@ -11,7 +11,7 @@ pub mod verifier;
 
 pub use drafter::{Drafter, DrafterConfig};
 pub use spec::{DraftMode, SpecEngine, SpecStats};
-pub use verifier::VerifierSession;
+pub use verifier::{PendingVerify, VerifierSession};
 
 use crate::model::ModelError;
 use crate::sampling::SamplingError;

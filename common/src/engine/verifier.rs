@@ -1,7 +1,7 @@
 //! The verifier's side of one generation: its KV cache, the committed text,
 //! and one tree verification per round.
 
-use crate::model::{CausalLm, KvCache, LogitsRows};
+use crate::model::{AttnMask, CausalLm, KvCache, Logits, LogitsRows, ModelError, SeqInput};
 use crate::sampling::{SamplerRng, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::{verify_sampling, Verdict};
@@ -34,6 +34,14 @@ impl<'m> VerifierSession<'m> {
     ) -> Result<Self, EngineError> {
         params.validate()?;
         let (_root, head) = prompt.split_last().ok_or(EngineError::EmptyPrompt)?;
+        let cfg = model.config();
+        // One slot stays free for the first draft's root row.
+        if prompt.len() >= cfg.max_context {
+            return Err(EngineError::ContextFull { len: prompt.len(), max: cfg.max_context });
+        }
+        if let Some(&token) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(ModelError::TokenOutOfRange { token, vocab: cfg.vocab_size }.into());
+        }
         let mut cache = model.new_cache();
         let mut forward_passes = 0;
         if !head.is_empty() {
@@ -64,11 +72,25 @@ impl<'m> VerifierSession<'m> {
         self.forward_passes
     }
 
+    /// Bytes held by this session's KV cache, for the cloud's memory budget.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.size_bytes()
+    }
+
     /// Verifies a draft rooted at the last committed token in one forward
     /// pass, commits the accepted path plus the target's own next token, and
     /// keeps exactly their KV entries. `dists` gives, for sampled drafts, the
     /// distribution each node was drawn from (ignored under greedy decoding).
     pub fn verify(&mut self, tree: &DraftTree, dists: &[SparseDist]) -> Result<Verdict, EngineError> {
+        let pending = self.begin(tree)?;
+        let logits = self.model.forward(&mut [self.seq_input(&pending)])?.remove(0);
+        self.finish(pending, tree, dists, &logits)
+    }
+
+    /// First half of [`verify`](Self::verify), for callers that batch the
+    /// forward passes of several sessions (the cloud): checks the context
+    /// and lays the tree out as the runtime's inputs.
+    pub fn begin(&self, tree: &DraftTree) -> Result<PendingVerify, EngineError> {
         let max = self.model.config().max_context;
         let start = self.cache.len();
         if start + 1 + tree.len() > max {
@@ -76,9 +98,32 @@ impl<'m> VerifierSession<'m> {
         }
         let root = *self.committed.last().expect("a session always has a committed token");
         let (tokens, positions, mask) = tree.verify_inputs(root, start);
-        let logits = self.model.forward_masked(&mut self.cache, &tokens, &positions, &mask, LogitsRows::All)?;
+        Ok(PendingVerify { start, tokens, positions, mask })
+    }
+
+    /// This session's share of a (possibly batched) forward pass.
+    pub fn seq_input<'a>(&'a mut self, pending: &'a PendingVerify) -> SeqInput<'a> {
+        SeqInput {
+            cache: &mut self.cache,
+            tokens: &pending.tokens,
+            positions: &pending.positions,
+            mask: &pending.mask,
+            logits: LogitsRows::All,
+        }
+    }
+
+    /// Second half of [`verify`](Self::verify): decides the verdict from the
+    /// pass's logits and commits it.
+    pub fn finish(
+        &mut self,
+        pending: PendingVerify,
+        tree: &DraftTree,
+        dists: &[SparseDist],
+        logits: &Logits,
+    ) -> Result<Verdict, EngineError> {
+        let start = pending.start;
         self.forward_passes += 1;
-        let rows: Vec<&[f32]> = (0..tokens.len()).map(|i| logits.row(i)).collect();
+        let rows: Vec<&[f32]> = (0..pending.tokens.len()).map(|i| logits.row(i)).collect();
         let verdict = match verify_sampling(tree, &rows, dists, &self.params, &mut self.rng) {
             Ok(v) => v,
             Err(e) => {
@@ -92,4 +137,17 @@ impl<'m> VerifierSession<'m> {
         self.committed.extend(verdict.emitted_tokens(tree));
         Ok(verdict)
     }
+
+    /// Undoes a [`begin`](Self::begin) whose forward pass failed.
+    pub fn abort(&mut self, pending: PendingVerify) {
+        self.cache.truncate(pending.start);
+    }
+}
+
+/// A verification laid out for the runtime, between `begin` and `finish`.
+pub struct PendingVerify {
+    start: usize,
+    tokens: Vec<u32>,
+    positions: Vec<usize>,
+    mask: AttnMask,
 }

@@ -1,0 +1,112 @@
+//! Bearer-token authentication. Sessions belong to the token that opened
+//! them, so the token's identity travels with every request.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+/// Who made a request: a digest of their bearer token, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("reading tokens file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("no bearer tokens configured (use --tokens-file or OURO_TOKENS)")]
+    NoTokens,
+}
+
+/// The accepted tokens, held as digests.
+#[derive(Clone)]
+pub struct TokenSet {
+    digests: Arc<HashSet<String>>,
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..16])
+}
+
+impl TokenSet {
+    /// Tokens from a file (one per line; blank lines and `#` comments are
+    /// skipped) and from a comma-separated list.
+    pub fn load(file: Option<&Path>, list: &[String]) -> Result<Self, AuthError> {
+        let mut tokens: Vec<String> = list.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| AuthError::Read { path: path.display().to_string(), source })?;
+            tokens.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+            );
+        }
+        if tokens.is_empty() {
+            return Err(AuthError::NoTokens);
+        }
+        Ok(Self { digests: Arc::new(tokens.iter().map(|t| digest(t)).collect()) })
+    }
+
+    /// Checks `authorization: Bearer <token>`; the caller's identity goes
+    /// into the request's extensions for the handlers.
+    #[allow(clippy::result_large_err)] // tonic's interceptor signature
+    pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        let d = digest(token.trim());
+        if !self.digests.contains(&d) {
+            return Err(Status::unauthenticated("unknown bearer token"));
+        }
+        req.extensions_mut().insert(Owner(d));
+        Ok(req)
+    }
+}
+
+/// The caller of an authenticated request.
+#[allow(clippy::result_large_err)]
+pub fn owner<T>(req: &Request<T>) -> Result<Owner, Status> {
+    req.extensions().get::<Owner>().cloned().ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(auth: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(a) = auth {
+            r.metadata_mut().insert("authorization", a.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn tokens_map_to_distinct_owners() {
+        let set = TokenSet::load(None, &["alpha".into(), "beta".into()]).unwrap();
+        let a = set.check(request(Some("Bearer alpha"))).unwrap();
+        let b = set.check(request(Some("Bearer beta"))).unwrap();
+        assert_ne!(owner(&a).unwrap(), owner(&b).unwrap());
+    }
+
+    #[test]
+    fn bad_credentials_are_unauthenticated() {
+        let set = TokenSet::load(None, &["alpha".into()]).unwrap();
+        for auth in [None, Some("alpha"), Some("Bearer nope"), Some("Basic alpha")] {
+            let err = set.check(request(auth)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{auth:?}");
+        }
+    }
+
+    #[test]
+    fn no_tokens_is_an_error() {
+        assert!(matches!(TokenSet::load(None, &[" ".into()]), Err(AuthError::NoTokens)));
+    }
+}

@@ -1,0 +1,97 @@
+//! `ouro-cloud serve` options: flags, with environment fallbacks, with an
+//! optional TOML file underneath (see [`crate::config_file`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file of options: keys are the long flag names (`max-sessions = 32`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "OURO_CLOUD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// The verifier model: a pinned name (see `ouro-edge models`) or a GGUF path.
+    #[arg(long, env = "OURO_VERIFIER_MODEL", default_value = "qwen2.5-coder-1.5b")]
+    pub model: String,
+
+    /// gRPC address. Port 0 picks a free port; the chosen address is printed.
+    #[arg(long, env = "OURO_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP, its own port). It also
+    /// serves the operator's `POST /admin/evict/{session}`: keep it private.
+    #[arg(long, env = "OURO_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "OURO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "OURO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve without TLS. Refused unless `--listen` is a loopback address.
+    #[arg(long, env = "OURO_INSECURE_DEV")]
+    pub insecure_dev: bool,
+
+    /// File of accepted bearer tokens, one per line (`#` starts a comment).
+    #[arg(long, env = "OURO_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Accepted bearer tokens, comma-separated (prefer --tokens-file: flags show in `ps`).
+    #[arg(long, env = "OURO_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub tokens: Vec<String>,
+
+    /// Most sessions (speculative and `Generate`) open at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "OURO_MAX_SESSIONS", default_value_t = 64)]
+    pub max_sessions: usize,
+
+    /// Most rounds waiting for the verifier; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "OURO_MAX_QUEUE", default_value_t = 256)]
+    pub max_queue: usize,
+
+    /// KV-cache memory budget over all sessions, MiB. Idle sessions are evicted
+    /// least-recently-used first to stay under it.
+    #[arg(long, env = "OURO_MEMORY_BUDGET_MB", default_value_t = 4096)]
+    pub memory_budget_mb: usize,
+
+    /// Sessions idle this long are dropped, seconds.
+    #[arg(long, env = "OURO_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
+    /// Longest a round waits for other sessions' rounds to share its forward pass, ms.
+    #[arg(long, env = "OURO_BATCH_WINDOW_MS", default_value_t = 3.0)]
+    pub batch_window_ms: f64,
+
+    /// Most sessions in one forward pass.
+    #[arg(long, env = "OURO_MAX_BATCH", default_value_t = 16)]
+    pub max_batch: usize,
+
+    /// Largest draft tree a round may carry, nodes.
+    #[arg(long, env = "OURO_MAX_TREE_NODES", default_value_t = 64)]
+    pub max_tree_nodes: usize,
+
+    /// Deepest draft tree a round may carry.
+    #[arg(long, env = "OURO_MAX_TREE_DEPTH", default_value_t = 32)]
+    pub max_tree_depth: usize,
+
+    /// Most (id, prob) pairs per sampled draft node.
+    #[arg(long, env = "OURO_MAX_DRAFT_TOP_K", default_value_t = 64)]
+    pub max_draft_top_k: usize,
+
+    /// Context length to serve (defaults to the model's, capped at 8192).
+    #[arg(long, env = "OURO_MAX_CONTEXT")]
+    pub max_context: Option<usize>,
+
+    /// Tree sizes k at which the verify cost c(k) is measured at start-up.
+    #[arg(long, env = "OURO_COST_PROBE", value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    pub cost_probe: Vec<usize>,
+
+    /// On SIGTERM, how long in-flight rounds get to finish, seconds.
+    #[arg(long, env = "OURO_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}

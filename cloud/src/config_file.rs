@@ -1,0 +1,103 @@
+//! Options from a TOML file, beneath flags and environment variables.
+//!
+//! The file's keys are the subcommand's long flag names. A key is applied
+//! only where the flag was neither given nor set by its environment
+//! variable, by re-parsing with the file's values appended as flags, so clap
+//! still validates every value and `--help` stays the one reference.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command};
+
+/// Flags for the keys of `path` that `matches` did not already set.
+pub fn extra_args(path: &Path, cmd: &Command, matches: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        if !cmd.get_arguments().any(|a| a.get_id() == id.as_str()) || id == "config" {
+            bail!("{}: unknown option `{key}`", path.display());
+        }
+        if matches!(matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+            continue;
+        }
+        let flag = format!("--{}", id.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => out.push(format!("{flag}={s}").into()),
+            toml::Value::Integer(i) => out.push(format!("{flag}={i}").into()),
+            toml::Value::Float(f) => out.push(format!("{flag}={f}").into()),
+            toml::Value::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.push(format!("{flag}={}", parts.join(",")).into());
+            }
+            other => bail!("{}: `{key}` has an unsupported value {other}", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, ArgAction};
+
+    fn cmd() -> Command {
+        Command::new("t")
+            .arg(Arg::new("config").long("config"))
+            .arg(Arg::new("max_sessions").long("max-sessions").default_value("8"))
+            .arg(Arg::new("listen").long("listen").default_value("a"))
+            .arg(Arg::new("insecure_dev").long("insecure-dev").action(ArgAction::SetTrue))
+    }
+
+    fn file(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::write(text)
+    }
+
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        pub fn write(text: &str) -> TempPath {
+            let p =
+                std::env::temp_dir().join(format!("ouro-cfg-{}-{}.toml", std::process::id(), rand::random::<u64>()));
+            std::fs::write(&p, text).unwrap();
+            TempPath(p)
+        }
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_unset() {
+        let f = file("max-sessions = 3\nlisten = \"b\"\ninsecure-dev = true\n");
+        let m = cmd().get_matches_from(["t", "--listen", "c"]);
+        let extra = extra_args(&f.0, &cmd(), &m).unwrap();
+        let mut args: Vec<OsString> = vec!["t".into(), "--listen".into(), "c".into()];
+        args.extend(extra);
+        let m = cmd().get_matches_from(args);
+        assert_eq!(m.get_one::<String>("max_sessions").unwrap(), "3");
+        assert_eq!(m.get_one::<String>("listen").unwrap(), "c", "the flag wins");
+        assert!(m.get_flag("insecure_dev"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let f = file("max-sesions = 3\n");
+        let m = cmd().get_matches_from(["t"]);
+        let err = extra_args(&f.0, &cmd(), &m).unwrap_err().to_string();
+        assert!(err.contains("unknown option `max-sesions`"), "{err}");
+    }
+}

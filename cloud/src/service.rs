@@ -1,0 +1,444 @@
+//! The `ouro.v1.Verifier` gRPC service: handshake, speculative sessions and
+//! target-only generation. Every bad input ends only its own stream, with a
+//! status that says what was wrong; the session's state is left as it was,
+//! so the client can re-attach and carry on.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ouro_common::engine::EngineError;
+use ouro_common::sampling::{SamplingParams, SparseDist};
+use ouro_common::tree::DraftTree;
+use ouro_proto::v1::verifier_server::Verifier;
+use ouro_proto::v1::{
+    self, session_request, session_response, GenerateRequest, GenerateResponse, InfoRequest, ModelInfo, SessionRequest,
+    SessionResponse,
+};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{owner, Owner};
+use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
+use crate::sessions::{SessionError, SessionTable, Verifier as VerifierBox};
+use crate::telemetry;
+
+/// Everything the handlers share.
+pub struct Shared {
+    pub info: ModelInfo,
+    pub stop_ids: Vec<u32>,
+    pub batcher: Batcher,
+    pub sessions: SessionTable,
+    pub draining: watch::Receiver<bool>,
+    pub max_draft_top_k: usize,
+    passes: AtomicU64,
+    committed: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(
+        info: ModelInfo,
+        stop_ids: Vec<u32>,
+        batcher: Batcher,
+        sessions: SessionTable,
+        draining: watch::Receiver<bool>,
+        max_draft_top_k: usize,
+    ) -> Self {
+        Self {
+            info,
+            stop_ids,
+            batcher,
+            sessions,
+            draining,
+            max_draft_top_k,
+            passes: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+        }
+    }
+
+    fn vocab(&self) -> usize {
+        self.info.vocab_size as usize
+    }
+
+    fn draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    fn count_tokens(&self, passes: u64, tokens: usize) {
+        let p = self.passes.fetch_add(passes, Ordering::Relaxed) + passes;
+        let t = self.committed.fetch_add(tokens as u64, Ordering::Relaxed) + tokens as u64;
+        telemetry::passes_per_token(p, t);
+    }
+}
+
+#[derive(Clone)]
+pub struct VerifierService {
+    shared: Arc<Shared>,
+}
+
+impl VerifierService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument => "invalid_argument",
+        FailedPrecondition => "failed_precondition",
+        OutOfRange => "out_of_range",
+        NotFound => "not_found",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        Unavailable => "unavailable",
+        Unauthenticated => "unauthenticated",
+        _ => "internal",
+    }
+}
+
+fn reject(status: Status) -> Status {
+    telemetry::rejected(code_label(status.code()));
+    status
+}
+
+fn session_status(e: SessionError) -> Status {
+    let msg = e.to_string();
+    match e {
+        SessionError::Unknown(_) | SessionError::Evicted { .. } => Status::not_found(msg),
+        SessionError::NotOwner(_) => Status::permission_denied(msg),
+        SessionError::Attached(_) | SessionError::Busy(_) => Status::failed_precondition(msg),
+        SessionError::TooMany { .. } => Status::resource_exhausted(msg),
+    }
+}
+
+fn engine_status(e: &EngineError) -> Status {
+    match e {
+        EngineError::ContextFull { .. } => Status::out_of_range(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn queue_status(e: QueueError) -> Status {
+    match e {
+        QueueError::Full => Status::resource_exhausted("the verify queue is full; retry later"),
+        QueueError::Stopped => Status::unavailable("the verifier has stopped"),
+    }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the server is shutting down; re-open the session elsewhere")
+}
+
+/// Reads the next message; a frame that does not decode is the client's
+/// fault (INVALID_ARGUMENT), not the server's.
+async fn next<T>(inbound: &mut Streaming<T>) -> Result<Option<T>, Status> {
+    match inbound.message().await {
+        Ok(m) => Ok(m),
+        Err(s) if s.code() == tonic::Code::Internal || s.code() == tonic::Code::Unknown => {
+            Err(Status::invalid_argument(format!("malformed message: {}", s.message())))
+        }
+        Err(s) => Err(s),
+    }
+}
+
+fn check_tokenizer(shared: &Shared, hash: &str) -> Result<(), Status> {
+    if hash != shared.info.tokenizer_hash {
+        return Err(Status::failed_precondition(format!(
+            "tokenizer mismatch: client {hash:?}, verifier {:?} ({}); their token ids mean different text",
+            shared.info.tokenizer_hash, shared.info.model_id
+        )));
+    }
+    Ok(())
+}
+
+fn check_prompt(shared: &Shared, prompt: &[u32]) -> Result<(), Status> {
+    if prompt.is_empty() {
+        return Err(Status::invalid_argument("the prompt is empty"));
+    }
+    let max = shared.info.max_context as usize;
+    if prompt.len() >= max {
+        return Err(Status::out_of_range(format!("the prompt has {} tokens; the context holds {max}", prompt.len())));
+    }
+    if let Some((i, t)) = prompt.iter().enumerate().find(|(_, &t)| t as usize >= shared.vocab()) {
+        return Err(Status::invalid_argument(format!(
+            "prompt token {i} is {t}, outside a vocabulary of {}",
+            shared.vocab()
+        )));
+    }
+    Ok(())
+}
+
+fn sampling(s: Option<&v1::Sampling>) -> Result<SamplingParams, Status> {
+    s.map_or(Ok(SamplingParams::greedy()), |s| s.to_params().map_err(|e| Status::invalid_argument(e.to_string())))
+}
+
+/// Prefills a new verifier state on the compute thread.
+async fn prefill(shared: &Shared, prompt: Vec<u32>, params: SamplingParams) -> Result<VerifierBox, Status> {
+    let (reply, rx) = oneshot::channel();
+    shared.batcher.open(OpenJob { prompt, params, reply }).map_err(queue_status)?;
+    let verifier = rx.await.map_err(|_| Status::internal("the verifier dropped the prefill"))?;
+    verifier.map_err(|e| engine_status(&e))
+}
+
+/// Runs one round on the compute thread. On failure the verifier state
+/// comes back when it still exists (a full queue), so the session survives.
+async fn verify(
+    shared: &Shared,
+    verifier: VerifierBox,
+    tree: DraftTree,
+    dists: Vec<SparseDist>,
+) -> Result<VerifyDone, (Option<VerifierBox>, Status)> {
+    let (reply, rx) = oneshot::channel();
+    if let Err((e, verifier)) = shared.batcher.verify(VerifyJob { verifier, tree, dists, reply }) {
+        return Err((Some(verifier), queue_status(e)));
+    }
+    rx.await.map_err(|_| (None, Status::internal("the verifier failed on this round; re-open the session")))
+}
+
+/// Ends the stream's hold on its session however the handler exits.
+struct Attachment<'a> {
+    shared: &'a Shared,
+    id: String,
+    _active: crate::batcher::ActiveGuard,
+}
+
+impl Drop for Attachment<'_> {
+    fn drop(&mut self) {
+        self.shared.sessions.detach(&self.id);
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Result<SessionResponse, Status>>, msg: session_response::Msg) -> bool {
+    let resp = SessionResponse { msg: Some(msg) };
+    telemetry::bytes(0, resp.encoded_len());
+    tx.send(Ok(resp)).await.is_ok()
+}
+
+async fn open_session(shared: &Shared, owner: &Owner, open: v1::Open) -> Result<(String, usize, u64, bool), Status> {
+    check_tokenizer(shared, &open.tokenizer_hash)?;
+    if shared.draining() {
+        return Err(shutting_down());
+    }
+    let params = sampling(open.sampling.as_ref())?;
+    if !open.resume.is_empty() {
+        let (verifier, last_round) = shared.sessions.checkout(&open.resume, owner, true).map_err(session_status)?;
+        let matches = verifier.committed() == open.prompt.as_slice();
+        let len = verifier.committed().len();
+        shared.sessions.checkin(&open.resume, verifier, last_round);
+        if !matches {
+            shared.sessions.detach(&open.resume);
+            return Err(Status::failed_precondition(format!(
+                "session {} holds {len} committed tokens that differ from the {} sent",
+                open.resume,
+                open.prompt.len()
+            )));
+        }
+        return Ok((open.resume, len, last_round, true));
+    }
+    check_prompt(shared, &open.prompt)?;
+    let slot = shared.sessions.reserve().map_err(session_status)?;
+    let len = open.prompt.len();
+    let verifier = prefill(shared, open.prompt, params).await?;
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let evicted = slot.insert(id.clone(), owner.clone(), verifier);
+    telemetry::evicted("memory budget", evicted.memory);
+    metrics::counter!(telemetry::SESSIONS_OPENED).increment(1);
+    telemetry::sessions_open(shared.sessions.len());
+    Ok((id, len, 0, false))
+}
+
+async fn drive_session(
+    shared: &Shared,
+    owner: &Owner,
+    inbound: &mut Streaming<SessionRequest>,
+    tx: &mpsc::Sender<Result<SessionResponse, Status>>,
+) -> Result<(), Status> {
+    let first = next(inbound).await?.ok_or_else(|| Status::invalid_argument("the stream ended before Open"))?;
+    telemetry::bytes(first.encoded_len(), 0);
+    let Some(session_request::Msg::Open(open)) = first.msg else {
+        return Err(Status::invalid_argument("the first message of a session must be Open"));
+    };
+    let (id, mut committed_len, mut last_round, resumed) = open_session(shared, owner, open).await?;
+    let _attachment = Attachment { shared, id: id.clone(), _active: shared.batcher.active_guard() };
+    let opened = v1::Opened { session_id: id.clone(), committed_len: committed_len as u32, resumed, last_round };
+    if !send(tx, session_response::Msg::Opened(opened)).await {
+        return Ok(());
+    }
+    let mut draining = shared.draining.clone();
+    loop {
+        let msg = tokio::select! {
+            m = next(inbound) => m?,
+            _ = draining.wait_for(|d| *d) => return Err(shutting_down()),
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        telemetry::bytes(msg.encoded_len(), 0);
+        match msg.msg {
+            Some(session_request::Msg::Round(round)) => {
+                if round.round != last_round + 1 {
+                    return Err(Status::failed_precondition(format!(
+                        "round {} out of order: the next round is {}",
+                        round.round,
+                        last_round + 1
+                    )));
+                }
+                if round.committed_len as usize != committed_len {
+                    return Err(Status::failed_precondition(format!(
+                        "the draft builds on {} committed tokens; the session has {committed_len}",
+                        round.committed_len
+                    )));
+                }
+                let limits = shared.batcher.limits();
+                let (tree, dists) = round
+                    .to_draft(&limits, shared.vocab(), shared.max_draft_top_k)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                let t = Instant::now();
+                let done = match verify(shared, verifier, tree.clone(), dists).await {
+                    Ok(d) => d,
+                    Err((Some(verifier), status)) => {
+                        shared.sessions.checkin(&id, verifier, last_round);
+                        return Err(status);
+                    }
+                    Err((None, status)) => {
+                        let _ = shared.sessions.remove(&id, owner);
+                        return Err(status);
+                    }
+                };
+                let latency = t.elapsed();
+                let verdict = match done.result {
+                    Ok(v) => v,
+                    Err(e) => {
+                        shared.sessions.checkin(&id, done.verifier, last_round);
+                        return Err(engine_status(&e));
+                    }
+                };
+                committed_len = done.verifier.committed().len();
+                last_round = round.round;
+                let evicted = shared.sessions.checkin(&id, done.verifier, last_round);
+                telemetry::evicted("memory budget", evicted.memory);
+                let emitted = verdict.accepted.len() + 1;
+                telemetry::round(verdict.accepted.len(), emitted, latency);
+                shared.count_tokens(1, emitted);
+                let compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
+                let msg =
+                    v1::Verdict::from_verdict(round.round, &verdict, committed_len, compute_us, done.batch_size as u32);
+                if !send(tx, session_response::Msg::Verdict(msg)).await {
+                    return Ok(());
+                }
+                if shared.draining() {
+                    return Err(shutting_down());
+                }
+            }
+            Some(session_request::Msg::Close(_)) => {
+                shared.sessions.remove(&id, owner).map_err(session_status)?;
+                telemetry::sessions_open(shared.sessions.len());
+                send(tx, session_response::Msg::Closed(v1::Closed { committed_len: committed_len as u32 })).await;
+                return Ok(());
+            }
+            Some(session_request::Msg::Open(_)) => {
+                return Err(Status::invalid_argument("Open may only be the first message of a session"));
+            }
+            None => return Err(Status::invalid_argument("an empty SessionRequest")),
+        }
+    }
+}
+
+async fn drive_generate(
+    shared: &Shared,
+    req: GenerateRequest,
+    tx: &mpsc::Sender<Result<GenerateResponse, Status>>,
+) -> Result<(), Status> {
+    if !req.tokenizer_hash.is_empty() {
+        check_tokenizer(shared, &req.tokenizer_hash)?;
+    }
+    if shared.draining() {
+        return Err(shutting_down());
+    }
+    if req.max_new_tokens == 0 {
+        return Err(Status::invalid_argument("max_new_tokens must be at least 1"));
+    }
+    check_prompt(shared, &req.prompt)?;
+    let params = sampling(req.sampling.as_ref())?;
+    let stop_ids = if req.stop_ids.is_empty() { shared.stop_ids.clone() } else { req.stop_ids.clone() };
+    let _slot = shared.sessions.reserve().map_err(session_status)?;
+    let _active = shared.batcher.active_guard();
+    let mut verifier = prefill(shared, req.prompt.clone(), params).await?;
+    let limits = shared.batcher.limits();
+    let max_context = shared.info.max_context as usize;
+    let mut generated = 0usize;
+    loop {
+        if shared.draining() {
+            return Err(shutting_down());
+        }
+        let t = Instant::now();
+        let empty = DraftTree::empty(&limits, shared.vocab());
+        let done = verify(shared, verifier, empty, Vec::new()).await.map_err(|(_, s)| s)?;
+        verifier = done.verifier;
+        let verdict = done.result.map_err(|e| engine_status(&e))?;
+        telemetry::round(0, 1, t.elapsed());
+        shared.count_tokens(1, 1);
+        generated += 1;
+        let token = verdict.next_token;
+        let finish = if stop_ids.contains(&token) {
+            "stop"
+        } else if generated >= req.max_new_tokens as usize || verifier.committed().len() + 1 >= max_context {
+            "length"
+        } else {
+            ""
+        };
+        let compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
+        let resp = GenerateResponse { tokens: vec![token], finish_reason: finish.into(), compute_us };
+        telemetry::bytes(0, resp.encoded_len());
+        if tx.send(Ok(resp)).await.is_err() || !finish.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Verifier for VerifierService {
+    async fn info(&self, req: Request<InfoRequest>) -> Result<Response<ModelInfo>, Status> {
+        owner(&req)?;
+        Ok(Response::new(self.shared.info.clone()))
+    }
+
+    type SessionStream = BoxStream<SessionResponse>;
+
+    async fn session(&self, req: Request<Streaming<SessionRequest>>) -> Result<Response<Self::SessionStream>, Status> {
+        let owner = owner(&req)?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let shared = self.shared.clone();
+        // Each session runs on its own task: a slow or stalled client only
+        // ever blocks itself.
+        tokio::spawn(async move {
+            if let Err(status) = drive_session(&shared, &owner, &mut inbound, &tx).await {
+                let _ = tx.send(Err(reject(status))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type GenerateStream = BoxStream<GenerateResponse>;
+
+    async fn generate(&self, req: Request<GenerateRequest>) -> Result<Response<Self::GenerateStream>, Status> {
+        owner(&req)?;
+        let req = req.into_inner();
+        telemetry::bytes(req.encoded_len(), 0);
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            if let Err(status) = drive_generate(&shared, req, &tx).await {
+                let _ = tx.send(Err(reject(status))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

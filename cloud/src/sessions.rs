@@ -1,0 +1,373 @@
+//! The session table: one KV cache per session, a memory budget with
+//! least-recently-used eviction, idle expiry, and ownership.
+//!
+//! A session's verifier state is checked out for the length of a round and
+//! checked back in afterwards, so eviction only ever drops idle sessions and
+//! never a round in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ouro_common::engine::VerifierSession;
+
+use crate::auth::Owner;
+
+pub type Verifier = Box<VerifierSession<'static>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("session {0} is unknown")]
+    Unknown(String),
+    #[error("session {id} was evicted ({reason}); re-open it with its committed tokens")]
+    Evicted { id: String, reason: &'static str },
+    #[error("session {0} belongs to another client")]
+    NotOwner(String),
+    #[error("session {0} is already attached to another stream")]
+    Attached(String),
+    #[error("session {0} has a round in flight")]
+    Busy(String),
+    #[error("{open} sessions open, the limit is {max}")]
+    TooMany { open: usize, max: usize },
+}
+
+/// Limits of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub max_sessions: usize,
+    pub memory_budget_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
+struct Entry {
+    owner: Owner,
+    /// `None` while a round is in flight.
+    verifier: Option<Verifier>,
+    bytes: usize,
+    last_used: Instant,
+    last_round: u64,
+    attached: bool,
+}
+
+/// What eviction removed, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    pub memory: usize,
+    pub idle: usize,
+}
+
+pub struct SessionTable {
+    limits: SessionLimits,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// Slots taken by sessions still prefilling.
+    reserved: usize,
+    /// Recently dropped ids, so a late client hears why (bounded).
+    tombstones: VecDeque<(String, &'static str)>,
+}
+
+const TOMBSTONES: usize = 4096;
+
+impl Inner {
+    fn open(&self) -> usize {
+        self.entries.len() + self.reserved
+    }
+
+    fn bury(&mut self, id: String, reason: &'static str) {
+        if self.tombstones.len() == TOMBSTONES {
+            self.tombstones.pop_front();
+        }
+        self.tombstones.push_back((id, reason));
+    }
+
+    fn missing(&self, id: &str) -> SessionError {
+        match self.tombstones.iter().rev().find(|(t, _)| t == id) {
+            Some((_, reason)) => SessionError::Evicted { id: id.to_string(), reason },
+            None => SessionError::Unknown(id.to_string()),
+        }
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.entries.values().map(|e| e.bytes).sum()
+    }
+}
+
+impl SessionTable {
+    pub fn new(limits: SessionLimits) -> Self {
+        Self { limits, inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take every session down with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().open()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.lock().total_bytes()
+    }
+
+    /// Takes a slot for a session about to prefill, or refuses at once.
+    pub fn reserve(&self) -> Result<Reservation<'_>, SessionError> {
+        let mut inner = self.lock();
+        let open = inner.open();
+        if open >= self.limits.max_sessions {
+            return Err(SessionError::TooMany { open, max: self.limits.max_sessions });
+        }
+        inner.reserved += 1;
+        Ok(Reservation { table: self, done: false })
+    }
+
+    /// Checks out an existing session for a new stream (`attach`) or for a
+    /// round of the stream that holds it.
+    pub fn checkout(&self, id: &str, owner: &Owner, attach: bool) -> Result<(Verifier, u64), SessionError> {
+        let mut inner = self.lock();
+        let missing = inner.missing(id);
+        let entry = inner.entries.get_mut(id).ok_or(missing)?;
+        if &entry.owner != owner {
+            return Err(SessionError::NotOwner(id.to_string()));
+        }
+        if attach && entry.attached {
+            return Err(SessionError::Attached(id.to_string()));
+        }
+        let verifier = entry.verifier.take().ok_or_else(|| SessionError::Busy(id.to_string()))?;
+        entry.attached = true;
+        entry.last_used = Instant::now();
+        Ok((verifier, entry.last_round))
+    }
+
+    /// Returns a session after a round, then enforces the memory budget.
+    pub fn checkin(&self, id: &str, verifier: Verifier, last_round: u64) -> Evicted {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(id) {
+            entry.bytes = verifier.cache_bytes();
+            entry.verifier = Some(verifier);
+            entry.last_used = Instant::now();
+            entry.last_round = last_round;
+        }
+        self.enforce_budget(&mut inner, Some(id))
+    }
+
+    /// The stream holding a session ended; the session stays for a resume
+    /// until it idles out.
+    pub fn detach(&self, id: &str) {
+        if let Some(e) = self.lock().entries.get_mut(id) {
+            e.attached = false;
+            e.last_used = Instant::now();
+        }
+    }
+
+    /// Closes a session for good.
+    pub fn remove(&self, id: &str, owner: &Owner) -> Result<(), SessionError> {
+        let mut inner = self.lock();
+        let missing = inner.missing(id);
+        match inner.entries.get(id) {
+            None => Err(missing),
+            Some(e) if &e.owner != owner => Err(SessionError::NotOwner(id.to_string())),
+            Some(_) => {
+                inner.entries.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops sessions idle past the timeout that no stream holds.
+    pub fn expire_idle(&self) -> usize {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let stale: Vec<String> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.verifier.is_some() && now.duration_since(e.last_used) > self.limits.idle_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            inner.entries.remove(id);
+            inner.bury(id.clone(), "idle timeout");
+        }
+        stale.len()
+    }
+
+    /// Evicts the least recently used idle sessions until the caches fit the
+    /// budget. The session just used (`keep`) goes last: evicting it would
+    /// only make its client re-prefill at once.
+    fn enforce_budget(&self, inner: &mut Inner, keep: Option<&str>) -> Evicted {
+        let mut evicted = Evicted::default();
+        while inner.total_bytes() > self.limits.memory_budget_bytes {
+            let victim = inner
+                .entries
+                .iter()
+                .filter(|(id, e)| e.verifier.is_some() && Some(id.as_str()) != keep)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(id, _)| id.clone());
+            let Some(id) = victim else { break };
+            inner.entries.remove(&id);
+            inner.bury(id, "memory budget");
+            evicted.memory += 1;
+        }
+        evicted
+    }
+
+    /// Evicts one session on purpose (operators, and tests of the edge's
+    /// re-open path). Returns whether it existed and was idle.
+    pub fn evict(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        let idle = inner.entries.get(id).is_some_and(|e| e.verifier.is_some());
+        if idle {
+            inner.entries.remove(id);
+            inner.bury(id.to_string(), "evicted by the operator");
+        }
+        idle
+    }
+}
+
+/// A slot taken for a session being prefilled; released if dropped unused.
+pub struct Reservation<'t> {
+    table: &'t SessionTable,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    /// Turns the slot into a live, attached session.
+    pub fn insert(mut self, id: String, owner: Owner, verifier: Verifier) -> Evicted {
+        let mut inner = self.table.lock();
+        inner.reserved -= 1;
+        self.done = true;
+        let bytes = verifier.cache_bytes();
+        inner.entries.insert(
+            id.clone(),
+            Entry { owner, verifier: Some(verifier), bytes, last_used: Instant::now(), last_round: 0, attached: true },
+        );
+        self.table.enforce_budget(&mut inner, Some(&id))
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.lock().reserved -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use ouro_common::model::{Arch, CausalLm, KvCache, Logits, ModelConfig, Result as ModelResult, SeqInput};
+    use ouro_common::sampling::SamplingParams;
+    use ouro_common::tree::TreeLimits;
+
+    /// A model-free stand-in: sessions only need a config and caches here.
+    struct Null(ModelConfig);
+
+    impl CausalLm for Null {
+        fn config(&self) -> &ModelConfig {
+            &self.0
+        }
+        fn new_cache(&self) -> KvCache {
+            KvCache::new(1, 4, self.0.max_context)
+        }
+        fn forward(&self, _: &mut [SeqInput<'_>]) -> ModelResult<Vec<Logits>> {
+            unreachable!("the table never runs the model")
+        }
+    }
+
+    fn model() -> &'static Null {
+        static M: OnceLock<Null> = OnceLock::new();
+        M.get_or_init(|| {
+            Null(ModelConfig {
+                arch: Arch::Llama,
+                vocab_size: 10,
+                hidden_size: 4,
+                intermediate_size: 4,
+                num_layers: 1,
+                num_heads: 1,
+                num_kv_heads: 1,
+                head_dim: 4,
+                rope_theta: 10_000.0,
+                rms_norm_eps: 1e-5,
+                max_context: 64,
+                rope_interleaved: false,
+                minicpm: None,
+            })
+        })
+    }
+
+    fn verifier() -> Verifier {
+        // A one-token prompt needs no prefill, so the null model is never run.
+        Box::new(
+            VerifierSession::open(model(), &[1], SamplingParams::greedy(), TreeLimits { max_nodes: 8, max_depth: 8 })
+                .unwrap(),
+        )
+    }
+
+    fn table(max_sessions: usize) -> SessionTable {
+        SessionTable::new(SessionLimits {
+            max_sessions,
+            memory_budget_bytes: usize::MAX,
+            idle_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn owner(s: &str) -> Owner {
+        Owner(s.into())
+    }
+
+    #[test]
+    fn sessions_belong_to_their_owner() {
+        let t = table(4);
+        t.reserve().unwrap().insert("s".into(), owner("a"), verifier());
+        t.detach("s");
+        assert_eq!(t.checkout("s", &owner("b"), true).err(), Some(SessionError::NotOwner("s".into())));
+        assert_eq!(t.remove("s", &owner("b")).unwrap_err(), SessionError::NotOwner("s".into()));
+        let (v, round) = t.checkout("s", &owner("a"), true).unwrap();
+        assert_eq!(round, 0);
+        assert!(matches!(t.checkout("s", &owner("a"), true), Err(SessionError::Attached(_))));
+        assert!(matches!(t.checkout("s", &owner("a"), false), Err(SessionError::Busy(_))));
+        t.checkin("s", v, 3);
+        assert_eq!(t.checkout("s", &owner("a"), false).unwrap().1, 3);
+    }
+
+    #[test]
+    fn the_session_limit_counts_prefills_too() {
+        let t = table(2);
+        let r1 = t.reserve().unwrap();
+        let _r2 = t.reserve().unwrap();
+        assert!(matches!(t.reserve(), Err(SessionError::TooMany { open: 2, max: 2 })));
+        drop(r1);
+        assert!(t.reserve().is_ok());
+    }
+
+    #[test]
+    fn evicted_sessions_say_so() {
+        let t = table(4);
+        t.reserve().unwrap().insert("s".into(), owner("a"), verifier());
+        assert!(t.evict("s"));
+        assert!(matches!(t.checkout("s", &owner("a"), true), Err(SessionError::Evicted { .. })));
+        assert!(matches!(t.checkout("zz", &owner("a"), true), Err(SessionError::Unknown(_))));
+    }
+
+    #[test]
+    fn idle_sessions_expire_but_not_while_in_a_round() {
+        let t = SessionTable::new(SessionLimits {
+            max_sessions: 4,
+            memory_budget_bytes: usize::MAX,
+            idle_timeout: Duration::ZERO,
+        });
+        t.reserve().unwrap().insert("idle".into(), owner("a"), verifier());
+        t.reserve().unwrap().insert("busy".into(), owner("a"), verifier());
+        let (_v, _) = t.checkout("busy", &owner("a"), false).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(t.expire_idle(), 1);
+        assert!(matches!(t.checkout("idle", &owner("a"), true), Err(SessionError::Evicted { .. })));
+    }
+}

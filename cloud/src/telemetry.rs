@@ -1,0 +1,119 @@
+//! Prometheus metrics: the names in one place, and the `/metrics` endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const SESSIONS_OPEN: &str = "ouro_sessions_open";
+pub const SESSIONS_OPENED: &str = "ouro_sessions_opened_total";
+pub const ROUNDS: &str = "ouro_rounds_total";
+pub const ACCEPTED_PER_ROUND: &str = "ouro_accepted_tokens_per_round";
+pub const VERIFY_SECONDS: &str = "ouro_verify_seconds";
+pub const BATCH_SIZE: &str = "ouro_batch_size";
+pub const TARGET_PASSES: &str = "ouro_target_forward_passes_total";
+pub const COMMITTED_TOKENS: &str = "ouro_committed_tokens_total";
+pub const PASSES_PER_TOKEN: &str = "ouro_target_passes_per_committed_token";
+pub const BYTES_IN: &str = "ouro_bytes_in_total";
+pub const BYTES_OUT: &str = "ouro_bytes_out_total";
+pub const EVICTIONS: &str = "ouro_evictions_total";
+pub const REJECTIONS: &str = "ouro_rejections_total";
+pub const KV_CACHE_BYTES: &str = "ouro_kv_cache_bytes";
+pub const COMPUTE_MICROS: &str = "ouro_compute_microseconds_total";
+
+/// Installs the global recorder. Histograms get explicit buckets so that
+/// Prometheus can aggregate them across replicas.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(ACCEPTED_PER_ROUND.into()),
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(VERIFY_SECONDS.into()),
+            &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+        )?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0])?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` on its own port, apart from the gRPC traffic, and
+/// the operator's `POST /admin/evict/{session}` (keep this port private).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    sessions: Arc<crate::service::Shared>,
+) -> std::io::Result<()> {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move |State(shared): State<Arc<crate::service::Shared>>| {
+                gauge!(KV_CACHE_BYTES).set(shared.sessions.bytes() as f64);
+                std::future::ready(handle.render())
+            }),
+        )
+        .route(
+            "/admin/evict/{session}",
+            axum::routing::post(|State(shared): State<Arc<crate::service::Shared>>, Path(id): Path<String>| async move {
+                if shared.sessions.evict(&id) {
+                    evicted("operator", 1);
+                    sessions_open(shared.sessions.len());
+                    (StatusCode::OK, format!("evicted {id}\n"))
+                } else {
+                    (StatusCode::NOT_FOUND, format!("no idle session {id}\n"))
+                }
+            }),
+        )
+        .with_state(sessions);
+    axum::serve(listener, app).await
+}
+
+pub fn batch(size: usize, compute: Duration) {
+    histogram!(BATCH_SIZE).record(size as f64);
+    counter!(TARGET_PASSES).increment(1);
+    counter!(COMPUTE_MICROS).increment(compute.as_micros() as u64);
+}
+
+pub fn round(accepted: usize, committed: usize, verify: Duration) {
+    counter!(ROUNDS).increment(1);
+    counter!(COMMITTED_TOKENS).increment(committed as u64);
+    histogram!(ACCEPTED_PER_ROUND).record(accepted as f64);
+    histogram!(VERIFY_SECONDS).record(verify.as_secs_f64());
+}
+
+/// Passes per committed token, kept as a running ratio so a dashboard needs
+/// no query language to read it.
+pub fn passes_per_token(passes: u64, tokens: u64) {
+    if tokens > 0 {
+        gauge!(PASSES_PER_TOKEN).set(passes as f64 / tokens as f64);
+    }
+}
+
+pub fn sessions_open(n: usize) {
+    gauge!(SESSIONS_OPEN).set(n as f64);
+}
+
+pub fn bytes(inbound: usize, outbound: usize) {
+    counter!(BYTES_IN).increment(inbound as u64);
+    counter!(BYTES_OUT).increment(outbound as u64);
+}
+
+pub fn evicted(reason: &'static str, n: usize) {
+    if n > 0 {
+        counter!(EVICTIONS, "reason" => reason).increment(n as u64);
+    }
+}
+
+pub fn rejected(reason: &'static str) {
+    counter!(REJECTIONS, "reason" => reason).increment(1);
+}
+
+/// The address `/metrics` is served on, for the start-up banner.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}

@@ -1,0 +1,385 @@
+//! `ouro-cloud serve` as a real process on loopback: speculative sessions
+//! against `Generate`, and every kind of bad input from the issue, each
+//! while a well-behaved session runs alongside and must still finish with
+//! the right text.
+
+use ouro_proto::v1::{self, session_request};
+use ouro_tests::cloud::{self, connect, generate, speculate, CloudServer, Plan, SessionStream, OTHER_TOKEN, TOKEN};
+use ouro_tests::{greedy, model_path, reference_prompts, smollm2};
+use tonic::Code;
+
+/// SmolLM2's stop tokens (<|endoftext|>, <|im_end|>, <|im_sep|>... as its tokenizer reports).
+const STOP: [u32; 3] = [0, 2, 4];
+const NEW: usize = 24;
+
+fn prompts() -> Vec<Vec<u32>> {
+    reference_prompts("smollm2-135m").into_iter().map(|(_, p, _)| p).collect()
+}
+
+fn server(extra: &[&str]) -> CloudServer {
+    CloudServer::start(&model_path("smollm2-135m"), extra)
+}
+
+/// Target-only greedy decoding in this process: what every session must produce.
+fn expected(prompt: &[u32]) -> Vec<u32> {
+    let m = smollm2();
+    let mut cache = ouro_common::model::CausalLm::new_cache(&*m);
+    greedy(&*m, &mut cache, prompt, NEW, &STOP)
+}
+
+async fn hash(client: &mut cloud::Client) -> String {
+    client.info(v1::InfoRequest {}).await.expect("info").into_inner().tokenizer_hash
+}
+
+/// A speculative session that runs while a test misbehaves next to it; it
+/// must finish with exactly target-only greedy text.
+fn well_behaved(server: &CloudServer, prompt: Vec<u32>) -> tokio::task::JoinHandle<()> {
+    let addr = server.addr;
+    tokio::spawn(async move {
+        let want = expected(&prompt);
+        let mut c = connect(addr, Some(TOKEN)).await;
+        let h = hash(&mut c).await;
+        let m = smollm2();
+        let run = speculate(&mut c, &*m, &h, &prompt, NEW, &STOP, Plan::Chain(4)).await.expect("good session");
+        assert_eq!(run.tokens, want, "the well-behaved session's text changed");
+    })
+}
+
+async fn open(c: &mut cloud::Client, prompt: &[u32]) -> (SessionStream, v1::Opened) {
+    let h = hash(c).await;
+    SessionStream::open(c, v1::Open { tokenizer_hash: h, prompt: prompt.to_vec(), ..Default::default() })
+        .await
+        .expect("open")
+}
+
+fn round(n: u64, committed: u32, tokens: Vec<u32>, parents: Vec<i32>) -> v1::DraftRound {
+    v1::DraftRound { round: n, committed_len: committed, tokens, parents, q: vec![] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculation_over_the_wire_equals_generate() {
+    let srv = server(&[]);
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let m = smollm2();
+    let (mut bytes, mut tokens) = (0, 0);
+    for prompt in prompts().iter().take(4) {
+        let reference = generate(&mut c, prompt, NEW as u32, &STOP).await.expect("generate");
+        assert_eq!(reference, expected(prompt), "Generate differs from in-process greedy");
+        for plan in [Plan::Chain(4), Plan::Ouroboros] {
+            let run = speculate(&mut c, &*m, &h, prompt, NEW, &STOP, plan).await.expect("session");
+            assert_eq!(run.tokens, reference, "{plan:?}");
+            assert!(run.rounds < run.tokens.len() || run.tokens.len() <= 1, "{plan:?}: no speculation happened");
+            bytes += run.bytes_in + run.bytes_out;
+            tokens += run.tokens.len();
+        }
+    }
+    println!(
+        "wire bytes per committed token (both directions, protobuf payloads): {:.1}",
+        bytes as f64 / tokens as f64
+    );
+    let metrics = srv.metrics();
+    for name in ["ouro_rounds_total", "ouro_accepted_tokens_per_round_bucket", "ouro_batch_size", "ouro_bytes_in_total"]
+    {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_share_passes_and_keep_their_text() {
+    let srv = server(&["--batch-window-ms", "40"]);
+    let handles: Vec<_> = prompts().into_iter().take(4).map(|p| well_behaved(&srv, p)).collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let metrics = srv.metrics();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap()
+    };
+    // Informational: how full the passes were depends on scheduling.
+    println!("mean batch size {:.2}", value("ouro_batch_size_sum") / value("ouro_batch_size_count"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frame_is_invalid_argument() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let status = raw::send_garbage(srv.addr, TOKEN).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_trees_are_refused_and_the_session_survives() {
+    let srv = server(&["--max-tree-nodes", "8"]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let prompt = prompts()[1].clone();
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let committed = prompt.len() as u32;
+    let cases = [
+        ("cycle", vec![5, 6], vec![1, 0]),
+        ("bad parent", vec![5, 6], vec![-1, 7]),
+        ("token >= vocab", vec![5, 49_152], vec![-1, 0]),
+        ("over the node limit", vec![5; 9], (-1..8).collect()),
+    ];
+    let mut id = String::new();
+    for (what, tokens, parents) in cases {
+        let (mut s, opened) = if id.is_empty() {
+            open(&mut c, &prompt).await
+        } else {
+            // Re-attach: the refused round must have changed nothing.
+            let h = hash(&mut c).await;
+            let o = v1::Open { tokenizer_hash: h, prompt: prompt.clone(), resume: id.clone(), ..Default::default() };
+            SessionStream::open(&mut c, o).await.expect("resume")
+        };
+        assert_eq!(opened.committed_len, committed);
+        id = opened.session_id;
+        let status = s.round(round(1, committed, tokens, parents)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_bookkeeping_mismatches_are_failed_precondition() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let prompt = prompts()[1].clone();
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let n = prompt.len() as u32;
+    // Wrong committed length.
+    let (mut s, _) = open(&mut c, &prompt).await;
+    let st = s.round(round(1, n + 3, vec![5], vec![-1])).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    // A skipped round.
+    let (mut s, _) = open(&mut c, &prompt).await;
+    let st = s.round(round(2, n, vec![5], vec![-1])).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    // A replayed round.
+    let (mut s, _) = open(&mut c, &prompt).await;
+    let v = s.round(round(1, n, vec![5], vec![-1])).await.expect("first round");
+    let st = s.round(round(1, v.committed_len, vec![5], vec![-1])).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_longer_than_the_context_is_out_of_range() {
+    let srv = server(&["--max-context", "256"]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let long = vec![28u32; 300];
+    let st = SessionStream::open(&mut c, v1::Open { tokenizer_hash: h, prompt: long.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::OutOfRange, "{st:?}");
+    let st = generate(&mut c, &long, 4, &STOP).await.unwrap_err();
+    assert_eq!(st.code(), Code::OutOfRange, "{st:?}");
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokenizer_hash_is_failed_precondition() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let open = v1::Open { tokenizer_hash: "0123abcd".into(), prompt: prompts()[1].clone(), ..Default::default() };
+    let st = SessionStream::open(&mut c, open).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    assert!(st.message().contains("0123abcd"), "the error names both hashes: {}", st.message());
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_wrong_token_is_unauthenticated() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    for token in [None, Some("not-a-token")] {
+        let mut c = connect(srv.addr, token).await;
+        let st = c.info(v1::InfoRequest {}).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{token:?}");
+        let st = generate(&mut c, &prompts()[1], 4, &STOP).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{token:?}");
+        let st = SessionStream::open(&mut c, v1::Open::default()).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unauthenticated, "{token:?}");
+    }
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_session_is_permission_denied() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let prompt = prompts()[1].clone();
+    let mut alice = connect(srv.addr, Some(TOKEN)).await;
+    let (s, opened) = open(&mut alice, &prompt).await;
+    drop(s);
+    let mut mallory = connect(srv.addr, Some(OTHER_TOKEN)).await;
+    let h = hash(&mut mallory).await;
+    let o = v1::Open { tokenizer_hash: h, prompt: prompt.clone(), resume: opened.session_id, ..Default::default() };
+    let st = SessionStream::open(&mut mallory, o).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_mid_round_loses_nothing() {
+    let srv = server(&[]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    let prompt = prompts()[1].clone();
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let (mut s, opened) = open(&mut c, &prompt).await;
+    // Send a round and vanish before the verdict.
+    s.send(session_request::Msg::Round(round(1, prompt.len() as u32, vec![28, 29, 30], vec![-1, 0, 1]))).await;
+    drop(s);
+    // The same client comes back: the session is there, with the round
+    // either applied or not, and its state says which.
+    let h = hash(&mut c).await;
+    let resumed = cloud::eventually(100, || {
+        let (mut c, h, prompt, id) = (c.clone(), h.clone(), prompt.clone(), opened.session_id.clone());
+        async move {
+            let o = v1::Open { tokenizer_hash: h, prompt, resume: id, ..Default::default() };
+            match SessionStream::open(&mut c, o).await {
+                Ok(r) => Some(Ok(r)),
+                // Still attached to the vanished stream for a moment.
+                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
+                Err(st) => Some(Err(st)),
+            }
+        }
+    })
+    .await;
+    match resumed {
+        Ok((_, o)) => assert_eq!(o.last_round, 0, "resuming with the prompt means no round was applied"),
+        // The round was applied: the committed text no longer equals the prompt.
+        Err(st) => assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}"),
+    }
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_past_the_limit_are_resource_exhausted_at_once() {
+    let srv = server(&["--max-sessions", "4"]);
+    let good = well_behaved(&srv, prompts()[0].clone());
+    // The storm starts once the well-behaved session holds its slot.
+    cloud::eventually(2000, || {
+        let open = srv.metrics().lines().any(|l| l.starts_with("ouro_sessions_opened_total") && !l.ends_with(" 0"));
+        async move { open.then_some(()) }
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let addr = srv.addr;
+        let prompt = prompts()[1].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr, Some(TOKEN)).await;
+            let h = hash(&mut c).await;
+            let r = SessionStream::open(&mut c, v1::Open { tokenizer_hash: h, prompt, ..Default::default() }).await;
+            // Hold accepted sessions open until every attempt has been answered.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            r.map(|_| ()).map_err(|s| s.code())
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let refused = outcomes.iter().filter(|r| **r == Err(Code::ResourceExhausted)).count();
+    let ok = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(refused + ok, 100, "only OK or RESOURCE_EXHAUSTED: {outcomes:?}");
+    assert!(ok <= 3, "the well-behaved session holds one of 4 slots: {ok} more were admitted");
+    assert!(refused >= 97);
+    good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_round_and_refuses_new_sessions() {
+    let srv = server(&[]);
+    let prompt = prompts()[1].clone();
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let (mut s, opened) = open(&mut c, &prompt).await;
+    let status = srv.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // The open stream ended with UNAVAILABLE (or the connection closed),
+    // never a hang.
+    s.send(session_request::Msg::Round(round(1, opened.committed_len, vec![28], vec![-1]))).await;
+    let st = s.status().await;
+    assert!(matches!(st.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{st:?}");
+}
+
+/// Hand-made gRPC frames for the malformed-message case.
+mod raw {
+    use std::net::SocketAddr;
+
+    use ouro_proto::v1::SessionResponse;
+    use prost::bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::transport::Channel;
+    use tonic::Status;
+
+    /// Sends its bytes as the message body, unchanged.
+    #[derive(Default)]
+    struct Raw;
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Resp;
+
+    impl Decoder for Resp {
+        type Item = SessionResponse;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<SessionResponse>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            prost::Message::decode(bytes).map(Some).map_err(|e| Status::internal(e.to_string()))
+        }
+    }
+
+    #[derive(Default)]
+    struct RawCodec;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = SessionResponse;
+        type Encoder = Raw;
+        type Decoder = Resp;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Resp {
+            Resp
+        }
+    }
+
+    /// Opens `Session` and sends bytes that are not a `SessionRequest`.
+    pub async fn send_garbage(addr: SocketAddr, token: &str) -> Status {
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        // Field 1, length-delimited, claiming far more bytes than follow.
+        let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        let mut req = tonic::Request::new(tokio_stream::iter(vec![garbage]));
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ouro.v1.Verifier/Session");
+        match grpc.streaming(req, path, RawCodec).await {
+            Err(s) => s,
+            Ok(resp) => {
+                let mut inbound = resp.into_inner();
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return Status::ok("stream ended without a status"),
+                        Err(s) => return s,
+                    }
+                }
+            }
+        }
+    }
+}
