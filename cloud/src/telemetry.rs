@@ -59,15 +59,17 @@ pub async fn serve(
         )
         .route(
             "/admin/evict/{session}",
-            axum::routing::post(|State(shared): State<Arc<crate::service::Shared>>, Path(id): Path<String>| async move {
-                if shared.sessions.evict(&id) {
-                    evicted("operator", 1);
-                    sessions_open(shared.sessions.len());
-                    (StatusCode::OK, format!("evicted {id}\n"))
-                } else {
-                    (StatusCode::NOT_FOUND, format!("no idle session {id}\n"))
-                }
-            }),
+            axum::routing::post(
+                |State(shared): State<Arc<crate::service::Shared>>, Path(id): Path<String>| async move {
+                    if shared.sessions.evict(&id) {
+                        evicted("operator", 1);
+                        sessions_open(shared.sessions.len());
+                        (StatusCode::OK, format!("evicted {id}\n"))
+                    } else {
+                        (StatusCode::NOT_FOUND, format!("no idle session {id}\n"))
+                    }
+                },
+            ),
         )
         .with_state(sessions);
     axum::serve(listener, app).await

@@ -44,6 +44,11 @@ impl Drop for TempFile {
 impl CloudServer {
     /// Starts a plaintext loopback server on `model` with extra flags.
     pub fn start(model: &Path, extra: &[&str]) -> Self {
+        Self::start_with(model, extra, true)
+    }
+
+    /// Starts a server; `plaintext` adds `--insecure-dev` (else pass TLS flags in `extra`).
+    pub fn start_with(model: &Path, extra: &[&str], plaintext: bool) -> Self {
         let tokens = TempFile(std::env::temp_dir().join(format!(
             "ouro-test-tokens-{}-{:x}",
             std::process::id(),
@@ -51,7 +56,8 @@ impl CloudServer {
         )));
         std::fs::write(&tokens.0, format!("# test tokens\n{TOKEN}\n{OTHER_TOKEN}\n")).unwrap();
         let mut child = Command::new(bin_path("ouro-cloud"))
-            .args(["--threads", "1", "serve", "--insecure-dev", "--listen", "127.0.0.1:0"])
+            .args(["--threads", "1", "serve", "--listen", "127.0.0.1:0"])
+            .args(plaintext.then_some("--insecure-dev"))
             .args(["--metrics-listen", "127.0.0.1:0", "--cost-probe", "1,4"])
             .arg("--model")
             .arg(model)

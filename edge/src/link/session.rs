@@ -66,6 +66,12 @@ impl SessionStream {
         let _ = self.tx.send(SessionRequest { msg: Some(msg) }).await;
     }
 
+    /// Closes the session on the server and waits for the stream to end.
+    pub async fn close(&mut self) -> Status {
+        self.send(session_request::Msg::Close(v1::Close {})).await;
+        self.status().await
+    }
+
     /// The status the server ended the stream with (OK if it ended cleanly).
     pub async fn status(&mut self) -> Status {
         loop {
@@ -160,7 +166,6 @@ pub async fn speculate(
             break;
         }
     }
-    s.send(session_request::Msg::Close(v1::Close {})).await;
-    let _ = s.status().await;
+    s.close().await;
     Ok(run)
 }

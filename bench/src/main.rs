@@ -1,0 +1,28 @@
+//! `ouro-bench`: ouro's benchmarks, each against a baseline measured in the
+//! same run on the same machine.
+
+mod cloud;
+mod workload;
+
+use clap::{Parser, Subcommand};
+
+/// ouro's benchmarks: real processes, side by side, ratios against a baseline from the same run.
+#[derive(Parser)]
+#[command(name = "ouro-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The cloud verifier's cost: verified tokens per cloud CPU-second for
+    /// speculative sessions against `Generate`, at several concurrencies.
+    Cloud(cloud::CloudArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Cloud(args) => cloud::run(args),
+    }
+}
