@@ -383,3 +383,60 @@ mod raw {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_session_says_so_and_reopens_without_loss() {
+    // SmolLM2's cache takes ~46 KB a token, so one prompt fills a 1 MiB budget.
+    let srv = server(&["--memory-budget-mb", "1"]);
+    let m = smollm2();
+    let prompt = prompts()[1].clone();
+    let want = expected(&prompt);
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let (mut a, opened) = open(&mut c, &prompt).await;
+    // A first round commits a few tokens.
+    let v = a.round(round(1, opened.committed_len, vec![], vec![])).await.expect("round 1");
+    let mut committed = prompt.clone();
+    committed.push(v.next_token);
+    // A second session pushes the first, now idle, out of the budget.
+    let (_b, _) = open(&mut c, &prompts()[2]).await;
+    let st = a.round(round(2, v.committed_len, vec![], vec![])).await.unwrap_err();
+    assert_eq!(st.code(), Code::NotFound, "{st:?}");
+    assert!(st.message().contains("evicted"), "{}", st.message());
+    // Re-open from the committed tokens; the text continues exactly.
+    let run = speculate(&mut c, &*m, &h, &committed, NEW - 1, &STOP, Plan::Chain(4)).await.expect("re-opened");
+    let mut text = vec![v.next_token];
+    text.extend(run.tokens);
+    assert_eq!(text, want);
+    assert!(srv.metrics().contains("ouro_evictions_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_service_reports_serving() {
+    let srv = server(&[]);
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", srv.addr)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let req = tonic_health::pb::HealthCheckRequest { service: "ouro.v1.Verifier".into() };
+    let resp = health.check(req).await.expect("health check").into_inner();
+    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// The Qwen pair over loopback (run locally: `cargo test -p ouro-tests --test
+/// cloud_service -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Qwen pair and several minutes"]
+async fn qwen_pair_over_the_wire_equals_generate() {
+    use ouro_common::model::gguf::{self, LoadOptions};
+    let srv = CloudServer::start(&model_path("qwen2.5-coder-1.5b"), &[]);
+    let (drafter, _) = gguf::load(&model_path("qwen2.5-coder-0.5b"), &LoadOptions::default()).unwrap();
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let qwen_stop = [151643, 151645];
+    for (_, prompt, _) in reference_prompts("qwen2.5-coder-1.5b").into_iter().take(3) {
+        let reference = generate(&mut c, &prompt, 64, &qwen_stop).await.expect("generate");
+        let run = speculate(&mut c, &drafter, &h, &prompt, 64, &qwen_stop, Plan::Ouroboros).await.expect("session");
+        assert_eq!(run.tokens, reference);
+        println!("{} tokens in {} rounds", run.tokens.len(), run.rounds);
+    }
+}
