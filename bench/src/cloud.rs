@@ -36,6 +36,10 @@ pub struct CloudArgs {
     /// New tokens per prompt.
     #[arg(long, default_value_t = 64)]
     max_tokens: u32,
+    /// Skip questions longer than this many prompt tokens: prefill is the
+    /// same for every mode, and on this CPU long ones would dominate the run.
+    #[arg(long, default_value_t = 400)]
+    max_prompt_tokens: usize,
     /// Concurrent sessions to compare.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
     concurrency: Vec<usize>,
@@ -109,8 +113,16 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
     }
     pin_self(&args.edge_cores);
     let text = TextSide::load(&args.target)?;
-    let questions = spec_bench(&args.questions, args.prompts)?;
-    let prompts: Vec<Vec<u32>> = questions.iter().map(|(_, q)| text.chat_prompt(q)).collect::<Result<_, _>>()?;
+    let mut prompts = Vec::new();
+    for (_, q) in spec_bench(&args.questions, usize::MAX)? {
+        let ids = text.chat_prompt(&q)?;
+        if ids.len() <= args.max_prompt_tokens {
+            prompts.push(ids);
+        }
+        if prompts.len() == args.prompts {
+            break;
+        }
+    }
     let model = ouro_common::model::registry::resolve(&args.target)?;
     let mut cmd = Command::new(sibling_bin("ouro-cloud")?);
     cmd.args(["--threads", &args.cloud_cores.len().to_string(), "serve", "--insecure-dev"])

@@ -83,6 +83,8 @@ pub struct CloudProcess {
     child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Set when the server also serves QUIC (`--quic-listen`).
+    pub quic_addr: Option<SocketAddr>,
 }
 
 impl CloudProcess {
@@ -109,12 +111,13 @@ impl CloudProcess {
         std::thread::spawn(move || for _ in lines {});
         let word_after = |key: &str| -> Option<String> {
             let rest = &banner[banner.find(key)? + key.len()..];
-            Some(rest.split_whitespace().next()?.to_string())
+            Some(rest.split_whitespace().next()?.trim_end_matches([';', ',']).to_string())
         };
         let addr = word_after("listening on ").and_then(|w| w.parse().ok());
         let metrics = word_after("metrics on http://").and_then(|w| w.trim_end_matches("/metrics").parse().ok());
+        let quic_addr = word_after("quic on ").and_then(|w| w.parse().ok());
         match (addr, metrics) {
-            (Some(addr), Some(metrics_addr)) => Ok(Self { child, addr, metrics_addr }),
+            (Some(addr), Some(metrics_addr)) => Ok(Self { child, addr, metrics_addr, quic_addr }),
             _ => Err(ProcessError::Banner(banner)),
         }
     }

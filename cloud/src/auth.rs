@@ -48,6 +48,19 @@ impl TokenSet {
         Ok(Self { digests: Arc::new(tokens.iter().map(|t| digest(t)).collect()) })
     }
 
+    /// The owner a bare token stands for (transports without headers).
+    #[allow(clippy::result_large_err)]
+    pub fn owner_of(&self, token: &str) -> Result<Owner, Status> {
+        let d = digest(token.trim());
+        if token.trim().is_empty() {
+            return Err(Status::unauthenticated("missing bearer token"));
+        }
+        if !self.digests.contains(&d) {
+            return Err(Status::unauthenticated("unknown bearer token"));
+        }
+        Ok(Owner(d))
+    }
+
     /// Checks `authorization: Bearer <token>`; the caller's identity goes
     /// into the request's extensions for the handlers.
     #[allow(clippy::result_large_err)] // tonic's interceptor signature
@@ -61,11 +74,8 @@ impl TokenSet {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let d = digest(token.trim());
-        if !self.digests.contains(&d) {
-            return Err(Status::unauthenticated("unknown bearer token"));
-        }
-        req.extensions_mut().insert(Owner(d));
+        let owner = self.owner_of(token)?;
+        req.extensions_mut().insert(owner);
         Ok(req)
     }
 }

@@ -26,6 +26,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
 
+    /// Also serve the Verifier over QUIC on this UDP address (same TLS files; with
+    /// --insecure-dev a throwaway self-signed certificate). Port 0 picks a free port.
+    #[arg(long, env = "OURO_QUIC_LISTEN")]
+    pub quic_listen: Option<SocketAddr>,
+
     /// TLS certificate chain (PEM).
     #[arg(long, env = "OURO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

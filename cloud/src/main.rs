@@ -9,6 +9,7 @@ mod auth;
 mod batcher;
 mod config;
 mod config_file;
+mod quic;
 mod service;
 mod sessions;
 mod telemetry;
@@ -153,10 +154,12 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = TokenSet::load(args.tokens_file.as_deref(), &args.tokens)?;
+    let mut pem = None;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            pem = Some(quic::TlsMaterial { cert_pem: cert.clone(), key_pem: key.clone() });
             Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
         }
         _ if args.insecure_dev => {
@@ -215,6 +218,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let quic_banner = match args.quic_listen {
+        Some(qaddr) => {
+            let material = match pem {
+                Some(p) => p,
+                None => quic::TlsMaterial::self_signed()?,
+            };
+            let endpoint = quic::bind(qaddr, &material)?;
+            let bound = endpoint.local_addr()?;
+            tokio::spawn(quic::serve(endpoint, shared.clone(), tokens.clone()));
+            format!("; quic on {bound}")
+        }
+        None => String::new(),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerifierServer<VerifierService>>().await;
     let verifier = VerifierServer::with_interceptor(VerifierService::new(shared.clone()), move |r| tokens.check(r));
@@ -231,7 +247,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     // The banner is machine-read by tests and scripts: keep its shape.
-    println!("ouro-cloud listening on {addr} ({transport}); metrics on {}", telemetry::describe(metrics_addr));
+    println!(
+        "ouro-cloud listening on {addr} ({transport}); metrics on {}{quic_banner}",
+        telemetry::describe(metrics_addr)
+    );
     use std::io::Write;
     std::io::stdout().flush()?;
 

@@ -19,8 +19,9 @@ use ouro_proto::v1::{
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+
 
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
@@ -138,13 +139,17 @@ fn shutting_down() -> Status {
 
 /// Reads the next message; a frame that does not decode is the client's
 /// fault (INVALID_ARGUMENT), not the server's.
-async fn next<T>(inbound: &mut Streaming<T>) -> Result<Option<T>, Status> {
-    match inbound.message().await {
-        Ok(m) => Ok(m),
-        Err(s) if s.code() == tonic::Code::Internal || s.code() == tonic::Code::Unknown => {
+async fn next<T, S>(inbound: &mut S) -> Result<Option<T>, Status>
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    match inbound.next().await {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(s)) if s.code() == tonic::Code::Internal || s.code() == tonic::Code::Unknown => {
             Err(Status::invalid_argument(format!("malformed message: {}", s.message())))
         }
-        Err(s) => Err(s),
+        Some(Err(s)) => Err(s),
     }
 }
 
@@ -254,12 +259,15 @@ async fn open_session(shared: &Shared, owner: &Owner, open: v1::Open) -> Result<
     Ok((id, len, 0, false))
 }
 
-async fn drive_session(
+async fn drive_session<S>(
     shared: &Shared,
     owner: &Owner,
-    inbound: &mut Streaming<SessionRequest>,
+    inbound: &mut S,
     tx: &mpsc::Sender<Result<SessionResponse, Status>>,
-) -> Result<(), Status> {
+) -> Result<(), Status>
+where
+    S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
+{
     let first = next(inbound).await?.ok_or_else(|| Status::invalid_argument("the stream ended before Open"))?;
     telemetry::bytes(first.encoded_len(), 0);
     let Some(session_request::Msg::Open(open)) = first.msg else {
@@ -402,6 +410,25 @@ async fn drive_generate(
     }
 }
 
+/// Runs one session stream to its end, whatever the transport: requests come
+/// from `inbound`, responses (and a final error status) go to `tx`.
+pub async fn run_session<S>(shared: Arc<Shared>, owner: Owner, mut inbound: S, tx: mpsc::Sender<Result<SessionResponse, Status>>)
+where
+    S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
+{
+    if let Err(status) = drive_session(&shared, &owner, &mut inbound, &tx).await {
+        let _ = tx.send(Err(reject(status))).await;
+    }
+}
+
+/// Runs one `Generate` call to its end, whatever the transport.
+pub async fn run_generate(shared: Arc<Shared>, req: GenerateRequest, tx: mpsc::Sender<Result<GenerateResponse, Status>>) {
+    telemetry::bytes(req.encoded_len(), 0);
+    if let Err(status) = drive_generate(&shared, req, &tx).await {
+        let _ = tx.send(Err(reject(status))).await;
+    }
+}
+
 #[tonic::async_trait]
 impl Verifier for VerifierService {
     async fn info(&self, req: Request<InfoRequest>) -> Result<Response<ModelInfo>, Status> {
@@ -413,16 +440,10 @@ impl Verifier for VerifierService {
 
     async fn session(&self, req: Request<Streaming<SessionRequest>>) -> Result<Response<Self::SessionStream>, Status> {
         let owner = owner(&req)?;
-        let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
-        let shared = self.shared.clone();
         // Each session runs on its own task: a slow or stalled client only
         // ever blocks itself.
-        tokio::spawn(async move {
-            if let Err(status) = drive_session(&shared, &owner, &mut inbound, &tx).await {
-                let _ = tx.send(Err(reject(status))).await;
-            }
-        });
+        tokio::spawn(run_session(self.shared.clone(), owner, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -430,15 +451,8 @@ impl Verifier for VerifierService {
 
     async fn generate(&self, req: Request<GenerateRequest>) -> Result<Response<Self::GenerateStream>, Status> {
         owner(&req)?;
-        let req = req.into_inner();
-        telemetry::bytes(req.encoded_len(), 0);
         let (tx, rx) = mpsc::channel(16);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if let Err(status) = drive_generate(&shared, req, &tx).await {
-                let _ = tx.send(Err(reject(status))).await;
-            }
-        });
+        tokio::spawn(run_generate(self.shared.clone(), req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -5,6 +5,7 @@
 //! evolve by version without touching the algorithms.
 
 pub mod convert;
+pub mod frame;
 
 pub mod v1 {
     tonic::include_proto!("ouro.v1");

@@ -4,7 +4,9 @@
 //! the right text.
 
 use ouro_proto::v1::{self, session_request};
-use ouro_tests::cloud::{self, connect, generate, speculate, CloudServer, Plan, SessionStream, OTHER_TOKEN, TOKEN};
+use ouro_tests::cloud::{
+    self, connect, generate, speculate, CloudServer, Plan, QuicLink, SessionStream, Trust, OTHER_TOKEN, TOKEN,
+};
 use ouro_tests::{greedy, model_path, reference_prompts, smollm2};
 use tonic::Code;
 
@@ -439,4 +441,30 @@ async fn qwen_pair_over_the_wire_equals_generate() {
         assert_eq!(run.tokens, reference);
         println!("{} tokens in {} rounds", run.tokens.len(), run.rounds);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_carries_the_same_protocol() {
+    let srv = server(&["--quic-listen", "127.0.0.1:0"]);
+    let addr = srv.quic_addr.expect("the banner names the QUIC address");
+    let mut q = QuicLink::connect(addr, "localhost", TOKEN, Trust::InsecureDev).await.expect("QUIC connect");
+    let info = ouro_edge::link::Transport::info(&mut q).await.expect("info over QUIC");
+    let m = smollm2();
+    let prompt = prompts()[1].clone();
+    let want = expected(&prompt);
+    assert_eq!(generate(&mut q, &prompt, NEW as u32, &STOP).await.expect("generate over QUIC"), want);
+    let run = speculate(&mut q, &*m, &info.tokenizer_hash, &prompt, NEW, &STOP, Plan::Ouroboros).await.expect("session");
+    assert_eq!(run.tokens, want);
+    // Errors carry the same status codes as over gRPC.
+    let (mut s, opened) = ouro_edge::link::Transport::open_session(
+        &mut q,
+        v1::Open { tokenizer_hash: info.tokenizer_hash.clone(), prompt: prompt.clone(), ..Default::default() },
+    )
+    .await
+    .expect("open");
+    let st = s.round(round(1, opened.committed_len + 1, vec![5], vec![-1])).await.unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    let mut bad = QuicLink::connect(addr, "localhost", "wrong", Trust::InsecureDev).await.unwrap();
+    let st = ouro_edge::link::Transport::info(&mut bad).await.unwrap_err();
+    assert_eq!(st.code(), Code::Unauthenticated);
 }

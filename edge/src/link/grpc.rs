@@ -55,3 +55,24 @@ pub async fn connect(endpoint: &str, token: Option<&str>, tls: Option<ClientTlsC
     let bearer = Bearer(token.map(|t| format!("Bearer {t}").parse()).transpose().map_err(|_| LinkError::Token)?);
     Ok(VerifierClient::with_interceptor(channel, bearer))
 }
+
+impl super::transport::Transport for Client {
+    async fn info(&mut self) -> Result<ouro_proto::v1::ModelInfo, Status> {
+        Ok(VerifierClient::info(self, ouro_proto::v1::InfoRequest {}).await?.into_inner())
+    }
+
+    async fn generate_stream(
+        &mut self,
+        req: ouro_proto::v1::GenerateRequest,
+    ) -> Result<super::transport::ResponseStream<ouro_proto::v1::GenerateResponse>, Status> {
+        Ok(Box::pin(VerifierClient::generate(self, req).await?.into_inner()))
+    }
+
+    async fn session_stream(
+        &mut self,
+        requests: tokio::sync::mpsc::Receiver<ouro_proto::v1::SessionRequest>,
+    ) -> Result<super::transport::ResponseStream<ouro_proto::v1::SessionResponse>, Status> {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+        Ok(Box::pin(VerifierClient::session(self, stream).await?.into_inner()))
+    }
+}

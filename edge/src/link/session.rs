@@ -9,80 +9,11 @@ use ouro_common::engine::{Drafter, DrafterConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tree::TreeLimits;
-use ouro_proto::v1::{self, session_request, session_response, SessionRequest, SessionResponse};
+use ouro_proto::v1;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
 
-use super::grpc::{Client, LinkError};
-
-/// Target-only decoding through `Generate`.
-pub async fn generate(client: &mut Client, prompt: &[u32], max_new: u32, stop_ids: &[u32]) -> Result<Vec<u32>, Status> {
-    let req = v1::GenerateRequest {
-        prompt: prompt.to_vec(),
-        max_new_tokens: max_new,
-        stop_ids: stop_ids.to_vec(),
-        ..Default::default()
-    };
-    let mut stream = client.generate(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(msg) = stream.message().await? {
-        out.extend(msg.tokens);
-    }
-    Ok(out)
-}
-
-/// One side of an open session stream.
-#[derive(Debug)]
-pub struct SessionStream {
-    pub tx: mpsc::Sender<SessionRequest>,
-    pub rx: Streaming<SessionResponse>,
-}
-
-impl SessionStream {
-    pub async fn open(client: &mut Client, open: v1::Open) -> Result<(Self, v1::Opened), Status> {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(SessionRequest { msg: Some(session_request::Msg::Open(open)) }).await.unwrap();
-        let mut rx = client.session(ReceiverStream::new(rx)).await?.into_inner();
-        match rx.message().await? {
-            Some(SessionResponse { msg: Some(session_response::Msg::Opened(o)) }) => Ok((Self { tx, rx }, o)),
-            other => Err(Status::internal(format!("expected Opened, got {other:?}"))),
-        }
-    }
-
-    /// Sends a round and waits for its verdict.
-    pub async fn round(&mut self, round: v1::DraftRound) -> Result<v1::Verdict, Status> {
-        self.send(session_request::Msg::Round(round)).await;
-        match self.rx.message().await? {
-            Some(SessionResponse { msg: Some(session_response::Msg::Verdict(v)) }) => Ok(v),
-            other => Err(Status::internal(format!("expected Verdict, got {other:?}"))),
-        }
-    }
-
-    pub async fn send(&mut self, msg: session_request::Msg) {
-        // The server may already have ended the stream; its status comes
-        // back on `rx`.
-        let _ = self.tx.send(SessionRequest { msg: Some(msg) }).await;
-    }
-
-    /// Closes the session on the server and waits for the stream to end.
-    pub async fn close(&mut self) -> Status {
-        self.send(session_request::Msg::Close(v1::Close {})).await;
-        self.status().await
-    }
-
-    /// The status the server ended the stream with (OK if it ended cleanly).
-    pub async fn status(&mut self) -> Status {
-        loop {
-            match self.rx.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return Status::ok(""),
-                Err(s) => return s,
-            }
-        }
-    }
-}
+use super::grpc::LinkError;
+use super::transport::Transport;
 
 /// How the drafter plans in [`speculate`].
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +41,7 @@ pub struct SpecRun {
 /// in the server. Stops at `max_new` tokens or a stop token.
 #[allow(clippy::too_many_arguments)]
 pub async fn speculate(
-    client: &mut Client,
+    client: &mut impl Transport,
     drafter_model: &dyn CausalLm,
     tokenizer_hash: &str,
     prompt: &[u32],
@@ -119,8 +50,8 @@ pub async fn speculate(
     plan: Plan,
 ) -> Result<SpecRun, LinkError> {
     let open = v1::Open { tokenizer_hash: tokenizer_hash.into(), prompt: prompt.to_vec(), ..Default::default() };
-    let (mut s, opened) = SessionStream::open(client, open).await?;
-    let info = client.info(v1::InfoRequest {}).await?.into_inner();
+    let (mut s, opened) = client.open_session(open).await?;
+    let info = client.info().await?;
     let limits = TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize };
     let cfg = DrafterConfig { use_pool: matches!(plan, Plan::Ouroboros), ..DrafterConfig::default() };
     let mut drafter =

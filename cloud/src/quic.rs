@@ -1,0 +1,157 @@
+//! The Verifier service over QUIC (quinn): one bidirectional stream per
+//! call, carrying length-delimited protobuf frames (`proto/ouro/v1/quic.proto`).
+//! The handlers are the gRPC ones; only the framing differs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ouro_proto::frame;
+use ouro_proto::v1::{quic_call, quic_reply, CallStatus, QuicCall, QuicReply, SessionRequest};
+use quinn::{RecvStream, SendStream};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::auth::TokenSet;
+use crate::service::{run_generate, run_session, Shared};
+
+/// ALPN of protocol version 1; a client speaking another version fails the handshake.
+pub const ALPN: &[u8] = b"ouro/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("TLS material: {0}")]
+    Pem(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("QUIC configuration: {0}")]
+    Config(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Certificate chain and key (PEM).
+pub struct TlsMaterial {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl TlsMaterial {
+    /// A throwaway self-signed certificate for `localhost`, for the loopback
+    /// development mode: QUIC cannot run without TLS.
+    pub fn self_signed() -> Result<Self, QuicError> {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .map_err(|e| QuicError::Pem(e.to_string()))?;
+        Ok(Self { cert_pem: ck.cert.pem().into_bytes(), key_pem: ck.signing_key.serialize_pem().into_bytes() })
+    }
+}
+
+fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, QuicError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| QuicError::Pem(format!("certificate: {e:?}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| QuicError::Pem(format!("key: {e:?}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| QuicError::Config(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+}
+
+/// Binds the QUIC endpoint; calls are served until the endpoint is closed.
+pub fn bind(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, QuicError> {
+    quinn::Endpoint::server(server_config(tls)?, addr).map_err(|source| QuicError::Bind { addr, source })
+}
+
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tokens: TokenSet) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (shared, tokens) = (shared.clone(), tokens.clone());
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(call(send, recv, shared.clone(), tokens.clone()));
+            }
+        });
+    }
+}
+
+async fn reply(send: &mut SendStream, msg: quic_reply::Msg) -> bool {
+    frame::write(send, &QuicReply { msg: Some(msg) }).await.is_ok()
+}
+
+async fn finish(mut send: SendStream, status: Status) {
+    let st = CallStatus { code: status.code() as i32, message: status.message().to_string() };
+    let _ = reply(&mut send, quic_reply::Msg::Status(st)).await;
+    let _ = send.finish();
+    // Let the peer read the status before the stream is dropped.
+    let _ = send.stopped().await;
+}
+
+async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, tokens: TokenSet) {
+    let first = match frame::read::<QuicCall, _>(&mut recv).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => return finish(send, Status::invalid_argument(e.to_string())).await,
+    };
+    let owner = match tokens.owner_of(&first.token) {
+        Ok(o) => o,
+        Err(st) => return finish(send, st).await,
+    };
+    match first.call {
+        Some(quic_call::Call::Info(_)) => {
+            reply(&mut send, quic_reply::Msg::Info(shared.info.clone())).await;
+            finish(send, Status::ok("")).await;
+        }
+        Some(quic_call::Call::Generate(req)) => {
+            let (tx, mut rx) = mpsc::channel(16);
+            tokio::spawn(run_generate(shared, req, tx));
+            while let Some(item) = rx.recv().await {
+                match item {
+                    Ok(r) => {
+                        if !reply(&mut send, quic_reply::Msg::Generate(r)).await {
+                            return;
+                        }
+                    }
+                    Err(st) => return finish(send, st).await,
+                }
+            }
+            finish(send, Status::ok("")).await;
+        }
+        Some(quic_call::Call::Session(_)) => {
+            // Frames in become a request stream; a frame that does not decode
+            // ends it with INVALID_ARGUMENT, as over gRPC.
+            let (in_tx, in_rx) = mpsc::channel::<Result<SessionRequest, Status>>(4);
+            tokio::spawn(async move {
+                loop {
+                    let item = match frame::read::<SessionRequest, _>(&mut recv).await {
+                        Ok(Some(m)) => Ok(m),
+                        Ok(None) => return,
+                        Err(e) => Err(Status::invalid_argument(e.to_string())),
+                    };
+                    let stop = item.is_err();
+                    if in_tx.send(item).await.is_err() || stop {
+                        return;
+                    }
+                }
+            });
+            let (tx, mut rx) = mpsc::channel(4);
+            tokio::spawn(run_session(shared, owner, tokio_stream::wrappers::ReceiverStream::new(in_rx), tx));
+            while let Some(item) = rx.recv().await {
+                match item {
+                    Ok(r) => {
+                        if !reply(&mut send, quic_reply::Msg::Session(r)).await {
+                            return;
+                        }
+                    }
+                    Err(st) => return finish(send, st).await,
+                }
+            }
+            finish(send, Status::ok("")).await;
+        }
+        None => finish(send, Status::invalid_argument("a QuicCall without a call")).await,
+    }
+}
