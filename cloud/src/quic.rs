@@ -41,8 +41,8 @@ impl TlsMaterial {
     /// A throwaway self-signed certificate for `localhost`, for the loopback
     /// development mode: QUIC cannot run without TLS.
     pub fn self_signed() -> Result<Self, QuicError> {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])
-            .map_err(|e| QuicError::Pem(e.to_string()))?;
+        let ck =
+            rcgen::generate_simple_self_signed(vec!["localhost".into()]).map_err(|e| QuicError::Pem(e.to_string()))?;
         Ok(Self { cert_pem: ck.cert.pem().into_bytes(), key_pem: ck.signing_key.serialize_pem().into_bytes() })
     }
 }
@@ -58,7 +58,8 @@ fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, QuicError> {
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| QuicError::Config(e.to_string()))?;
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| QuicError::Config(e.to_string()))?;
     Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
 }
 

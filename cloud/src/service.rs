@@ -22,7 +22,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
 use crate::sessions::{SessionError, SessionTable, Verifier as VerifierBox};
@@ -412,8 +411,12 @@ async fn drive_generate(
 
 /// Runs one session stream to its end, whatever the transport: requests come
 /// from `inbound`, responses (and a final error status) go to `tx`.
-pub async fn run_session<S>(shared: Arc<Shared>, owner: Owner, mut inbound: S, tx: mpsc::Sender<Result<SessionResponse, Status>>)
-where
+pub async fn run_session<S>(
+    shared: Arc<Shared>,
+    owner: Owner,
+    mut inbound: S,
+    tx: mpsc::Sender<Result<SessionResponse, Status>>,
+) where
     S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
 {
     if let Err(status) = drive_session(&shared, &owner, &mut inbound, &tx).await {
@@ -422,7 +425,11 @@ where
 }
 
 /// Runs one `Generate` call to its end, whatever the transport.
-pub async fn run_generate(shared: Arc<Shared>, req: GenerateRequest, tx: mpsc::Sender<Result<GenerateResponse, Status>>) {
+pub async fn run_generate(
+    shared: Arc<Shared>,
+    req: GenerateRequest,
+    tx: mpsc::Sender<Result<GenerateResponse, Status>>,
+) {
     telemetry::bytes(req.encoded_len(), 0);
     if let Err(status) = drive_generate(&shared, req, &tx).await {
         let _ = tx.send(Err(reject(status))).await;

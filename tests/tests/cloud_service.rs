@@ -453,7 +453,8 @@ async fn quic_carries_the_same_protocol() {
     let prompt = prompts()[1].clone();
     let want = expected(&prompt);
     assert_eq!(generate(&mut q, &prompt, NEW as u32, &STOP).await.expect("generate over QUIC"), want);
-    let run = speculate(&mut q, &*m, &info.tokenizer_hash, &prompt, NEW, &STOP, Plan::Ouroboros).await.expect("session");
+    let run =
+        speculate(&mut q, &*m, &info.tokenizer_hash, &prompt, NEW, &STOP, Plan::Ouroboros).await.expect("session");
     assert_eq!(run.tokens, want);
     // Errors carry the same status codes as over gRPC.
     let (mut s, opened) = ouro_edge::link::Transport::open_session(

@@ -123,7 +123,10 @@ impl Transport for QuicLink {
         }
     }
 
-    async fn generate_stream(&mut self, req: v1::GenerateRequest) -> Result<ResponseStream<v1::GenerateResponse>, Status> {
+    async fn generate_stream(
+        &mut self,
+        req: v1::GenerateRequest,
+    ) -> Result<ResponseStream<v1::GenerateResponse>, Status> {
         use tokio_stream::StreamExt;
         let (send, replies) = self.call(quic_call::Call::Generate(req)).await?;
         Ok(Box::pin(replies.map(move |r| {

@@ -14,7 +14,10 @@ pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send
 #[allow(async_fn_in_trait)] // used with concrete types; no Send bound needed on the trait
 pub trait Transport {
     async fn info(&mut self) -> Result<v1::ModelInfo, Status>;
-    async fn generate_stream(&mut self, req: v1::GenerateRequest) -> Result<ResponseStream<v1::GenerateResponse>, Status>;
+    async fn generate_stream(
+        &mut self,
+        req: v1::GenerateRequest,
+    ) -> Result<ResponseStream<v1::GenerateResponse>, Status>;
     /// Starts a `Session` call whose requests are read from `requests`.
     async fn session_stream(
         &mut self,
