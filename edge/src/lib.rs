@@ -1,4 +1,8 @@
-//! The edge side of ouro as a library: the cloud link, shared by the
-//! `ouro-edge` daemon, the benchmark and the end-to-end tests.
+//! The edge side of ouro as a library, shared by the `ouro-edge` daemon,
+//! the benchmark and the end-to-end tests:
+//!
+//! - [`link`]: the cloud link (gRPC and QUIC) and speculation over it;
+//! - [`api`]: the local OpenAI-compatible HTTP API, over any [`api::Backend`].
 
+pub mod api;
 pub mod link;

@@ -1,0 +1,170 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`.
+//!
+//! The two differ only in how the prompt is made and how the text is
+//! wrapped; validation, the token budget, stop sequences and streaming are
+//! shared.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::header::HeaderName;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::backend::GenRequest;
+use super::error::ApiError;
+use super::extract::OpenAiJson;
+use super::generation::{Finish, Generation};
+use super::routes::AppState;
+use super::sse;
+use super::types::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, CompletionRequest, TextChoice, TextCompletion,
+    Usage,
+};
+use super::validate::{self, Settings};
+
+/// The response header carrying the generation mode ("speculative", "local"
+/// or "cloud-only"), so a client can tell a degraded answer without parsing it.
+pub const MODE_HEADER: HeaderName = HeaderName::from_static("x-ouro-mode");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+impl Endpoint {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Completion => "completion",
+        }
+    }
+}
+
+/// What every response (or chunk) of one request repeats.
+pub struct Reply {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub prompt_tokens: usize,
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (messages, options) = validate::chat(req)?;
+    let settings = validate::settings(options, &state.backend.model_id())?;
+    let prompt = state.backend.chat_prompt(&messages)?;
+    serve(&state, Endpoint::Chat, prompt, settings, "messages").await
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    OpenAiJson(req): OpenAiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let (prompt, options) = validate::completion(req)?;
+    let settings = validate::settings(options, &state.backend.model_id())?;
+    let prompt = state.backend.text_prompt(&prompt)?;
+    serve(&state, Endpoint::Completion, prompt, settings, "prompt").await
+}
+
+async fn serve(
+    state: &AppState,
+    endpoint: Endpoint,
+    prompt: Vec<u32>,
+    settings: Settings,
+    prompt_param: &str,
+) -> Result<Response, ApiError> {
+    let backend = &state.backend;
+    let max_tokens = validate::budget(prompt.len(), settings.max_tokens, backend.max_context(), prompt_param)?;
+    let reply = Reply {
+        endpoint,
+        id: new_id(endpoint),
+        created: unix_now(),
+        model: backend.model_id(),
+        prompt_tokens: prompt.len(),
+    };
+    metrics::counter!(
+        "ouro_edge_api_requests_total",
+        "endpoint" => endpoint.label(),
+        "stream" => if settings.stream { "true" } else { "false" }
+    )
+    .increment(1);
+    let mode = backend.current_mode();
+    let rx = backend.generate(GenRequest {
+        prompt,
+        max_tokens,
+        temperature: settings.temperature,
+        top_p: settings.top_p,
+        seed: settings.seed,
+    });
+    let generation = Generation::new(rx, settings.stops, mode.clone());
+    if settings.stream {
+        return Ok(sse::response(reply, generation, &mode));
+    }
+    let (text, finish) = generation.run_to_end().await?;
+    record_finish(&reply, &finish);
+    let usage = Usage::new(reply.prompt_tokens, finish.completion_tokens);
+    let mut response = match endpoint {
+        Endpoint::Chat => Json(ChatCompletion {
+            id: &reply.id,
+            object: "chat.completion",
+            created: reply.created,
+            model: &reply.model,
+            choices: [ChatChoice {
+                index: 0,
+                message: AssistantMessage { role: "assistant", content: text },
+                logprobs: None,
+                finish_reason: finish.finish_reason,
+            }],
+            usage,
+            ouro: &finish.stats,
+        })
+        .into_response(),
+        Endpoint::Completion => Json(TextCompletion {
+            id: &reply.id,
+            object: "text_completion",
+            created: reply.created,
+            model: &reply.model,
+            choices: [TextChoice { text, index: 0, logprobs: None, finish_reason: Some(finish.finish_reason) }],
+            usage: Some(usage),
+            ouro: Some(&finish.stats),
+        })
+        .into_response(),
+    };
+    set_mode_header(&mut response, &finish.stats.mode);
+    Ok(response)
+}
+
+/// Sets `x-ouro-mode`, unless the backend's mode is not a valid header value
+/// (a response without the header beats a failed one).
+pub fn set_mode_header(response: &mut Response, mode: &str) {
+    if let Ok(value) = HeaderValue::from_str(mode) {
+        response.headers_mut().insert(MODE_HEADER, value);
+    }
+}
+
+pub fn record_finish(reply: &Reply, finish: &Finish) {
+    let endpoint = reply.endpoint.label();
+    metrics::counter!("ouro_edge_api_prompt_tokens_total", "endpoint" => endpoint)
+        .increment(reply.prompt_tokens as u64);
+    metrics::counter!("ouro_edge_api_completion_tokens_total", "endpoint" => endpoint)
+        .increment(finish.completion_tokens as u64);
+}
+
+fn new_id(endpoint: Endpoint) -> String {
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+pub fn unix_now() -> u64 {
+    // A clock set before 1970 is not worth failing a request over.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

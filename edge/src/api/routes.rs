@@ -1,0 +1,84 @@
+//! The router, and the small routes that do not generate.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::backend::Backend;
+use super::completions::{chat_completions, completions, unix_now};
+use super::error::ApiError;
+use super::types::{Health, ModelCard, ModelList};
+use super::validate::MODEL_ALIAS;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Arc<dyn Backend>,
+    pub metrics: Option<PrometheusHandle>,
+    /// When the router was built: the `created` of the served model.
+    pub started: u64,
+}
+
+/// The local OpenAI-compatible API:
+///
+/// - `POST /v1/chat/completions`, `POST /v1/completions` (optionally streamed)
+/// - `GET /v1/models`, `GET /v1/models/{id}`
+/// - `GET /health`
+/// - `GET /metrics`: Prometheus text from `metrics`, 404 when it is `None`
+///
+/// Every error, including unknown routes and unparsable bodies, has an
+/// OpenAI-style JSON body.
+pub fn router(backend: Arc<dyn Backend>, metrics: Option<PrometheusHandle>) -> Router {
+    let state = AppState { backend, metrics, started: unix_now() };
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/health", get(health))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+fn card(state: &AppState) -> ModelCard {
+    ModelCard { id: state.backend.model_id(), object: "model", created: state.started, owned_by: "ouro" }
+}
+
+async fn models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList { object: "list", data: vec![card(&state)] })
+}
+
+async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelCard>, ApiError> {
+    if id == state.backend.model_id() || id == MODEL_ALIAS {
+        Ok(Json(card(&state)))
+    } else {
+        Err(ApiError::ModelNotFound(id))
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", model: state.backend.model_id(), mode: state.backend.current_mode() })
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+        }
+        None => ApiError::NotFound("metrics are not enabled on this daemon".into()).into_response(),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,179 @@
+//! Streamed responses: a generation as OpenAI server-sent events.
+//!
+//! The event stream owns the `Generation`, which owns the engine's receiver:
+//! when the client goes away, hyper drops the body, and with it the
+//! receiver, which cancels the engine's work.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio_stream::Stream;
+
+use super::backend::OuroStats;
+use super::completions::{record_finish, Endpoint, Reply};
+use super::error::ApiError;
+use super::generation::{Finish, Generation, Output};
+use super::types::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
+
+/// The SSE response; `mode` is the `x-ouro-mode` header (the generation has
+/// reported nothing yet when headers are sent, so it is the backend's mode now).
+pub fn response(reply: Reply, generation: Generation, mode: &str) -> Response {
+    let chunks = Chunks { generation, reply, state: State::Start };
+    let sse = Sse::new(chunks).keep_alive(KeepAlive::default());
+    let mut response = sse.into_response();
+    super::completions::set_mode_header(&mut response, mode);
+    response
+}
+
+enum State {
+    /// A chat stream opens with the assistant's role, as OpenAI's does.
+    Start,
+    Running,
+    /// The final chunk is out; `[DONE]` is next.
+    Finished,
+    Ended,
+}
+
+struct Chunks {
+    generation: Generation,
+    reply: Reply,
+    state: State,
+}
+
+impl Chunks {
+    fn text(&self, text: String) -> Event {
+        let r = &self.reply;
+        match r.endpoint {
+            Endpoint::Chat => json_event(&ChatChunk {
+                id: &r.id,
+                object: "chat.completion.chunk",
+                created: r.created,
+                model: &r.model,
+                choices: [ChunkChoice {
+                    index: 0,
+                    delta: Delta { role: None, content: Some(text) },
+                    logprobs: None,
+                    finish_reason: None,
+                }],
+                usage: None,
+                ouro: None,
+            }),
+            Endpoint::Completion => json_event(&self.text_completion(text, None, None)),
+        }
+    }
+
+    fn role(&self) -> Event {
+        let r = &self.reply;
+        json_event(&ChatChunk {
+            id: &r.id,
+            object: "chat.completion.chunk",
+            created: r.created,
+            model: &r.model,
+            choices: [ChunkChoice {
+                index: 0,
+                delta: Delta { role: Some("assistant"), content: Some(String::new()) },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            usage: None,
+            ouro: None,
+        })
+    }
+
+    fn last(&self, finish: &Finish) -> Event {
+        let r = &self.reply;
+        let usage = Usage::new(r.prompt_tokens, finish.completion_tokens);
+        match r.endpoint {
+            Endpoint::Chat => json_event(&ChatChunk {
+                id: &r.id,
+                object: "chat.completion.chunk",
+                created: r.created,
+                model: &r.model,
+                choices: [ChunkChoice {
+                    index: 0,
+                    delta: Delta::default(),
+                    logprobs: None,
+                    finish_reason: Some(finish.finish_reason),
+                }],
+                usage: Some(usage),
+                ouro: Some(&finish.stats),
+            }),
+            Endpoint::Completion => {
+                json_event(&self.text_completion(String::new(), Some(finish), Some((usage, &finish.stats))))
+            }
+        }
+    }
+
+    fn text_completion<'a>(
+        &'a self,
+        text: String,
+        finish: Option<&Finish>,
+        end: Option<(Usage, &'a OuroStats)>,
+    ) -> TextCompletion<'a> {
+        let r = &self.reply;
+        TextCompletion {
+            id: &r.id,
+            object: "text_completion",
+            created: r.created,
+            model: &r.model,
+            choices: [TextChoice { text, index: 0, logprobs: None, finish_reason: finish.map(|f| f.finish_reason) }],
+            usage: end.map(|(u, _)| u),
+            ouro: end.map(|(_, s)| s),
+        }
+    }
+}
+
+fn json_event(data: &impl Serialize) -> Event {
+    // Serializing these plain structs cannot fail; should it ever, the client
+    // still gets a well-formed error rather than a broken stream.
+    Event::default().json_data(data).unwrap_or_else(|_| {
+        Event::default()
+            .data(r#"{"error":{"message":"failed to encode a chunk","type":"server_error","param":null,"code":null}}"#)
+    })
+}
+
+impl Stream for Chunks {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let event = match this.state {
+            State::Start => {
+                this.state = State::Running;
+                match this.reply.endpoint {
+                    Endpoint::Chat => this.role(),
+                    Endpoint::Completion => return Pin::new(this).poll_next(cx),
+                }
+            }
+            State::Running => match ready!(Pin::new(&mut this.generation).poll_next(cx)) {
+                Some(Output::Text(text)) => this.text(text),
+                Some(Output::Finished(finish)) => {
+                    this.state = State::Finished;
+                    record_finish(&this.reply, &finish);
+                    this.last(&finish)
+                }
+                Some(Output::Failed(message)) => {
+                    this.state = State::Ended;
+                    let error = ApiError::Generation(message);
+                    tracing::warn!(error = %error, "streamed generation failed");
+                    metrics::counter!("ouro_edge_api_errors_total", "status" => "stream").increment(1);
+                    json_event(&error.body())
+                }
+                None => {
+                    this.state = State::Ended;
+                    return Poll::Ready(None);
+                }
+            },
+            State::Finished => {
+                this.state = State::Ended;
+                Event::default().data("[DONE]")
+            }
+            State::Ended => return Poll::Ready(None),
+        };
+        Poll::Ready(Some(Ok(event)))
+    }
+}
