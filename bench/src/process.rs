@@ -12,7 +12,7 @@ pub enum ProcessError {
     Missing(PathBuf),
     #[error("starting {what}: {source}")]
     Spawn { what: String, source: std::io::Error },
-    #[error("ouro-cloud exited before listening ({0})")]
+    #[error("the process exited before listening ({0})")]
     Exited(String),
     #[error("unexpected banner: {0}")]
     Banner(String),
@@ -78,6 +78,30 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz.max(1.0))
 }
 
+/// Spawns `cmd` and returns once it prints a stdout line containing
+/// `marker` (its "listening on" banner), with that line. Stdout keeps being
+/// drained so the child never blocks on a full pipe.
+pub fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Child, String), ProcessError> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| ProcessError::Spawn { what: format!("{cmd:?}"), source })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(marker) => break l,
+            Some(Ok(_)) => continue,
+            _ => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(ProcessError::Exited(status));
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, banner))
+}
+
 /// A running `ouro-cloud serve`, killed on drop.
 pub struct CloudProcess {
     child: Child,
@@ -90,25 +114,8 @@ pub struct CloudProcess {
 impl CloudProcess {
     /// Spawns `cmd` (an `ouro-cloud serve` command line) and waits for its
     /// banner: `ouro-cloud listening on ADDR (...); metrics on http://ADDR/metrics`.
-    pub fn spawn(mut cmd: Command) -> Result<Self, ProcessError> {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|source| ProcessError::Spawn { what: format!("{cmd:?}"), source })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let banner = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("listening on") => break l,
-                Some(Ok(_)) => continue,
-                _ => {
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    return Err(ProcessError::Exited(status));
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+    pub fn spawn(cmd: Command) -> Result<Self, ProcessError> {
+        let (child, banner) = spawn_until(cmd, "listening on")?;
         let word_after = |key: &str| -> Option<String> {
             let rest = &banner[banner.find(key)? + key.len()..];
             Some(rest.split_whitespace().next()?.trim_end_matches([';', ',']).to_string())

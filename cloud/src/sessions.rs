@@ -228,6 +228,20 @@ impl SessionTable {
     }
 }
 
+impl SessionTable {
+    /// Evicts every session without a round in flight; returns how many.
+    pub fn evict_all_idle(&self) -> usize {
+        let mut inner = self.lock();
+        let idle: Vec<String> =
+            inner.entries.iter().filter(|(_, e)| e.verifier.is_some()).map(|(id, _)| id.clone()).collect();
+        for id in &idle {
+            inner.entries.remove(id);
+            inner.bury(id.clone(), "evicted by the operator");
+        }
+        idle.len()
+    }
+}
+
 /// A slot taken for a session being prefilled; released if dropped unused.
 pub struct Reservation<'t> {
     table: &'t SessionTable,

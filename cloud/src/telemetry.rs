@@ -71,6 +71,15 @@ pub async fn serve(
                 },
             ),
         )
+        .route(
+            "/admin/evict-idle",
+            axum::routing::post(|State(shared): State<Arc<crate::service::Shared>>| async move {
+                let n = shared.sessions.evict_all_idle();
+                evicted("operator", n);
+                sessions_open(shared.sessions.len());
+                format!("evicted {n}\n")
+            }),
+        )
         .with_state(sessions);
     axum::serve(listener, app).await
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_spec;
+mod daemon;
 mod generate;
 mod local;
 
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the local OpenAI-compatible API: drafts here, verified by the cloud (or the drafter alone).
+    Serve(Box<daemon::config::ServeArgs>),
     /// Generate text from one local model, streamed to stdout, with tokens/s at the end.
     Generate(generate::GenerateArgs),
     /// Measure the model runtime: decode tokens/s, the verify-cost curve c(k), peak RSS.
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     local::set_threads(cli.threads);
     match cli.command {
+        Command::Serve(args) => daemon::run(*args),
         Command::Generate(args) => generate::run(args),
         Command::BenchModel(args) => bench::run(args),
         Command::BenchSpec(args) => bench_spec::run(args),

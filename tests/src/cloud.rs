@@ -54,7 +54,8 @@ impl CloudServer {
         )));
         std::fs::write(&tokens.0, format!("# test tokens\n{TOKEN}\n{OTHER_TOKEN}\n")).unwrap();
         let mut cmd = Command::new(bin_path("ouro-cloud"));
-        cmd.args(["--threads", "1", "serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["--threads", "1", "serve"])
+            .args((!extra.contains(&"--listen")).then_some(["--listen", "127.0.0.1:0"]).into_iter().flatten())
             .args(plaintext.then_some("--insecure-dev"))
             .args(["--metrics-listen", "127.0.0.1:0", "--cost-probe", "1,4"])
             .arg("--model")

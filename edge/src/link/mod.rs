@@ -13,5 +13,5 @@ pub mod transport;
 
 pub use grpc::{connect, Client, LinkError};
 pub use quic::{QuicLink, Trust};
-pub use session::{speculate, Plan, SpecRun};
+pub use session::{speculate, speculate_into, Plan, SpecRequest, SpecRun};
 pub use transport::{generate, SessionStream, Transport};

@@ -1,6 +1,7 @@
 //! One speculative session over the wire: the drafter runs here, the
 //! verifier in the cloud, one `DraftRound` and one `Verdict` per round.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use ouro_common::controller::{Controller, DraftPolicy, FixedPolicy, RoundFeedback};
@@ -35,6 +36,20 @@ pub struct SpecRun {
     pub wait_secs: f64,
     /// Cloud forward-pass time the verdicts reported (shared passes counted whole).
     pub cloud_compute_us: u64,
+    /// Draft nodes sent, and nodes the cloud accepted.
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+/// One speculative generation's inputs.
+pub struct SpecRequest<'a> {
+    pub tokenizer_hash: &'a str,
+    /// Every committed token so far.
+    pub prompt: &'a [u32],
+    pub max_new: usize,
+    pub stop_ids: &'a [u32],
+    pub plan: Plan,
+    pub sampling: SamplingParams,
 }
 
 /// Speculative generation over the wire: the drafter runs here, the verifier
@@ -49,54 +64,103 @@ pub async fn speculate(
     stop_ids: &[u32],
     plan: Plan,
 ) -> Result<SpecRun, LinkError> {
-    let open = v1::Open { tokenizer_hash: tokenizer_hash.into(), prompt: prompt.to_vec(), ..Default::default() };
-    let (mut s, opened) = client.open_session(open).await?;
+    let req = SpecRequest { tokenizer_hash, prompt, max_new, stop_ids, plan, sampling: SamplingParams::greedy() };
+    let mut run = SpecRun::default();
+    let mut pool = PhrasePool::default();
+    speculate_into(client, drafter_model, &req, &mut pool, &mut run, |_| ControlFlow::Continue(())).await?;
+    Ok(run)
+}
+
+/// [`speculate`], handing each round's committed tokens to `on_tokens` as
+/// they arrive and accumulating into `run`, so that a caller whose link
+/// fails mid-way knows exactly what was committed. `pool` carries phrases
+/// across requests (Ouroboros' warm start).
+pub async fn speculate_into(
+    client: &mut impl Transport,
+    drafter_model: &dyn CausalLm,
+    req: &SpecRequest<'_>,
+    pool: &mut PhrasePool,
+    run: &mut SpecRun,
+    mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+) -> Result<(), LinkError> {
     let info = client.info().await?;
+    let open = v1::Open {
+        tokenizer_hash: req.tokenizer_hash.into(),
+        prompt: req.prompt.to_vec(),
+        sampling: Some((&req.sampling).into()),
+        ..Default::default()
+    };
+    let (mut s, opened) = client.open_session(open).await?;
     let limits = TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize };
-    let cfg = DrafterConfig { use_pool: matches!(plan, Plan::Ouroboros), ..DrafterConfig::default() };
+    let cfg = DrafterConfig { use_pool: matches!(req.plan, Plan::Ouroboros), ..DrafterConfig::default() };
     let mut drafter =
-        Drafter::open(drafter_model, prompt, SamplingParams::greedy(), PhrasePool::default(), cfg, stop_ids.to_vec())?;
-    let mut policy: Box<dyn DraftPolicy + Send> = match plan {
+        Drafter::open(drafter_model, req.prompt, req.sampling, std::mem::take(pool), cfg, req.stop_ids.to_vec())?;
+    let mut policy: Box<dyn DraftPolicy + Send> = match req.plan {
         Plan::Chain(g) => Box::new(FixedPolicy(g)),
         Plan::Ouroboros => Box::new(Controller::default()),
     };
-    let mut run = SpecRun::default();
+    let sampled = !req.sampling.is_greedy();
     let mut committed = opened.committed_len as usize;
-    while run.tokens.len() < max_new {
+    let mut generated = 0;
+    let result = loop {
+        if generated >= req.max_new {
+            break Ok(());
+        }
         let mut p = policy.plan();
-        p.trunk_len = p.trunk_len.min(max_new - run.tokens.len() - 1);
+        p.trunk_len = p.trunk_len.min(req.max_new - generated - 1);
+        let t = Instant::now();
         let draft = drafter.draft(&p, &limits, info.vocab_size as usize)?;
-        let msg = v1::DraftRound::from_draft(run.rounds as u64 + 1, committed, &draft.tree, None);
+        let draft_ms = t.elapsed().as_secs_f64() * 1e3;
+        run.draft_secs += draft_ms / 1e3;
+        let msg = v1::DraftRound::from_draft(
+            run.rounds as u64 + 1,
+            committed,
+            &draft.tree,
+            sampled.then_some(&draft.dists[..]),
+        );
         run.bytes_out += msg.encoded_len();
         let t = Instant::now();
-        let verdict = s.round(msg).await?;
-        run.wait_secs += t.elapsed().as_secs_f64();
+        let verdict = match s.round(msg).await {
+            Ok(v) => v,
+            Err(e) => break Err(e.into()),
+        };
+        let wait_ms = t.elapsed().as_secs_f64() * 1e3;
+        run.wait_secs += wait_ms / 1e3;
         run.cloud_compute_us += verdict.compute_us as u64;
         run.bytes_in += verdict.encoded_len();
         let v = verdict.to_verdict(&draft.tree)?;
         let (on_trunk, branches) = drafter.commit(&draft, &v);
+        // Seeded sampled runs plan from acceptance alone, so that a seed
+        // reproduces its text whatever the timings (see engine/spec.rs).
+        let verify_ms = verdict.compute_us as f64 / 1e3;
         policy.observe(&RoundFeedback {
             offered_depth: draft.trunk_len,
             accepted_len: on_trunk,
             branches,
             nodes: draft.tree.len(),
-            draft_ms: None,
-            verify_ms: None,
-            rtt_ms: None,
+            draft_ms: (!sampled).then_some(draft_ms),
+            verify_ms: (!sampled).then_some(verify_ms),
+            rtt_ms: (!sampled).then_some((wait_ms - verify_ms).max(0.0)),
         });
         run.rounds += 1;
+        run.drafted += draft.tree.len();
+        run.accepted += v.accepted.len();
         committed = verdict.committed_len as usize;
         let mut emitted = v.emitted_tokens(&draft.tree);
-        emitted.truncate(max_new - run.tokens.len());
-        let stop = emitted.iter().position(|t| stop_ids.contains(t));
+        emitted.truncate(req.max_new - generated);
+        let stop = emitted.iter().position(|t| req.stop_ids.contains(t));
         if let Some(i) = stop {
             emitted.truncate(i + 1);
         }
-        run.tokens.extend(emitted);
-        if stop.is_some() {
-            break;
+        generated += emitted.len();
+        run.tokens.extend_from_slice(&emitted);
+        if on_tokens(&emitted).is_break() || stop.is_some() {
+            break Ok(());
         }
+    };
+    *pool = drafter.into_pool();
+    if result.is_ok() {
+        s.close().await;
     }
-    s.close().await;
-    Ok(run)
+    result
 }

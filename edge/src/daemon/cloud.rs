@@ -1,0 +1,130 @@
+//! Reaching the cloud verifier: one connection per request over the chosen
+//! transport, the handshake check, and backoff.
+
+use std::time::Duration;
+
+use ouro_edge::link::{self, Client, QuicLink, Trust};
+use ouro_proto::v1::ModelInfo;
+use tonic::transport::{Certificate, ClientTlsConfig};
+
+use super::config::{ServeArgs, Transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Link(#[from] link::LinkError),
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    /// The cloud's model cannot verify this drafter's tokens: never retried.
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A connected transport of either kind.
+pub enum Conn {
+    Grpc(Client),
+    Quic(QuicLink),
+}
+
+pub struct CloudConfig {
+    pub endpoint: String,
+    pub transport: Transport,
+    token: String,
+    ca: Option<Vec<u8>>,
+    server_name: String,
+    insecure: bool,
+    pub wait: Duration,
+    /// The drafter's tokenizer identity and vocabulary, which the cloud must match.
+    pub expect: Option<(String, u32)>,
+}
+
+impl CloudConfig {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Option<Self>> {
+        let Some(endpoint) = args.cloud.clone() else { return Ok(None) };
+        let token = match (&args.token, &args.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)?.trim().to_string(),
+            (None, None) => anyhow::bail!("--cloud needs --token or --token-file"),
+        };
+        let ca = args.ca.as_ref().map(std::fs::read).transpose()?;
+        if ca.is_none() && !args.insecure_dev {
+            anyhow::bail!("--cloud needs --ca (the CA or certificate to trust), or --insecure-dev on loopback");
+        }
+        if args.insecure_dev {
+            eprintln!("WARNING: --insecure-dev: the cloud link is not authenticated by TLS. Development only.");
+        }
+        Ok(Some(Self {
+            endpoint,
+            transport: args.transport,
+            token,
+            ca,
+            server_name: args.server_name.clone(),
+            insecure: args.insecure_dev,
+            wait: Duration::from_secs(args.wait_secs),
+            expect: None,
+        }))
+    }
+
+    async fn open(&self) -> Result<Conn, ConnectError> {
+        match self.transport {
+            Transport::Grpc => {
+                let (url, tls) = match &self.ca {
+                    Some(ca) if !self.insecure => (
+                        format!("https://{}", self.endpoint),
+                        Some(
+                            ClientTlsConfig::new()
+                                .ca_certificate(Certificate::from_pem(ca))
+                                .domain_name(self.server_name.clone()),
+                        ),
+                    ),
+                    _ => (format!("http://{}", self.endpoint), None),
+                };
+                Ok(Conn::Grpc(link::connect(&url, Some(&self.token), tls).await?))
+            }
+            Transport::Quic => {
+                let addr = tokio::net::lookup_host(&self.endpoint)
+                    .await
+                    .map_err(|e| link::LinkError::Address(format!("{}: {e}", self.endpoint)))?
+                    .next()
+                    .ok_or_else(|| link::LinkError::Address(self.endpoint.clone()))?;
+                let trust = match &self.ca {
+                    Some(ca) if !self.insecure => Trust::Ca(ca.clone()),
+                    _ => Trust::InsecureDev,
+                };
+                Ok(Conn::Quic(QuicLink::connect(addr, &self.server_name, &self.token, trust).await?))
+            }
+        }
+    }
+
+    /// Connects and checks the handshake: a cloud whose tokenizer differs
+    /// is refused, naming both hashes.
+    pub async fn connect(&self) -> Result<(Conn, ModelInfo), ConnectError> {
+        let limit = Duration::from_secs(5);
+        let attempt = async {
+            let mut conn = self.open().await?;
+            let info = match &mut conn {
+                Conn::Grpc(c) => link::Transport::info(c).await?,
+                Conn::Quic(q) => link::Transport::info(q).await?,
+            };
+            if let Some((hash, vocab)) = &self.expect {
+                if &info.tokenizer_hash != hash || info.vocab_size != *vocab {
+                    return Err(ConnectError::Mismatch(format!(
+                        "the cloud's tokenizer differs from the drafter's: cloud {} ({} ids, {}), drafter {hash} ({vocab} ids)",
+                        info.tokenizer_hash, info.vocab_size, info.model_id
+                    )));
+                }
+            }
+            Ok((conn, info))
+        };
+        tokio::time::timeout(limit, attempt).await.map_err(|_| ConnectError::Timeout(limit))?
+    }
+}
+
+/// Exponential backoff with jitter: 100 ms, doubling, capped at 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}

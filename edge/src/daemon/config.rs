@@ -1,0 +1,88 @@
+//! `ouro-edge serve` options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use ouro_edge::link::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Grpc,
+    Quic,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Grpc => "gRPC",
+            Transport::Quic => "QUIC",
+        })
+    }
+}
+
+/// What to do when the cloud is unreachable or lost mid-generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fallback {
+    /// Carry on with the drafter alone, and say so in the response.
+    Local,
+    /// End the request with an error.
+    Fail,
+    /// Retry the cloud with backoff until it answers (up to --wait-secs).
+    Wait,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file of options (keys are the long flag names); flags and environment win.
+    #[arg(long, env = "OURO_EDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The drafter: a pinned model name or a GGUF path.
+    #[arg(long, env = "OURO_MODEL", default_value = "qwen2.5-coder-0.5b")]
+    pub model: String,
+    /// Address of the local OpenAI-compatible API.
+    #[arg(long, env = "OURO_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The cloud verifier, host:port (none: drafter alone). For QUIC, its UDP port.
+    #[arg(long, env = "OURO_CLOUD")]
+    pub cloud: Option<String>,
+    /// Transport to the cloud.
+    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = Transport::Grpc)]
+    pub transport: Transport,
+    /// CA certificate (PEM) the cloud's certificate must chain to; or the cloud's own certificate.
+    #[arg(long, env = "OURO_CA")]
+    pub ca: Option<PathBuf>,
+    /// Name the cloud's certificate must carry.
+    #[arg(long, env = "OURO_CLOUD_NAME", default_value = "localhost")]
+    pub server_name: String,
+    /// Talk to the cloud without TLS (gRPC) or without checking its certificate (QUIC). Loopback development only.
+    #[arg(long, env = "OURO_INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// Bearer token for the cloud.
+    #[arg(long, env = "OURO_CLOUD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "OURO_CLOUD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// When the cloud is unreachable or lost.
+    #[arg(long, env = "OURO_FALLBACK", value_enum, default_value_t = Fallback::Local)]
+    pub fallback: Fallback,
+    /// How long `--fallback wait` keeps retrying, seconds.
+    #[arg(long, env = "OURO_WAIT_SECS", default_value_t = 60)]
+    pub wait_secs: u64,
+    /// Drafting: `ouroboros` (phrase pool, adaptive controller) or `chainN` (fixed γ = N).
+    #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
+    pub draft: String,
+}
+
+impl ServeArgs {
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        Ok(match self.draft.as_str() {
+            "ouroboros" => Plan::Ouroboros,
+            s => match s.strip_prefix("chain").and_then(|g| g.parse().ok()) {
+                Some(g) if g > 0 => Plan::Chain(g),
+                _ => anyhow::bail!("--draft must be `ouroboros` or `chainN`, not `{s}`"),
+            },
+        })
+    }
+}

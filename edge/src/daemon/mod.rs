@@ -1,0 +1,48 @@
+//! `ouro-edge serve`: the edge daemon.
+//!
+//! - [`config`]: options (flags, environment, TOML);
+//! - [`cloud`]: connecting to the verifier over gRPC or QUIC, with the handshake check;
+//! - [`backend`]: the generation engine behind the local OpenAI-compatible API:
+//!   speculative with the cloud, drafter-only when the cloud is gone.
+
+pub mod backend;
+pub mod cloud;
+pub mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::local::LocalModel;
+use ouro_common::model::gguf::LoadOptions;
+
+pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
+    let local = Arc::new(LocalModel::load(&args.model, &LoadOptions::default())?);
+    let cloud = cloud::CloudConfig::from_args(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let backend = Arc::new(backend::EdgeBackend::new(local, cloud, args.fallback, args.plan()?));
+        if let Some(c) = &backend.cloud {
+            // Refuse a mismatched cloud at start-up rather than on the first request.
+            match c.connect().await {
+                Ok((_, info)) => println!("cloud: {} at {} ({})", info.model_id, c.endpoint, c.transport),
+                Err(cloud::ConnectError::Mismatch(m)) => anyhow::bail!("{m}"),
+                Err(e) => eprintln!("WARNING: cloud unreachable at start ({e}); serving with the drafter alone"),
+            }
+        }
+        let app = ouro_edge::api::router(backend, Some(prometheus));
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        // Machine-read by tests and scripts: keep its shape.
+        println!("ouro-edge listening on http://{}", listener.local_addr()?);
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,206 @@
+//! `ouro-edge serve` against a real `ouro-cloud serve`, both as processes on
+//! loopback, through the edge's OpenAI-compatible API: the text equals the
+//! cloud's own `Generate` over gRPC and QUIC, streamed or not, and survives
+//! a killed cloud, a restarted cloud and an evicted session.
+
+use ouro_common::model::gguf;
+use ouro_common::tokenizer::Tokenizer;
+use ouro_tests::cloud::{connect, generate, CloudServer, TOKEN};
+use ouro_tests::edge::{http, sse_events, EdgeServer};
+use ouro_tests::model_path;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+const PROMPT: &str = "The three primary colors are";
+const NEW: u32 = 40;
+
+fn smol() -> String {
+    model_path("smollm2-135m").display().to_string()
+}
+
+fn tokenizer() -> Tokenizer {
+    Tokenizer::from_gguf(&gguf::read_content(&model_path("smollm2-135m")).unwrap()).unwrap()
+}
+
+/// What the cloud alone writes for PROMPT, as text.
+async fn cloud_text(cloud: &CloudServer, max: u32) -> String {
+    let tok = tokenizer();
+    let info = tok.info();
+    let mut ids: Vec<u32> = if info.add_bos { info.bos.into_iter().collect() } else { vec![] };
+    ids.extend(tok.encode(PROMPT, true).unwrap());
+    let mut c = connect(cloud.addr, Some(TOKEN)).await;
+    let out = generate(&mut c, &ids, max, &info.stop_ids).await.unwrap();
+    tok.decode(&out, true).unwrap()
+}
+
+fn edge(cloud: &CloudServer, quic: bool, extra: &[&str]) -> EdgeServer {
+    let addr = if quic { cloud.quic_addr.unwrap() } else { cloud.addr }.to_string();
+    let transport = if quic { "quic" } else { "grpc" };
+    let mut args = vec!["--model", &*Box::leak(smol().into_boxed_str()), "--cloud", &*Box::leak(addr.into_boxed_str())];
+    args.extend(["--transport", transport, "--insecure-dev", "--token", TOKEN, "--draft", "chain4"]);
+    args.extend(extra);
+    EdgeServer::start(&args).expect("edge starts")
+}
+
+fn complete(e: &EdgeServer, max: u32, stream: bool) -> (u16, String, String) {
+    let body = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": max, "stream": stream});
+    http(e.addr, "POST", "/v1/completions", Some(&body))
+}
+
+fn text_of(body: &str) -> (String, Value) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (v["choices"][0]["text"].as_str().unwrap().to_string(), v["ouro"].clone())
+}
+
+fn streamed(body: &str) -> (String, Value) {
+    let events = sse_events(body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let mut text = String::new();
+    let mut ouro = Value::Null;
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        text.push_str(v["choices"][0]["text"].as_str().unwrap_or(""));
+        if !v["ouro"].is_null() {
+            ouro = v["ouro"].clone();
+        }
+    }
+    (text, ouro)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_text_equals_cloud_generate_over_grpc_and_quic() {
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--quic-listen", "127.0.0.1:0"]);
+    let want = cloud_text(&cloud, NEW).await;
+    for quic in [false, true] {
+        let e = edge(&cloud, quic, &[]);
+        let (status, head, body) = complete(&e, NEW, false);
+        assert_eq!(status, 200, "{body}");
+        let (text, ouro) = text_of(&body);
+        assert_eq!(text, want, "quic={quic}");
+        assert_eq!(ouro["mode"], "speculative", "{ouro}");
+        assert!(ouro["rounds"].as_u64().unwrap() > 0);
+        assert!(head.to_ascii_lowercase().contains("x-ouro-mode: speculative"), "{head}");
+        let (status, _, body) = complete(&e, NEW, true);
+        assert_eq!(status, 200);
+        let (text, ouro) = streamed(&body);
+        assert_eq!(text, want, "streamed, quic={quic}");
+        assert_eq!(ouro["mode"], "speculative");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers() {
+    // SmolLM2 drafts for itself, so the drafter alone writes the same greedy
+    // text: any duplicated or missing token across the switch would show.
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
+    let port = cloud.addr.port();
+    let want = cloud_text(&cloud, 160).await;
+    let e = edge(&cloud, false, &["--fallback", "local"]);
+    // Kill the cloud once the first verified text has been streamed.
+    let mut conn = std::net::TcpStream::connect(e.addr).unwrap();
+    let req = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": 160, "stream": true}).to_string();
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",
+        req.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("\"text\":\"") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before any text");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    drop(cloud);
+    conn.read_to_end(&mut raw).unwrap();
+    let body = ouro_tests::edge::body_of(&raw);
+    let (text, ouro) = streamed(&body);
+    assert_eq!(text, want, "text across the fallback");
+    assert_eq!(ouro["mode"], "local", "{ouro}");
+    assert!(ouro["rounds"].as_u64().unwrap() > 0, "no verified round before the cloud died: {ouro}");
+    let (_, head, body) = complete(&e, 8, false);
+    assert_eq!(text_of(&body).1["mode"], "local");
+    assert!(head.to_ascii_lowercase().contains("x-ouro-mode: local"), "{head}");
+
+    // The cloud comes back on the same port: the next request is verified again.
+    let port_arg = format!("127.0.0.1:{port}");
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--listen", &port_arg]);
+    let (_, _, body) = complete(&e, NEW, false);
+    let (text, ouro) = text_of(&body);
+    assert_eq!(ouro["mode"], "speculative", "{ouro}");
+    assert_eq!(text, cloud_text(&cloud, NEW).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_session_is_reopened_and_the_text_is_unchanged() {
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
+    let want = cloud_text(&cloud, 160).await;
+    let e = edge(&cloud, false, &["--fallback", "fail"]);
+    let addr = e.addr;
+    let req = std::thread::spawn(move || {
+        let body = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": 160});
+        http(addr, "POST", "/v1/completions", Some(&body))
+    });
+    // Evict every idle session until one eviction lands mid-generation.
+    let mut evicted = 0;
+    while !req.is_finished() && evicted == 0 {
+        let (_, _, b) = http(cloud.metrics_addr, "POST", "/admin/evict-idle", None);
+        evicted += b.trim().trim_start_matches("evicted ").parse::<u32>().unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _, body) = req.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (text, ouro) = text_of(&body);
+    assert_eq!(text, want);
+    assert_eq!(ouro["mode"], "speculative");
+    assert!(evicted > 0, "the generation ended before an eviction could land");
+}
+
+#[test]
+fn tokenizer_mismatch_error_names_both_hashes() {
+    let cloud = CloudServer::start(&model_path("qwen2.5-coder-0.5b"), &[]);
+    let out = std::process::Command::new(ouro_tests::cloud::bin_path("ouro-edge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--model", &smol(), "--cloud", &cloud.addr.to_string()])
+        .args(["--insecure-dev", "--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokenizer differs") && err.matches("ids").count() >= 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_cloud_certificate_is_refused() {
+    let real = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir();
+    let (cert, key, ca) = (
+        dir.join(format!("ouro-e-cert-{}", std::process::id())),
+        dir.join(format!("ouro-e-key-{}", std::process::id())),
+        dir.join(format!("ouro-e-ca-{}", std::process::id())),
+    );
+    std::fs::write(&cert, real.cert.pem()).unwrap();
+    std::fs::write(&key, real.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, other.cert.pem()).unwrap();
+    let cloud = CloudServer::start_with(
+        &model_path("smollm2-135m"),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        false,
+    );
+    for (trust, mode) in [(&ca, "local"), (&cert, "speculative")] {
+        let e = EdgeServer::start(&[
+            "--model",
+            &smol(),
+            "--cloud",
+            &format!("localhost:{}", cloud.addr.port()),
+            "--ca",
+            trust.to_str().unwrap(),
+            "--token",
+            TOKEN,
+        ])
+        .unwrap();
+        let (_, _, body) = complete(&e, 8, false);
+        assert_eq!(text_of(&body).1["mode"], mode, "trusting {}", trust.display());
+    }
+}
