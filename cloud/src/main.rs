@@ -8,7 +8,6 @@
 mod auth;
 mod batcher;
 mod config;
-mod config_file;
 mod quic;
 mod service;
 mod sessions;
@@ -65,7 +64,7 @@ fn parse() -> anyhow::Result<Cli> {
         if let Some(path) = sub.get_one::<std::path::PathBuf>("config") {
             let cmd = Cli::command();
             let serve = cmd.find_subcommand("serve").expect("serve exists");
-            let extra = config_file::extra_args(path, serve, sub)?;
+            let extra = ouro_common::config_file::extra_args(path, serve, sub)?;
             return Ok(Cli::parse_from(args.into_iter().chain(extra)));
         }
     }

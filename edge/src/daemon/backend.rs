@@ -244,9 +244,13 @@ impl Job {
                 return;
             }
         }
+        let mode = if stats.mode == "local" { "local" } else { "speculative" };
         if let Ok(mut m) = self.mode.lock() {
-            *m = if stats.mode == "local" { "local" } else { "speculative" };
+            *m = mode;
         }
+        // Operators see degraded operation without reading responses.
+        metrics::counter!("ouro_edge_generations_total", "mode" => mode).increment(1);
+        metrics::gauge!("ouro_edge_cloud_verified").set(if mode == "local" { 0.0 } else { 1.0 });
         if out.cancelled {
             return;
         }

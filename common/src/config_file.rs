@@ -8,19 +8,32 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("parsing {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{path}: unknown option `{key}`")]
+    UnknownKey { path: String, key: String },
+    #[error("{path}: `{key}` has an unsupported value {value}")]
+    Value { path: String, key: String, value: String },
+}
+
 /// Flags for the keys of `path` that `matches` did not already set.
-pub fn extra_args(path: &Path, cmd: &Command, matches: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+pub fn extra_args(path: &Path, cmd: &Command, matches: &ArgMatches) -> Result<Vec<OsString>, ConfigFileError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: p.clone(), source })?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse { path: p.clone(), source })?;
     let mut out = Vec::new();
     for (key, value) in table {
         let id = key.replace('-', "_");
         if !cmd.get_arguments().any(|a| a.get_id() == id.as_str()) || id == "config" {
-            bail!("{}: unknown option `{key}`", path.display());
+            return Err(ConfigFileError::UnknownKey { path: p, key });
         }
         if matches!(matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
             continue;
@@ -42,7 +55,7 @@ pub fn extra_args(path: &Path, cmd: &Command, matches: &ArgMatches) -> anyhow::R
                     .collect();
                 out.push(format!("{flag}={}", parts.join(",")).into());
             }
-            other => bail!("{}: `{key}` has an unsupported value {other}", path.display()),
+            other => return Err(ConfigFileError::Value { path: p, key, value: other.to_string() }),
         }
     }
     Ok(out)
