@@ -57,6 +57,9 @@ pub struct CloudArgs {
     /// Cores the clients may use.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     edge_cores: Vec<usize>,
+    /// Pass `--requantize` to the cloud (k-quant weights as Q8_0).
+    #[arg(long)]
+    requantize: bool,
     /// How long the cloud waits for sessions to share a pass, ms.
     #[arg(long, default_value_t = 5.0)]
     batch_window_ms: f64,
@@ -128,6 +131,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
     cmd.args(["--threads", &args.cloud_cores.len().to_string(), "serve", "--insecure-dev"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens", TOKEN])
         .args(["--max-sessions", "64", "--batch-window-ms", &args.batch_window_ms.to_string()])
+        .args(args.requantize.then_some("--requantize"))
         .arg("--model")
         .arg(&model)
         .stderr(std::process::Stdio::null());
@@ -139,11 +143,13 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         anyhow::Ok(c.info(v1::InfoRequest {}).await?.into_inner())
     })?;
     println!(
-        "cloud: {} pinned to cores {:?} · clients on cores {:?} · {} prompts × {} tokens · replayed drafts γ={} p={}",
+        "cloud: {}{} pinned to cores {:?} · clients on cores {:?} · {} prompts (≤ {} tokens) × {} new tokens · replayed drafts γ={} p={}",
         info.model_id,
+        if args.requantize { " (k-quants as Q8_0)" } else { "" },
         args.cloud_cores,
         args.edge_cores,
         prompts.len(),
+        args.max_prompt_tokens,
         args.max_tokens,
         args.gamma,
         args.accept

@@ -88,6 +88,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_MAX_DRAFT_TOP_K", default_value_t = 64)]
     pub max_draft_top_k: usize,
 
+    /// Re-encode the model's k-quant weights (Q4_K, Q6_K...) as Q8_0 at load: more
+    /// memory, but multi-token verify passes and batches get far cheaper (ouro's
+    /// Q8_0 kernel shares weight loads; the k-quant one is compute-bound).
+    #[arg(long, env = "OURO_REQUANTIZE")]
+    pub requantize: bool,
+
     /// Context length to serve (defaults to the model's, capped at 8192).
     #[arg(long, env = "OURO_MAX_CONTEXT")]
     pub max_context: Option<usize>,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::{registry, CausalLm, LogitsRows, Transformer};
 use ouro_common::tokenizer::Tokenizer;
@@ -56,30 +56,15 @@ enum Command {
     Serve(Box<ServeArgs>),
 }
 
-/// Parses flags and environment, then fills the rest from `--config`.
-fn parse() -> anyhow::Result<Cli> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let matches = Cli::command().get_matches_from(&args);
-    if let Some(("serve", sub)) = matches.subcommand() {
-        if let Some(path) = sub.get_one::<std::path::PathBuf>("config") {
-            let cmd = Cli::command();
-            let serve = cmd.find_subcommand("serve").expect("serve exists");
-            let extra = ouro_common::config_file::extra_args(path, serve, sub)?;
-            return Ok(Cli::parse_from(args.into_iter().chain(extra)));
-        }
-    }
-    Ok(Cli::from_arg_matches(&matches)?)
-}
-
 struct Loaded {
     model: Transformer,
     tokenizer: Tokenizer,
     name: String,
 }
 
-fn load(name: &str, max_context: Option<usize>) -> anyhow::Result<Loaded> {
+fn load(name: &str, max_context: Option<usize>, requantize: bool) -> anyhow::Result<Loaded> {
     let path = registry::resolve(name)?;
-    let mut opts = LoadOptions::default();
+    let mut opts = LoadOptions { requantize_kquants: requantize, ..LoadOptions::default() };
     if max_context.is_some() {
         opts.max_context = max_context;
     }
@@ -171,7 +156,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let limits = TreeLimits { max_nodes: args.max_tree_nodes, max_depth: args.max_tree_depth };
     let t = Instant::now();
-    let loaded = load(&args.model, args.max_context)?;
+    let loaded = load(&args.model, args.max_context, args.requantize)?;
     tracing::info!("loaded {} in {:.1}s", args.model, t.elapsed().as_secs_f64());
     let cost = measure_cost(&loaded.model, &args.cost_probe)?;
     tracing::info!("verify cost c(k) ms: {:?}", cost.iter().map(|c| (c.tokens, c.ms)).collect::<Vec<_>>());
@@ -279,7 +264,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = parse()?;
+    let cli: Cli = ouro_common::config_file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
         // Read by rayon's global pool when it starts; nothing has started yet.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -291,7 +276,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Info { model } => {
-            let loaded = load(&model, None)?;
+            let loaded = load(&model, None, false)?;
             let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
             let info = model_info(&loaded, &limits, 64, Vec::new());
             let json = serde_json::json!({

@@ -92,6 +92,21 @@ async fn finish(mut send: SendStream, status: Status) {
     let _ = send.stopped().await;
 }
 
+/// Sends a handler's responses as frames, then its final status.
+async fn forward<T>(mut rx: mpsc::Receiver<Result<T, Status>>, mut send: SendStream, wrap: fn(T) -> quic_reply::Msg) {
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ok(r) => {
+                if !reply(&mut send, wrap(r)).await {
+                    return;
+                }
+            }
+            Err(st) => return finish(send, st).await,
+        }
+    }
+    finish(send, Status::ok("")).await;
+}
+
 async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, tokens: TokenSet) {
     let first = match frame::read::<QuicCall, _>(&mut recv).await {
         Ok(Some(c)) => c,
@@ -108,19 +123,9 @@ async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, t
             finish(send, Status::ok("")).await;
         }
         Some(quic_call::Call::Generate(req)) => {
-            let (tx, mut rx) = mpsc::channel(16);
+            let (tx, rx) = mpsc::channel(16);
             tokio::spawn(run_generate(shared, req, tx));
-            while let Some(item) = rx.recv().await {
-                match item {
-                    Ok(r) => {
-                        if !reply(&mut send, quic_reply::Msg::Generate(r)).await {
-                            return;
-                        }
-                    }
-                    Err(st) => return finish(send, st).await,
-                }
-            }
-            finish(send, Status::ok("")).await;
+            forward(rx, send, quic_reply::Msg::Generate).await;
         }
         Some(quic_call::Call::Session(_)) => {
             // Frames in become a request stream; a frame that does not decode
@@ -139,19 +144,9 @@ async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, t
                     }
                 }
             });
-            let (tx, mut rx) = mpsc::channel(4);
+            let (tx, rx) = mpsc::channel(4);
             tokio::spawn(run_session(shared, owner, tokio_stream::wrappers::ReceiverStream::new(in_rx), tx));
-            while let Some(item) = rx.recv().await {
-                match item {
-                    Ok(r) => {
-                        if !reply(&mut send, quic_reply::Msg::Session(r)).await {
-                            return;
-                        }
-                    }
-                    Err(st) => return finish(send, st).await,
-                }
-            }
-            finish(send, Status::ok("")).await;
+            forward(rx, send, quic_reply::Msg::Session).await;
         }
         None => finish(send, Status::invalid_argument("a QuicCall without a call")).await,
     }

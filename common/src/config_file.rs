@@ -23,6 +23,23 @@ pub enum ConfigFileError {
     Value { path: String, key: String, value: String },
 }
 
+/// Parses the process's arguments into `C`, then, for a subcommand in
+/// `with_file` given `--config FILE`, re-parses with the file's options
+/// appended beneath the flags and environment variables.
+pub fn parse<C: clap::Parser>(with_file: &[&str]) -> Result<C, ConfigFileError> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let matches = C::command().get_matches_from(&args);
+    if let Some((name, sub)) = matches.subcommand() {
+        if let (true, Some(path)) = (with_file.contains(&name), sub.get_one::<std::path::PathBuf>("config")) {
+            let cmd = C::command();
+            let sub_cmd = cmd.find_subcommand(name).expect("clap matched this subcommand");
+            let extra = extra_args(path, sub_cmd, sub)?;
+            return Ok(C::parse_from(args.into_iter().chain(extra)));
+        }
+    }
+    Ok(C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
 /// Flags for the keys of `path` that `matches` did not already set.
 pub fn extra_args(path: &Path, cmd: &Command, matches: &ArgMatches) -> Result<Vec<OsString>, ConfigFileError> {
     let p = path.display().to_string();

@@ -33,28 +33,12 @@ enum Command {
     Models,
 }
 
-/// Parses flags and environment, then fills the rest of `serve` from `--config`.
-fn parse() -> anyhow::Result<Cli> {
-    use clap::{CommandFactory, FromArgMatches};
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let matches = Cli::command().get_matches_from(&args);
-    if let Some(("serve", sub)) = matches.subcommand() {
-        if let Some(path) = sub.get_one::<std::path::PathBuf>("config") {
-            let cmd = Cli::command();
-            let serve = cmd.find_subcommand("serve").expect("serve exists");
-            let extra = ouro_common::config_file::extra_args(path, serve, sub)?;
-            return Ok(Cli::parse_from(args.into_iter().chain(extra)));
-        }
-    }
-    Ok(Cli::from_arg_matches(&matches)?)
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = parse()?;
+    let cli: Cli = ouro_common::config_file::parse(&["serve"])?;
     local::set_threads(cli.threads);
     match cli.command {
         Command::Serve(args) => daemon::run(*args),

@@ -220,7 +220,8 @@ fn logits(model: &Transformer, prompt: &[u32]) -> Vec<f32> {
 fn minicpm_reproduces_llama_from_gguf_and_safetensors() {
     let s = source();
     let prompt: Vec<u32> = reference_prompts("smollm2-135m")[3].1.iter().take(48).copied().collect();
-    let opts = LoadOptions { requantize_legacy: false, dequantize: false, max_context: Some(2048) };
+    let opts =
+        LoadOptions { requantize_legacy: false, dequantize: false, max_context: Some(2048), ..LoadOptions::default() };
 
     let (llama, _) = gguf::load(&llama_f32_gguf(&s), &opts).unwrap();
     let reference = logits(&llama, &prompt);

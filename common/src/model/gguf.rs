@@ -19,6 +19,12 @@ pub struct LoadOptions {
     /// x86 kernels for those legacy formats are far slower than its Q8_0 one,
     /// so the larger weights pay for themselves (see docs/BENCHMARKS.md).
     pub requantize_legacy: bool,
+    /// Re-encode the k-quants (Q2_K–Q6_K) as Q8_0 too. The only k-quant
+    /// kernel that is batch-invariant (candle's generic one) is compute-bound:
+    /// verifying k tokens costs nearly k decode steps and batching sessions
+    /// saves nothing. ouro's Q8_0 kernel shares each weight load across rows,
+    /// so a cloud verifier trades memory for much cheaper multi-token passes.
+    pub requantize_kquants: bool,
     /// Dequantize every weight to f32 (a high-precision copy of a quantized
     /// file: slower, but numerically distinct from the file's own kernels).
     pub dequantize: bool,
@@ -29,7 +35,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { requantize_legacy: true, dequantize: false, max_context: Some(8192) }
+        Self { requantize_legacy: true, requantize_kquants: false, dequantize: false, max_context: Some(8192) }
     }
 }
 
@@ -87,7 +93,9 @@ impl Reader<'_> {
             return Ok(QTensor::quantize(&dense, GgmlDType::F32)?);
         }
         let legacy = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
-        if legacy && self.opts.requantize_legacy {
+        let kquant =
+            matches!(t.dtype(), GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K);
+        if (legacy && self.opts.requantize_legacy) || (kquant && self.opts.requantize_kquants) {
             let dense = t.dequantize(&Device::Cpu)?;
             return Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?);
         }

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ouro_common::controller::{Controller, DraftPolicy, FixedPolicy, RoundFeedback};
+use ouro_common::controller::{Controller, CostCurve, DraftPolicy, FixedPolicy, RoundFeedback};
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::{Drafter, DrafterConfig};
 use ouro_common::model::CausalLm;
@@ -95,9 +95,19 @@ pub async fn speculate_into(
     let cfg = DrafterConfig { use_pool: matches!(req.plan, Plan::Ouroboros), ..DrafterConfig::default() };
     let mut drafter =
         Drafter::open(drafter_model, req.prompt, req.sampling, std::mem::take(pool), cfg, req.stop_ids.to_vec())?;
-    let mut policy: Box<dyn DraftPolicy + Send> = match req.plan {
-        Plan::Chain(g) => Box::new(FixedPolicy(g)),
-        Plan::Ouroboros => Box::new(Controller::default()),
+    // Greedy runs plan with the cloud's own cost curve from the start, and
+    // measured rounds refine it. Sampled runs keep the default curve: which
+    // sample a seed yields depends on the tree shape, so their plans must not
+    // depend on anything measured.
+    let curve = if req.sampling.is_greedy() {
+        CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
+    } else {
+        None
+    };
+    let mut policy: Box<dyn DraftPolicy + Send> = match (req.plan, curve) {
+        (Plan::Chain(g), _) => Box::new(FixedPolicy(g)),
+        (Plan::Ouroboros, Some(curve)) => Box::new(Controller::default().with_cost_curve(curve)),
+        (Plan::Ouroboros, None) => Box::new(Controller::default()),
     };
     let sampled = !req.sampling.is_greedy();
     let mut committed = opened.committed_len as usize;
