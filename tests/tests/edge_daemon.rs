@@ -37,7 +37,10 @@ fn edge(cloud: &CloudServer, quic: bool, extra: &[&str]) -> EdgeServer {
     let addr = if quic { cloud.quic_addr.unwrap() } else { cloud.addr }.to_string();
     let transport = if quic { "quic" } else { "grpc" };
     let mut args = vec!["--model", &*Box::leak(smol().into_boxed_str()), "--cloud", &*Box::leak(addr.into_boxed_str())];
-    args.extend(["--transport", transport, "--insecure-dev", "--token", TOKEN, "--draft", "chain4"]);
+    args.extend(["--transport", transport, "--insecure-dev", "--token", TOKEN]);
+    if !extra.contains(&"--draft") {
+        args.extend(["--draft", "chain4"]);
+    }
     args.extend(extra);
     EdgeServer::start(&args).expect("edge starts")
 }
@@ -71,8 +74,10 @@ fn streamed(body: &str) -> (String, Value) {
 async fn api_text_equals_cloud_generate_over_grpc_and_quic() {
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--quic-listen", "127.0.0.1:0"]);
     let want = cloud_text(&cloud, NEW).await;
+    let pool = std::env::temp_dir().join(format!("ouro-pool-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&pool);
     for quic in [false, true] {
-        let e = edge(&cloud, quic, &[]);
+        let e = edge(&cloud, quic, &["--draft", "ouroboros", "--pool-file", pool.to_str().unwrap()]);
         let (status, head, body) = complete(&e, NEW, false);
         assert_eq!(status, 200, "{body}");
         let (text, ouro) = text_of(&body);
@@ -86,6 +91,9 @@ async fn api_text_equals_cloud_generate_over_grpc_and_quic() {
         assert_eq!(text, want, "streamed, quic={quic}");
         assert_eq!(ouro["mode"], "speculative");
     }
+    // The phrase pool was saved for the next start (and loaded by the second edge).
+    assert!(ouro_common::draft::PhrasePool::load(&pool).is_ok(), "no pool at {}", pool.display());
+    let _ = std::fs::remove_file(&pool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

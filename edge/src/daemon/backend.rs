@@ -30,10 +30,17 @@ pub struct EdgeBackend {
     mode: Arc<Mutex<&'static str>>,
     /// Ouroboros' phrase pool, warm across this device's requests.
     pool: Arc<Mutex<PhrasePool>>,
+    pool_file: Option<Arc<std::path::PathBuf>>,
 }
 
 impl EdgeBackend {
-    pub fn new(local: Arc<LocalModel>, cloud: Option<CloudConfig>, fallback: Fallback, plan: Plan) -> Self {
+    pub fn new(
+        local: Arc<LocalModel>,
+        cloud: Option<CloudConfig>,
+        fallback: Fallback,
+        plan: Plan,
+        pool_file: Option<std::path::PathBuf>,
+    ) -> Self {
         let info = local.tokenizer.info();
         let cloud = cloud.map(|mut c| {
             c.expect = Some((info.identity.clone(), local.model.config().vocab_size as u32));
@@ -46,8 +53,20 @@ impl EdgeBackend {
             fallback,
             plan,
             mode: Arc::new(Mutex::new(mode)),
-            pool: Arc::new(Mutex::new(PhrasePool::default())),
+            pool: Arc::new(Mutex::new(load_pool(pool_file.as_deref()))),
+            pool_file: pool_file.map(Arc::new),
         }
+    }
+}
+
+/// A saved pool, or an empty one (a missing or unreadable file only costs warmth).
+fn load_pool(path: Option<&std::path::Path>) -> PhrasePool {
+    match path {
+        Some(p) if p.exists() => PhrasePool::load(p).unwrap_or_else(|e| {
+            tracing::warn!("ignoring phrase pool {}: {e}", p.display());
+            PhrasePool::default()
+        }),
+        _ => PhrasePool::default(),
     }
 }
 
@@ -91,6 +110,7 @@ impl Backend for EdgeBackend {
             plan: self.plan,
             mode: self.mode.clone(),
             pool: self.pool.clone(),
+            pool_file: self.pool_file.clone(),
         };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -112,6 +132,7 @@ struct Job {
     plan: Plan,
     mode: Arc<Mutex<&'static str>>,
     pool: Arc<Mutex<PhrasePool>>,
+    pool_file: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Turns committed tokens into text events, and knows when to stop.
@@ -189,6 +210,11 @@ impl Job {
                             speculate_into(&mut q, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
                         }
                     };
+                    if let Some(path) = &self.pool_file {
+                        if let Err(e) = pool.save(path.as_path()) {
+                            tracing::warn!("saving the phrase pool to {}: {e}", path.display());
+                        }
+                    }
                     *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
                     if run.rounds > 0 {
                         stats.cloud_rtt_ms = Some(run.wait_secs * 1e3 / run.rounds as f64);

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// How long `--fallback wait` keeps retrying, seconds.
     #[arg(long, env = "OURO_WAIT_SECS", default_value_t = 60)]
     pub wait_secs: u64,
+    /// Ouroboros' phrase pool on disk: loaded at start if present, saved after
+    /// each request, so a device's phrases survive restarts (warm start).
+    #[arg(long, env = "OURO_POOL_FILE")]
+    pub pool_file: Option<PathBuf>,
     /// Drafting: `ouroboros` (phrase pool, adaptive controller) or `chainN` (fixed γ = N).
     #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
     pub draft: String,
