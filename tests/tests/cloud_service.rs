@@ -68,7 +68,7 @@ async fn speculation_over_the_wire_equals_generate() {
     for prompt in prompts().iter().take(4) {
         let reference = generate(&mut c, prompt, NEW as u32, &STOP).await.expect("generate");
         assert_eq!(reference, expected(prompt), "Generate differs from in-process greedy");
-        for plan in [Plan::Chain(4), Plan::Ouroboros] {
+        for plan in [Plan::Chain(4), Plan::Ouroboros, Plan::OuroborosCompute] {
             let run = speculate(&mut c, &*m, &h, prompt, NEW, &STOP, plan).await.expect("session");
             assert_eq!(run.tokens, reference, "{plan:?}");
             assert!(run.rounds < run.tokens.len() || run.tokens.len() <= 1, "{plan:?}: no speculation happened");

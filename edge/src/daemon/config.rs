@@ -77,11 +77,22 @@ pub struct ServeArgs {
     /// Drafting: `ouroboros` (phrase pool, adaptive controller) or `chainN` (fixed γ = N).
     #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
     pub draft: String,
+    /// What the adaptive controller maximises: committed tokens per second
+    /// (`latency`) or per unit of verifier compute (`compute`).
+    #[arg(long, env = "OURO_OBJECTIVE", value_enum, default_value_t = ObjectiveArg::Latency)]
+    pub objective: ObjectiveArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveArg {
+    Latency,
+    Compute,
 }
 
 impl ServeArgs {
     pub fn plan(&self) -> anyhow::Result<Plan> {
         Ok(match self.draft.as_str() {
+            "ouroboros" if self.objective == ObjectiveArg::Compute => Plan::OuroborosCompute,
             "ouroboros" => Plan::Ouroboros,
             s => match s.strip_prefix("chain").and_then(|g| g.parse().ok()) {
                 Some(g) if g > 0 => Plan::Chain(g),

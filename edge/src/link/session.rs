@@ -4,7 +4,9 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use ouro_common::controller::{Controller, CostCurve, DraftPolicy, FixedPolicy, RoundFeedback};
+use ouro_common::controller::{
+    Controller, ControllerConfig, CostCurve, DraftPolicy, FixedPolicy, Objective, RoundFeedback,
+};
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::{Drafter, DrafterConfig};
 use ouro_common::model::CausalLm;
@@ -20,7 +22,11 @@ use super::transport::Transport;
 #[derive(Debug, Clone, Copy)]
 pub enum Plan {
     Chain(usize),
+    /// Phrase pool and the adaptive controller, maximising `Objective`.
     Ouroboros,
+    /// Ouroboros, maximising tokens per unit of verifier compute instead of
+    /// tokens per second.
+    OuroborosCompute,
 }
 
 /// What a speculative generation produced.
@@ -92,7 +98,7 @@ pub async fn speculate_into(
     };
     let (mut s, opened) = client.open_session(open).await?;
     let limits = TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize };
-    let cfg = DrafterConfig { use_pool: matches!(req.plan, Plan::Ouroboros), ..DrafterConfig::default() };
+    let cfg = DrafterConfig { use_pool: !matches!(req.plan, Plan::Chain(_)), ..DrafterConfig::default() };
     let mut drafter =
         Drafter::open(drafter_model, req.prompt, req.sampling, std::mem::take(pool), cfg, req.stop_ids.to_vec())?;
     // Greedy runs plan with the cloud's own cost curve from the start, and
@@ -104,10 +110,18 @@ pub async fn speculate_into(
     } else {
         None
     };
+    let objective = match req.plan {
+        Plan::OuroborosCompute => Objective::VerifierCompute,
+        _ => Objective::Latency,
+    };
+    let controller = || {
+        Controller::new(ControllerConfig { objective, ..ControllerConfig::default() })
+            .expect("the default controller configuration is valid")
+    };
     let mut policy: Box<dyn DraftPolicy + Send> = match (req.plan, curve) {
         (Plan::Chain(g), _) => Box::new(FixedPolicy(g)),
-        (Plan::Ouroboros, Some(curve)) => Box::new(Controller::default().with_cost_curve(curve)),
-        (Plan::Ouroboros, None) => Box::new(Controller::default()),
+        (_, Some(curve)) => Box::new(controller().with_cost_curve(curve)),
+        (_, None) => Box::new(controller()),
     };
     let sampled = !req.sampling.is_greedy();
     let mut committed = opened.committed_len as usize;
