@@ -46,65 +46,43 @@ struct Chunks {
 
 impl Chunks {
     fn text(&self, text: String) -> Event {
-        let r = &self.reply;
-        match r.endpoint {
-            Endpoint::Chat => json_event(&ChatChunk {
-                id: &r.id,
-                object: "chat.completion.chunk",
-                created: r.created,
-                model: &r.model,
-                choices: [ChunkChoice {
-                    index: 0,
-                    delta: Delta { role: None, content: Some(text) },
-                    logprobs: None,
-                    finish_reason: None,
-                }],
-                usage: None,
-                ouro: None,
-            }),
+        match self.reply.endpoint {
+            Endpoint::Chat => json_event(&self.chat_chunk(Delta { role: None, content: Some(text) }, None, None)),
             Endpoint::Completion => json_event(&self.text_completion(text, None, None)),
         }
     }
 
     fn role(&self) -> Event {
+        json_event(&self.chat_chunk(Delta { role: Some("assistant"), content: Some(String::new()) }, None, None))
+    }
+
+    fn last(&self, finish: &Finish) -> Event {
+        let usage = Usage::new(self.reply.prompt_tokens, finish.completion_tokens);
+        match self.reply.endpoint {
+            Endpoint::Chat => {
+                json_event(&self.chat_chunk(Delta::default(), Some(finish), Some((usage, &finish.stats))))
+            }
+            Endpoint::Completion => {
+                json_event(&self.text_completion(String::new(), Some(finish), Some((usage, &finish.stats))))
+            }
+        }
+    }
+
+    fn chat_chunk<'a>(
+        &'a self,
+        delta: Delta,
+        finish: Option<&Finish>,
+        end: Option<(Usage, &'a OuroStats)>,
+    ) -> ChatChunk<'a> {
         let r = &self.reply;
-        json_event(&ChatChunk {
+        ChatChunk {
             id: &r.id,
             object: "chat.completion.chunk",
             created: r.created,
             model: &r.model,
-            choices: [ChunkChoice {
-                index: 0,
-                delta: Delta { role: Some("assistant"), content: Some(String::new()) },
-                logprobs: None,
-                finish_reason: None,
-            }],
-            usage: None,
-            ouro: None,
-        })
-    }
-
-    fn last(&self, finish: &Finish) -> Event {
-        let r = &self.reply;
-        let usage = Usage::new(r.prompt_tokens, finish.completion_tokens);
-        match r.endpoint {
-            Endpoint::Chat => json_event(&ChatChunk {
-                id: &r.id,
-                object: "chat.completion.chunk",
-                created: r.created,
-                model: &r.model,
-                choices: [ChunkChoice {
-                    index: 0,
-                    delta: Delta::default(),
-                    logprobs: None,
-                    finish_reason: Some(finish.finish_reason),
-                }],
-                usage: Some(usage),
-                ouro: Some(&finish.stats),
-            }),
-            Endpoint::Completion => {
-                json_event(&self.text_completion(String::new(), Some(finish), Some((usage, &finish.stats))))
-            }
+            choices: [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish.map(|f| f.finish_reason) }],
+            usage: end.map(|(u, _)| u),
+            ouro: end.map(|(_, s)| s),
         }
     }
 
