@@ -38,6 +38,9 @@ pub struct BenchSpecArgs {
     /// New tokens per prompt.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
+    /// Only these categories (default: all six).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Vec<String>,
     /// Modes to compare with target-only: chainN (fixed γ = N), heuristic, ouroboros.
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
@@ -90,6 +93,9 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let q: serde_json::Value = serde_json::from_str(line)?;
         let cat = category(q["category"].as_str().unwrap_or("")).to_string();
+        if !args.categories.is_empty() && !args.categories.contains(&cat) {
+            continue;
+        }
         let bucket = per_cat.entry(cat).or_default();
         if bucket.len() < args.per_category {
             let turn = q["turns"][0].as_str().context("a question without a first turn")?;
