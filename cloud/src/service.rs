@@ -307,7 +307,7 @@ where
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
                 let t = Instant::now();
-                let done = match verify(shared, verifier, tree.clone(), dists).await {
+                let done = match verify(shared, verifier, tree, dists).await {
                     Ok(d) => d,
                     Err((Some(verifier), status)) => {
                         shared.sessions.checkin(&id, verifier, last_round);

@@ -13,7 +13,7 @@ use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
 use ouro_edge::api::{ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
-use ouro_edge::link::{speculate_into, Plan, SpecRequest, SpecRun};
+use ouro_edge::link::{speculate_into, LinkError, Plan, SpecRequest, SpecRun};
 use tokio::sync::mpsc;
 use tonic::Code;
 
@@ -183,6 +183,7 @@ impl Job {
         let mut local_only = self.cloud.is_none();
         let mut attempt = 0u32;
         let started = Instant::now();
+        let stop_ids = out.stop_ids.clone();
         // Speculate until done; on a lost session re-open from the committed
         // tokens; on a lost cloud follow the fallback policy.
         while !local_only && !out.cancelled && !out.stopped() && out.tokens.len() < req.max_tokens {
@@ -195,13 +196,12 @@ impl Job {
                         tokenizer_hash: &info.tokenizer_hash,
                         prompt: &committed,
                         max_new: req.max_tokens - out.tokens.len(),
-                        stop_ids: &out.stop_ids.clone(),
+                        stop_ids: &stop_ids,
                         plan: self.plan,
                         sampling,
                     };
                     let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
                     let model: &dyn CausalLm = &self.local.model;
-                    let t = Instant::now();
                     let r = match conn {
                         Conn::Grpc(mut c) => {
                             speculate_into(&mut c, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
@@ -219,21 +219,21 @@ impl Job {
                     if run.rounds > 0 {
                         stats.cloud_rtt_ms = Some(run.wait_secs * 1e3 / run.rounds as f64);
                     }
-                    let _ = t;
                     match r {
                         Ok(()) => break,
-                        Err(e) => e.to_string(),
+                        Err(e) => ConnectError::Link(e),
                     }
                 }
                 Err(ConnectError::Mismatch(m)) => {
                     let _ = tx.try_send(GenEvent::Error(m));
                     return;
                 }
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
             tracing::warn!("cloud link: {err}");
             // An evicted or expired session is re-opened at once.
-            if err.contains(&format!("{:?}", Code::NotFound)) || err.contains("evicted") {
+            let lost_session = matches!(&err, ConnectError::Link(LinkError::Status(s)) if s.code() == Code::NotFound);
+            if lost_session {
                 attempt += 1;
                 if attempt < 4 {
                     continue;
