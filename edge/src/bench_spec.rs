@@ -35,6 +35,9 @@ pub struct BenchSpecArgs {
     /// Prompts per category (MT-bench's eight sub-categories count as one).
     #[arg(long, default_value_t = 5)]
     pub per_category: usize,
+    /// Skip the first N prompts of each category (to resume an interrupted run).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
     /// New tokens per prompt.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
@@ -90,10 +93,16 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&args.questions).with_context(|| format!("reading {}", args.questions.display()))?;
     let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
+    let mut seen_per_cat: BTreeMap<String, usize> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let q: serde_json::Value = serde_json::from_str(line)?;
         let cat = category(q["category"].as_str().unwrap_or("")).to_string();
         if !args.categories.is_empty() && !args.categories.contains(&cat) {
+            continue;
+        }
+        let seen = seen_per_cat.entry(cat.clone()).or_insert(0usize);
+        *seen += 1;
+        if *seen <= args.skip {
             continue;
         }
         let bucket = per_cat.entry(cat).or_default();
@@ -128,6 +137,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     // process on this shared machine lands on all of them alike.
     for (cat, prompts) in &per_cat {
         for (i, p) in prompts.iter().enumerate() {
+            let i = i + args.skip;
             let mut reference = Vec::new();
             let t = Instant::now();
             let stats = generate(&target.model, p, &cfg, |tok| {

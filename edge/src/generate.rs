@@ -1,4 +1,6 @@
-//! `ouro-edge generate`: one prompt, one local model, streamed to stdout.
+//! `ouro-edge generate`: one prompt, streamed to stdout: verified by the
+//! cloud when `--cloud` is given (the daemon's engine, without the HTTP
+//! server), else from the local model alone.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -9,7 +11,11 @@ use ouro_common::model::gguf::LoadOptions;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
 
+use crate::daemon::backend::EdgeBackend;
+use crate::daemon::cloud::CloudConfig;
+use crate::daemon::config::LinkArgs;
 use crate::local::{threads, LocalModel};
+use ouro_edge::api::{Backend, GenEvent, GenRequest};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -42,6 +48,8 @@ pub struct GenerateArgs {
     /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
     #[arg(long)]
     pub no_requantize: bool,
+    #[command(flatten)]
+    pub link: LinkArgs,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -50,6 +58,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let lm = LocalModel::load(&args.model, &opts)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let prompt = lm.prompt_ids(&args.prompt, args.system.as_deref(), args.raw)?;
+    if args.link.cloud.is_some() {
+        return run_with_cloud(&args, lm, prompt);
+    }
     let cfg = GenerateConfig {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams {
@@ -97,4 +108,54 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         threads(),
     );
     Ok(())
+}
+
+/// The daemon's engine for one request: speculative through the cloud, with
+/// the same fallback policy, reported on stderr as the API reports it.
+fn run_with_cloud(args: &GenerateArgs, lm: LocalModel, prompt: Vec<u32>) -> anyhow::Result<()> {
+    anyhow::ensure!(args.top_k.is_none(), "--top-k is not supported with --cloud (the API takes top_p only)");
+    let max_context = ouro_common::model::CausalLm::config(&lm.model).max_context;
+    anyhow::ensure!(
+        prompt.len() + args.max_tokens <= max_context,
+        "{} prompt tokens + --max-tokens {} exceed the context of {max_context}",
+        prompt.len(),
+        args.max_tokens
+    );
+    let cloud = CloudConfig::from_args(&args.link)?;
+    let name = lm.name.clone();
+    let backend = EdgeBackend::new(std::sync::Arc::new(lm), cloud, args.link.backend_options()?);
+    let (prompt_tokens, t0) = (prompt.len(), std::time::Instant::now());
+    let mut rx = backend.generate(GenRequest {
+        prompt,
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: Some(args.seed),
+    });
+    let mut out = std::io::stdout().lock();
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            GenEvent::Text { text, .. } => {
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            GenEvent::Stats(_) => {}
+            GenEvent::Error(e) => anyhow::bail!("{e}"),
+            GenEvent::Done { finish_reason, completion_tokens, stats } => {
+                writeln!(out)?;
+                let secs = t0.elapsed().as_secs_f64();
+                eprintln!(
+                    "[{name} + cloud: mode {}, {prompt_tokens} prompt tokens, {completion_tokens} generated ({finish_reason:?}) in {secs:.2}s ({:.1} tok/s); {} rounds, {:.2} accepted/round, cloud RTT {}, {} local tokens]",
+                    stats.mode,
+                    completion_tokens as f64 / secs.max(1e-9),
+                    stats.rounds,
+                    stats.mean_accepted,
+                    stats.cloud_rtt_ms.map_or("n/a".into(), |ms| format!("{ms:.1} ms")),
+                    stats.local_tokens,
+                );
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the engine stopped without finishing")
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ouro_bench::process::CloudProcess;
 
-pub use ouro_edge::link::{generate, speculate, Client, Plan, QuicLink, SessionStream, SpecRun, Trust};
+pub use ouro_edge::link::{
+    generate, speculate, speculate_into, Client, Plan, QuicLink, SessionStream, SpecRequest, SpecRun, Trust,
+};
 
 /// The token every test server accepts; [`OTHER_TOKEN`] is a second client.
 pub const TOKEN: &str = "test-token-alpha";

@@ -66,6 +66,19 @@ pub fn smollm2() -> Arc<Transformer> {
         .clone()
 }
 
+/// SmolLM2-135M dequantized to f32: a drafter numerically distinct from the
+/// file the cloud serves, so that some drafts (and draft-ahead bets) fail.
+pub fn smollm2_f32() -> Arc<Transformer> {
+    static MODEL: OnceLock<Arc<Transformer>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let opts = LoadOptions { dequantize: true, ..LoadOptions::default() };
+            let (m, _) = gguf::load(&model_path("smollm2-135m"), &opts).expect("load smollm2");
+            Arc::new(m)
+        })
+        .clone()
+}
+
 /// Prompt token ids of the shared reference set (ChatML-wrapped Spec-Bench questions).
 pub fn reference_prompts(model: &str) -> Vec<(String, Vec<u32>, Vec<u32>)> {
     let path = shared_data().join(format!("reference/greedy_{model}.jsonl"));

@@ -5,9 +5,10 @@
 
 use ouro_proto::v1::{self, session_request};
 use ouro_tests::cloud::{
-    self, connect, generate, speculate, CloudServer, Plan, QuicLink, SessionStream, Trust, OTHER_TOKEN, TOKEN,
+    self, connect, generate, speculate, speculate_into, CloudServer, Plan, QuicLink, SessionStream, SpecRequest,
+    SpecRun, Trust, OTHER_TOKEN, TOKEN,
 };
-use ouro_tests::{greedy, model_path, reference_prompts, smollm2};
+use ouro_tests::{greedy, model_path, reference_prompts, smollm2, smollm2_f32};
 use tonic::Code;
 
 /// SmolLM2's stop tokens (<|endoftext|>, <|im_end|>, <|im_sep|>... as its tokenizer reports).
@@ -63,8 +64,10 @@ async fn speculation_over_the_wire_equals_generate() {
     let srv = server(&[]);
     let mut c = connect(srv.addr, Some(TOKEN)).await;
     let h = hash(&mut c).await;
-    let m = smollm2();
+    // A drafter that differs from the verifier, so rounds and bets also fail.
+    let m = smollm2_f32();
     let (mut bytes, mut tokens) = (0, 0);
+    let (mut ahead_drafted, mut ahead_used) = (0, 0);
     for prompt in prompts().iter().take(4) {
         let reference = generate(&mut c, prompt, NEW as u32, &STOP).await.expect("generate");
         assert_eq!(reference, expected(prompt), "Generate differs from in-process greedy");
@@ -74,8 +77,30 @@ async fn speculation_over_the_wire_equals_generate() {
             assert!(run.rounds < run.tokens.len() || run.tokens.len() <= 1, "{plan:?}: no speculation happened");
             bytes += run.bytes_in + run.bytes_out;
             tokens += run.tokens.len();
+            (ahead_drafted, ahead_used) = (ahead_drafted + run.ahead_drafted, ahead_used + run.ahead_used);
         }
+        // The same without drafting ahead.
+        let req = SpecRequest {
+            tokenizer_hash: &h,
+            prompt,
+            max_new: NEW,
+            stop_ids: &STOP,
+            plan: Plan::Ouroboros,
+            sampling: ouro_common::sampling::SamplingParams::greedy(),
+            pipeline: false,
+        };
+        let (mut run, mut pool) = (SpecRun::default(), Default::default());
+        speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))
+            .await
+            .expect("session");
+        assert_eq!(run.tokens, reference, "without pipelining");
+        assert_eq!(run.ahead_drafted, 0);
     }
+    // Drafting ahead is a bet on a whole trunk plus the drafter's guess of
+    // the bonus token. Both outcomes must have happened, or one path (kept
+    // cache and pre-drafted round sent at once; or rollback) went untested.
+    println!("drafted ahead {ahead_drafted} rounds, sent {ahead_used}");
+    assert!(ahead_used > 0 && ahead_used < ahead_drafted, "drafted ahead {ahead_drafted}, used {ahead_used}");
     println!(
         "wire bytes per committed token (both directions, protobuf payloads): {:.1}",
         bytes as f64 / tokens as f64

@@ -96,17 +96,10 @@ async fn api_text_equals_cloud_generate_over_grpc_and_quic() {
     let _ = std::fs::remove_file(&pool);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers() {
-    // SmolLM2 drafts for itself, so the drafter alone writes the same greedy
-    // text: any duplicated or missing token across the switch would show.
-    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
-    let port = cloud.addr.port();
-    let want = cloud_text(&cloud, 160).await;
-    let e = edge(&cloud, false, &["--fallback", "local"]);
-    // Kill the cloud once the first verified text has been streamed.
+/// Starts a streamed completion and reads until its first text delta.
+fn stream_until_text(e: &EdgeServer, max: u32) -> (std::net::TcpStream, Vec<u8>) {
     let mut conn = std::net::TcpStream::connect(e.addr).unwrap();
-    let req = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": 160, "stream": true}).to_string();
+    let req = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": max, "stream": true}).to_string();
     write!(
         conn,
         "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",
@@ -120,6 +113,19 @@ async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers()
         assert!(n > 0, "the stream ended before any text");
         raw.extend_from_slice(&buf[..n]);
     }
+    (conn, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers() {
+    // SmolLM2 drafts for itself, so the drafter alone writes the same greedy
+    // text: any duplicated or missing token across the switch would show.
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
+    let port = cloud.addr.port();
+    let want = cloud_text(&cloud, 160).await;
+    let e = edge(&cloud, false, &["--fallback", "local"]);
+    // Kill the cloud once the first verified text has been streamed.
+    let (mut conn, mut raw) = stream_until_text(&e, 160);
     drop(cloud);
     conn.read_to_end(&mut raw).unwrap();
     let body = ouro_tests::edge::body_of(&raw);
@@ -138,6 +144,32 @@ async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers()
     let (text, ouro) = text_of(&body);
     assert_eq!(ouro["mode"], "speculative", "{ouro}");
     assert_eq!(text, cloud_text(&cloud, NEW).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_that_returns_mid_generation_takes_over_again() {
+    const LONG: u32 = 480;
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
+    let port_arg = format!("127.0.0.1:{}", cloud.addr.port());
+    let want = cloud_text(&cloud, LONG).await;
+    let e = edge(&cloud, false, &["--fallback", "local", "--reprobe-ms", "50"]);
+    let (mut conn, mut raw) = stream_until_text(&e, LONG);
+    // Down, and straight back up on the same port, while the drafter writes alone.
+    drop(cloud);
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--listen", &port_arg]);
+    conn.read_to_end(&mut raw).unwrap();
+    let (text, ouro) = streamed(&ouro_tests::edge::body_of(&raw));
+    // SmolLM2 drafts for itself, so verified and local text agree: any token
+    // lost or repeated at either switch would show.
+    assert_eq!(text, want, "text across both switches");
+    assert_eq!(ouro["mode"], "local", "some tokens were not verified: {ouro}");
+    assert!(ouro["local_tokens"].as_u64().unwrap() > 0, "{ouro}");
+    assert_eq!(ouro["cloud_resumes"], 1, "speculation did not resume mid-generation: {ouro}");
+    let rounds: f64 = (cloud.metrics().lines())
+        .filter(|l| l.starts_with("ouro_rounds_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(rounds > 0.0, "the returned cloud verified nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,14 @@ pub struct Draft {
     pub branches: Vec<(usize, usize)>,
 }
 
+/// A round drafted while the previous verdict was in flight.
+pub struct Ahead {
+    pub draft: Draft,
+    /// The tokens the bet assumes the verdict commits: the whole trunk, then
+    /// the drafter's own guess at the verifier's next token.
+    pub assumed: Vec<u32>,
+}
+
 /// The edge side of a session.
 ///
 /// Invariant: `cache` holds the first `cache.len()` tokens of `seq`, and
@@ -122,6 +130,18 @@ impl<'m> Drafter<'m> {
         Ok(l.last().expect("one row").to_vec())
     }
 
+    /// The drafter's logits after the whole of `seq`, feeding what the cache
+    /// lacks. A cache that already holds all of `seq` (a phrase filled the
+    /// trunk, or a commit kept every emitted token) gives up its last position
+    /// to be fed again, since only logits of fed rows come back.
+    fn step_to_end(&mut self) -> Result<Vec<f32>, EngineError> {
+        if self.cache.len() >= self.seq.len() {
+            self.cache.truncate(self.seq.len() - 1);
+        }
+        let pending = self.seq[self.cache.len()..].to_vec();
+        self.step(&pending)
+    }
+
     /// Drafts one round: a trunk from the drafter (extended by whole pool
     /// phrases the drafter agrees with), then pool phrases as side branches.
     pub fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
@@ -136,8 +156,7 @@ impl<'m> Drafter<'m> {
         if trunk_cap == 0 {
             return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new() });
         }
-        let pending = self.seq[self.cache.len()..].to_vec();
-        let mut logits = self.step(&pending)?;
+        let mut logits = self.step_to_end()?;
         let mut trunk: Vec<u32> = Vec::new();
         while trunk.len() < trunk_cap {
             let (t, q) = self.choose(&logits)?;
@@ -289,17 +308,62 @@ impl<'m> Drafter<'m> {
         Ok(())
     }
 
+    /// Drafts the round after `current` while `current`'s verdict is in
+    /// flight, betting that the verifier accepts the whole trunk and then
+    /// says what the drafter would say next (the guessed bonus token).
+    ///
+    /// Returns `None` when there is nothing to bet on: sampled runs (the
+    /// drafter's random stream must not depend on timing), an empty trunk, or
+    /// a trunk that ends the text. On a winning bet [`Drafter::commit`] keeps
+    /// the drafted-ahead tokens and their cache, and the returned draft is
+    /// sent as it is; on a losing one `commit` rolls both back.
+    pub fn draft_ahead(
+        &mut self,
+        current: &Draft,
+        plan: &DraftPlan,
+        limits: &TreeLimits,
+        vocab: usize,
+    ) -> Result<Option<Ahead>, EngineError> {
+        let trunk_end = self.committed + current.trunk_len;
+        if !self.params.is_greedy()
+            || current.trunk_len == 0
+            || self.seq.len() != trunk_end
+            || self.stop_ids.contains(&self.seq[trunk_end - 1])
+            || trunk_end + 2 >= self.model.config().max_context
+        {
+            return Ok(None);
+        }
+        let bonus = argmax(&self.step_to_end()?);
+        self.seq.push(bonus);
+        let base = self.committed;
+        self.committed = self.seq.len();
+        let draft = self.draft(plan, limits, vocab);
+        // Until the verdict says otherwise only `base` tokens are committed;
+        // `seq` keeps the bet (trunk, bonus, next trunk) for `commit` to judge.
+        self.committed = base;
+        let mut assumed = self.seq[base..trunk_end].to_vec();
+        assumed.push(bonus);
+        Ok(Some(Ahead { draft: draft?, assumed }))
+    }
+
     /// Commits a verdict: rolls the cache back to the longest verified prefix
-    /// of the trunk, and feeds the pool with what this round taught.
+    /// of what it holds, and feeds the pool with what this round taught.
     /// Returns how many trunk tokens were accepted and per-branch feedback.
     pub fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
         let tree = &draft.tree;
         let accepted = verdict.accepted_tokens(tree);
+        let mut emitted = accepted;
+        emitted.push(verdict.next_token);
         let trunk = &self.seq[self.committed..];
         let on_trunk = verdict.accepted.iter().zip(0..draft.trunk_len).take_while(|(a, i)| *a == i).count();
+        // Cached positions stay valid as far as they hold the emitted tokens:
+        // the runtime is batch-invariant, so a token's keys and values depend
+        // only on the text before it. A draft-ahead bet that won keeps its whole tail, to be verified next.
+        let agree = trunk.iter().zip(&emitted).take_while(|(a, b)| a == b).count();
+        let keep_tail = agree == emitted.len() && trunk.len() > emitted.len();
         let fed = self.cache.len().saturating_sub(self.committed);
-        self.cache.truncate(self.committed + on_trunk.min(fed));
-        if trunk.len() > on_trunk + 1 {
+        self.cache.truncate(self.committed + agree.min(fed));
+        if !keep_tail && trunk.len() > on_trunk + 1 {
             // What the drafter would have said next: its lookahead.
             let tail = trunk[on_trunk..].to_vec();
             self.pool.add_phrase(&tail, PhraseSource::DrafterLookahead);
@@ -323,11 +387,11 @@ impl<'m> Drafter<'m> {
                 accepted: (first..first + len).filter(|n| verdict.accepted.contains(n)).count(),
             })
             .collect();
-        let mut emitted = accepted;
-        emitted.push(verdict.next_token);
-        self.seq.truncate(self.committed);
-        self.seq.extend_from_slice(&emitted);
-        self.committed = self.seq.len();
+        if !keep_tail {
+            self.seq.truncate(self.committed);
+            self.seq.extend_from_slice(&emitted);
+        }
+        self.committed += emitted.len();
         self.pool.extend_context(&emitted);
         (on_trunk, branch_feedback)
     }

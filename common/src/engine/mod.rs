@@ -9,7 +9,7 @@ pub mod drafter;
 pub mod spec;
 pub mod verifier;
 
-pub use drafter::{Drafter, DrafterConfig};
+pub use drafter::{Ahead, Draft, Drafter, DrafterConfig};
 pub use spec::{DraftMode, SpecEngine, SpecStats};
 pub use verifier::{PendingVerify, VerifierSession};
 

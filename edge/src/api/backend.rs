@@ -97,4 +97,10 @@ pub struct OuroStats {
     /// "speculative", "local" (drafter alone: the cloud was unreachable) or "cloud-only"
     pub mode: String,
     pub cloud_rtt_ms: Option<f64>,
+    /// Tokens the drafter produced alone while the cloud was unreachable
+    /// (unverified: the response's mode is then "local").
+    pub local_tokens: usize,
+    /// Times the cloud came back mid-generation and speculation resumed on
+    /// the text so far.
+    pub cloud_resumes: usize,
 }

@@ -3,8 +3,9 @@
 //! alone when the cloud is gone (`--fallback local`), said in every response.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ouro_common::chat::Message;
 use ouro_common::draft::PhrasePool;
@@ -24,23 +25,28 @@ use crate::local::LocalModel;
 pub struct EdgeBackend {
     local: Arc<LocalModel>,
     pub cloud: Option<Arc<CloudConfig>>,
-    fallback: Fallback,
-    plan: Plan,
-    /// What the last request ran as: "speculative" or "local".
+    opts: BackendOptions,
+    /// What a request started now would run as: "speculative" or "local".
     mode: Arc<Mutex<&'static str>>,
     /// Ouroboros' phrase pool, warm across this device's requests.
     pool: Arc<Mutex<PhrasePool>>,
     pool_file: Option<Arc<std::path::PathBuf>>,
 }
 
+/// How the engine speculates and degrades.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    pub fallback: Fallback,
+    pub plan: Plan,
+    pub pool_file: Option<std::path::PathBuf>,
+    /// Draft the next round while a verdict is in flight.
+    pub pipeline: bool,
+    /// How often a generation running on the drafter alone retries the cloud.
+    pub reprobe: Duration,
+}
+
 impl EdgeBackend {
-    pub fn new(
-        local: Arc<LocalModel>,
-        cloud: Option<CloudConfig>,
-        fallback: Fallback,
-        plan: Plan,
-        pool_file: Option<std::path::PathBuf>,
-    ) -> Self {
+    pub fn new(local: Arc<LocalModel>, cloud: Option<CloudConfig>, opts: BackendOptions) -> Self {
         let info = local.tokenizer.info();
         let cloud = cloud.map(|mut c| {
             c.expect = Some((info.identity.clone(), local.model.config().vocab_size as u32));
@@ -50,11 +56,10 @@ impl EdgeBackend {
         Self {
             local,
             cloud,
-            fallback,
-            plan,
             mode: Arc::new(Mutex::new(mode)),
-            pool: Arc::new(Mutex::new(load_pool(pool_file.as_deref()))),
-            pool_file: pool_file.map(Arc::new),
+            pool: Arc::new(Mutex::new(load_pool(opts.pool_file.as_deref()))),
+            pool_file: opts.pool_file.clone().map(Arc::new),
+            opts,
         }
     }
 }
@@ -106,14 +111,18 @@ impl Backend for EdgeBackend {
         let job = Job {
             local: self.local.clone(),
             cloud: self.cloud.clone(),
-            fallback: self.fallback,
-            plan: self.plan,
+            fallback: self.opts.fallback,
+            plan: self.opts.plan,
             mode: self.mode.clone(),
             pool: self.pool.clone(),
             pool_file: self.pool_file.clone(),
+            pipeline: self.opts.pipeline,
+            reprobe: self.opts.reprobe,
         };
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            // This thread drafts; the worker moves the link's bytes meanwhile,
+            // so drafting overlaps the round trip (see `link::session`).
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
             match rt {
                 Ok(rt) => rt.block_on(job.run(req, tx)),
                 Err(e) => {
@@ -133,6 +142,8 @@ struct Job {
     mode: Arc<Mutex<&'static str>>,
     pool: Arc<Mutex<PhrasePool>>,
     pool_file: Option<Arc<std::path::PathBuf>>,
+    pipeline: bool,
+    reprobe: Duration,
 }
 
 /// Turns committed tokens into text events, and knows when to stop.
@@ -184,9 +195,30 @@ impl Job {
         let mut attempt = 0u32;
         let started = Instant::now();
         let stop_ids = out.stop_ids.clone();
+        let unfinished = |out: &Emitter| !out.cancelled && !out.stopped() && out.tokens.len() < req.max_tokens;
         // Speculate until done; on a lost session re-open from the committed
-        // tokens; on a lost cloud follow the fallback policy.
-        while !local_only && !out.cancelled && !out.stopped() && out.tokens.len() < req.max_tokens {
+        // tokens; on a lost cloud follow the fallback policy. With `local`,
+        // the drafter carries on alone until the cloud answers again, and
+        // speculation resumes on everything committed so far.
+        while unfinished(&out) {
+            if local_only {
+                let back = self.local_until_cloud_returns(&req, sampling, &mut out, &mut stats).await;
+                match back {
+                    Ok(true) => {
+                        tracing::info!("the cloud is back: resuming speculation after {} tokens", out.tokens.len());
+                        stats.cloud_resumes += 1;
+                        local_only = false;
+                        attempt = 0;
+                        self.set_mode("speculative");
+                        continue;
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        let _ = tx.try_send(GenEvent::Error(format!("local generation: {e}")));
+                        return;
+                    }
+                }
+            }
             let cloud = self.cloud.as_ref().expect("checked above");
             let err = match cloud.connect().await {
                 Ok((conn, info)) => {
@@ -199,6 +231,7 @@ impl Job {
                         stop_ids: &stop_ids,
                         plan: self.plan,
                         sampling,
+                        pipeline: self.pipeline,
                     };
                     let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
                     let model: &dyn CausalLm = &self.local.model;
@@ -220,7 +253,7 @@ impl Job {
                         stats.cloud_rtt_ms = Some(run.wait_secs * 1e3 / run.rounds as f64);
                     }
                     match r {
-                        Ok(()) => break,
+                        Ok(()) => continue,
                         Err(e) => ConnectError::Link(e),
                     }
                 }
@@ -240,7 +273,10 @@ impl Job {
                 }
             }
             match self.fallback {
-                Fallback::Local => local_only = true,
+                Fallback::Local => {
+                    local_only = true;
+                    self.set_mode("local");
+                }
                 Fallback::Fail => {
                     let _ = tx.try_send(GenEvent::Error(format!("the cloud verifier is unavailable: {err}")));
                     return;
@@ -255,25 +291,9 @@ impl Job {
                 }
             }
         }
-        if local_only && !out.cancelled && !out.stopped() && out.tokens.len() < req.max_tokens {
-            // The drafter alone, continuing exactly where verified text ended.
-            stats.mode = "local".into();
-            let mut committed = req.prompt.clone();
-            committed.extend_from_slice(&out.tokens);
-            let cfg = GenerateConfig {
-                max_new_tokens: req.max_tokens - out.tokens.len(),
-                sampling,
-                stop_ids: out.stop_ids.clone(),
-            };
-            if let Err(e) = generate(&self.local.model, &committed, &cfg, |t| out.push(&[t])) {
-                let _ = tx.try_send(GenEvent::Error(format!("local generation: {e}")));
-                return;
-            }
-        }
-        let mode = if stats.mode == "local" { "local" } else { "speculative" };
-        if let Ok(mut m) = self.mode.lock() {
-            *m = mode;
-        }
+        // A response any of whose tokens the cloud did not verify is "local".
+        let mode = if stats.local_tokens > 0 { "local" } else { "speculative" };
+        stats.mode = mode.into();
         // Operators see degraded operation without reading responses.
         metrics::counter!("ouro_edge_generations_total", "mode" => mode).increment(1);
         metrics::gauge!("ouro_edge_cloud_verified").set(if mode == "local" { 0.0 } else { 1.0 });
@@ -289,5 +309,61 @@ impl Job {
         stats.mean_accepted = if run.rounds > 0 { run.accepted as f64 / run.rounds as f64 } else { 0.0 };
         let finish_reason = if out.stopped() { FinishReason::Stop } else { FinishReason::Length };
         let _ = tx.try_send(GenEvent::Done { finish_reason, completion_tokens: out.tokens.len(), stats });
+    }
+
+    fn set_mode(&self, mode: &'static str) {
+        if let Ok(mut m) = self.mode.lock() {
+            *m = mode;
+        }
+    }
+
+    /// The drafter alone, continuing exactly where the text so far ends,
+    /// while a probe retries the cloud in the background. Returns whether
+    /// the generation stopped because the cloud is back (`true`) rather than
+    /// because it finished.
+    async fn local_until_cloud_returns(
+        &self,
+        req: &GenRequest,
+        sampling: SamplingParams,
+        out: &mut Emitter<'_>,
+        stats: &mut OuroStats,
+    ) -> Result<bool, ouro_common::generate::GenerateError> {
+        let back = Arc::new(AtomicBool::new(false));
+        let probe = self.cloud.clone().map(|cloud| {
+            let (back, every) = (back.clone(), self.reprobe);
+            tokio::spawn(async move {
+                let mut attempt = 0;
+                loop {
+                    tokio::time::sleep(every.max(backoff(attempt))).await;
+                    if cloud.connect().await.is_ok() {
+                        back.store(true, Ordering::Release);
+                        return;
+                    }
+                    attempt += 1;
+                }
+            })
+        });
+        let mut committed = req.prompt.clone();
+        committed.extend_from_slice(&out.tokens);
+        let cfg = GenerateConfig {
+            max_new_tokens: req.max_tokens - out.tokens.len(),
+            // Each stretch gets its own stream of the seed, so a resumed
+            // stretch does not replay the same random draws.
+            sampling: SamplingParams { seed: sampling.seed.wrapping_add(out.tokens.len() as u64), ..sampling },
+            stop_ids: out.stop_ids.clone(),
+        };
+        let r = generate(&self.local.model, &committed, &cfg, |t| {
+            stats.local_tokens += 1;
+            out.push(&[t])?;
+            if back.load(Ordering::Acquire) {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(p) = probe {
+            p.abort();
+        }
+        r?;
+        Ok(back.load(Ordering::Acquire))
     }
 }

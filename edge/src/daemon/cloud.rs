@@ -7,7 +7,7 @@ use ouro_edge::link::{self, Client, QuicLink, Trust};
 use ouro_proto::v1::ModelInfo;
 use tonic::transport::{Certificate, ClientTlsConfig};
 
-use super::config::{ServeArgs, Transport};
+use super::config::{LinkArgs, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -41,7 +41,7 @@ pub struct CloudConfig {
 }
 
 impl CloudConfig {
-    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Option<Self>> {
+    pub fn from_args(args: &LinkArgs) -> anyhow::Result<Option<Self>> {
         let Some(endpoint) = args.cloud.clone() else { return Ok(None) };
         let token = match (&args.token, &args.token_file) {
             (Some(t), _) => t.clone(),

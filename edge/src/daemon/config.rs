@@ -1,4 +1,4 @@
-//! `ouro-edge serve` options.
+//! `ouro-edge serve` and `generate` options.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +43,13 @@ pub struct ServeArgs {
     /// Address of the local OpenAI-compatible API.
     #[arg(long, env = "OURO_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+/// The cloud link and how generation uses it (shared by `serve` and `generate`).
+#[derive(Args, Debug, Clone)]
+pub struct LinkArgs {
     /// The cloud verifier, host:port (none: drafter alone). For QUIC, its UDP port.
     #[arg(long, env = "OURO_CLOUD")]
     pub cloud: Option<String>,
@@ -81,6 +88,14 @@ pub struct ServeArgs {
     /// (`latency`) or per unit of verifier compute (`compute`).
     #[arg(long, env = "OURO_OBJECTIVE", value_enum, default_value_t = ObjectiveArg::Latency)]
     pub objective: ObjectiveArg,
+    /// Wait for each verdict before drafting again, instead of drafting the
+    /// next round while the verdict is in flight.
+    #[arg(long, env = "OURO_NO_PIPELINE")]
+    pub no_pipeline: bool,
+    /// While running on the drafter alone, retry the cloud this often (ms);
+    /// when it answers, speculation resumes mid-generation.
+    #[arg(long, env = "OURO_REPROBE_MS", default_value_t = 2000)]
+    pub reprobe_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,7 +104,7 @@ pub enum ObjectiveArg {
     Compute,
 }
 
-impl ServeArgs {
+impl LinkArgs {
     pub fn plan(&self) -> anyhow::Result<Plan> {
         Ok(match self.draft.as_str() {
             "ouroboros" if self.objective == ObjectiveArg::Compute => Plan::OuroborosCompute,
@@ -98,6 +113,18 @@ impl ServeArgs {
                 Some(g) if g > 0 => Plan::Chain(g),
                 _ => anyhow::bail!("--draft must be `ouroboros` or `chainN`, not `{s}`"),
             },
+        })
+    }
+}
+
+impl LinkArgs {
+    pub fn backend_options(&self) -> anyhow::Result<super::backend::BackendOptions> {
+        Ok(super::backend::BackendOptions {
+            fallback: self.fallback,
+            plan: self.plan()?,
+            pool_file: self.pool_file.clone(),
+            pipeline: !self.no_pipeline,
+            reprobe: std::time::Duration::from_millis(self.reprobe_ms),
         })
     }
 }

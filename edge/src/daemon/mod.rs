@@ -18,12 +18,11 @@ use ouro_common::model::gguf::LoadOptions;
 
 pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
     let local = Arc::new(LocalModel::load(&args.model, &LoadOptions::default())?);
-    let cloud = cloud::CloudConfig::from_args(&args)?;
+    let cloud = cloud::CloudConfig::from_args(&args.link)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-        let backend =
-            Arc::new(backend::EdgeBackend::new(local, cloud, args.fallback, args.plan()?, args.pool_file.clone()));
+        let backend = Arc::new(backend::EdgeBackend::new(local, cloud, args.link.backend_options()?));
         if let Some(c) = &backend.cloud {
             // Refuse a mismatched cloud at start-up rather than on the first request.
             match c.connect().await {

@@ -8,11 +8,11 @@ use ouro_common::controller::{
     Controller, ControllerConfig, CostCurve, DraftPolicy, FixedPolicy, Objective, RoundFeedback,
 };
 use ouro_common::draft::PhrasePool;
-use ouro_common::engine::{Drafter, DrafterConfig};
+use ouro_common::engine::{Ahead, Drafter, DrafterConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tree::TreeLimits;
-use ouro_proto::v1;
+use ouro_proto::v1::{self, session_request};
 use prost::Message;
 
 use super::grpc::LinkError;
@@ -45,6 +45,10 @@ pub struct SpecRun {
     /// Draft nodes sent, and nodes the cloud accepted.
     pub drafted: usize,
     pub accepted: usize,
+    /// Rounds drafted while the previous verdict was in flight, and how many
+    /// of them were sent (the bet won).
+    pub ahead_drafted: usize,
+    pub ahead_used: usize,
 }
 
 /// One speculative generation's inputs.
@@ -56,6 +60,8 @@ pub struct SpecRequest<'a> {
     pub stop_ids: &'a [u32],
     pub plan: Plan,
     pub sampling: SamplingParams,
+    /// Draft the next round while a verdict is in flight (greedy only).
+    pub pipeline: bool,
 }
 
 /// Speculative generation over the wire: the drafter runs here, the verifier
@@ -70,7 +76,15 @@ pub async fn speculate(
     stop_ids: &[u32],
     plan: Plan,
 ) -> Result<SpecRun, LinkError> {
-    let req = SpecRequest { tokenizer_hash, prompt, max_new, stop_ids, plan, sampling: SamplingParams::greedy() };
+    let req = SpecRequest {
+        tokenizer_hash,
+        prompt,
+        max_new,
+        stop_ids,
+        plan,
+        sampling: SamplingParams::greedy(),
+        pipeline: true,
+    };
     let mut run = SpecRun::default();
     let mut pool = PhrasePool::default();
     speculate_into(client, drafter_model, &req, &mut pool, &mut run, |_| ControlFlow::Continue(())).await?;
@@ -124,18 +138,31 @@ pub async fn speculate_into(
         (_, None) => Box::new(controller()),
     };
     let sampled = !req.sampling.is_greedy();
+    let vocab = info.vocab_size as usize;
     let mut committed = opened.committed_len as usize;
     let mut generated = 0;
+    // A round drafted while the previous verdict was in flight, with its
+    // drafting time and the tokens it bets the verdict commits.
+    let mut ahead: Option<(Ahead, f64)> = None;
     let result = loop {
         if generated >= req.max_new {
             break Ok(());
         }
-        let mut p = policy.plan();
-        p.trunk_len = p.trunk_len.min(req.max_new - generated - 1);
-        let t = Instant::now();
-        let draft = drafter.draft(&p, &limits, info.vocab_size as usize)?;
-        let draft_ms = t.elapsed().as_secs_f64() * 1e3;
-        run.draft_secs += draft_ms / 1e3;
+        let (draft, draft_ms) = match ahead.take() {
+            Some((a, ms)) => {
+                run.ahead_used += 1;
+                (a.draft, ms)
+            }
+            None => {
+                let mut p = policy.plan();
+                p.trunk_len = p.trunk_len.min(req.max_new - generated - 1);
+                let t = Instant::now();
+                let d = drafter.draft(&p, &limits, vocab)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                run.draft_secs += ms / 1e3;
+                (d, ms)
+            }
+        };
         let msg = v1::DraftRound::from_draft(
             run.rounds as u64 + 1,
             committed,
@@ -143,20 +170,46 @@ pub async fn speculate_into(
             sampled.then_some(&draft.dists[..]),
         );
         run.bytes_out += msg.encoded_len();
+        let sent = Instant::now();
+        s.send(session_request::Msg::Round(msg)).await;
+        // While the verdict travels, draft the next round on the bet that
+        // this one is accepted whole.
+        let room_after = req.max_new.saturating_sub(generated + draft.trunk_len + 1);
+        let mut ahead_ms = None;
+        if req.pipeline && room_after >= 2 {
+            let mut p = policy.plan();
+            p.trunk_len = p.trunk_len.min(room_after - 1);
+            let t = Instant::now();
+            let a = off_runtime(|| drafter.draft_ahead(&draft, &p, &limits, vocab))?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            run.draft_secs += ms / 1e3;
+            if let Some(a) = a {
+                run.ahead_drafted += 1;
+                ahead = Some((a, ms));
+                ahead_ms = Some(ms);
+            }
+        }
         let t = Instant::now();
-        let verdict = match s.round(msg).await {
+        let verdict = match s.verdict().await {
             Ok(v) => v,
             Err(e) => break Err(e.into()),
         };
-        let wait_ms = t.elapsed().as_secs_f64() * 1e3;
-        run.wait_secs += wait_ms / 1e3;
+        let waited_ms = t.elapsed().as_secs_f64() * 1e3;
+        let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
+        run.wait_secs += waited_ms / 1e3;
         run.cloud_compute_us += verdict.compute_us as u64;
         run.bytes_in += verdict.encoded_len();
         let v = verdict.to_verdict(&draft.tree)?;
         let (on_trunk, branches) = drafter.commit(&draft, &v);
+        let verify_ms = verdict.compute_us as f64 / 1e3;
+        // A verdict that was already waiting when drafting ahead ended says
+        // only that the round trip was shorter than that drafting.
+        let rtt_ms = match ahead_ms {
+            Some(_) if waited_ms < 0.5 => None,
+            _ => Some((round_trip_ms - verify_ms).max(0.0)),
+        };
         // Seeded sampled runs plan from acceptance alone, so that a seed
         // reproduces its text whatever the timings (see engine/spec.rs).
-        let verify_ms = verdict.compute_us as f64 / 1e3;
         policy.observe(&RoundFeedback {
             offered_depth: draft.trunk_len,
             accepted_len: on_trunk,
@@ -164,13 +217,17 @@ pub async fn speculate_into(
             nodes: draft.tree.len(),
             draft_ms: (!sampled).then_some(draft_ms),
             verify_ms: (!sampled).then_some(verify_ms),
-            rtt_ms: (!sampled).then_some((wait_ms - verify_ms).max(0.0)),
+            rtt_ms: rtt_ms.filter(|_| !sampled),
         });
         run.rounds += 1;
         run.drafted += draft.tree.len();
         run.accepted += v.accepted.len();
         committed = verdict.committed_len as usize;
         let mut emitted = v.emitted_tokens(&draft.tree);
+        if ahead.as_ref().is_some_and(|(a, _)| a.assumed != emitted) {
+            // Lost the bet; `commit` has already rolled the drafter back.
+            ahead = None;
+        }
         emitted.truncate(req.max_new - generated);
         let stop = emitted.iter().position(|t| req.stop_ids.contains(t));
         if let Some(i) = stop {
@@ -187,4 +244,15 @@ pub async fn speculate_into(
         s.close().await;
     }
     result
+}
+
+/// Runs CPU-bound drafting so that the runtime keeps moving the connection's
+/// bytes meanwhile: on a multi-threaded runtime another thread drives the
+/// I/O; a current-thread runtime has no other thread, so there it just runs.
+fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }

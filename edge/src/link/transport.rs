@@ -78,6 +78,11 @@ impl SessionStream {
     /// Sends a round and waits for its verdict.
     pub async fn round(&mut self, round: v1::DraftRound) -> Result<v1::Verdict, Status> {
         self.send(session_request::Msg::Round(round)).await;
+        self.verdict().await
+    }
+
+    /// Waits for the verdict on the round sent last.
+    pub async fn verdict(&mut self) -> Result<v1::Verdict, Status> {
         match self.rx.next().await.transpose()? {
             Some(SessionResponse { msg: Some(session_response::Msg::Verdict(v)) }) => Ok(v),
             other => Err(Status::internal(format!("expected Verdict, got {other:?}"))),

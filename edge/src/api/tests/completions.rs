@@ -35,7 +35,7 @@ async fn chat_completion_has_the_openai_shape_plus_ouro_stats() {
     assert_eq!(
         body["ouro"],
         json!({"rounds": 3, "drafted": 12, "accepted": 9, "mean_accepted": 3.0, "mode": "speculative",
-               "cloud_rtt_ms": 21.5})
+               "cloud_rtt_ms": 21.5, "local_tokens": 0, "cloud_resumes": 0})
     );
 }
 

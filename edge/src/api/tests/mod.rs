@@ -136,6 +136,8 @@ pub fn stats() -> OuroStats {
         mean_accepted: 3.0,
         mode: "speculative".into(),
         cloud_rtt_ms: Some(21.5),
+        local_tokens: 0,
+        cloud_resumes: 0,
     }
 }
 
