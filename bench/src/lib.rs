@@ -1,6 +1,9 @@
 //! Benchmark building blocks: the cloud as a real process (pinned to its
 //! own cores, its CPU time read from the kernel) and a replay drafter.
 
+pub mod figures;
 pub mod netem;
+pub mod plots;
 pub mod process;
 pub mod replay;
+pub mod report;

@@ -2,6 +2,7 @@
 //! same run on the same machine.
 
 mod cloud;
+mod compare;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -19,10 +20,18 @@ enum Command {
     /// The cloud verifier's cost: verified tokens per cloud CPU-second for
     /// speculative sessions against `Generate`, at several concurrencies.
     Cloud(cloud::CloudArgs),
+    /// Every mode side by side (cloud-only, edge-only, sd-chain, ouroboros,
+    /// ouroboros over QUIC) through an emulated link, with results.json, a
+    /// Markdown report and SVG plots.
+    Run(Box<compare::RunArgs>),
+    /// `run` at several round-trip times in one go (tokens/s against RTT).
+    Sweep(Box<compare::SweepArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Cloud(args) => cloud::run(args),
+        Command::Run(args) => compare::run(*args),
+        Command::Sweep(args) => compare::sweep(*args),
     }
 }

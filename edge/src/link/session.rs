@@ -19,7 +19,7 @@ use super::grpc::LinkError;
 use super::transport::Transport;
 
 /// How the drafter plans in [`speculate`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
     Chain(usize),
     /// Phrase pool and the adaptive controller, maximising `Objective`.

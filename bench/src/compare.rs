@@ -1,0 +1,564 @@
+//! `ouro-bench run` and `ouro-bench sweep`: every mode side by side on the
+//! same prompts, through an emulated link, against `cloud-only` measured in
+//! the same run.
+//!
+//! The cloud is a real `ouro-cloud` process pinned to its own cores; the
+//! edge (drafter and clients) is this process, pinned to the others. Edge
+//! and cloud talk through the [`netem`](ouro_bench::netem) proxies: TCP for
+//! gRPC, UDP for QUIC. Modes run wave by wave (one prompt per client), so a
+//! burst of load from elsewhere on a shared machine lands on all alike.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ouro_bench::figures::{rows, Group, Sample};
+use ouro_bench::netem::{LinkProfile, TcpProxy, UdpProxy};
+use ouro_bench::process::{pin, pin_self, sibling_bin, CloudProcess};
+use ouro_bench::report::{self, Environment, ModelRef, Results};
+use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::model::gguf::{self, LoadOptions};
+use ouro_common::model::{registry, Transformer};
+use ouro_common::sampling::SamplingParams;
+use ouro_edge::link::{self, Plan, QuicLink, SpecRequest, SpecRun, Transport, Trust};
+use ouro_proto::v1;
+use tokio_stream::StreamExt;
+
+use crate::workload::{spec_bench, TextSide};
+
+const TOKEN: &str = "ouro-bench";
+const BASELINE: &str = "cloud-only";
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Drafter on the edge (pinned name or GGUF path).
+    #[arg(long, default_value = "qwen2.5-coder-0.5b")]
+    pub drafter: String,
+    /// Verifier in the cloud (pinned name or GGUF path).
+    #[arg(long, default_value = "qwen2.5-coder-1.5b")]
+    pub target: String,
+    /// Spec-Bench-format questions (JSONL with `category` and `turns`).
+    #[arg(long, default_value = "../shared/data/spec_bench/question.jsonl")]
+    pub questions: PathBuf,
+    /// Only these categories (translation, summarization, qa, math_reasoning, rag, mt_bench).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Vec<String>,
+    /// Prompts, taken round-robin across the categories.
+    #[arg(long, default_value_t = 6)]
+    pub prompts: usize,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Skip questions longer than this many prompt tokens.
+    #[arg(long, default_value_t = 300)]
+    pub max_prompt_tokens: usize,
+    /// Modes: cloud-only (the baseline, always run), edge-only, sd-chain,
+    /// ouroboros; `-quic` runs a mode over QUIC, `-nopipe` waits for each
+    /// verdict before drafting again.
+    #[arg(long, value_delimiter = ',', default_value = "cloud-only,edge-only,sd-chain,ouroboros,ouroboros-quic")]
+    pub modes: Vec<String>,
+    /// The emulated link: a profile (none, lan, wifi, 4g, intercontinental)
+    /// or a spec such as `delay=20ms,jitter=5ms,bw=20mbit,loss=0.5%`
+    /// (delays one-way). Default: 4g for `run`, none for `sweep`.
+    #[arg(long)]
+    pub link: Option<LinkProfile>,
+    /// Concurrent edge clients against the one cloud.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub concurrency: Vec<usize>,
+    /// Fixed draft length of sd-chain.
+    #[arg(long, default_value_t = 4)]
+    pub gamma: usize,
+    /// Sampling temperature; 0 is greedy (and checks every text against cloud-only's).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Cores of the edge (this process: drafter and clients).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub edge_cores: Vec<usize>,
+    /// Cores of the cloud process.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub cloud_cores: Vec<usize>,
+    /// Pass `--requantize` to the cloud (k-quant weights as Q8_0).
+    #[arg(long)]
+    pub requantize: bool,
+    /// How long the cloud waits for sessions to share a pass, ms.
+    #[arg(long, default_value_t = 5.0)]
+    pub batch_window_ms: f64,
+    /// Directory for results.json, report.md and the SVG plots.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Round-trip times to emulate, ms (each replaces the link's delay).
+    #[arg(long, value_delimiter = ',', default_value = "0,10,20,40,80,160")]
+    pub rtt: Vec<f64>,
+}
+
+/// What a mode runs.
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    CloudOnly,
+    EdgeOnly,
+    Speculative { plan: Plan, pipeline: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Mode {
+    name: String,
+    kind: Kind,
+    quic: bool,
+}
+
+fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
+    let (rest, pipeline) = match name.strip_suffix("-nopipe") {
+        Some(r) => (r, false),
+        None => (name, true),
+    };
+    let (base, quic) = match rest.strip_suffix("-quic") {
+        Some(b) => (b, true),
+        None => (rest, false),
+    };
+    let kind = match base {
+        "cloud-only" if pipeline => Kind::CloudOnly,
+        "edge-only" if pipeline && !quic => Kind::EdgeOnly,
+        "sd-chain" => Kind::Speculative { plan: Plan::Chain(gamma), pipeline },
+        "ouroboros" => Kind::Speculative { plan: Plan::Ouroboros, pipeline },
+        _ => bail!(
+            "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], ouroboros[-quic][-nopipe]"
+        ),
+    };
+    Ok(Mode { name: name.to_string(), kind, quic })
+}
+
+/// Everything the clients share.
+struct Bench {
+    drafter: Transformer,
+    tokenizer_hash: String,
+    stop_ids: Vec<u32>,
+    sampling: SamplingParams,
+    max_tokens: usize,
+    tcp: SocketAddrs,
+}
+
+#[derive(Clone, Copy)]
+struct SocketAddrs {
+    grpc: std::net::SocketAddr,
+    quic: std::net::SocketAddr,
+}
+
+/// A runtime for one client: the connection's I/O runs on its worker while
+/// the client's own thread drafts, as in the edge daemon.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+}
+
+/// Token arrival times, relative to the request.
+struct Clock {
+    start: Instant,
+    arrivals: Vec<f64>,
+    chunks: Vec<u32>,
+    tokens: Vec<u32>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self { start: Instant::now(), arrivals: Vec::new(), chunks: Vec::new(), tokens: Vec::new() }
+    }
+
+    fn push(&mut self, toks: &[u32]) {
+        if toks.is_empty() {
+            return;
+        }
+        let t = self.start.elapsed().as_secs_f64();
+        self.arrivals.extend(std::iter::repeat_n(t, toks.len()));
+        self.chunks.push(toks.len() as u32);
+        self.tokens.extend_from_slice(toks);
+    }
+
+    fn sample(self, mode: &str, category: &str, prompt: usize, rounds: usize, target_passes: usize) -> Sample {
+        Sample {
+            mode: mode.into(),
+            category: category.into(),
+            prompt,
+            ttft_s: self.arrivals.first().copied().unwrap_or(f64::NAN),
+            total_s: self.start.elapsed().as_secs_f64(),
+            arrivals_s: self.arrivals,
+            rounds,
+            accepted_per_round: if rounds > 0 { self.chunks } else { Vec::new() },
+            target_passes,
+            tokens: self.tokens,
+            matches_baseline: None,
+        }
+    }
+}
+
+impl Bench {
+    fn sampling_proto(&self) -> v1::Sampling {
+        (&self.sampling).into()
+    }
+
+    async fn cloud_only(&self, t: &mut impl Transport, prompt: &[u32]) -> anyhow::Result<Clock> {
+        let req = v1::GenerateRequest {
+            tokenizer_hash: self.tokenizer_hash.clone(),
+            prompt: prompt.to_vec(),
+            sampling: Some(self.sampling_proto()),
+            max_new_tokens: self.max_tokens as u32,
+            stop_ids: self.stop_ids.clone(),
+        };
+        let mut clock = Clock::new();
+        let mut stream = t.generate_stream(req).await?;
+        while let Some(msg) = stream.next().await.transpose()? {
+            clock.push(&msg.tokens);
+        }
+        Ok(clock)
+    }
+
+    async fn speculative(
+        &self,
+        t: &mut impl Transport,
+        prompt: &[u32],
+        plan: Plan,
+        pipeline: bool,
+    ) -> anyhow::Result<(Clock, SpecRun)> {
+        let req = SpecRequest {
+            tokenizer_hash: &self.tokenizer_hash,
+            prompt,
+            max_new: self.max_tokens,
+            stop_ids: &self.stop_ids,
+            plan,
+            sampling: self.sampling,
+            pipeline,
+        };
+        let mut clock = Clock::new();
+        let mut run = SpecRun::default();
+        // A fresh pool per prompt: each mode starts as cold as the others.
+        let mut pool = Default::default();
+        link::speculate_into(t, &self.drafter, &req, &mut pool, &mut run, |toks| {
+            clock.push(toks);
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok((clock, run))
+    }
+
+    fn edge_only(&self, prompt: &[u32]) -> anyhow::Result<Clock> {
+        let cfg = GenerateConfig {
+            max_new_tokens: self.max_tokens,
+            sampling: self.sampling,
+            stop_ids: self.stop_ids.clone(),
+        };
+        let mut clock = Clock::new();
+        generate(&self.drafter, prompt, &cfg, |t| {
+            clock.push(&[t]);
+            ControlFlow::Continue(())
+        })?;
+        Ok(clock)
+    }
+
+    /// One prompt in one mode, on its own connection (set up before the clock starts).
+    fn one(&self, mode: &Mode, category: &str, index: usize, prompt: &[u32]) -> anyhow::Result<Sample> {
+        let rt = client_runtime()?;
+        let name = &mode.name;
+        match (&mode.kind, mode.quic) {
+            (Kind::EdgeOnly, _) => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
+            (kind, quic) => rt.block_on(async {
+                let (clock, run) = if quic {
+                    let mut q = QuicLink::connect(self.tcp.quic, "localhost", TOKEN, Trust::InsecureDev).await?;
+                    self.dispatch(kind, &mut q, prompt).await?
+                } else {
+                    let mut c = link::connect(&format!("http://{}", self.tcp.grpc), Some(TOKEN), None).await?;
+                    self.dispatch(kind, &mut c, prompt).await?
+                };
+                let rounds = run.as_ref().map_or(0, |r| r.rounds);
+                let passes = match run {
+                    // Generate's first token comes from the prefill pass.
+                    None => clock.tokens.len().saturating_sub(1),
+                    Some(r) => r.rounds,
+                };
+                Ok(clock.sample(name, category, index, rounds, passes))
+            }),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        kind: &Kind,
+        t: &mut impl Transport,
+        prompt: &[u32],
+    ) -> anyhow::Result<(Clock, Option<SpecRun>)> {
+        match kind {
+            Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
+            Kind::Speculative { plan, pipeline } => {
+                let (clock, run) = self.speculative(t, prompt, *plan, *pipeline).await?;
+                Ok((clock, Some(run)))
+            }
+            Kind::EdgeOnly => unreachable!("runs without a link"),
+        }
+    }
+}
+
+fn load_drafter(name: &str) -> anyhow::Result<(Transformer, PathBuf)> {
+    let path = registry::resolve(name)?;
+    let (m, _) = gguf::load(&path, &LoadOptions::default()).with_context(|| format!("loading {}", path.display()))?;
+    Ok((m, path))
+}
+
+fn model_ref(name: &str, path: &Path) -> ModelRef {
+    ModelRef {
+        name: name.into(),
+        path: path.display().to_string(),
+        sha256: report::sha256_file(path).unwrap_or_else(|e| format!("unreadable: {e}")),
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let link = args.link.unwrap_or(LinkProfile::by_name("4g")?);
+    execute(&args, &[link])
+}
+
+pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    let base = args.run.link.unwrap_or_default();
+    let links: Vec<LinkProfile> = args.rtt.iter().map(|&r| base.with_rtt_ms(r)).collect();
+    execute(&args.run, &links)
+}
+
+fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
+    if args.prompts == 0 || args.max_tokens == 0 || args.concurrency.contains(&0) {
+        bail!("--prompts, --max-tokens and --concurrency must be at least 1");
+    }
+    let mut modes: Vec<Mode> = args.modes.iter().map(|m| parse_mode(m, args.gamma)).collect::<anyhow::Result<_>>()?;
+    // The baseline runs first in every wave: the others are checked against it.
+    modes.retain(|m| m.name != BASELINE);
+    modes.insert(0, parse_mode(BASELINE, args.gamma)?);
+    pin_self(&args.edge_cores);
+    // Model threads read these once, when their pools start.
+    std::env::set_var("RAYON_NUM_THREADS", args.edge_cores.len().to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", args.edge_cores.len().to_string());
+    let text = TextSide::load(&args.target)?;
+    let info = text.tokenizer.info();
+    let mut prompts = Vec::new();
+    for (cat, q) in spec_bench(&args.questions, usize::MAX)? {
+        if !args.categories.is_empty() && !args.categories.contains(&cat) {
+            continue;
+        }
+        let ids = text.chat_prompt(&q)?;
+        if ids.len() <= args.max_prompt_tokens {
+            prompts.push((cat, ids));
+        }
+        if prompts.len() == args.prompts {
+            break;
+        }
+    }
+    if prompts.is_empty() {
+        bail!("no question matched the categories and --max-prompt-tokens");
+    }
+    let (drafter, drafter_path) = load_drafter(&args.drafter)?;
+    let target_path = registry::resolve(&args.target)?;
+
+    let mut cmd = Command::new(sibling_bin("ouro-cloud")?);
+    cmd.args(["--threads", &args.cloud_cores.len().to_string(), "serve", "--insecure-dev"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+        .args(["--tokens", TOKEN, "--max-sessions", "64", "--batch-window-ms", &args.batch_window_ms.to_string()])
+        .args(args.requantize.then_some("--requantize"))
+        .arg("--model")
+        .arg(&target_path)
+        .stderr(std::process::Stdio::null());
+    pin(&mut cmd, &args.cloud_cores);
+    let cloud = CloudProcess::spawn(cmd).context("starting ouro-cloud")?;
+    let quic_addr = cloud.quic_addr.context("the cloud did not report a QUIC address")?;
+    let setup = client_runtime()?;
+    let tokenizer_hash = setup.block_on(async {
+        let mut c = link::connect(&format!("http://{}", cloud.addr), Some(TOKEN), None).await?;
+        let cloud_info = c.info(v1::InfoRequest {}).await?.into_inner();
+        if cloud_info.tokenizer_hash != info.identity {
+            bail!("the cloud's tokenizer {} differs from the drafter's {}", cloud_info.tokenizer_hash, info.identity);
+        }
+        anyhow::Ok(cloud_info.tokenizer_hash)
+    })?;
+    let sampling = SamplingParams { temperature: args.temperature, top_k: None, top_p: None, seed: args.seed };
+    sampling.validate()?;
+    let greedy = sampling.is_greedy();
+    println!(
+        "edge: {} on cores {:?} · cloud: {} on cores {:?} · {} prompts × {} tokens, {} · modes {}",
+        args.drafter,
+        args.edge_cores,
+        args.target,
+        args.cloud_cores,
+        prompts.len(),
+        args.max_tokens,
+        if greedy { "greedy".to_string() } else { format!("T={} seed {}", args.temperature, args.seed) },
+        modes.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+
+    let mut groups: Vec<Group> = Vec::new();
+    let total = links.len() * args.concurrency.len() * modes.len() * prompts.len();
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut bench = Bench {
+        drafter,
+        tokenizer_hash,
+        stop_ids: info.stop_ids.clone(),
+        sampling,
+        max_tokens: args.max_tokens,
+        tcp: SocketAddrs { grpc: cloud.addr, quic: quic_addr },
+    };
+    for profile in links {
+        let (tcp, udp) = setup.block_on(async {
+            let any = "127.0.0.1:0".parse().expect("literal");
+            let tcp = TcpProxy::start(any, cloud.addr, *profile).await?;
+            let udp = UdpProxy::start(any, quic_addr, *profile).await?;
+            anyhow::Ok((tcp, udp))
+        })?;
+        bench.tcp = SocketAddrs { grpc: tcp.local_addr(), quic: udp.local_addr() };
+        let rtt_ms = profile.rtt().as_secs_f64() * 1e3;
+        for &clients in &args.concurrency {
+            let mut by_mode: Vec<Group> = modes
+                .iter()
+                .map(|m| Group {
+                    mode: m.name.clone(),
+                    rtt_ms,
+                    concurrency: clients,
+                    cloud_cpu_s: 0.0,
+                    wire_bytes: 0,
+                    wall_s: 0.0,
+                    samples: Vec::new(),
+                })
+                .collect();
+            for wave in (0..prompts.len()).collect::<Vec<_>>().chunks(clients) {
+                let mut reference: Vec<Vec<u32>> = Vec::new();
+                for (mode, group) in modes.iter().zip(&mut by_mode) {
+                    bar.set_message(format!("{} · RTT {rtt_ms:.0} ms · {clients} clients", mode.name));
+                    let (cpu0, t0) = (cloud.cpu_seconds(), Instant::now());
+                    let (tcp0, udp0) = (tcp.stats(), udp.stats());
+                    let samples = wave_of(&bench, mode, wave, &prompts)?;
+                    let (tcp1, udp1) = (tcp.stats(), udp.stats());
+                    group.cloud_cpu_s += cloud.cpu_seconds() - cpu0;
+                    group.wall_s += t0.elapsed().as_secs_f64();
+                    group.wire_bytes += (tcp1.upstream_bytes
+                        + tcp1.downstream_bytes
+                        + udp1.upstream_bytes
+                        + udp1.downstream_bytes)
+                        - (tcp0.upstream_bytes + tcp0.downstream_bytes + udp0.upstream_bytes + udp0.downstream_bytes);
+                    for (k, mut s) in samples.into_iter().enumerate() {
+                        if mode.name == BASELINE {
+                            reference.push(s.tokens.clone());
+                        } else if greedy && mode.kind != Kind::EdgeOnly {
+                            let same = reference.get(k) == Some(&s.tokens);
+                            if !same {
+                                bar.println(format!(
+                                    "MISMATCH: {} on prompt {} ({}) differs from cloud-only",
+                                    mode.name, s.prompt, s.category
+                                ));
+                            }
+                            s.matches_baseline = Some(same);
+                        }
+                        group.samples.push(s);
+                        bar.inc(1);
+                    }
+                }
+            }
+            groups.extend(by_mode);
+        }
+        setup.block_on(async {
+            tcp.shutdown().await;
+            udp.shutdown().await;
+        });
+    }
+    bar.finish_and_clear();
+    drop(cloud);
+
+    let rows = rows(&groups, BASELINE);
+    let environment = Environment {
+        cpu: report::cpu_model(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        edge_cores: args.edge_cores.clone(),
+        cloud_cores: args.cloud_cores.clone(),
+        edge_threads: args.edge_cores.len(),
+        cloud_threads: args.cloud_cores.len(),
+        drafter: model_ref(&args.drafter, &drafter_path),
+        target: model_ref(&args.target, &target_path),
+        link: links.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | "),
+        transport_note: "loopback through the netem proxies; gRPC in plaintext (--insecure-dev), QUIC with a self-signed certificate".into(),
+        git_revision: report::git_revision(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        max_tokens: args.max_tokens,
+        sampling: if greedy { "greedy".into() } else { format!("temperature {} seed {}", args.temperature, args.seed) },
+    };
+    let results = Results { environment, baseline: BASELINE.into(), groups, rows };
+    println!("{}", report::terminal_table(&results.rows));
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    results.write_json(&args.out.join("results.json"))?;
+    let plots = ouro_bench::plots::write_all(&results, &args.out)?;
+    std::fs::write(args.out.join("report.md"), report::markdown(&results, &plots))?;
+    println!("results.json, report.md and plots in {}", args.out.display());
+    let mismatches: usize = results.rows.iter().filter(|r| r.category == "all").map(|r| r.figures.mismatches).sum();
+    if mismatches > 0 {
+        bail!("{mismatches} speculative outputs differ from cloud-only's");
+    }
+    Ok(())
+}
+
+/// One prompt per client, all at once.
+fn wave_of(bench: &Bench, mode: &Mode, wave: &[usize], prompts: &[(String, Vec<u32>)]) -> anyhow::Result<Vec<Sample>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = wave
+            .iter()
+            .map(|&i| {
+                let (cat, p) = &prompts[i];
+                s.spawn(move || bench.one(mode, cat, i, p))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a client panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_with_transport_and_pipelining() {
+        let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();
+        assert!(m.quic);
+        assert_eq!(m.kind, Kind::Speculative { plan: Plan::Ouroboros, pipeline: false });
+        assert!(matches!(
+            parse_mode("sd-chain", 6).unwrap().kind,
+            Kind::Speculative { plan: Plan::Chain(6), pipeline: true }
+        ));
+        assert_eq!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly);
+        for bad in ["edge-only-quic", "cloud-only-nopipe", "chain", "ouroboros-tcp"] {
+            assert!(parse_mode(bad, 4).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_clock_groups_tokens_by_delivery() {
+        let mut c = Clock::new();
+        c.push(&[1, 2, 3]);
+        c.push(&[]);
+        c.push(&[4]);
+        let s = c.sample("m", "qa", 0, 2, 2);
+        assert_eq!(s.tokens, vec![1, 2, 3, 4]);
+        assert_eq!(s.accepted_per_round, vec![3, 1]);
+        assert_eq!(s.arrivals_s.len(), 4);
+        assert!(s.ttft_s <= s.total_s);
+    }
+}
