@@ -482,7 +482,9 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     let rows = rows(&groups, BASELINE);
     let environment = Environment {
         cpu: report::cpu_model(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // The machine's, not this pinned process's.
+        // SAFETY: sysconf has no preconditions.
+        cores: unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize,
         edge_cores: args.edge_cores.clone(),
         cloud_cores: args.cloud_cores.clone(),
         edge_threads: args.edge_cores.len(),

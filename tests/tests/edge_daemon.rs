@@ -244,3 +244,19 @@ async fn an_untrusted_cloud_certificate_is_refused() {
         assert_eq!(text_of(&body).1["mode"], mode, "trusting {}", trust.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_generate_through_the_cloud_prints_the_clouds_text() {
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
+    let want = cloud_text(&cloud, NEW).await;
+    let out = std::process::Command::new(ouro_tests::cloud::bin_path("ouro-edge"))
+        .args(["--threads", "1", "generate", "--raw", "--model", &smol(), "--max-tokens", &NEW.to_string()])
+        .args(["--cloud", &cloud.addr.to_string(), "--insecure-dev", "--token", TOKEN, "--draft", "ouroboros"])
+        .arg(PROMPT)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.strip_suffix('\n').unwrap_or(&stdout), want);
+    assert!(stderr.contains("mode speculative"), "summary line: {stderr}");
+}

@@ -144,6 +144,7 @@ pub async fn speculate_into(
     // A round drafted while the previous verdict was in flight, with its
     // drafting time and the tokens it bets the verdict commits.
     let mut ahead: Option<(Ahead, f64)> = None;
+    let mut round = 0u64;
     let result = loop {
         if generated >= req.max_new {
             break Ok(());
@@ -163,12 +164,10 @@ pub async fn speculate_into(
                 (d, ms)
             }
         };
-        let msg = v1::DraftRound::from_draft(
-            run.rounds as u64 + 1,
-            committed,
-            &draft.tree,
-            sampled.then_some(&draft.dists[..]),
-        );
+        // Rounds count per session: `run` may span several (a re-opened or
+        // resumed session starts again at round 1).
+        round += 1;
+        let msg = v1::DraftRound::from_draft(round, committed, &draft.tree, sampled.then_some(&draft.dists[..]));
         run.bytes_out += msg.encoded_len();
         let sent = Instant::now();
         s.send(session_request::Msg::Round(msg)).await;
