@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ouro_bench::figures::{rows, Group, Sample};
-use ouro_bench::netem::{LinkProfile, TcpProxy, UdpProxy};
+use ouro_bench::netem::{LinkProfile, Proxy};
 use ouro_bench::process::{pin, pin_self, sibling_bin, CloudProcess};
 use ouro_bench::report::{self, Environment, ModelRef, Results};
 use ouro_common::generate::{generate, GenerateConfig};
@@ -143,6 +143,8 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
 /// Everything the clients share.
 struct Bench {
     drafter: Transformer,
+    /// The cloud's handshake, made once: cloud-only makes none either.
+    cloud_info: v1::ModelInfo,
     tokenizer_hash: String,
     stop_ids: Vec<u32>,
     sampling: SamplingParams,
@@ -238,6 +240,7 @@ impl Bench {
             plan,
             sampling: self.sampling,
             pipeline,
+            info: Some(&self.cloud_info),
         };
         let mut clock = Clock::new();
         let mut run = SpecRun::default();
@@ -377,13 +380,13 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     let cloud = CloudProcess::spawn(cmd).context("starting ouro-cloud")?;
     let quic_addr = cloud.quic_addr.context("the cloud did not report a QUIC address")?;
     let setup = client_runtime()?;
-    let tokenizer_hash = setup.block_on(async {
+    let cloud_info = setup.block_on(async {
         let mut c = link::connect(&format!("http://{}", cloud.addr), Some(TOKEN), None).await?;
         let cloud_info = c.info(v1::InfoRequest {}).await?.into_inner();
         if cloud_info.tokenizer_hash != info.identity {
             bail!("the cloud's tokenizer {} differs from the drafter's {}", cloud_info.tokenizer_hash, info.identity);
         }
-        anyhow::Ok(cloud_info.tokenizer_hash)
+        anyhow::Ok(cloud_info)
     })?;
     let sampling = SamplingParams { temperature: args.temperature, top_k: None, top_p: None, seed: args.seed };
     sampling.validate()?;
@@ -408,7 +411,8 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     );
     let mut bench = Bench {
         drafter,
-        tokenizer_hash,
+        tokenizer_hash: cloud_info.tokenizer_hash.clone(),
+        cloud_info,
         stop_ids: info.stop_ids.clone(),
         sampling,
         max_tokens: args.max_tokens,
@@ -417,8 +421,8 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     for profile in links {
         let (tcp, udp) = setup.block_on(async {
             let any = "127.0.0.1:0".parse().expect("literal");
-            let tcp = TcpProxy::start(any, cloud.addr, *profile).await?;
-            let udp = UdpProxy::start(any, quic_addr, *profile).await?;
+            let tcp = Proxy::tcp(any, cloud.addr, *profile).await?;
+            let udp = Proxy::udp(any, quic_addr, *profile).await?;
             anyhow::Ok((tcp, udp))
         })?;
         bench.tcp = SocketAddrs { grpc: tcp.local_addr(), quic: udp.local_addr() };

@@ -88,6 +88,7 @@ async fn speculation_over_the_wire_equals_generate() {
             plan: Plan::Ouroboros,
             sampling: ouro_common::sampling::SamplingParams::greedy(),
             pipeline: false,
+            info: None,
         };
         let (mut run, mut pool) = (SpecRun::default(), Default::default());
         speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))

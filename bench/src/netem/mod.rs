@@ -16,6 +16,7 @@
 mod delay;
 mod error;
 mod profile;
+mod proxy;
 mod stats;
 mod tasks;
 mod tcp;
@@ -27,6 +28,5 @@ mod tests;
 pub use delay::LinkScheduler;
 pub use error::NetemError;
 pub use profile::LinkProfile;
+pub use proxy::Proxy;
 pub use stats::TrafficStats;
-pub use tcp::TcpProxy;
-pub use udp::UdpProxy;

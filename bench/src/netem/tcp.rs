@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::delay::{sleep_until, LinkScheduler};
+use super::proxy::Proxy;
 use super::stats::{self, Counters};
 use super::tasks::ProxyTasks;
-use super::{LinkProfile, NetemError, TrafficStats};
+use super::{LinkProfile, NetemError};
 
 /// Small enough that a capped link releases data smoothly rather than in
 /// large bursts, large enough to keep up with loopback.
@@ -27,18 +28,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// bound when the bandwidth cap is below the sender's rate.
 const QUEUE_CHUNKS: usize = 1024;
 
-/// A TCP proxy that delays traffic as `profile` says. Stops when dropped.
-pub struct TcpProxy {
-    local_addr: SocketAddr,
-    profile: LinkProfile,
-    counters: Counters,
-    tasks: ProxyTasks,
-}
-
-impl TcpProxy {
+impl Proxy {
     /// Listens on `listen` (port 0 picks one; see [`local_addr`](Self::local_addr))
     /// and forwards every connection to `upstream`.
-    pub async fn start(listen: SocketAddr, upstream: SocketAddr, profile: LinkProfile) -> Result<Self, NetemError> {
+    pub async fn tcp(listen: SocketAddr, upstream: SocketAddr, profile: LinkProfile) -> Result<Self, NetemError> {
         let listener = TcpListener::bind(listen).await.map_err(|source| NetemError::Bind { addr: listen, source })?;
         let local_addr = listener.local_addr()?;
         let counters = Counters::default();
@@ -46,31 +39,6 @@ impl TcpProxy {
         tasks.spawn(accept_loop(listener, upstream, profile, counters.clone(), tasks.clone()));
         debug!(%local_addr, %upstream, %profile, "netem tcp proxy started");
         Ok(Self { local_addr, profile, counters, tasks })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub fn profile(&self) -> &LinkProfile {
-        &self.profile
-    }
-
-    /// Payload bytes delivered so far, per direction.
-    pub fn stats(&self) -> TrafficStats {
-        self.counters.snapshot()
-    }
-
-    /// Stops accepting and closes every proxied connection; once this
-    /// returns the listening port is free.
-    pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.tasks.abort();
     }
 }
 

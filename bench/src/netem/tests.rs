@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::{LinkProfile, TcpProxy, UdpProxy};
+use super::{LinkProfile, Proxy};
 
 const DELAY: Duration = Duration::from_millis(20);
 /// Allowance on top of the emulated latency for scheduling noise.
@@ -65,7 +65,7 @@ fn check_rtts(mut rtts: Vec<Duration>, rtt: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_round_trip_costs_twice_the_delay_and_close_propagates() {
-    let proxy = TcpProxy::start(loopback(), tcp_echo().await, delayed()).await.unwrap();
+    let proxy = Proxy::tcp(loopback(), tcp_echo().await, delayed()).await.unwrap();
     let mut conn = TcpStream::connect(proxy.local_addr()).await.unwrap();
     conn.set_nodelay(true).unwrap();
     let mut rtts = Vec::new();
@@ -90,7 +90,7 @@ async fn tcp_round_trip_costs_twice_the_delay_and_close_propagates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_round_trip_costs_twice_the_delay() {
-    let proxy = UdpProxy::start(loopback(), udp_echo().await, delayed()).await.unwrap();
+    let proxy = Proxy::udp(loopback(), udp_echo().await, delayed()).await.unwrap();
     let socket = UdpSocket::bind(loopback()).await.unwrap();
     socket.connect(proxy.local_addr()).await.unwrap();
     let mut rtts = Vec::new();
@@ -108,7 +108,7 @@ async fn udp_round_trip_costs_twice_the_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_chunks_in_flight_do_not_wait_for_each_other() {
-    let proxy = TcpProxy::start(loopback(), tcp_echo().await, delayed()).await.unwrap();
+    let proxy = Proxy::tcp(loopback(), tcp_echo().await, delayed()).await.unwrap();
     let mut conn = TcpStream::connect(proxy.local_addr()).await.unwrap();
     conn.set_nodelay(true).unwrap();
     let start = Instant::now();
@@ -130,7 +130,7 @@ async fn tcp_chunks_in_flight_do_not_wait_for_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_datagrams_in_flight_do_not_wait_for_each_other() {
-    let proxy = UdpProxy::start(loopback(), udp_echo().await, delayed()).await.unwrap();
+    let proxy = Proxy::udp(loopback(), udp_echo().await, delayed()).await.unwrap();
     let socket = UdpSocket::bind(loopback()).await.unwrap();
     socket.connect(proxy.local_addr()).await.unwrap();
     let start = Instant::now();
@@ -160,7 +160,7 @@ async fn udp_loss_drops_about_the_configured_share() {
         }
     });
     let profile: LinkProfile = "loss=50%,seed=11".parse().unwrap();
-    let proxy = UdpProxy::start(loopback(), sink_addr, profile).await.unwrap();
+    let proxy = Proxy::udp(loopback(), sink_addr, profile).await.unwrap();
     let socket = UdpSocket::bind(loopback()).await.unwrap();
     socket.connect(proxy.local_addr()).await.unwrap();
     const SENT: u64 = 400;
@@ -196,7 +196,7 @@ async fn tcp_bandwidth_cap_sets_the_transfer_time() {
         let _ = done_tx.send((all.len(), Instant::now()));
     });
     let profile: LinkProfile = "bw=1mbit".parse().unwrap();
-    let proxy = TcpProxy::start(loopback(), sink_addr, profile).await.unwrap();
+    let proxy = Proxy::tcp(loopback(), sink_addr, profile).await.unwrap();
     let mut conn = TcpStream::connect(proxy.local_addr()).await.unwrap();
     let start = Instant::now();
     conn.write_all(&vec![7u8; BYTES]).await.unwrap();
@@ -211,7 +211,7 @@ async fn tcp_bandwidth_cap_sets_the_transfer_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_connections_and_frees_the_ports() {
-    let tcp = TcpProxy::start(loopback(), tcp_echo().await, LinkProfile::none()).await.unwrap();
+    let tcp = Proxy::tcp(loopback(), tcp_echo().await, LinkProfile::none()).await.unwrap();
     let tcp_addr = tcp.local_addr();
     let mut conn = TcpStream::connect(tcp_addr).await.unwrap();
     conn.write_all(b"ping").await.unwrap();
@@ -223,7 +223,7 @@ async fn shutdown_closes_connections_and_frees_the_ports() {
     assert!(closed.is_err() || rest.is_empty(), "connection survived shutdown");
     assert!(TcpStream::connect(tcp_addr).await.is_err(), "still accepting after shutdown");
 
-    let udp = UdpProxy::start(loopback(), udp_echo().await, LinkProfile::none()).await.unwrap();
+    let udp = Proxy::udp(loopback(), udp_echo().await, LinkProfile::none()).await.unwrap();
     let udp_addr = udp.local_addr();
     udp.shutdown().await;
     UdpSocket::bind(udp_addr).await.unwrap();

@@ -16,28 +16,20 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::delay::{sleep_until, LinkScheduler};
+use super::proxy::Proxy;
 use super::stats::{self, Counters};
 use super::tasks::ProxyTasks;
-use super::{LinkProfile, NetemError, TrafficStats};
+use super::{LinkProfile, NetemError};
 
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams queued per direction of a flow; past this the link tail-drops,
 /// as a router queue would.
 const QUEUE_DATAGRAMS: usize = 4096;
 
-/// A UDP proxy that delays and drops datagrams as `profile` says. Stops
-/// when dropped.
-pub struct UdpProxy {
-    local_addr: SocketAddr,
-    profile: LinkProfile,
-    counters: Counters,
-    tasks: ProxyTasks,
-}
-
-impl UdpProxy {
+impl Proxy {
     /// Receives on `listen` (port 0 picks one; see [`local_addr`](Self::local_addr))
     /// and relays each client's datagrams to `upstream`.
-    pub async fn start(listen: SocketAddr, upstream: SocketAddr, profile: LinkProfile) -> Result<Self, NetemError> {
+    pub async fn udp(listen: SocketAddr, upstream: SocketAddr, profile: LinkProfile) -> Result<Self, NetemError> {
         let socket = UdpSocket::bind(listen).await.map_err(|source| NetemError::Bind { addr: listen, source })?;
         let local_addr = socket.local_addr()?;
         let counters = Counters::default();
@@ -45,30 +37,6 @@ impl UdpProxy {
         tasks.spawn(client_loop(Arc::new(socket), upstream, profile, counters.clone(), tasks.clone()));
         debug!(%local_addr, %upstream, %profile, "netem udp proxy started");
         Ok(Self { local_addr, profile, counters, tasks })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub fn profile(&self) -> &LinkProfile {
-        &self.profile
-    }
-
-    /// Payload bytes delivered per direction, and datagrams dropped.
-    pub fn stats(&self) -> TrafficStats {
-        self.counters.snapshot()
-    }
-
-    /// Stops relaying; once this returns the listening port is free.
-    pub async fn shutdown(self) {
-        self.tasks.shutdown().await;
-    }
-}
-
-impl Drop for UdpProxy {
-    fn drop(&mut self) {
-        self.tasks.abort();
     }
 }
 

@@ -232,6 +232,7 @@ impl Job {
                         plan: self.plan,
                         sampling,
                         pipeline: self.pipeline,
+                        info: Some(&info),
                     };
                     let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
                     let model: &dyn CausalLm = &self.local.model;

@@ -62,6 +62,8 @@ pub struct SpecRequest<'a> {
     pub sampling: SamplingParams,
     /// Draft the next round while a verdict is in flight (greedy only).
     pub pipeline: bool,
+    /// The cloud's handshake, if the caller already has it.
+    pub info: Option<&'a v1::ModelInfo>,
 }
 
 /// Speculative generation over the wire: the drafter runs here, the verifier
@@ -84,6 +86,7 @@ pub async fn speculate(
         plan,
         sampling: SamplingParams::greedy(),
         pipeline: true,
+        info: None,
     };
     let mut run = SpecRun::default();
     let mut pool = PhrasePool::default();
@@ -103,7 +106,11 @@ pub async fn speculate_into(
     run: &mut SpecRun,
     mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
 ) -> Result<(), LinkError> {
-    let info = client.info().await?;
+    // The handshake costs a round trip; a caller that has just made it passes it in.
+    let info = match req.info {
+        Some(i) => i.clone(),
+        None => client.info().await?,
+    };
     let open = v1::Open {
         tokenizer_hash: req.tokenizer_hash.into(),
         prompt: req.prompt.to_vec(),
