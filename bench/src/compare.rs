@@ -336,6 +336,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
 }
 
 fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
+    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     if args.prompts == 0 || args.max_tokens == 0 || args.concurrency.contains(&0) {
         bail!("--prompts, --max-tokens and --concurrency must be at least 1");
     }
@@ -461,12 +462,27 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
                         } else if greedy && mode.kind != Kind::EdgeOnly {
                             let same = reference.get(k) == Some(&s.tokens);
                             if !same {
-                                bar.println(format!(
-                                    "MISMATCH: {} on prompt {} ({}) differs from cloud-only",
-                                    mode.name, s.prompt, s.category
-                                ));
+                                say(
+                                    &bar,
+                                    format!(
+                                        "MISMATCH: {} on prompt {} ({}) differs from cloud-only",
+                                        mode.name, s.prompt, s.category
+                                    ),
+                                );
                             }
                             s.matches_baseline = Some(same);
+                        }
+                        if bar.is_hidden() {
+                            // No terminal for the bar (a log file, CI): a line per sample instead.
+                            eprintln!(
+                                "[{}/{total}] {} · RTT {rtt_ms:.0} ms · {clients} clients · {} {}: {} tokens, {:.2} tok/s",
+                                bar.position() + 1,
+                                mode.name,
+                                s.category,
+                                s.prompt,
+                                s.tokens.len(),
+                                s.tokens.len() as f64 / s.total_s.max(1e-9)
+                            );
                         }
                         group.samples.push(s);
                         bar.inc(1);
@@ -499,9 +515,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
         transport_note: "loopback through the netem proxies; gRPC in plaintext (--insecure-dev), QUIC with a self-signed certificate".into(),
         git_revision: report::git_revision(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        started_unix,
         max_tokens: args.max_tokens,
         sampling: if greedy { "greedy".into() } else { format!("temperature {} seed {}", args.temperature, args.seed) },
     };
@@ -517,6 +531,15 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
         bail!("{mismatches} speculative outputs differ from cloud-only's");
     }
     Ok(())
+}
+
+/// A line above the progress bar, or on stderr when there is no bar to keep clear.
+fn say(bar: &ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
 }
 
 /// One prompt per client, all at once.

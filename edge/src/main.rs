@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// Serve the local OpenAI-compatible API: drafts here, verified by the cloud (or the drafter alone).
     Serve(Box<daemon::config::ServeArgs>),
-    /// Generate text from one local model, streamed to stdout, with tokens/s at the end.
+    /// Generate one answer, streamed to stdout with a summary line: verified by the cloud with
+    /// `--cloud` (the daemon's engine), else from the local model alone.
     Generate(generate::GenerateArgs),
     /// Measure the model runtime: decode tokens/s, the verify-cost curve c(k), peak RSS.
     BenchModel(bench::BenchArgs),

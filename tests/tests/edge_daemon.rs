@@ -260,3 +260,68 @@ async fn one_shot_generate_through_the_cloud_prints_the_clouds_text() {
     assert_eq!(stdout.strip_suffix('\n').unwrap_or(&stdout), want);
     assert!(stderr.contains("mode speculative"), "summary line: {stderr}");
 }
+
+/// The Qwen pair through the edge's API over both transports, streamed and
+/// not, against the cloud's own `Generate` (run locally: `cargo test -p
+/// ouro-tests --test edge_daemon -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Qwen pair and several minutes"]
+async fn qwen_pair_through_the_api_equals_generate() {
+    let target = model_path("qwen2.5-coder-1.5b");
+    let cloud = CloudServer::start(&target, &["--quic-listen", "127.0.0.1:0"]);
+    let tok = Tokenizer::from_gguf(&gguf::read_content(&target).unwrap()).unwrap();
+    let info = tok.info();
+    let question = "Write a Python function that returns the n-th Fibonacci number.";
+    let chat = json!({"model": "ouro", "messages": [{"role": "user", "content": question}], "max_tokens": 64});
+    // What the cloud alone writes for the same rendered prompt.
+    let drafter = model_path("qwen2.5-coder-0.5b");
+    let side = ouro_bench_text(&target, question);
+    let mut c = connect(cloud.addr, Some(TOKEN)).await;
+    let want = tok.decode(&generate(&mut c, &side, 64, &info.stop_ids).await.unwrap(), true).unwrap();
+    for quic in [false, true] {
+        let addr = if quic { cloud.quic_addr.unwrap() } else { cloud.addr }.to_string();
+        let e = EdgeServer::start(&[
+            "--model",
+            drafter.to_str().unwrap(),
+            "--cloud",
+            &addr,
+            "--transport",
+            if quic { "quic" } else { "grpc" },
+            "--insecure-dev",
+            "--token",
+            TOKEN,
+        ])
+        .unwrap();
+        let (status, _, body) = http(e.addr, "POST", "/v1/chat/completions", Some(&chat));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), want, "quic={quic}");
+        assert_eq!(v["ouro"]["mode"], "speculative");
+        println!("quic={quic}: {}", v["ouro"]);
+        let mut streamed_req = chat.clone();
+        streamed_req["stream"] = json!(true);
+        let (_, _, body) = http(e.addr, "POST", "/v1/chat/completions", Some(&streamed_req));
+        let events = sse_events(&body);
+        let text: String = events[..events.len() - 1]
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .map(|v| v["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(text, want, "streamed, quic={quic}");
+    }
+}
+
+/// The prompt ids the edge builds for one user turn: the model's own chat
+/// template, then BOS if the tokenizer adds one.
+fn ouro_bench_text(model: &std::path::Path, question: &str) -> Vec<u32> {
+    use ouro_common::chat::{ChatTemplate, Message, CHATML};
+    let tok = Tokenizer::from_gguf(&gguf::read_content(model).unwrap()).unwrap();
+    let info = tok.info();
+    let text = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i)).unwrap_or_default();
+    let source = info.chat_template.clone().unwrap_or_else(|| CHATML.to_string());
+    let template = ChatTemplate::new(&source, &text(info.bos), &text(info.eos)).unwrap();
+    let rendered = template.render(&[Message::new("user", question)], true).unwrap();
+    let mut ids: Vec<u32> = if info.add_bos { info.bos.into_iter().collect() } else { vec![] };
+    ids.extend(tok.encode(&rendered, true).unwrap());
+    ids
+}

@@ -117,11 +117,22 @@ pub async fn speculate_into(
         sampling: Some((&req.sampling).into()),
         ..Default::default()
     };
-    let (mut s, opened) = client.open_session(open).await?;
     let limits = TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize };
     let cfg = DrafterConfig { use_pool: !matches!(req.plan, Plan::Chain(_)), ..DrafterConfig::default() };
-    let mut drafter =
-        Drafter::open(drafter_model, req.prompt, req.sampling, std::mem::take(pool), cfg, req.stop_ids.to_vec())?;
+    // The drafter prefills the prompt while the cloud prefills it too: the
+    // session's Open is on its way before the drafter's blocking pass starts.
+    let taken = std::mem::take(pool);
+    let (session, drafter) = tokio::join!(client.open_session(open), async {
+        off_runtime(|| Drafter::open(drafter_model, req.prompt, req.sampling, taken, cfg, req.stop_ids.to_vec()))
+    });
+    let mut drafter = drafter?;
+    let (mut s, opened) = match session {
+        Ok(s) => s,
+        Err(e) => {
+            *pool = drafter.into_pool();
+            return Err(e.into());
+        }
+    };
     // Greedy runs plan with the cloud's own cost curve from the start, and
     // measured rounds refine it. Sampled runs keep the default curve: which
     // sample a seed yields depends on the tree shape, so their plans must not
