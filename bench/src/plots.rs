@@ -156,6 +156,18 @@ pub fn tokens_per_s_vs_rtt(rows: &[Row], concurrency: usize, path: &Path) -> Res
         // A single RTT draws no line, so the points carry the data.
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
     }
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The same legend box on every chart.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), PlotError>
+where
+    DB::ErrorType: 'static,
+{
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -163,7 +175,6 @@ pub fn tokens_per_s_vs_rtt(rows: &[Row], concurrency: usize, path: &Path) -> Res
         .border_style(BLACK)
         .label_font((FONT, 14))
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -313,13 +324,7 @@ pub fn accepted_per_round(groups: &[Group], path: &Path) -> Result<(), PlotError
             .label(d.mode)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
