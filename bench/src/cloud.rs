@@ -8,12 +8,11 @@
 //! is checked against `Generate`'s.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ouro_bench::process::{pin, pin_self, sibling_bin, CloudProcess};
+use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::replay::replay;
 use ouro_edge::link::{self, SessionStream};
 use ouro_proto::v1;
@@ -127,16 +126,16 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         }
     }
     let model = ouro_common::model::registry::resolve(&args.target)?;
-    let mut cmd = Command::new(sibling_bin("ouro-cloud")?);
-    cmd.args(["--threads", &args.cloud_cores.len().to_string(), "serve", "--insecure-dev"])
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens", TOKEN])
-        .args(["--max-sessions", "64", "--batch-window-ms", &args.batch_window_ms.to_string()])
-        .args(args.requantize.then_some("--requantize"))
-        .arg("--model")
-        .arg(&model)
-        .stderr(std::process::Stdio::null());
-    pin(&mut cmd, &args.cloud_cores);
-    let cloud = CloudProcess::spawn(cmd).context("starting ouro-cloud")?;
+    let cloud = BenchCloud {
+        model: &model,
+        cores: &args.cloud_cores,
+        token: TOKEN,
+        batch_window_ms: args.batch_window_ms,
+        requantize: args.requantize,
+        quic: false,
+    }
+    .spawn()
+    .context("starting ouro-cloud")?;
     let endpoint = format!("http://{}", cloud.addr);
     let info = rt()?.block_on(async {
         let mut c = link::connect(&endpoint, Some(TOKEN), None).await?;

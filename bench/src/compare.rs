@@ -10,7 +10,6 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -18,7 +17,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ouro_bench::figures::{rows, Group, Sample};
 use ouro_bench::netem::{LinkProfile, Proxy};
-use ouro_bench::process::{pin, pin_self, sibling_bin, CloudProcess};
+use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::report::{self, Environment, ModelRef, Results};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
@@ -149,7 +148,8 @@ struct Bench {
     stop_ids: Vec<u32>,
     sampling: SamplingParams,
     max_tokens: usize,
-    tcp: SocketAddrs,
+    /// Where clients connect: the proxies' ends of the emulated link.
+    link: SocketAddrs,
 }
 
 #[derive(Clone, Copy)]
@@ -276,10 +276,10 @@ impl Bench {
             (Kind::EdgeOnly, _) => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
             (kind, quic) => rt.block_on(async {
                 let (clock, run) = if quic {
-                    let mut q = QuicLink::connect(self.tcp.quic, "localhost", TOKEN, Trust::InsecureDev).await?;
+                    let mut q = QuicLink::connect(self.link.quic, "localhost", TOKEN, Trust::InsecureDev).await?;
                     self.dispatch(kind, &mut q, prompt).await?
                 } else {
-                    let mut c = link::connect(&format!("http://{}", self.tcp.grpc), Some(TOKEN), None).await?;
+                    let mut c = link::connect(&format!("http://{}", self.link.grpc), Some(TOKEN), None).await?;
                     self.dispatch(kind, &mut c, prompt).await?
                 };
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
@@ -369,16 +369,16 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     let (drafter, drafter_path) = load_drafter(&args.drafter)?;
     let target_path = registry::resolve(&args.target)?;
 
-    let mut cmd = Command::new(sibling_bin("ouro-cloud")?);
-    cmd.args(["--threads", &args.cloud_cores.len().to_string(), "serve", "--insecure-dev"])
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
-        .args(["--tokens", TOKEN, "--max-sessions", "64", "--batch-window-ms", &args.batch_window_ms.to_string()])
-        .args(args.requantize.then_some("--requantize"))
-        .arg("--model")
-        .arg(&target_path)
-        .stderr(std::process::Stdio::null());
-    pin(&mut cmd, &args.cloud_cores);
-    let cloud = CloudProcess::spawn(cmd).context("starting ouro-cloud")?;
+    let cloud = BenchCloud {
+        model: &target_path,
+        cores: &args.cloud_cores,
+        token: TOKEN,
+        batch_window_ms: args.batch_window_ms,
+        requantize: args.requantize,
+        quic: true,
+    }
+    .spawn()
+    .context("starting ouro-cloud")?;
     let quic_addr = cloud.quic_addr.context("the cloud did not report a QUIC address")?;
     let setup = client_runtime()?;
     let cloud_info = setup.block_on(async {
@@ -417,7 +417,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
         stop_ids: info.stop_ids.clone(),
         sampling,
         max_tokens: args.max_tokens,
-        tcp: SocketAddrs { grpc: cloud.addr, quic: quic_addr },
+        link: SocketAddrs { grpc: cloud.addr, quic: quic_addr },
     };
     for profile in links {
         let (tcp, udp) = setup.block_on(async {
@@ -426,7 +426,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
             let udp = Proxy::udp(any, quic_addr, *profile).await?;
             anyhow::Ok((tcp, udp))
         })?;
-        bench.tcp = SocketAddrs { grpc: tcp.local_addr(), quic: udp.local_addr() };
+        bench.link = SocketAddrs { grpc: tcp.local_addr(), quic: udp.local_addr() };
         let rtt_ms = profile.rtt().as_secs_f64() * 1e3;
         for &clients in &args.concurrency {
             let mut by_mode: Vec<Group> = modes
@@ -451,11 +451,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
                     let (tcp1, udp1) = (tcp.stats(), udp.stats());
                     group.cloud_cpu_s += cloud.cpu_seconds() - cpu0;
                     group.wall_s += t0.elapsed().as_secs_f64();
-                    group.wire_bytes += (tcp1.upstream_bytes
-                        + tcp1.downstream_bytes
-                        + udp1.upstream_bytes
-                        + udp1.downstream_bytes)
-                        - (tcp0.upstream_bytes + tcp0.downstream_bytes + udp0.upstream_bytes + udp0.downstream_bytes);
+                    group.wire_bytes += tcp1.bytes() + udp1.bytes() - tcp0.bytes() - udp0.bytes();
                     for (k, mut s) in samples.into_iter().enumerate() {
                         if mode.name == BASELINE {
                             reference.push(s.tokens.clone());

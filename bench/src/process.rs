@@ -102,6 +102,35 @@ pub fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Child, String), Pr
     Ok((child, banner))
 }
 
+/// How a benchmark runs its cloud: plaintext on loopback with ports the
+/// kernel picks, one bearer token, one model thread per core it is pinned to.
+pub struct BenchCloud<'a> {
+    pub model: &'a Path,
+    pub cores: &'a [usize],
+    pub token: &'a str,
+    pub batch_window_ms: f64,
+    /// Pass `--requantize` (k-quant weights as Q8_0).
+    pub requantize: bool,
+    /// Also serve QUIC.
+    pub quic: bool,
+}
+
+impl BenchCloud<'_> {
+    pub fn spawn(&self) -> Result<CloudProcess, ProcessError> {
+        let mut cmd = Command::new(sibling_bin("ouro-cloud")?);
+        cmd.args(["--threads", &self.cores.len().to_string(), "serve", "--insecure-dev"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens", self.token])
+            .args(["--max-sessions", "64", "--batch-window-ms", &self.batch_window_ms.to_string()])
+            .args(self.quic.then_some(["--quic-listen", "127.0.0.1:0"]).into_iter().flatten())
+            .args(self.requantize.then_some("--requantize"))
+            .arg("--model")
+            .arg(self.model)
+            .stderr(Stdio::null());
+        pin(&mut cmd, self.cores);
+        CloudProcess::spawn(cmd)
+    }
+}
+
 /// A running `ouro-cloud serve`, killed on drop.
 pub struct CloudProcess {
     child: Child,

@@ -18,6 +18,13 @@ pub struct TrafficStats {
     pub dropped_datagrams: u64,
 }
 
+impl TrafficStats {
+    /// Payload bytes both ways.
+    pub fn bytes(&self) -> u64 {
+        self.upstream_bytes + self.downstream_bytes
+    }
+}
+
 /// The live counters behind [`TrafficStats`], shared with the proxy tasks.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Counters {

@@ -25,12 +25,11 @@ use crate::local::LocalModel;
 pub struct EdgeBackend {
     local: Arc<LocalModel>,
     pub cloud: Option<Arc<CloudConfig>>,
-    opts: BackendOptions,
+    opts: Arc<BackendOptions>,
     /// What a request started now would run as: "speculative" or "local".
     mode: Arc<Mutex<&'static str>>,
     /// Ouroboros' phrase pool, warm across this device's requests.
     pool: Arc<Mutex<PhrasePool>>,
-    pool_file: Option<Arc<std::path::PathBuf>>,
 }
 
 /// How the engine speculates and degrades.
@@ -58,8 +57,7 @@ impl EdgeBackend {
             cloud,
             mode: Arc::new(Mutex::new(mode)),
             pool: Arc::new(Mutex::new(load_pool(opts.pool_file.as_deref()))),
-            pool_file: opts.pool_file.clone().map(Arc::new),
-            opts,
+            opts: Arc::new(opts),
         }
     }
 }
@@ -111,13 +109,9 @@ impl Backend for EdgeBackend {
         let job = Job {
             local: self.local.clone(),
             cloud: self.cloud.clone(),
-            fallback: self.opts.fallback,
-            plan: self.opts.plan,
+            opts: self.opts.clone(),
             mode: self.mode.clone(),
             pool: self.pool.clone(),
-            pool_file: self.pool_file.clone(),
-            pipeline: self.opts.pipeline,
-            reprobe: self.opts.reprobe,
         };
         std::thread::spawn(move || {
             // This thread drafts; the worker moves the link's bytes meanwhile,
@@ -137,13 +131,9 @@ impl Backend for EdgeBackend {
 struct Job {
     local: Arc<LocalModel>,
     cloud: Option<Arc<CloudConfig>>,
-    fallback: Fallback,
-    plan: Plan,
+    opts: Arc<BackendOptions>,
     mode: Arc<Mutex<&'static str>>,
     pool: Arc<Mutex<PhrasePool>>,
-    pool_file: Option<Arc<std::path::PathBuf>>,
-    pipeline: bool,
-    reprobe: Duration,
 }
 
 /// Turns committed tokens into text events, and knows when to stop.
@@ -229,9 +219,9 @@ impl Job {
                         prompt: &committed,
                         max_new: req.max_tokens - out.tokens.len(),
                         stop_ids: &stop_ids,
-                        plan: self.plan,
+                        plan: self.opts.plan,
                         sampling,
-                        pipeline: self.pipeline,
+                        pipeline: self.opts.pipeline,
                         info: Some(&info),
                     };
                     let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
@@ -244,7 +234,7 @@ impl Job {
                             speculate_into(&mut q, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
                         }
                     };
-                    if let Some(path) = &self.pool_file {
+                    if let Some(path) = &self.opts.pool_file {
                         if let Err(e) = pool.save(path.as_path()) {
                             tracing::warn!("saving the phrase pool to {}: {e}", path.display());
                         }
@@ -273,7 +263,7 @@ impl Job {
                     continue;
                 }
             }
-            match self.fallback {
+            match self.opts.fallback {
                 Fallback::Local => {
                     local_only = true;
                     self.set_mode("local");
@@ -331,7 +321,7 @@ impl Job {
     ) -> Result<bool, ouro_common::generate::GenerateError> {
         let back = Arc::new(AtomicBool::new(false));
         let probe = self.cloud.clone().map(|cloud| {
-            let (back, every) = (back.clone(), self.reprobe);
+            let (back, every) = (back.clone(), self.opts.reprobe);
             tokio::spawn(async move {
                 let mut attempt = 0;
                 loop {
