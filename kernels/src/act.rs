@@ -1,0 +1,141 @@
+//! Activations quantized to int8 blocks, once per matmul input.
+//!
+//! K-quant weights take 256-value blocks (Q8_K-style), Q8_0 weights 32-value
+//! ones. Each block keeps the sums of its quantized values over 16 and over
+//! 32 entries: they turn the weight formats' offsets (Q4_K minimums, Q6_K's
+//! −32 and the unsigned form of Q8_0 that `vpdpbusd` needs) into one exact
+//! integer correction per block instead of per value.
+
+use std::sync::OnceLock;
+
+use crate::{QK8_0, QK_K};
+
+/// `m` rows of `k` values as int8 with one f32 scale per `block` values.
+#[derive(Debug, Clone)]
+pub struct Q8Blocks {
+    pub m: usize,
+    pub k: usize,
+    pub block: usize,
+    pub qs: Vec<i8>,
+    /// One scale per block, row-major.
+    pub d: Vec<f32>,
+    /// Sum of each 16 consecutive quantized values.
+    pub bsum16: Vec<i32>,
+    /// Sum of each 32 consecutive quantized values.
+    pub bsum32: Vec<i32>,
+}
+
+/// Round to nearest, ties to even, for |v| < 2^22: adding and subtracting
+/// 1.5·2^23 leaves the integer part in the mantissa. Vectorises, unlike
+/// `f32::round`, and is exact IEEE arithmetic on every target.
+#[inline(always)]
+fn nearest(v: f32) -> i32 {
+    ((v + 12_582_912.0) - 12_582_912.0) as i32
+}
+
+impl Q8Blocks {
+    /// Quantizes `x` (`m` rows of `k`) with a scale per `block` values:
+    /// `d = amax / 127`, `q = nearest(x · 127 / amax)`.
+    pub fn quantize(x: &[f32], m: usize, k: usize, block: usize) -> Self {
+        assert!(block.is_multiple_of(32) && k.is_multiple_of(block) && x.len() == m * k, "caller checks shapes");
+        let mut qs = vec![0i8; m * k];
+        let mut d = vec![0f32; m * k / block];
+        for ((xb, qb), d) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(&mut d) {
+            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            if amax > 0.0 && amax.is_finite() {
+                let id = 127.0 / amax;
+                for (q, &v) in qb.iter_mut().zip(xb) {
+                    *q = nearest(v * id).clamp(-127, 127) as i8;
+                }
+                *d = amax / 127.0;
+            }
+        }
+        let sums = |n: usize| qs.chunks_exact(n).map(|c| c.iter().map(|&q| q as i32).sum()).collect();
+        let (bsum16, bsum32) = (sums(16), sums(32));
+        Self { m, k, block, qs, d, bsum16, bsum32 }
+    }
+
+    /// Row `r`'s quantized values.
+    #[inline]
+    pub fn row(&self, r: usize) -> &[i8] {
+        &self.qs[r * self.k..(r + 1) * self.k]
+    }
+
+    #[inline]
+    pub fn blocks_per_row(&self) -> usize {
+        self.k / self.block
+    }
+}
+
+/// One matmul input, quantized lazily for each weight format that reads it:
+/// q, k and v (or gate and up) share one quantization.
+pub struct Activations<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    q8k: OnceLock<Q8Blocks>,
+    q80: OnceLock<Q8Blocks>,
+}
+
+impl<'a> Activations<'a> {
+    /// `x` holds `m` rows of `k` floats.
+    pub fn new(x: &'a [f32], m: usize, k: usize) -> Self {
+        assert_eq!(x.len(), m * k, "activations must be m x k");
+        Self { x, m, k, q8k: OnceLock::new(), q80: OnceLock::new() }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    pub fn f32(&self) -> &[f32] {
+        self.x
+    }
+
+    /// 256-value blocks, for K-quant weights.
+    pub fn q8k(&self) -> &Q8Blocks {
+        self.q8k.get_or_init(|| Q8Blocks::quantize(self.x, self.m, self.k, QK_K))
+    }
+
+    /// 32-value blocks, for Q8_0 weights.
+    pub fn q80(&self) -> &Q8Blocks {
+        self.q80.get_or_init(|| Q8Blocks::quantize(self.x, self.m, self.k, QK8_0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rounds_ties_to_even() {
+        assert_eq!([0.5, 1.5, 2.5, -0.5, -1.5, 126.6, -126.6].map(nearest), [0, 2, 2, 0, -2, 127, -127]);
+    }
+
+    #[test]
+    fn quantizes_within_half_a_step_and_sums_blocks() {
+        let x: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0).collect();
+        let q = Q8Blocks::quantize(&x, 2, 256, 256);
+        for (i, &v) in x.iter().enumerate() {
+            let d = q.d[i / 256];
+            assert!((q.qs[i] as f32 * d - v).abs() <= d * 0.5 + 1e-6);
+        }
+        assert_eq!(q.bsum16.len(), 32);
+        assert_eq!(q.bsum32[3], q.qs[96..128].iter().map(|&v| v as i32).sum::<i32>());
+        assert_eq!(q.bsum32[3], q.bsum16[6] + q.bsum16[7]);
+    }
+
+    #[test]
+    fn zero_and_non_finite_blocks_quantize_to_zero_without_panicking() {
+        let mut x = vec![0f32; 64];
+        x[40] = f32::NAN;
+        x[41] = f32::INFINITY;
+        let q = Q8Blocks::quantize(&x, 1, 64, 32);
+        assert!(q.qs.iter().all(|&v| v == 0));
+        assert_eq!(q.d[0], 0.0);
+    }
+}

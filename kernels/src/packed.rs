@@ -1,0 +1,289 @@
+//! Weights repacked once at load into column tiles made for the kernels.
+//!
+//! A matrix `[n, k]` (n output columns) becomes `ceil(n / 16)` tiles; the last
+//! is padded with zero weights. Each tile is a run of blocks (superblocks of
+//! 256 values for the K-quants, 32 for Q8_0) in increasing k, and each block
+//! has two parts kept in two arrays: the quantized values ("quants", 64-byte
+//! aligned vectors, streamed) and the scales ("meta").
+//!
+//! Quants: vector `v` of a block holds, at byte `4·c + i`, column `c`'s
+//! value(s) for four consecutive k. The formats differ in what a byte holds:
+//! - Q4_K: vector `v = 4·j + g` (sub-block `j` of 32, group `g` of 8 values):
+//!   low nibble value `32j + 8g + i`, high nibble value `32j + 8g + 4 + i`.
+//! - Q6_K: 32 vectors of low nibbles as Q4_K (`v = g`, values `8g + i` and
+//!   `8g + 4 + i`), then 16 vectors of high bit pairs: vector `h` holds, in
+//!   bits `2t..2t+2`, the high bits of value `16h + 4t + i`.
+//! - Q8_0: vector `g` holds value `4g + i` as int8.
+//!
+//! Meta, per block, column-contiguous so one load serves 16 lanes:
+//! - Q4_K: `sc[8][16]` u8, `m[8][16]` u8, `d[16]` f16, `dmin[16]` f16;
+//! - Q6_K: `sc[16][16]` i8, `d[16]` f16;
+//! - Q8_0: `d[16]` f16.
+//!
+//! Memory per column per 256 values: Q4_K 148 bytes (the file's 144 plus
+//! unpacked 6-bit scales), Q6_K 210 (as the file), Q8_0 272 (as the file).
+
+use crate::act::Activations;
+use crate::isa::Isa;
+use crate::reference::{decode_q4k, decode_q6k, decode_q8_0, f16};
+use crate::{KernelError, QK8_0, QK_K, TILE};
+
+/// A weight format with a kernel of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Q4K,
+    Q6K,
+    Q8_0,
+}
+
+impl Format {
+    /// Values per block.
+    pub const fn block(self) -> usize {
+        match self {
+            Format::Q4K | Format::Q6K => QK_K,
+            Format::Q8_0 => QK8_0,
+        }
+    }
+
+    /// Bytes per block in the GGUF file.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4K => 144,
+            Format::Q6K => 210,
+            Format::Q8_0 => 34,
+        }
+    }
+
+    /// Quant bytes per tile block.
+    pub(crate) const fn quant_bytes(self) -> usize {
+        match self {
+            Format::Q4K => 2048,
+            Format::Q6K => 3072,
+            Format::Q8_0 => 512,
+        }
+    }
+
+    /// Meta bytes per tile block.
+    pub(crate) const fn meta_bytes(self) -> usize {
+        match self {
+            Format::Q4K => 320,
+            Format::Q6K => 288,
+            Format::Q8_0 => 32,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A `[n, k]` weight matrix in tiles (see the module docs).
+pub struct PackedMatrix {
+    format: Format,
+    n: usize,
+    k: usize,
+    quants: Vec<Line>,
+    meta: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix({:?}, {}x{})", self.format, self.n, self.k)
+    }
+}
+
+impl PackedMatrix {
+    /// Repacks `n` rows of `k` values in the file's block layout. Only the
+    /// packed copy is kept: the caller's bytes can be dropped afterwards.
+    pub fn from_ggml(format: Format, bytes: &[u8], n: usize, k: usize) -> Result<Self, KernelError> {
+        let block = format.block();
+        if n == 0 || k == 0 || !k.is_multiple_of(block) || bytes.len() != n * (k / block) * format.block_bytes() {
+            return Err(KernelError::Shape { format, bytes: bytes.len(), n, k, block });
+        }
+        let nb = k / block;
+        let tiles = n.div_ceil(TILE);
+        let (qb, mb) = (format.quant_bytes(), format.meta_bytes());
+        let mut quants = vec![Line([0; 64]); tiles * nb * qb / 64];
+        let mut meta = vec![0u8; tiles * nb * mb];
+        // SAFETY: `Line` is 64 plain bytes, so the vector is a byte array.
+        let qbytes = unsafe { std::slice::from_raw_parts_mut(quants.as_mut_ptr() as *mut u8, quants.len() * 64) };
+        for col in 0..n {
+            let (t, c) = (col / TILE, col % TILE);
+            for b in 0..nb {
+                let src = &bytes[(col * nb + b) * format.block_bytes()..][..format.block_bytes()];
+                let q = &mut qbytes[(t * nb + b) * qb..][..qb];
+                let mt = &mut meta[(t * nb + b) * mb..][..mb];
+                match format {
+                    Format::Q4K => pack_q4k(src, c, q, mt),
+                    Format::Q6K => pack_q6k(src, c, q, mt),
+                    Format::Q8_0 => pack_q8_0(src, c, q, mt),
+                }
+            }
+        }
+        Ok(Self { format, n, k, quants, meta })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input values per column.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.k / self.format.block()
+    }
+
+    pub(crate) fn tiles(&self) -> usize {
+        self.n.div_ceil(TILE)
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.quants.len() * 64 + self.meta.len()
+    }
+
+    /// The quants and meta of tile `t`, all its blocks.
+    #[inline]
+    pub(crate) fn tile(&self, t: usize) -> (*const u8, *const u8) {
+        let nb = self.blocks();
+        let q = self.quants.as_ptr() as *const u8;
+        // SAFETY (for callers): offsets stay inside the arrays for t < tiles().
+        unsafe {
+            (q.add(t * nb * self.format.quant_bytes()), self.meta.as_ptr().add(t * nb * self.format.meta_bytes()))
+        }
+    }
+
+    fn quant_bytes(&self) -> &[u8] {
+        // SAFETY: `Line` is 64 plain bytes.
+        unsafe { std::slice::from_raw_parts(self.quants.as_ptr() as *const u8, self.quants.len() * 64) }
+    }
+
+    /// Column `col` as floats, with ggml's dequantization formulas (the same
+    /// values as [`crate::reference::dequantize_row`] on the file's bytes).
+    pub fn dequantize_row(&self, col: usize, out: &mut [f32]) {
+        assert!(col < self.n && out.len() == self.k, "row {col} of {}x{}", self.n, self.k);
+        let (t, c, nb) = (col / TILE, col % TILE, self.blocks());
+        let (qb, mb) = (self.format.quant_bytes(), self.format.meta_bytes());
+        let qs = self.quant_bytes();
+        for b in 0..nb {
+            let q = &qs[(t * nb + b) * qb..][..qb];
+            let mt = &self.meta[(t * nb + b) * mb..][..mb];
+            let o = &mut out[b * self.format.block()..][..self.format.block()];
+            let h16 = |at: usize| f16(u16::from_le_bytes([mt[at + 2 * c], mt[at + 2 * c + 1]]));
+            match self.format {
+                Format::Q4K => {
+                    let (d, dmin) = (h16(256), h16(288));
+                    for (i, o) in o.iter_mut().enumerate() {
+                        let j = i / 32;
+                        let (sc, m) = (mt[j * 16 + c] as f32, mt[128 + j * 16 + c] as f32);
+                        *o = (d * sc) * q4k_value(q, c, i) as f32 - dmin * m;
+                    }
+                }
+                Format::Q6K => {
+                    let d = h16(256);
+                    for (i, o) in o.iter_mut().enumerate() {
+                        let sc = mt[(i / 16) * 16 + c] as i8 as f32;
+                        *o = (d * sc) * (q6k_value(q, c, i) as i32 - 32) as f32;
+                    }
+                }
+                Format::Q8_0 => {
+                    let d = h16(0);
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = (q[(i / 4) * 64 + 4 * c + i % 4] as i8) as f32 * d;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y[m, n] = x · Wᵀ` on the given path, columns split over rayon's threads.
+    pub fn matmul(&self, isa: Isa, x: &Activations<'_>, y: &mut [f32]) -> Result<(), KernelError> {
+        crate::matmul::run(self, isa, x, y)
+    }
+}
+
+/// Byte offset of column `c`'s value `i` (4 per vector) in vector `v`.
+#[inline]
+fn at(v: usize, c: usize, i: usize) -> usize {
+    v * 64 + 4 * c + i
+}
+
+/// Q4_K value `i` of column `c` from a tile block's quants.
+#[inline]
+pub(crate) fn q4k_value(q: &[u8], c: usize, i: usize) -> u8 {
+    let (j, g, rest) = (i / 32, (i % 32) / 8, i % 8);
+    let byte = q[at(4 * j + g, c, rest % 4)];
+    if rest < 4 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Q6_K value `i` (0..64, unsigned) of column `c`.
+#[inline]
+pub(crate) fn q6k_value(q: &[u8], c: usize, i: usize) -> u8 {
+    let (g, rest) = (i / 8, i % 8);
+    let lo = q[at(g, c, rest % 4)];
+    let lo = if rest < 4 { lo & 0xF } else { lo >> 4 };
+    let (h, t) = (i / 16, (i % 16) / 4);
+    let hi = (q[2048 + at(h, c, i % 4)] >> (2 * t)) & 3;
+    lo | (hi << 4)
+}
+
+fn put16(meta: &mut [u8], at: usize, c: usize, v: u16) {
+    meta[at + 2 * c..at + 2 * c + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn pack_q4k(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
+    let blk = decode_q4k(src);
+    for j in 0..8 {
+        for g in 0..4 {
+            for i in 0..4 {
+                let (lo, hi) = (blk.q[32 * j + 8 * g + i], blk.q[32 * j + 8 * g + 4 + i]);
+                q[at(4 * j + g, c, i)] = lo | (hi << 4);
+            }
+        }
+        meta[j * 16 + c] = blk.sc[j];
+        meta[128 + j * 16 + c] = blk.m[j];
+    }
+    put16(meta, 256, c, blk.d);
+    put16(meta, 288, c, blk.dmin);
+}
+
+fn pack_q6k(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
+    let blk = decode_q6k(src);
+    for g in 0..32 {
+        for i in 0..4 {
+            q[at(g, c, i)] = (blk.q[8 * g + i] & 0xF) | ((blk.q[8 * g + 4 + i] & 0xF) << 4);
+        }
+    }
+    for h in 0..16 {
+        for i in 0..4 {
+            let mut byte = 0u8;
+            for t in 0..4 {
+                byte |= (blk.q[16 * h + 4 * t + i] >> 4) << (2 * t);
+            }
+            q[2048 + at(h, c, i)] = byte;
+        }
+        meta[h * 16 + c] = blk.sc[h] as u8;
+    }
+    put16(meta, 256, c, blk.d);
+}
+
+fn pack_q8_0(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
+    let blk = decode_q8_0(src);
+    for g in 0..8 {
+        for i in 0..4 {
+            q[at(g, c, i)] = blk.q[4 * g + i] as u8;
+        }
+    }
+    put16(meta, 0, c, blk.d);
+}

@@ -1,0 +1,201 @@
+//! AVX2: a tile as two halves of 8 columns (one 256-bit register each).
+//! Without VNNI, `vpmaddubsw` forms 16-bit pair sums (no input the formats
+//! encode can saturate them) and `vpmaddwd` widens them to 32 bits.
+
+use std::arch::x86_64::*;
+
+use crate::act::Q8Blocks;
+use crate::matmul::TileOut;
+use crate::packed::{Format, PackedMatrix};
+
+#[inline(always)]
+unsafe fn bcast(p: *const i8) -> __m256i {
+    _mm256_set1_epi32((p as *const i32).read_unaligned())
+}
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_load_si256(p as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline(always)]
+unsafe fn u8x8(p: *const u8) -> __m256i {
+    _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+}
+
+#[inline(always)]
+unsafe fn widen(p16: __m256i) -> __m256i {
+    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
+}
+
+#[inline(always)]
+unsafe fn step(acc: __m256, d: __m256, dx: f32, isum: __m256i) -> __m256 {
+    _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(isum)))
+}
+
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
+    macro_rules! dispatch {
+        ($f:ident, $half:expr) => {
+            match rows {
+                1 => $f::<1>(w, t, $half, a, r0, out),
+                2 => $f::<2>(w, t, $half, a, r0, out),
+                3 => $f::<3>(w, t, $half, a, r0, out),
+                _ => $f::<4>(w, t, $half, a, r0, out),
+            }
+        };
+    }
+    for half in 0..2 {
+        match w.format() {
+            Format::Q4K => dispatch!(q4k, half),
+            Format::Q6K => dispatch!(q6k, half),
+            Format::Q8_0 => dispatch!(q8_0, half),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn rows_of<const R: usize>(a: &Q8Blocks, r0: usize) -> [*const i8; R] {
+    std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k))
+}
+
+#[inline(always)]
+unsafe fn store<const R: usize>(acc: [__m256; R], half: usize, out: &mut TileOut) {
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * half), acc[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+    let nb = w.blocks();
+    let (qp, mp) = w.tile(t);
+    // Quants and u8 meta advance by 8 lanes of bytes, f16 meta by 8 of two.
+    let (mut qp, mut mp, h16) = (qp.add(32 * half), mp.add(8 * half), 8 * half);
+    let x = rows_of::<R>(a, r0);
+    let nib = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let mut isum = [_mm256_setzero_si256(); R];
+        let mut imin = [_mm256_setzero_si256(); R];
+        for j in 0..8 {
+            // The scale in both 16-bit halves of a lane: vpmaddwd then
+            // multiplies and widens the pair sums in one go.
+            let sc = u8x8(mp.add(16 * j));
+            let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            let mn = u8x8(mp.add(128 + 16 * j));
+            for r in 0..R {
+                let xp = x[r].add(b * 256 + 32 * j);
+                // Eight products of at most 15·127·2 each fit in 16 bits.
+                let mut p = _mm256_setzero_si256();
+                for g in 0..4 {
+                    let v = load(qp.add((4 * j + g) * 64));
+                    let lo = _mm256_and_si256(v, nib);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, bcast(xp.add(8 * g))));
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, bcast(xp.add(8 * g + 4))));
+                }
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, sc));
+                let bs = *a.bsum32.get_unchecked(((r0 + r) * nb + b) * 8 + j);
+                imin[r] = _mm256_add_epi32(imin[r], _mm256_mullo_epi32(mn, _mm256_set1_epi32(bs)));
+            }
+        }
+        let (d, dmin) = (f16x8(mp.add(256 + h16)), f16x8(mp.add(288 + h16)));
+        for r in 0..R {
+            let dx = *a.d.get_unchecked((r0 + r) * nb + b);
+            acc[r] = step(acc[r], d, dx, isum[r]);
+            let m = _mm256_mul_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(imin[r]));
+            acc[r] = _mm256_sub_ps(acc[r], m);
+        }
+        qp = qp.add(2048);
+        mp = mp.add(320);
+    }
+    store(acc, half, out);
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q6k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+    let nb = w.blocks();
+    let (qp, mp) = w.tile(t);
+    let (mut qp, mut mp, h16) = (qp.add(32 * half), mp.add(8 * half), 8 * half);
+    let x = rows_of::<R>(a, r0);
+    let (m0f, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let mut isum = [_mm256_setzero_si256(); R];
+        for h in 0..16 {
+            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(mp.add(16 * h) as *const __m128i));
+            let (l0, l1, qh) = (load(qp.add(2 * h * 64)), load(qp.add((2 * h + 1) * 64)), load(qp.add(2048 + h * 64)));
+            let o = [
+                _mm256_or_si256(_mm256_and_si256(l0, m0f), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l0, 4), m0f),
+                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+                ),
+                _mm256_or_si256(_mm256_and_si256(l1, m0f), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l1, 4), m0f),
+                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                ),
+            ];
+            for r in 0..R {
+                let xp = x[r].add(b * 256 + 16 * h);
+                let bs = *a.bsum16.get_unchecked(((r0 + r) * nb + b) * 16 + h);
+                // Two products of at most 63·127·2 each fit in 16 bits.
+                let p0 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(o[0], bcast(xp)),
+                    _mm256_maddubs_epi16(o[1], bcast(xp.add(4))),
+                );
+                let p1 = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(o[2], bcast(xp.add(8))),
+                    _mm256_maddubs_epi16(o[3], bcast(xp.add(12))),
+                );
+                let s = _mm256_add_epi32(_mm256_set1_epi32(-32 * bs), _mm256_add_epi32(widen(p0), widen(p1)));
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(s, sc));
+            }
+        }
+        let d = f16x8(mp.add(256 + h16));
+        for r in 0..R {
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), isum[r]);
+        }
+        qp = qp.add(3072);
+        mp = mp.add(288);
+    }
+    store(acc, half, out);
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_0<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+    let nb = w.blocks();
+    let (qp, mp) = w.tile(t);
+    let (mut qp, mut mp) = (qp.add(32 * half), mp.add(16 * half));
+    let x = rows_of::<R>(a, r0);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let mut wv = [_mm256_setzero_si256(); 8];
+        let mut aw = [_mm256_setzero_si256(); 8];
+        for g in 0..8 {
+            wv[g] = load(qp.add(g * 64));
+            aw[g] = _mm256_sign_epi8(wv[g], wv[g]);
+        }
+        let d = f16x8(mp);
+        for r in 0..R {
+            let xp = x[r].add(b * 32);
+            // |w|·(x·sign w): products of at most 128·127·2 fit in 16 bits.
+            let mut s = _mm256_setzero_si256();
+            for g in 0..8 {
+                let sx = _mm256_sign_epi8(bcast(xp.add(4 * g)), wv[g]);
+                s = _mm256_add_epi32(s, widen(_mm256_maddubs_epi16(aw[g], sx)));
+            }
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s);
+        }
+        qp = qp.add(512);
+        mp = mp.add(32);
+    }
+    store(acc, half, out);
+}
