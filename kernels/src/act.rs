@@ -23,6 +23,17 @@ pub struct Q8Blocks {
     pub bsum16: Vec<i32>,
     /// Sum of each 32 consecutive quantized values.
     pub bsum32: Vec<i32>,
+    /// Pairs of consecutive `bsum16` as two i16 in one i32 (low first), for
+    /// `vpdpwssd`/`vpmaddwd` against per-sub-block weight scales.
+    pub bsum16_pairs: Vec<i32>,
+    /// Pairs of consecutive `bsum32`, likewise.
+    pub bsum32_pairs: Vec<i32>,
+}
+
+/// Two sums as the i16 halves of one i32. A sum of 32 values of at most 127
+/// in magnitude fits in an i16.
+fn pairs(sums: &[i32]) -> Vec<i32> {
+    sums.chunks_exact(2).map(|p| (p[0] as i16 as u16 as u32 | ((p[1] as i16 as u16 as u32) << 16)) as i32).collect()
 }
 
 /// Round to nearest, ties to even, for |v| < 2^22: adding and subtracting
@@ -50,9 +61,10 @@ impl Q8Blocks {
                 *d = amax / 127.0;
             }
         }
-        let sums = |n: usize| qs.chunks_exact(n).map(|c| c.iter().map(|&q| q as i32).sum()).collect();
+        let sums = |n: usize| -> Vec<i32> { qs.chunks_exact(n).map(|c| c.iter().map(|&q| q as i32).sum()).collect() };
         let (bsum16, bsum32) = (sums(16), sums(32));
-        Self { m, k, block, qs, d, bsum16, bsum32 }
+        let (bsum16_pairs, bsum32_pairs) = (pairs(&bsum16), pairs(&bsum32));
+        Self { m, k, block, qs, d, bsum16, bsum32, bsum16_pairs, bsum32_pairs }
     }
 
     /// Row `r`'s quantized values.
@@ -127,6 +139,8 @@ mod tests {
         assert_eq!(q.bsum16.len(), 32);
         assert_eq!(q.bsum32[3], q.qs[96..128].iter().map(|&v| v as i32).sum::<i32>());
         assert_eq!(q.bsum32[3], q.bsum16[6] + q.bsum16[7]);
+        let p = q.bsum32_pairs[1] as u32;
+        assert_eq!(((p & 0xFFFF) as i16 as i32, (p >> 16) as i16 as i32), (q.bsum32[2], q.bsum32[3]));
     }
 
     #[test]

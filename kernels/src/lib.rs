@@ -60,7 +60,7 @@ pub use packed::{Format, PackedMatrix};
 /// Output columns per tile (one 32-bit lane each in a 512-bit vector).
 pub const TILE: usize = 16;
 /// Activation rows that share one pass over a weight tile.
-pub const ROW_TILE: usize = 4;
+pub const ROW_TILE: usize = 16;
 /// Values per K-quant superblock.
 pub const QK_K: usize = 256;
 /// Values per Q8_0 block.

@@ -6,7 +6,14 @@ use crate::reference::f16;
 use crate::{ROW_TILE, TILE};
 
 /// Rows `r0..r0+rows` of tile `t` into `out[row][lane]`.
-pub(crate) fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut [[f32; TILE]; ROW_TILE]) {
+pub(crate) fn tile(
+    w: &PackedMatrix,
+    t: usize,
+    a: &Q8Blocks,
+    r0: usize,
+    rows: usize,
+    out: &mut [[f32; TILE]; ROW_TILE],
+) {
     let nb = w.blocks();
     let (qb, mb) = (w.format().quant_bytes(), w.format().meta_bytes());
     let (qp, mp) = w.tile(t);

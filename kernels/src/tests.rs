@@ -74,7 +74,12 @@ fn every_path_equals_the_reference_bit_for_bit() {
                         let mut got = vec![f32::NAN; m * n];
                         w.matmul(isa, &acts, &mut got).unwrap();
                         let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{format:?} {isa} n={n} k={k} m={m}: {:?} vs {:?}", &got[..4.min(n)], &want[..4.min(n)]);
+                        assert!(
+                            same,
+                            "{format:?} {isa} n={n} k={k} m={m}: {:?} vs {:?}",
+                            &got[..4.min(n)],
+                            &want[..4.min(n)]
+                        );
                     }
                 }
             }
@@ -137,9 +142,8 @@ fn the_integer_recipe_is_the_dot_product_of_the_dequantized_values() {
         for c in 0..n {
             reference::dequantize_row(format, &bytes, k, c, &mut wr);
             for r in 0..m {
-                let exact: f64 = (0..k)
-                    .map(|i| wr[i] as f64 * a.qs[r * k + i] as f64 * a.d[(r * k + i) / a.block] as f64)
-                    .sum();
+                let exact: f64 =
+                    (0..k).map(|i| wr[i] as f64 * a.qs[r * k + i] as f64 * a.d[(r * k + i) / a.block] as f64).sum();
                 let scale: f64 = (0..k).map(|i| (wr[i] as f64 * x[r * k + i] as f64).abs()).sum::<f64>() + 1e-6;
                 let err = (y[r * n + c] as f64 - exact).abs();
                 assert!(err <= 1e-4 * scale, "{format:?} ({r},{c}): {} vs {exact}", y[r * n + c]);

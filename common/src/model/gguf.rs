@@ -10,7 +10,7 @@ use candle_core::Device;
 use super::config::{Arch, MiniCpmScales, ModelConfig};
 use super::linear::Linear;
 use super::transformer::{Block, Transformer};
-use super::{ModelError, Result};
+use super::{Isa, ModelError, Result};
 
 /// How to load a model file.
 #[derive(Debug, Clone)]
@@ -31,11 +31,31 @@ pub struct LoadOptions {
     /// Caps the context length (the file's own value otherwise), which bounds
     /// the rotary tables and the largest KV cache.
     pub max_context: Option<usize>,
+    /// The matmul kernels' instruction set; `None` takes `OURO_KERNEL`, or
+    /// the best this CPU runs. Every path gives the same bits.
+    pub kernel: Option<Isa>,
+}
+
+impl LoadOptions {
+    /// The kernel path these options ask for, checked against the CPU.
+    pub fn isa(&self) -> Result<Isa> {
+        match self.kernel {
+            Some(isa) if isa.available() => Ok(isa),
+            Some(isa) => Err(ouro_kernels::KernelError::Unavailable(isa.name(), "a feature it needs").into()),
+            None => Ok(Isa::from_env()?),
+        }
+    }
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { requantize_legacy: true, requantize_kquants: false, dequantize: false, max_context: Some(8192) }
+        Self {
+            requantize_legacy: true,
+            requantize_kquants: false,
+            dequantize: false,
+            max_context: Some(8192),
+            kernel: None,
+        }
     }
 }
 
@@ -73,6 +93,7 @@ struct Reader<'a> {
     ct: &'a gguf_file::Content,
     file: BufReader<File>,
     opts: &'a LoadOptions,
+    isa: Isa,
 }
 
 impl Reader<'_> {
@@ -133,7 +154,7 @@ impl Reader<'_> {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias_name = format!("{name}.bias");
         let bias = if self.has(&bias_name) { Some(self.vector(&bias_name)?) } else { None };
-        Linear::new(&w, bias, name)
+        Linear::new(&w, bias, name, self.isa)
     }
 }
 
@@ -208,7 +229,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Transformer, gguf_file::
     let ct = read_content(path)?;
     let cfg = config_from_gguf(&ct, opts)?;
     let file = File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-    let mut r = Reader { path, ct: &ct, file: BufReader::new(file), opts };
+    let isa = opts.isa()?;
+    let mut r = Reader { path, ct: &ct, file: BufReader::new(file), opts, isa };
     let embed = r.linear("token_embd")?;
     let mut blocks = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {

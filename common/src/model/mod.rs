@@ -9,7 +9,6 @@
 
 pub mod config;
 pub mod gguf;
-mod kernels;
 pub mod kv_cache;
 mod linear;
 pub mod mask;
@@ -21,6 +20,7 @@ pub mod transformer;
 pub use config::{Arch, MiniCpmScales, ModelConfig};
 pub use kv_cache::KvCache;
 pub use mask::AttnMask;
+pub use ouro_kernels::Isa;
 pub use transformer::Transformer;
 
 /// Errors of the model runtime. Bad input is always one of these, never a panic.
@@ -50,6 +50,8 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("kernels: {0}")]
+    Kernel(#[from] ouro_kernels::KernelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

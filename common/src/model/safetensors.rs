@@ -99,6 +99,7 @@ impl HfConfig {
 
 struct Weights {
     tensors: HashMap<String, Tensor>,
+    isa: super::Isa,
 }
 
 impl Weights {
@@ -124,7 +125,7 @@ impl Weights {
         let w = self.qtensor(&format!("{name}.weight"))?;
         let bias_name = format!("{name}.bias");
         let bias = if self.tensors.contains_key(&bias_name) { Some(self.vector(&bias_name)?) } else { None };
-        Linear::new(&w, bias, name)
+        Linear::new(&w, bias, name, self.isa)
     }
 }
 
@@ -146,7 +147,7 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Transformer> {
         let part = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| bad(f, e.to_string()))?;
         tensors.extend(part);
     }
-    let mut w = Weights { tensors };
+    let mut w = Weights { tensors, isa: opts.isa()? };
     let embed = w.linear("model.embed_tokens")?;
     let mut blocks = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {

@@ -213,9 +213,8 @@ impl CausalLm for Transformer {
 
         for (li, b) in self.blocks.iter().enumerate() {
             ops::rms_norm(&x, &b.attn_norm, cfg.rms_norm_eps, &mut normed);
-            let mut q = b.q.forward(&normed, m)?;
-            let mut k = b.k.forward(&normed, m)?;
-            let v = b.v.forward(&normed, m)?;
+            let [mut q, mut k, v]: [Vec<f32>; 3] =
+                Linear::forward_shared(&[&b.q, &b.k, &b.v], &normed, m)?.try_into().expect("three outputs");
             for (r, &p) in positions.iter().enumerate() {
                 self.rope.apply(&mut q[r * qd..(r + 1) * qd], p);
                 self.rope.apply(&mut k[r * kvd..(r + 1) * kvd], p);
@@ -232,8 +231,8 @@ impl CausalLm for Transformer {
             add_scaled(&mut x, &o, rs);
 
             ops::rms_norm(&x, &b.ffn_norm, cfg.rms_norm_eps, &mut normed);
-            let mut gate = b.gate.forward(&normed, m)?;
-            let up = b.up.forward(&normed, m)?;
+            let [mut gate, up]: [Vec<f32>; 2] =
+                Linear::forward_shared(&[&b.gate, &b.up], &normed, m)?.try_into().expect("two outputs");
             ops::swiglu(&mut gate, &up);
             let down = b.down.forward(&gate, m)?;
             add_scaled(&mut x, &down, rs);

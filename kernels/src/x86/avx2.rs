@@ -7,6 +7,7 @@ use std::arch::x86_64::*;
 use crate::act::Q8Blocks;
 use crate::matmul::TileOut;
 use crate::packed::{Format, PackedMatrix};
+use crate::TILE;
 
 #[inline(always)]
 unsafe fn bcast(p: *const i8) -> __m256i {
@@ -40,21 +41,25 @@ unsafe fn step(acc: __m256, d: __m256, dx: f32, isum: __m256i) -> __m256 {
 
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
+    // Four rows at a time keep a row group's accumulators in the 16 registers.
     macro_rules! dispatch {
-        ($f:ident, $half:expr) => {
-            match rows {
-                1 => $f::<1>(w, t, $half, a, r0, out),
-                2 => $f::<2>(w, t, $half, a, r0, out),
-                3 => $f::<3>(w, t, $half, a, r0, out),
-                _ => $f::<4>(w, t, $half, a, r0, out),
+        ($f:ident, $half:expr, $r:expr, $out:expr) => {
+            match rows - $r {
+                1 => $f::<1>(w, t, $half, a, r0 + $r, $out),
+                2 => $f::<2>(w, t, $half, a, r0 + $r, $out),
+                3 => $f::<3>(w, t, $half, a, r0 + $r, $out),
+                _ => $f::<4>(w, t, $half, a, r0 + $r, $out),
             }
         };
     }
-    for half in 0..2 {
-        match w.format() {
-            Format::Q4K => dispatch!(q4k, half),
-            Format::Q6K => dispatch!(q6k, half),
-            Format::Q8_0 => dispatch!(q8_0, half),
+    for r in (0..rows).step_by(4) {
+        let out = &mut out[r..];
+        for half in 0..2 {
+            match w.format() {
+                Format::Q4K => dispatch!(q4k, half, r, out),
+                Format::Q6K => dispatch!(q6k, half, r, out),
+                Format::Q8_0 => dispatch!(q8_0, half, r, out),
+            }
         }
     }
 }
@@ -65,14 +70,21 @@ unsafe fn rows_of<const R: usize>(a: &Q8Blocks, r0: usize) -> [*const i8; R] {
 }
 
 #[inline(always)]
-unsafe fn store<const R: usize>(acc: [__m256; R], half: usize, out: &mut TileOut) {
+unsafe fn store<const R: usize>(acc: [__m256; R], half: usize, out: &mut [[f32; TILE]]) {
     for r in 0..R {
         _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * half), acc[r]);
     }
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q4k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+unsafe fn q4k<const R: usize>(
+    w: &PackedMatrix,
+    t: usize,
+    half: usize,
+    a: &Q8Blocks,
+    r0: usize,
+    out: &mut [[f32; TILE]],
+) {
     let nb = w.blocks();
     let (qp, mp) = w.tile(t);
     // Quants and u8 meta advance by 8 lanes of bytes, f16 meta by 8 of two.
@@ -119,7 +131,14 @@ unsafe fn q4k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blo
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q6k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+unsafe fn q6k<const R: usize>(
+    w: &PackedMatrix,
+    t: usize,
+    half: usize,
+    a: &Q8Blocks,
+    r0: usize,
+    out: &mut [[f32; TILE]],
+) {
     let nb = w.blocks();
     let (qp, mp) = w.tile(t);
     let (mut qp, mut mp, h16) = (qp.add(32 * half), mp.add(8 * half), 8 * half);
@@ -170,7 +189,14 @@ unsafe fn q6k<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blo
 }
 
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q8_0<const R: usize>(w: &PackedMatrix, t: usize, half: usize, a: &Q8Blocks, r0: usize, out: &mut TileOut) {
+unsafe fn q8_0<const R: usize>(
+    w: &PackedMatrix,
+    t: usize,
+    half: usize,
+    a: &Q8Blocks,
+    r0: usize,
+    out: &mut [[f32; TILE]],
+) {
     let nb = w.blocks();
     let (qp, mp) = w.tile(t);
     let (mut qp, mut mp) = (qp.add(32 * half), mp.add(16 * half));
