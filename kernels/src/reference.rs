@@ -154,18 +154,18 @@ pub fn matmul(format: Format, bytes: &[u8], n: usize, k: usize, x: &Activations<
                         let w = decode_q4k(src);
                         let isum: i32 = (0..8).map(|j| w.sc[j] as i32 * dot(&w.q, 0, 32 * j, 32)).sum();
                         let imin: i32 = (0..8).map(|j| w.m[j] as i32 * a.bsum32[(r * per_row + b) * 8 + j]).sum();
-                        acc = acc + (f16(w.d) * dx) * isum as f32;
-                        acc = acc - (f16(w.dmin) * dx) * imin as f32;
+                        acc += (f16(w.d) * dx) * isum as f32;
+                        acc -= (f16(w.dmin) * dx) * imin as f32;
                     }
                     Format::Q6K => {
                         let w = decode_q6k(src);
                         let isum: i32 = (0..16).map(|h| w.sc[h] as i32 * dot(&w.q, 32, 16 * h, 16)).sum();
-                        acc = acc + (f16(w.d) * dx) * isum as f32;
+                        acc += (f16(w.d) * dx) * isum as f32;
                     }
                     Format::Q8_0 => {
                         let w = decode_q8_0(src);
                         let isum: i32 = w.q.iter().zip(xb).map(|(&p, &q)| p as i32 * q as i32).sum();
-                        acc = acc + (f16(w.d) * dx) * isum as f32;
+                        acc += (f16(w.d) * dx) * isum as f32;
                     }
                 }
             }

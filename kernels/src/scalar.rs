@@ -45,8 +45,8 @@ pub(crate) fn tile(
                             isum += mt[j * 16 + c] as i32 * s;
                             imin += mt[128 + j * 16 + c] as i32 * a.bsum32[(r * nb + b) * 8 + j];
                         }
-                        y = y + (h16(256) * dx) * isum as f32;
-                        y = y - (h16(288) * dx) * imin as f32;
+                        y += (h16(256) * dx) * isum as f32;
+                        y -= (h16(288) * dx) * imin as f32;
                     }
                     Format::Q6K => {
                         let x = &xq[b * 256..][..256];
@@ -68,7 +68,7 @@ pub(crate) fn tile(
                             }
                             isum += mt[h * 16 + c] as i8 as i32 * s;
                         }
-                        y = y + (h16(256) * dx) * isum as f32;
+                        y += (h16(256) * dx) * isum as f32;
                     }
                     Format::Q8_0 => {
                         let x = &xq[b * 32..][..32];
@@ -78,7 +78,7 @@ pub(crate) fn tile(
                                 isum += lane(g, i) as i8 as i32 * x[4 * g + i] as i32;
                             }
                         }
-                        y = y + (h16(0) * dx) * isum as f32;
+                        y += (h16(0) * dx) * isum as f32;
                     }
                 }
             }
