@@ -1,6 +1,7 @@
 //! Times one matmul per format and row count on every path this CPU runs:
 //! `cargo run --release -p ouro-kernels --example matmul [n k]`.
-//! Prints ms per call and the cost of m rows relative to one.
+//! Prints ms per call and the cost of m rows relative to one; `OURO_KERNEL`
+//! names one path to time instead of all.
 
 use std::time::Instant;
 
@@ -27,7 +28,8 @@ fn main() {
         }
         let w = PackedMatrix::from_ggml(format, &bytes, n, k).expect("shape");
         drop(bytes);
-        for isa in Isa::available_all() {
+        let only = std::env::var("OURO_KERNEL").ok();
+        for isa in Isa::available_all().into_iter().filter(|i| only.as_deref().is_none_or(|o| o == i.name())) {
             let mut base = 0.0;
             let mut line = format!("{format:?} {n}x{k} {isa:>8}:");
             for m in [1, 2, 4, 8, 16, 32] {

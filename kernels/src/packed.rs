@@ -10,9 +10,11 @@
 //! value(s) for four consecutive k. The formats differ in what a byte holds:
 //! - Q4_K: vector `v = 4·j + g` (sub-block `j` of 32, group `g` of 8 values):
 //!   low nibble value `32j + 8g + i`, high nibble value `32j + 8g + 4 + i`.
-//! - Q6_K: 32 vectors of low nibbles as Q4_K (`v = g`, values `8g + i` and
-//!   `8g + 4 + i`), then 16 vectors of high bit pairs: vector `h` holds, in
-//!   bits `2t..2t+2`, the high bits of value `16h + 4t + i`.
+//! - Q6_K: per sub-block `h` of 16 values, three vectors in the order they
+//!   are used (one sequential stream): two of low nibbles as Q4_K (values
+//!   `16h + 8s + i` and `16h + 8s + 4 + i` in vector `3h + s`), then one of
+//!   high bit pairs (vector `3h + 2` holds, in bits `2t..2t+2`, the high bits
+//!   of value `16h + 4t + i`).
 //! - Q8_0: vector `g` holds value `4g + i` as int8.
 //!
 //! Meta, per block, column-contiguous so one load serves 16 lanes:
@@ -230,11 +232,11 @@ pub(crate) fn q4k_value(q: &[u8], c: usize, i: usize) -> u8 {
 /// Q6_K value `i` (0..64, unsigned) of column `c`.
 #[inline]
 pub(crate) fn q6k_value(q: &[u8], c: usize, i: usize) -> u8 {
-    let (g, rest) = (i / 8, i % 8);
-    let lo = q[at(g, c, rest % 4)];
+    let (h, s, rest) = (i / 16, (i % 16) / 8, i % 8);
+    let lo = q[at(3 * h + s, c, rest % 4)];
     let lo = if rest < 4 { lo & 0xF } else { lo >> 4 };
-    let (h, t) = (i / 16, (i % 16) / 4);
-    let hi = (q[2048 + at(h, c, i % 4)] >> (2 * t)) & 3;
+    let t = (i % 16) / 4;
+    let hi = (q[at(3 * h + 2, c, i % 4)] >> (2 * t)) & 3;
     lo | (hi << 4)
 }
 
@@ -262,7 +264,7 @@ fn pack_q6k(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
     let blk = decode_q6k(src);
     for g in 0..32 {
         for i in 0..4 {
-            q[at(g, c, i)] = (blk.q[8 * g + i] & 0xF) | ((blk.q[8 * g + 4 + i] & 0xF) << 4);
+            q[at(3 * (g / 2) + g % 2, c, i)] = (blk.q[8 * g + i] & 0xF) | ((blk.q[8 * g + 4 + i] & 0xF) << 4);
         }
     }
     for h in 0..16 {
@@ -271,7 +273,7 @@ fn pack_q6k(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
             for t in 0..4 {
                 byte |= (blk.q[16 * h + 4 * t + i] >> 4) << (2 * t);
             }
-            q[2048 + at(h, c, i)] = byte;
+            q[at(3 * h + 2, c, i)] = byte;
         }
         meta[h * 16 + c] = blk.sc[h] as u8;
     }

@@ -54,8 +54,8 @@ pub(crate) fn tile(
                         for h in 0..16 {
                             let mut s = -32 * a.bsum16[(r * nb + b) * 16 + h];
                             for i in 0..4 {
-                                let hi = q[2048 + h * 64 + 4 * c + i];
-                                let (l0, l1) = (lane(2 * h, i), lane(2 * h + 1, i));
+                                let hi = lane(3 * h + 2, i);
+                                let (l0, l1) = (lane(3 * h, i), lane(3 * h + 1, i));
                                 let vals = [
                                     (l0 & 0xF) | ((hi & 3) << 4),
                                     (l0 >> 4) | (((hi >> 2) & 3) << 4),

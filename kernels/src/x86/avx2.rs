@@ -149,7 +149,7 @@ unsafe fn q6k<const R: usize>(
         let mut isum = [_mm256_setzero_si256(); R];
         for h in 0..16 {
             let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(mp.add(16 * h) as *const __m128i));
-            let (l0, l1, qh) = (load(qp.add(2 * h * 64)), load(qp.add((2 * h + 1) * 64)), load(qp.add(2048 + h * 64)));
+            let (l0, l1, qh) = (load(qp.add(192 * h)), load(qp.add(192 * h + 64)), load(qp.add(192 * h + 128)));
             let o = [
                 _mm256_or_si256(_mm256_and_si256(l0, m0f), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
                 _mm256_or_si256(

@@ -1,23 +1,22 @@
 //! AVX-512 VNNI: one 512-bit register per tile row, `vpdpbusd` for the
 //! integer dot products (unsigned weights × signed activations).
 //!
-//! A K-quant superblock of a tile is unpacked once into 64 vectors of bytes
-//! in an L1-resident buffer (vector `u` pairs with activation bytes
-//! `4u..4u+4`), its scales expanded beside it; then every row of the row tile
-//! runs over the buffer with nothing but loads, `vpdpbusd` and one scale
-//! multiply per sub-block. The sub-blocks' offsets (Q4_K minimums, Q6_K's −32)
-//! are applied once per superblock with `vpdpwssd` against the activations'
-//! block sums.
+//! A weight vector is loaded and decoded once and applied to a group of up to
+//! eight rows, each with its own accumulator (independent dependency chains
+//! keep `vpdpbusd` at its throughput, not its latency). Q4_K's minimums are
+//! applied once per superblock with `vpdpwssd` against the activations'
+//! block sums; Q6_K's −32 and Q8_0's +128 start each sub-block's sum.
 
 use std::arch::x86_64::*;
 
 use crate::act::Q8Blocks;
 use crate::matmul::TileOut;
 use crate::packed::{Format, PackedMatrix};
-use crate::ROW_TILE;
+use crate::TILE;
 
-#[repr(C, align(64))]
-struct Buf<const N: usize>([__m512i; N]);
+/// Rows that share one decode of a weight tile: each has its own
+/// accumulator chain, and 8 of them still fit the 32 vector registers.
+const GROUP: usize = 8;
 
 /// Four activation bytes (or two i16) broadcast to every 32-bit lane.
 #[inline(always)]
@@ -57,225 +56,156 @@ unsafe fn step(acc: __m512, d: __m512, dx: f32, isum: __m512i) -> __m512 {
     _mm512_add_ps(acc, _mm512_mul_ps(_mm512_mul_ps(d, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(isum)))
 }
 
-/// Σ over the superblock's 64 vectors of `buf[u] · x[4u..4u+4]`, one
-/// sub-block of `per` vectors at a time, each scaled by `sc[sub]`.
-#[inline(always)]
-unsafe fn scaled_dots<const SUBS: usize>(buf: &Buf<64>, sc: &Buf<SUBS>, xp: *const i8) -> __m512i {
-    let per = 64 / SUBS;
-    let mut isum = _mm512_setzero_si512();
-    for j in 0..SUBS {
-        let mut s = _mm512_setzero_si512();
-        for i in 0..per {
-            let u = j * per + i;
-            s = _mm512_dpbusd_epi32(s, buf.0[u], bcast(xp.add(4 * u)));
-        }
-        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s, sc.0[j]));
-    }
-    isum
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 pub(crate) unsafe fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
-    match w.format() {
-        // Decoding a single row: nothing to amortise an unpack buffer over.
-        Format::Q4K if rows == 1 => q4k_row(w, t, a, r0, out),
-        Format::Q6K if rows == 1 => q6k_row(w, t, a, r0, out),
-        Format::Q4K => q4k(w, t, a, r0, rows, out),
-        Format::Q6K => q6k(w, t, a, r0, rows, out),
-        Format::Q8_0 => q8_0(w, t, a, r0, rows, out),
+    macro_rules! group {
+        ($f:ident, $n:expr, $r:expr) => {
+            match $n {
+                1 => $f::<1>(w, t, a, r0 + $r, &mut out[$r..]),
+                2 => $f::<2>(w, t, a, r0 + $r, &mut out[$r..]),
+                3 => $f::<3>(w, t, a, r0 + $r, &mut out[$r..]),
+                4 => $f::<4>(w, t, a, r0 + $r, &mut out[$r..]),
+                5 => $f::<5>(w, t, a, r0 + $r, &mut out[$r..]),
+                6 => $f::<6>(w, t, a, r0 + $r, &mut out[$r..]),
+                7 => $f::<7>(w, t, a, r0 + $r, &mut out[$r..]),
+                _ => $f::<8>(w, t, a, r0 + $r, &mut out[$r..]),
+            }
+        };
+    }
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(GROUP);
+        match w.format() {
+            Format::Q4K => group!(q4k, n, r),
+            Format::Q6K => group!(q6k, n, r),
+            Format::Q8_0 => group!(q8_0, n, r),
+        }
+        r += n;
     }
 }
 
+/// `R` rows straight from the packed quants, decoded in registers once for
+/// all of them. (An L1 unpack buffer shared by more rows measured slower:
+/// the decode runs on ports the dot products leave idle.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn q4k_row(w: &PackedMatrix, t: usize, a: &Q8Blocks, row: usize, out: &mut TileOut) {
+unsafe fn q4k<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, out: &mut [[f32; TILE]]) {
     let nb = w.blocks();
     let (mut qp, mut mp) = w.tile(t);
     let nib = _mm512_set1_epi8(0x0F);
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
-        let xp = a.qs.as_ptr().add(row * a.k + b * 256);
-        let bsum = a.bsum32.as_ptr().add((row * nb + b) * 8);
-        let (mut isum, mut imin) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 256));
+        let mut isum = [_mm512_setzero_si512(); R];
         for j in 0..8 {
-            let mut s = _mm512_setzero_si512();
+            let mut s = [_mm512_setzero_si512(); R];
             for g in 0..4 {
                 let raw = load(qp.add((4 * j + g) * 64));
-                let x = xp.add(32 * j + 8 * g);
-                s = _mm512_dpbusd_epi32(s, _mm512_and_si512(raw, nib), bcast(x));
-                s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(raw, 4), nib), bcast(x.add(4)));
+                let (lo, hi) = (_mm512_and_si512(raw, nib), _mm512_and_si512(_mm512_srli_epi16(raw, 4), nib));
+                let u = 8 * j + 2 * g;
+                for r in 0..R {
+                    s[r] = _mm512_dpbusd_epi32(s[r], lo, bcast(x[r].add(4 * u)));
+                    s[r] = _mm512_dpbusd_epi32(s[r], hi, bcast(x[r].add(4 * u + 4)));
+                }
             }
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s, u8x16(mp.add(16 * j))));
-            imin = _mm512_add_epi32(
-                imin,
-                _mm512_mullo_epi32(u8x16(mp.add(128 + 16 * j)), _mm512_set1_epi32(*bsum.add(j))),
-            );
-        }
-        let dx = *a.d.get_unchecked(row * nb + b);
-        acc = step(acc, f16x16(mp.add(256)), dx, isum);
-        acc = _mm512_sub_ps(
-            acc,
-            _mm512_mul_ps(_mm512_mul_ps(f16x16(mp.add(288)), _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(imin)),
-        );
-        qp = qp.add(2048);
-        mp = mp.add(320);
-    }
-    _mm512_storeu_ps(out[0].as_mut_ptr(), acc);
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn q6k_row(w: &PackedMatrix, t: usize, a: &Q8Blocks, row: usize, out: &mut TileOut) {
-    let nb = w.blocks();
-    let (mut qp, mut mp) = w.tile(t);
-    let (m0f, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-    let mut acc = _mm512_setzero_ps();
-    for b in 0..nb {
-        let xp = a.qs.as_ptr().add(row * a.k + b * 256);
-        let bsum = a.bsum16.as_ptr().add((row * nb + b) * 16);
-        let mut isum = _mm512_setzero_si512();
-        for h in 0..16 {
-            let (l0, l1, qh) = (load(qp.add(2 * h * 64)), load(qp.add((2 * h + 1) * 64)), load(qp.add(2048 + h * 64)));
-            let x = xp.add(16 * h);
-            let mut s = _mm512_set1_epi32(-32 * *bsum.add(h));
-            let v0 = _mm512_or_si512(_mm512_and_si512(l0, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30));
-            s = _mm512_dpbusd_epi32(s, v0, bcast(x));
-            let v1 = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(l0, 4), m0f),
-                _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
-            );
-            s = _mm512_dpbusd_epi32(s, v1, bcast(x.add(4)));
-            let v2 = _mm512_or_si512(_mm512_and_si512(l1, m0f), _mm512_and_si512(qh, m30));
-            s = _mm512_dpbusd_epi32(s, v2, bcast(x.add(8)));
-            let v3 = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(l1, 4), m0f),
-                _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
-            );
-            s = _mm512_dpbusd_epi32(s, v3, bcast(x.add(12)));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s, i8x16(mp.add(16 * h))));
-        }
-        acc = step(acc, f16x16(mp.add(256)), *a.d.get_unchecked(row * nb + b), isum);
-        qp = qp.add(3072);
-        mp = mp.add(288);
-    }
-    _mm512_storeu_ps(out[0].as_mut_ptr(), acc);
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn q4k(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
-    let nb = w.blocks();
-    let (mut qp, mut mp) = w.tile(t);
-    let nib = _mm512_set1_epi8(0x0F);
-    let mut buf = Buf([_mm512_setzero_si512(); 64]);
-    let mut sc = Buf([_mm512_setzero_si512(); 8]);
-    let mut acc = [_mm512_setzero_ps(); ROW_TILE];
-    for b in 0..nb {
-        for v in 0..32 {
-            let raw = load(qp.add(v * 64));
-            buf.0[2 * v] = _mm512_and_si512(raw, nib);
-            buf.0[2 * v + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nib);
-        }
-        for j in 0..8 {
-            sc.0[j] = u8x16(mp.add(16 * j));
+            let sc = u8x16(mp.add(16 * j));
+            for r in 0..R {
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(s[r], sc));
+            }
         }
         let mut mins = [_mm512_setzero_si512(); 4];
         for (p, m) in mins.iter_mut().enumerate() {
             *m = pair16(u8x16(mp.add(128 + 32 * p)), u8x16(mp.add(144 + 32 * p)));
         }
         let (d, dmin) = (f16x16(mp.add(256)), f16x16(mp.add(288)));
-        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-            let row = r0 + r;
-            let isum = scaled_dots(&buf, &sc, a.qs.as_ptr().add(row * a.k + b * 256));
-            let pairs = a.bsum32_pairs.as_ptr().add((row * nb + b) * 4);
+        for r in 0..R {
+            let pairs = a.bsum32_pairs.as_ptr().add(((r0 + r) * nb + b) * 4);
             let mut imin = _mm512_setzero_si512();
             for (p, m) in mins.iter().enumerate() {
                 imin = _mm512_dpwssd_epi32(imin, *m, _mm512_set1_epi32(*pairs.add(p)));
             }
-            let dx = *a.d.get_unchecked(row * nb + b);
-            *acc = step(*acc, d, dx, isum);
-            *acc =
-                _mm512_sub_ps(*acc, _mm512_mul_ps(_mm512_mul_ps(dmin, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(imin)));
+            let dx = *a.d.get_unchecked((r0 + r) * nb + b);
+            acc[r] = step(acc[r], d, dx, isum[r]);
+            let m = _mm512_mul_ps(_mm512_mul_ps(dmin, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(imin));
+            acc[r] = _mm512_sub_ps(acc[r], m);
         }
         qp = qp.add(2048);
         mp = mp.add(320);
     }
-    for r in 0..rows {
+    for r in 0..R {
         _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn q6k(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
+unsafe fn q6k<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, out: &mut [[f32; TILE]]) {
     let nb = w.blocks();
     let (mut qp, mut mp) = w.tile(t);
     let (m0f, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
-    let mut buf = Buf([_mm512_setzero_si512(); 64]);
-    let mut sc = Buf([_mm512_setzero_si512(); 16]);
-    let mut acc = [_mm512_setzero_ps(); ROW_TILE];
+    let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
+        let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 256));
+        let bsum: [*const i32; R] = std::array::from_fn(|r| a.bsum16.as_ptr().add(((r0 + r) * nb + b) * 16));
+        let mut isum = [_mm512_setzero_si512(); R];
         for h in 0..16 {
-            let (l0, l1, qh) = (load(qp.add(2 * h * 64)), load(qp.add((2 * h + 1) * 64)), load(qp.add(2048 + h * 64)));
-            buf.0[4 * h] = _mm512_or_si512(_mm512_and_si512(l0, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30));
-            buf.0[4 * h + 1] = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(l0, 4), m0f),
-                _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
-            );
-            buf.0[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(l1, m0f), _mm512_and_si512(qh, m30));
-            buf.0[4 * h + 3] = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(l1, 4), m0f),
-                _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
-            );
-            sc.0[h] = i8x16(mp.add(16 * h));
-        }
-        // The −32 offset: Σ_h sc[h]·bsum16[h], eight scale pairs at a time.
-        let mut sc_pairs = [_mm512_setzero_si512(); 8];
-        for (p, s) in sc_pairs.iter_mut().enumerate() {
-            *s = pair16(sc.0[2 * p], sc.0[2 * p + 1]);
+            let (l0, l1, qh) = (load(qp.add(192 * h)), load(qp.add(192 * h + 64)), load(qp.add(192 * h + 128)));
+            let v = [
+                _mm512_or_si512(_mm512_and_si512(l0, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16(l0, 4), m0f),
+                    _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30),
+                ),
+                _mm512_or_si512(_mm512_and_si512(l1, m0f), _mm512_and_si512(qh, m30)),
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16(l1, 4), m0f),
+                    _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30),
+                ),
+            ];
+            let sc = i8x16(mp.add(16 * h));
+            for r in 0..R {
+                let mut s = _mm512_set1_epi32(-32 * *bsum[r].add(h));
+                for (i, v) in v.iter().enumerate() {
+                    s = _mm512_dpbusd_epi32(s, *v, bcast(x[r].add(16 * h + 4 * i)));
+                }
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(s, sc));
+            }
         }
         let d = f16x16(mp.add(256));
-        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-            let row = r0 + r;
-            let isum = scaled_dots(&buf, &sc, a.qs.as_ptr().add(row * a.k + b * 256));
-            let pairs = a.bsum16_pairs.as_ptr().add((row * nb + b) * 8);
-            let mut off = _mm512_setzero_si512();
-            for (p, s) in sc_pairs.iter().enumerate() {
-                off = _mm512_dpwssd_epi32(off, *s, _mm512_set1_epi32(*pairs.add(p)));
-            }
-            let isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(off, 5));
-            *acc = step(*acc, d, *a.d.get_unchecked(row * nb + b), isum);
+        for r in 0..R {
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), isum[r]);
         }
         qp = qp.add(3072);
         mp = mp.add(288);
     }
-    for r in 0..rows {
+    for r in 0..R {
         _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn q8_0(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, rows: usize, out: &mut TileOut) {
+unsafe fn q8_0<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, out: &mut [[f32; TILE]]) {
     let nb = w.blocks();
     let (mut qp, mut mp) = w.tile(t);
     // vpdpbusd wants unsigned weights: w + 128, paid back as 128·Σx.
     let flip = _mm512_set1_epi8(-128);
-    let mut acc = [_mm512_setzero_ps(); ROW_TILE];
+    let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
-        let mut wv = [_mm512_setzero_si512(); 8];
-        for (g, v) in wv.iter_mut().enumerate() {
-            *v = _mm512_xor_si512(load(qp.add(g * 64)), flip);
+        let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 32));
+        let mut s: [__m512i; R] =
+            std::array::from_fn(|r| _mm512_set1_epi32(-128 * *a.bsum32.get_unchecked((r0 + r) * nb + b)));
+        for g in 0..8 {
+            let v = _mm512_xor_si512(load(qp.add(g * 64)), flip);
+            for r in 0..R {
+                s[r] = _mm512_dpbusd_epi32(s[r], v, bcast(x[r].add(4 * g)));
+            }
         }
         let d = f16x16(mp);
-        for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-            let row = r0 + r;
-            let xp = a.qs.as_ptr().add(row * a.k + b * 32);
-            let mut s = _mm512_set1_epi32(-128 * *a.bsum32.get_unchecked(row * nb + b));
-            for (g, v) in wv.iter().enumerate() {
-                s = _mm512_dpbusd_epi32(s, *v, bcast(xp.add(4 * g)));
-            }
-            *acc = step(*acc, d, *a.d.get_unchecked(row * nb + b), s);
+        for r in 0..R {
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s[r]);
         }
         qp = qp.add(512);
         mp = mp.add(32);
     }
-    for r in 0..rows {
+    for r in 0..R {
         _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
     }
 }
