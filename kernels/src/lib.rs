@@ -48,6 +48,7 @@ mod act;
 mod isa;
 mod matmul;
 pub mod packed;
+pub mod pool;
 pub mod reference;
 mod scalar;
 #[cfg(target_arch = "x86_64")]

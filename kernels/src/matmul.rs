@@ -39,24 +39,14 @@ pub(crate) fn run(w: &PackedMatrix, isa: Isa, x: &Activations<'_>, y: &mut [f32]
         Format::Q4K | Format::Q6K => x.q8k(),
     };
     let tiles = w.tiles();
-    let parts = rayon::current_num_threads().clamp(1, tiles);
+    let parts = crate::pool::threads().clamp(1, tiles);
     let out = Out(y.as_mut_ptr());
     let share = |p: usize| {
         let range = (tiles * p / parts)..(tiles * (p + 1) / parts);
         // SAFETY: the ranges of the parts are disjoint and inside `y`.
         unsafe { columns(w, isa, a, range, &out, n) }
     };
-    if parts == 1 {
-        share(0);
-    } else {
-        rayon::scope(|s| {
-            for p in 1..parts {
-                let share = &share;
-                s.spawn(move |_| share(p));
-            }
-            share(0);
-        });
-    }
+    crate::pool::run(parts, &share);
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 /// Dot product with eight fixed accumulator lanes, combined in a fixed order.
 /// The lanes let the compiler vectorise without changing the result between
 /// calls of different batch shapes.
-#[inline]
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
@@ -28,7 +28,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += a * x`.
-#[inline]
+#[inline(always)]
 pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -109,6 +109,53 @@ pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// sequential one. `scores` is scratch space of at least `slots.len()`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kv_stride: usize,
+    kv_offset: usize,
+    slots: &[usize],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    // The same code compiled for wider registers: every sum keeps its lanes
+    // and its order (Rust never fuses a multiply and an add on its own), so
+    // both builds give the same bits and only the speed differs.
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { attend_avx2(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out) };
+    }
+    attend_any(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    kv_stride: usize,
+    kv_offset: usize,
+    slots: &[usize],
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_any(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_any(
     q: &[f32],
     keys: &[f32],
     values: &[f32],

@@ -1,7 +1,5 @@
 //! The Llama-family decoder (llama, qwen2, minicpm) over a batch of sequences.
 
-use rayon::prelude::*;
-
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::linear::Linear;
@@ -151,11 +149,27 @@ impl Transformer {
         let scale = 1.0 / (hd as f32).sqrt();
         let total: usize = spans.iter().map(|s| s.n).sum();
         let mut out = vec![0f32; total * qd];
-        // One work item per (row, head): enough parallelism for a single
-        // decode token, and each item's arithmetic is independent of the split.
-        out.par_chunks_mut(hd).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(slots, scores), (item, o)| {
+        // Work items are (row, head) pairs, split into one contiguous range
+        // per thread: each item's arithmetic is independent of the split.
+        let items = total * cfg.num_heads;
+        let parts = ouro_kernels::pool::threads().clamp(1, items);
+        let chunks: Vec<std::sync::Mutex<(usize, &mut [f32])>> = {
+            let mut rest = out.as_mut_slice();
+            let mut v = Vec::with_capacity(parts);
+            for p in 0..parts {
+                let (lo, hi) = (items * p / parts, items * (p + 1) / parts);
+                let (mine, tail) = rest.split_at_mut((hi - lo) * hd);
+                v.push(std::sync::Mutex::new((lo, mine)));
+                rest = tail;
+            }
+            v
+        };
+        ouro_kernels::pool::run(parts, &|p| {
+            let mut guard = chunks[p].lock().expect("one part per chunk");
+            let (first, ref mut o) = *guard;
+            let (mut slots, mut scores) = (Vec::new(), Vec::new());
+            for (n, o) in o.chunks_exact_mut(hd).enumerate() {
+                let item = first + n;
                 let (row, head) = (item / cfg.num_heads, item % cfg.num_heads);
                 let s = spans.iter().position(|s| row < s.start + s.n).expect("row in a span");
                 let (span, seq) = (&spans[s], &seqs[s]);
@@ -171,13 +185,14 @@ impl Transformer {
                     &kv.v,
                     kvd,
                     off,
-                    slots,
+                    &slots,
                     scale,
-                    scores,
+                    &mut scores,
                     o,
                 );
-            },
-        );
+            }
+        });
+        drop(chunks);
         out
     }
 }
