@@ -52,6 +52,25 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The CPU's model name and the vector features the kernels care about, so
+/// every figure says what it was measured on.
+fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flags = field("flags");
+    let wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_int8"];
+    let have: Vec<&str> = wanted.into_iter().filter(|f| flags.split_whitespace().any(|x| x == *f)).collect();
+    let model = field("model name");
+    let model = if model.is_empty() { std::env::consts::ARCH.to_string() } else { model };
+    format!("{model}, {} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), have.join(" "))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.reps > 0 && !args.ks.is_empty(), "need at least one k and one repetition");
     let opts = LoadOptions { requantize_legacy: !args.no_requantize, ..LoadOptions::default() };
@@ -82,8 +101,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // Verify-cost curve: k new tokens over the context, all rows' logits (as
     // a verification needs), rolled back after each pass.
+    // Prefill: the whole context in one pass, as a prompt arrives.
+    let mut prefill = Vec::new();
     let mut cache = model.new_cache();
-    model.forward_causal(&mut cache, &context, LogitsRows::None)?;
+    for _ in 0..args.reps {
+        cache.clear();
+        let t = Instant::now();
+        model.forward_causal(&mut cache, &context, LogitsRows::Last)?;
+        prefill.push(t.elapsed().as_secs_f64());
+    }
+    let prefill_tps = args.context as f64 / median(prefill);
+    cache.truncate(args.context);
     let mut curve = Vec::new();
     for &k in &args.ks {
         let draft: Vec<u32> = seed.iter().cycle().skip(3).take(k).copied().collect();
@@ -97,6 +125,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         curve.push((k, median(times)));
     }
     let base = curve[0].1;
+    let kernel = opts.isa()?;
+    let cpu = cpu_description();
     let rss = peak_rss_mib();
     let cfg = model.config();
     if args.json {
@@ -106,6 +136,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "requantize_legacy": opts.requantize_legacy,
             "load_secs": load_secs,
             "decode_tokens_per_sec": decode_tps,
+            "prefill_tokens_per_sec": prefill_tps,
+            "kernel": kernel.name(),
+            "cpu": cpu,
             "context": args.context,
             "verify_ms": curve.iter().map(|(k, ms)| serde_json::json!({"k": k, "ms": ms, "ratio": ms / base})).collect::<Vec<_>>(),
             "peak_rss_mib": rss,
@@ -121,7 +154,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             threads(),
             opts.requantize_legacy
         );
-        println!("  load {load_secs:.2}s, decode {decode_tps:.1} tok/s, peak RSS {:.0} MiB", rss.unwrap_or(f64::NAN));
+        println!("  {cpu}; kernels: {kernel}");
+        println!(
+            "  load {load_secs:.2}s, decode {decode_tps:.1} tok/s, prefill of {} tokens {prefill_tps:.1} tok/s, peak RSS {:.0} MiB",
+            args.context,
+            rss.unwrap_or(f64::NAN)
+        );
         println!("  verify cost over a {}-token context:", args.context);
         println!("  {:>4} {:>10} {:>8} {:>12}", "k", "ms", "c(k)/c(1)", "ms per token");
         for (k, ms) in &curve {
