@@ -98,27 +98,64 @@ impl PackedMatrix {
     /// Repacks `n` rows of `k` values in the file's block layout. Only the
     /// packed copy is kept: the caller's bytes can be dropped afterwards.
     pub fn from_ggml(format: Format, bytes: &[u8], n: usize, k: usize) -> Result<Self, KernelError> {
-        let block = format.block();
-        if n == 0 || k == 0 || !k.is_multiple_of(block) || bytes.len() != n * (k / block) * format.block_bytes() {
-            return Err(KernelError::Shape { format, bytes: bytes.len(), n, k, block });
+        let row = Self::row_bytes(format, k)?;
+        if n == 0 || bytes.len() != n * row {
+            return Err(KernelError::Shape { format, bytes: bytes.len(), n, k, block: format.block() });
         }
-        let nb = k / block;
+        Self::from_rows(format, n, k, |first, buf| {
+            buf.copy_from_slice(&bytes[first * row..first * row + buf.len()]);
+            Ok(())
+        })
+    }
+
+    /// Bytes of one row of `k` values in the file's layout.
+    pub fn row_bytes(format: Format, k: usize) -> Result<usize, KernelError> {
+        let block = format.block();
+        if k == 0 || !k.is_multiple_of(block) {
+            return Err(KernelError::Shape { format, bytes: 0, n: 0, k, block });
+        }
+        Ok(k / block * format.block_bytes())
+    }
+
+    /// Repacks a matrix read a tile at a time: `read(first_row, buf)` fills
+    /// `buf` with whole rows in the file's layout. Loading this way never
+    /// holds more than one tile of the file's bytes beside the packed copy,
+    /// so the peak memory of a load is the model's size, not its size plus
+    /// its largest tensor.
+    pub fn from_rows<E>(
+        format: Format,
+        n: usize,
+        k: usize,
+        mut read: impl FnMut(usize, &mut [u8]) -> Result<(), E>,
+    ) -> Result<Self, E>
+    where
+        E: From<KernelError>,
+    {
+        let row = Self::row_bytes(format, k)?;
+        if n == 0 {
+            return Err(KernelError::Shape { format, bytes: 0, n, k, block: format.block() }.into());
+        }
+        let nb = k / format.block();
         let tiles = n.div_ceil(TILE);
         let (qb, mb) = (format.quant_bytes(), format.meta_bytes());
         let mut quants = vec![Line([0; 64]); tiles * nb * qb / 64];
         let mut meta = vec![0u8; tiles * nb * mb];
         // SAFETY: `Line` is 64 plain bytes, so the vector is a byte array.
         let qbytes = unsafe { std::slice::from_raw_parts_mut(quants.as_mut_ptr() as *mut u8, quants.len() * 64) };
-        for col in 0..n {
-            let (t, c) = (col / TILE, col % TILE);
-            for b in 0..nb {
-                let src = &bytes[(col * nb + b) * format.block_bytes()..][..format.block_bytes()];
-                let q = &mut qbytes[(t * nb + b) * qb..][..qb];
-                let mt = &mut meta[(t * nb + b) * mb..][..mb];
-                match format {
-                    Format::Q4K => pack_q4k(src, c, q, mt),
-                    Format::Q6K => pack_q6k(src, c, q, mt),
-                    Format::Q8_0 => pack_q8_0(src, c, q, mt),
+        let mut buf = vec![0u8; TILE * row];
+        for t in 0..tiles {
+            let cols = TILE.min(n - t * TILE);
+            read(t * TILE, &mut buf[..cols * row])?;
+            for c in 0..cols {
+                for b in 0..nb {
+                    let src = &buf[c * row + b * format.block_bytes()..][..format.block_bytes()];
+                    let q = &mut qbytes[(t * nb + b) * qb..][..qb];
+                    let mt = &mut meta[(t * nb + b) * mb..][..mb];
+                    match format {
+                        Format::Q4K => pack_q4k(src, c, q, mt),
+                        Format::Q6K => pack_q6k(src, c, q, mt),
+                        Format::Q8_0 => pack_q8_0(src, c, q, mt),
+                    }
                 }
             }
         }

@@ -1,16 +1,18 @@
 //! Loading llama, qwen2 and minicpm models from GGUF files.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::config::{Arch, MiniCpmScales, ModelConfig};
-use super::linear::Linear;
+use super::linear::{Linear, QWeight};
 use super::transformer::{Block, Transformer};
 use super::{Isa, ModelError, Result};
+use ouro_kernels::{Format, PackedMatrix};
 
 /// How to load a model file.
 #[derive(Debug, Clone)]
@@ -151,10 +153,44 @@ impl Reader<'_> {
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
-        let w = self.qtensor(&format!("{name}.weight"))?;
         let bias_name = format!("{name}.bias");
         let bias = if self.has(&bias_name) { Some(self.vector(&bias_name)?) } else { None };
+        let weight = format!("{name}.weight");
+        if let Some((w, dims)) = self.packed(&weight)? {
+            return Linear::from_weight(Arc::new(QWeight::Packed(w, self.isa)), dims, bias, name);
+        }
+        let w = self.qtensor(&weight)?;
         Linear::new(&w, bias, name, self.isa)
+    }
+
+    /// A tensor in a format with a kernel of its own, repacked straight from
+    /// the file a tile at a time (never a whole second copy in memory); `None`
+    /// when it needs candle's loader (other formats, or re-encoding).
+    fn packed(&mut self, name: &str) -> Result<Option<(PackedMatrix, (usize, usize))>> {
+        let Some(info) = self.ct.tensor_infos.get(name) else {
+            return Err(ModelError::Missing(format!("tensor {name}")));
+        };
+        let format = match info.ggml_dtype {
+            GgmlDType::Q4K if !self.opts.requantize_kquants => Format::Q4K,
+            GgmlDType::Q6K if !self.opts.requantize_kquants => Format::Q6K,
+            GgmlDType::Q8_0 => Format::Q8_0,
+            _ => return Ok(None),
+        };
+        if self.opts.dequantize {
+            return Ok(None);
+        }
+        let (n, k) = info.shape.dims2()?;
+        let start = self.ct.tensor_data_offset + info.offset;
+        let path = self.path.display().to_string();
+        let file = &mut self.file;
+        let io = |source| ModelError::Io { path: path.clone(), source };
+        let w = PackedMatrix::from_rows(format, n, k, |first, buf| {
+            if first == 0 {
+                file.seek(SeekFrom::Start(start)).map_err(io)?;
+            }
+            file.read_exact(buf).map_err(io)
+        })?;
+        Ok(Some((w, (n, k))))
     }
 }
 

@@ -94,27 +94,35 @@ unsafe fn q4k<const R: usize>(
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let mut isum = [_mm256_setzero_si256(); R];
-        let mut imin = [_mm256_setzero_si256(); R];
         for j in 0..8 {
             // The scale in both 16-bit halves of a lane: vpmaddwd then
             // multiplies and widens the pair sums in one go.
             let sc = u8x8(mp.add(16 * j));
             let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-            let mn = u8x8(mp.add(128 + 16 * j));
-            for r in 0..R {
-                let xp = x[r].add(b * 256 + 32 * j);
-                // Eight products of at most 15·127·2 each fit in 16 bits.
-                let mut p = _mm256_setzero_si256();
-                for g in 0..4 {
-                    let v = load(qp.add((4 * j + g) * 64));
-                    let lo = _mm256_and_si256(v, nib);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo, bcast(xp.add(8 * g))));
-                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi, bcast(xp.add(8 * g + 4))));
+            // Eight products of at most 15·127·2 each fit in 16 bits.
+            let mut p = [_mm256_setzero_si256(); R];
+            for g in 0..4 {
+                let v = load(qp.add((4 * j + g) * 64));
+                let lo = _mm256_and_si256(v, nib);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                for r in 0..R {
+                    let xp = x[r].add(b * 256 + 32 * j + 8 * g);
+                    p[r] = _mm256_add_epi16(p[r], _mm256_maddubs_epi16(lo, bcast(xp)));
+                    p[r] = _mm256_add_epi16(p[r], _mm256_maddubs_epi16(hi, bcast(xp.add(4))));
                 }
-                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, sc));
-                let bs = *a.bsum32.get_unchecked(((r0 + r) * nb + b) * 8 + j);
-                imin[r] = _mm256_add_epi32(imin[r], _mm256_mullo_epi32(mn, _mm256_set1_epi32(bs)));
+            }
+            for r in 0..R {
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p[r], sc));
+            }
+        }
+        // Minimums: pairs of sub-block minimums against pairs of block sums.
+        let mut imin = [_mm256_setzero_si256(); R];
+        for q in 0..4 {
+            let m = u8x8(mp.add(128 + 32 * q));
+            let m = _mm256_or_si256(m, _mm256_slli_epi32(u8x8(mp.add(144 + 32 * q)), 16));
+            for r in 0..R {
+                let pair = *a.bsum32_pairs.get_unchecked(((r0 + r) * nb + b) * 4 + q);
+                imin[r] = _mm256_add_epi32(imin[r], _mm256_madd_epi16(m, _mm256_set1_epi32(pair)));
             }
         }
         let (d, dmin) = (f16x8(mp.add(256 + h16)), f16x8(mp.add(288 + h16)));
