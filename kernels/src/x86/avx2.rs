@@ -120,9 +120,9 @@ unsafe fn q4k<const R: usize>(
         for q in 0..4 {
             let m = u8x8(mp.add(128 + 32 * q));
             let m = _mm256_or_si256(m, _mm256_slli_epi32(u8x8(mp.add(144 + 32 * q)), 16));
-            for r in 0..R {
+            for (r, imin) in imin.iter_mut().enumerate() {
                 let pair = *a.bsum32_pairs.get_unchecked(((r0 + r) * nb + b) * 4 + q);
-                imin[r] = _mm256_add_epi32(imin[r], _mm256_madd_epi16(m, _mm256_set1_epi32(pair)));
+                *imin = _mm256_add_epi32(*imin, _mm256_madd_epi16(m, _mm256_set1_epi32(pair)));
             }
         }
         let (d, dmin) = (f16x8(mp.add(256 + h16)), f16x8(mp.add(288 + h16)));
