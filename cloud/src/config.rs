@@ -88,9 +88,9 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_MAX_DRAFT_TOP_K", default_value_t = 64)]
     pub max_draft_top_k: usize,
 
-    /// Re-encode the model's k-quant weights (Q4_K, Q6_K...) as Q8_0 at load: more
-    /// memory, but multi-token verify passes and batches get far cheaper (ouro's
-    /// Q8_0 kernel shares weight loads; the k-quant one is compute-bound).
+    /// Re-encode the model's k-quant weights (Q4_K, Q6_K...) as Q8_0 at load: about
+    /// 1.9x the memory and bandwidth per token for Q8_0's precision. Q4_K and Q6_K
+    /// have kernels of their own, as fast per row, so this is rarely worth it.
     #[arg(long, env = "OURO_REQUANTIZE")]
     pub requantize: bool,
 

@@ -17,15 +17,14 @@ use ouro_kernels::{Format, PackedMatrix};
 /// How to load a model file.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Re-encode Q4_0/Q4_1/Q5_0/Q5_1 tensors as Q8_0 at load time. candle's
-    /// x86 kernels for those legacy formats are far slower than its Q8_0 one,
-    /// so the larger weights pay for themselves (see docs/BENCHMARKS.md).
+    /// Re-encode Q4_0/Q4_1/Q5_0/Q5_1 tensors as Q8_0 at load time, so they
+    /// run on ouro's Q8_0 kernel (candle's for those formats are scalar):
+    /// about 1.5x their bytes, far faster (see docs/BENCHMARKS.md).
     pub requantize_legacy: bool,
-    /// Re-encode the k-quants (Q2_K–Q6_K) as Q8_0 too. The only k-quant
-    /// kernel that is batch-invariant (candle's generic one) is compute-bound:
-    /// verifying k tokens costs nearly k decode steps and batching sessions
-    /// saves nothing. ouro's Q8_0 kernel shares each weight load across rows,
-    /// so a cloud verifier trades memory for much cheaper multi-token passes.
+    /// Re-encode the k-quants (Q2_K–Q6_K) as Q8_0 too: Q8_0's precision for
+    /// about twice the bytes. Q4_K and Q6_K have kernels of their own, so this
+    /// only helps Q2_K, Q3_K and Q5_K (which otherwise run on candle's generic
+    /// kernel).
     pub requantize_kquants: bool,
     /// Dequantize every weight to f32 (a high-precision copy of a quantized
     /// file: slower, but numerically distinct from the file's own kernels).
