@@ -44,6 +44,26 @@ fn nearest(v: f32) -> i32 {
     ((v + 12_582_912.0) - 12_582_912.0) as i32
 }
 
+/// Quantizes whole blocks of `x` into `qs` and `d`, with their block sums.
+fn quantize_rows(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], bsum16: &mut [i32], bsum32: &mut [i32]) {
+    for ((xb, qb), d) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(d.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        if amax > 0.0 && amax.is_finite() {
+            let id = 127.0 / amax;
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = nearest(v * id).clamp(-127, 127) as i8;
+            }
+            *d = amax / 127.0;
+        }
+    }
+    for (s, c) in bsum16.iter_mut().zip(qs.chunks_exact(16)) {
+        *s = c.iter().map(|&q| q as i32).sum();
+    }
+    for (s, c) in bsum32.iter_mut().zip(bsum16.chunks_exact(2)) {
+        *s = c[0] + c[1];
+    }
+}
+
 impl Q8Blocks {
     /// Quantizes `x` (`m` rows of `k`) with a scale per `block` values:
     /// `d = amax / 127`, `q = nearest(x · 127 / amax)`.
@@ -51,18 +71,28 @@ impl Q8Blocks {
         assert!(block.is_multiple_of(32) && k.is_multiple_of(block) && x.len() == m * k, "caller checks shapes");
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * k / block];
-        for ((xb, qb), d) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(&mut d) {
-            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-            if amax > 0.0 && amax.is_finite() {
-                let id = 127.0 / amax;
-                for (q, &v) in qb.iter_mut().zip(xb) {
-                    *q = nearest(v * id).clamp(-127, 127) as i8;
-                }
-                *d = amax / 127.0;
-            }
+        let mut bsum16 = vec![0i32; m * k / 16];
+        let mut bsum32 = vec![0i32; m * k / 32];
+        // Rows are independent: a long pass splits them over the threads.
+        let parts = if m * k >= 1 << 15 { crate::pool::threads().clamp(1, m) } else { 1 };
+        let mut pieces = Vec::with_capacity(parts);
+        let (mut q, mut dd, mut s16, mut s32) = (&mut qs[..], &mut d[..], &mut bsum16[..], &mut bsum32[..]);
+        for p in 0..parts {
+            let rows = m * (p + 1) / parts - m * p / parts;
+            let (q0, q1) = q.split_at_mut(rows * k);
+            let (d0, d1) = dd.split_at_mut(rows * k / block);
+            let (a0, a1) = s16.split_at_mut(rows * k / 16);
+            let (b0, b1) = s32.split_at_mut(rows * k / 32);
+            let x0 = &x[m * p / parts * k..][..rows * k];
+            pieces.push(std::sync::Mutex::new((x0, q0, d0, a0, b0)));
+            (q, dd, s16, s32) = (q1, d1, a1, b1);
         }
-        let sums = |n: usize| -> Vec<i32> { qs.chunks_exact(n).map(|c| c.iter().map(|&q| q as i32).sum()).collect() };
-        let (bsum16, bsum32) = (sums(16), sums(32));
+        crate::pool::run(parts, &|p| {
+            let mut piece = pieces[p].lock().expect("one part per piece");
+            let (x, ref mut q, ref mut d, ref mut s16, ref mut s32) = *piece;
+            quantize_rows(x, block, q, d, s16, s32);
+        });
+        drop(pieces);
         let (bsum16_pairs, bsum32_pairs) = (pairs(&bsum16), pairs(&bsum32));
         Self { m, k, block, qs, d, bsum16, bsum32, bsum16_pairs, bsum32_pairs }
     }
@@ -141,6 +171,20 @@ mod tests {
         assert_eq!(q.bsum32[3], q.bsum16[6] + q.bsum16[7]);
         let p = q.bsum32_pairs[1] as u32;
         assert_eq!(((p & 0xFFFF) as i16 as i32, (p >> 16) as i16 as i32), (q.bsum32[2], q.bsum32[3]));
+    }
+
+    #[test]
+    fn a_split_over_threads_quantizes_the_same() {
+        let (m, k) = (37, 2048);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 2003) as f32 - 1000.0) / 77.0).collect();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for block in [32, 256] {
+            let a = one.install(|| Q8Blocks::quantize(&x, m, k, block));
+            let b = three.install(|| Q8Blocks::quantize(&x, m, k, block));
+            assert_eq!((a.qs, a.bsum16, a.bsum32_pairs), (b.qs, b.bsum16, b.bsum32_pairs));
+            assert!(a.d == b.d);
+        }
     }
 
     #[test]
