@@ -26,7 +26,8 @@ enum Command {
     /// Generate one answer, streamed to stdout with a summary line: verified by the cloud with
     /// `--cloud` (the daemon's engine), else from the local model alone.
     Generate(generate::GenerateArgs),
-    /// Measure the model runtime: decode tokens/s, the verify-cost curve c(k), peak RSS.
+    /// Measure the model runtime: decode and prefill tokens/s, the verify-cost curve c(k), peak RSS
+    /// (`OURO_KERNEL=portable|avx2|avx512` forces a kernel path; the default is the best the CPU has).
     BenchModel(bench::BenchArgs),
     /// Compare target-only decoding with speculative modes on Spec-Bench, in one process.
     BenchSpec(bench_spec::BenchSpecArgs),

@@ -50,7 +50,7 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("kernels: {0}")]
+    #[error(transparent)]
     Kernel(#[from] ouro_kernels::KernelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

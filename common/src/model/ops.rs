@@ -130,27 +130,25 @@ fn swiglu_serial(gate: &mut [f32], up: &[f32]) {
 /// `slots` lists the cache rows the query may see, in increasing order; the
 /// order is what keeps the sums identical between a tree pass and a
 /// sequential one. `scores` is scratch space of at least `slots.len()`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    kv_stride: usize,
-    kv_offset: usize,
-    slots: &[usize],
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+/// One key/value head of a cache: rows of `stride` floats, the head's
+/// `q.len()` values starting at `offset` in each row.
+pub(crate) struct KvHead<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+}
+
+pub(crate) fn attend(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     // The same code compiled for wider registers: every sum keeps its lanes
     // and its order (Rust never fuses a multiply and an add on its own), so
     // both builds give the same bits and only the speed differs.
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: AVX2 was detected at run time.
-        return unsafe { attend_avx2(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out) };
+        return unsafe { attend_avx2(q, kv, slots, scale, scores, out) };
     }
-    attend_any(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out)
+    attend_any(q, kv, slots, scale, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -161,34 +159,13 @@ fn wide() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    kv_stride: usize,
-    kv_offset: usize,
-    slots: &[usize],
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    attend_any(q, keys, values, kv_stride, kv_offset, slots, scale, scores, out)
+unsafe fn attend_avx2(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    attend_any(q, kv, slots, scale, scores, out)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_any(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    kv_stride: usize,
-    kv_offset: usize,
-    slots: &[usize],
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
+fn attend_any(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let (keys, values, kv_stride, kv_offset) = (kv.keys, kv.values, kv.stride, kv.offset);
     let d = q.len();
     scores.clear();
     let mut max = f32::NEG_INFINITY;
@@ -244,7 +221,14 @@ mod tests {
         let values = [1.0, 1.0, 3.0, 3.0, 100.0, 100.0];
         let mut out = [0.0; 2];
         let mut scratch = Vec::new();
-        attend(&q, &keys, &values, 2, 0, &[0, 1], 1.0, &mut scratch, &mut out);
+        attend(
+            &q,
+            &KvHead { keys: &keys, values: &values, stride: 2, offset: 0 },
+            &[0, 1],
+            1.0,
+            &mut scratch,
+            &mut out,
+        );
         assert!(out[0] > 1.0 && out[0] < 3.0);
     }
 }

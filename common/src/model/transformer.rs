@@ -179,17 +179,9 @@ impl Transformer {
                 slots.extend(seq.mask.row(i).map(|j| span.cached + j));
                 let kv = &seq.cache.layers[layer];
                 let off = (head / group) * hd;
-                ops::attend(
-                    &q[row * qd + head * hd..row * qd + (head + 1) * hd],
-                    &kv.k,
-                    &kv.v,
-                    kvd,
-                    off,
-                    &slots,
-                    scale,
-                    &mut scores,
-                    o,
-                );
+                let head_kv = ops::KvHead { keys: &kv.k, values: &kv.v, stride: kvd, offset: off };
+                let q_head = &q[row * qd + head * hd..row * qd + (head + 1) * hd];
+                ops::attend(q_head, &head_kv, &slots, scale, &mut scores, o);
             }
         });
         drop(chunks);
