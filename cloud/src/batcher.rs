@@ -4,8 +4,9 @@
 //! own cache and tree), so the weights are streamed from memory once for
 //! all of them, while each session still gets exactly its own logits.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,9 @@ pub struct BatchConfig {
     pub max_batch: usize,
     /// Jobs waiting beyond this are refused at once.
     pub max_queue: usize,
+    /// Prompt tokens per prefill pass; other sessions' rounds run between
+    /// a long prompt's chunks.
+    pub prefill_chunk: usize,
 }
 
 /// Why a job could not be queued.
@@ -137,15 +141,33 @@ fn run(
     rx: mpsc::Receiver<Job>,
     active: Arc<AtomicUsize>,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        // Wait for the other active sessions' rounds, but never longer than
-        // the window: with one session the pass starts at once.
-        let deadline = Instant::now() + cfg.window;
-        while jobs.len() < active.load(Ordering::Relaxed).clamp(1, cfg.max_batch) {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+    // Prompts being prefilled, a chunk per turn, round-robin: a long prompt
+    // never holds the compute thread for more than one chunk while other
+    // sessions' rounds (or short prompts) wait.
+    let mut prefills: VecDeque<Prefill> = VecDeque::new();
+    loop {
+        let first = if prefills.is_empty() {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        };
+        let mut jobs: Vec<Job> = first.into_iter().collect();
+        if !jobs.is_empty() {
+            // Wait for the other active sessions' rounds, but never longer than
+            // the window: with one session the pass starts at once.
+            let deadline = Instant::now() + cfg.window;
+            while jobs.len() < active.load(Ordering::Relaxed).clamp(1, cfg.max_batch) {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => jobs.push(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
             }
         }
         // Anything already queued rides along too.
@@ -155,10 +177,15 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (mut opens, mut rounds) = (Vec::new(), Vec::new());
+        let mut rounds = Vec::new();
         for job in jobs {
             match job {
-                Job::Open(j) => opens.push(*j),
+                Job::Open(j) => match VerifierSession::start(model, &j.prompt, j.params, limits) {
+                    Ok(session) => prefills.push_back(Prefill { session: Box::new(session), reply: j.reply }),
+                    Err(e) => {
+                        let _ = j.reply.send(Err(e));
+                    }
+                },
                 Job::Verify(j) => rounds.push(*j),
             }
         }
@@ -168,16 +195,34 @@ fn run(
             if !rounds.is_empty() {
                 verify_batch(model, rounds);
             }
-            for job in opens {
-                let result = VerifierSession::open(model, &job.prompt, job.params, limits).map(Box::new);
-                // The client may have gone; its session is simply dropped.
-                let _ = job.reply.send(result);
+            if let Some(mut p) = prefills.pop_front() {
+                // A client that left during its prefill costs no more compute.
+                if p.reply.is_closed() {
+                    telemetry::prefill_cancelled();
+                    return;
+                }
+                telemetry::prefill_chunk();
+                match p.session.prefill(cfg.prefill_chunk) {
+                    Ok(0) => {
+                        let _ = p.reply.send(Ok(p.session));
+                    }
+                    Ok(_) => prefills.push_back(p),
+                    Err(e) => {
+                        let _ = p.reply.send(Err(e));
+                    }
+                }
             }
         }));
         if pass.is_err() {
             tracing::error!("a verification pass panicked; its sessions were dropped");
         }
     }
+}
+
+/// A session whose prompt is still being prefilled.
+struct Prefill {
+    session: Verifier,
+    reply: oneshot::Sender<Result<Verifier, EngineError>>,
 }
 
 fn verify_batch(model: &'static dyn CausalLm, jobs: Vec<VerifyJob>) {

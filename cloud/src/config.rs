@@ -72,6 +72,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_BATCH_WINDOW_MS", default_value_t = 3.0)]
     pub batch_window_ms: f64,
 
+    /// Prompt tokens per prefill pass. A long prompt is prefilled in chunks of
+    /// this size, round-robin with other prompts, and other sessions' rounds
+    /// run between chunks, so one long prompt cannot stall every tenant.
+    #[arg(long, env = "OURO_PREFILL_CHUNK", default_value_t = 64)]
+    pub prefill_chunk: usize,
+
     /// Most sessions in one forward pass.
     #[arg(long, env = "OURO_MAX_BATCH", default_value_t = 16)]
     pub max_batch: usize,

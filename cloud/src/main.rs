@@ -171,6 +171,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             window: Duration::from_secs_f64(args.batch_window_ms.max(0.0) / 1e3),
             max_batch: args.max_batch.max(1),
             max_queue: args.max_queue.max(1),
+            prefill_chunk: args.prefill_chunk.max(1),
         },
     );
     let sessions = SessionTable::new(SessionLimits {

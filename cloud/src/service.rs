@@ -183,12 +183,24 @@ fn sampling(s: Option<&v1::Sampling>) -> Result<SamplingParams, Status> {
     s.map_or(Ok(SamplingParams::greedy()), |s| s.to_params().map_err(|e| Status::invalid_argument(e.to_string())))
 }
 
-/// Prefills a new verifier state on the compute thread.
-async fn prefill(shared: &Shared, prompt: Vec<u32>, params: SamplingParams) -> Result<VerifierBox, Status> {
+/// Prefills a new verifier state on the compute thread. If `gone` completes
+/// first (the client's response stream was dropped), the prefill is
+/// abandoned and the compute thread stops it at its next chunk.
+async fn prefill(
+    shared: &Shared,
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<VerifierBox, Status> {
     let (reply, rx) = oneshot::channel();
     shared.batcher.open(OpenJob { prompt, params, reply }).map_err(queue_status)?;
-    let verifier = rx.await.map_err(|_| Status::internal("the verifier dropped the prefill"))?;
-    verifier.map_err(|e| engine_status(&e))
+    tokio::select! {
+        verifier = rx => {
+            let verifier = verifier.map_err(|_| Status::internal("the verifier dropped the prefill"))?;
+            verifier.map_err(|e| engine_status(&e))
+        }
+        () = gone => Err(Status::cancelled("the client left during its prefill")),
+    }
 }
 
 /// Runs one round on the compute thread. On failure the verifier state
@@ -225,7 +237,12 @@ async fn send(tx: &mpsc::Sender<Result<SessionResponse, Status>>, msg: session_r
     tx.send(Ok(resp)).await.is_ok()
 }
 
-async fn open_session(shared: &Shared, owner: &Owner, open: v1::Open) -> Result<(String, usize, u64, bool), Status> {
+async fn open_session(
+    shared: &Shared,
+    owner: &Owner,
+    open: v1::Open,
+    tx: &mpsc::Sender<Result<SessionResponse, Status>>,
+) -> Result<(String, usize, u64, bool), Status> {
     check_tokenizer(shared, &open.tokenizer_hash)?;
     if shared.draining() {
         return Err(shutting_down());
@@ -249,7 +266,7 @@ async fn open_session(shared: &Shared, owner: &Owner, open: v1::Open) -> Result<
     check_prompt(shared, &open.prompt)?;
     let slot = shared.sessions.reserve().map_err(session_status)?;
     let len = open.prompt.len();
-    let verifier = prefill(shared, open.prompt, params).await?;
+    let verifier = prefill(shared, open.prompt, params, tx.closed()).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let evicted = slot.insert(id.clone(), owner.clone(), verifier);
     telemetry::evicted("memory budget", evicted.memory);
@@ -272,7 +289,7 @@ where
     let Some(session_request::Msg::Open(open)) = first.msg else {
         return Err(Status::invalid_argument("the first message of a session must be Open"));
     };
-    let (id, mut committed_len, mut last_round, resumed) = open_session(shared, owner, open).await?;
+    let (id, mut committed_len, mut last_round, resumed) = open_session(shared, owner, open, tx).await?;
     let _attachment = Attachment { shared, id: id.clone(), _active: shared.batcher.active_guard() };
     let opened = v1::Opened { session_id: id.clone(), committed_len: committed_len as u32, resumed, last_round };
     if !send(tx, session_response::Msg::Opened(opened)).await {
@@ -376,7 +393,7 @@ async fn drive_generate(
     let stop_ids = if req.stop_ids.is_empty() { shared.stop_ids.clone() } else { req.stop_ids.clone() };
     let _slot = shared.sessions.reserve().map_err(session_status)?;
     let _active = shared.batcher.active_guard();
-    let mut verifier = prefill(shared, req.prompt.clone(), params).await?;
+    let mut verifier = prefill(shared, req.prompt.clone(), params, tx.closed()).await?;
     let limits = shared.batcher.limits();
     let max_context = shared.info.max_context as usize;
     let mut generated = 0usize;

@@ -21,6 +21,8 @@ pub const BYTES_OUT: &str = "ouro_bytes_out_total";
 pub const EVICTIONS: &str = "ouro_evictions_total";
 pub const REJECTIONS: &str = "ouro_rejections_total";
 pub const KV_CACHE_BYTES: &str = "ouro_kv_cache_bytes";
+pub const PREFILL_CANCELLED: &str = "ouro_prefill_cancelled_total";
+pub const PREFILL_CHUNKS: &str = "ouro_prefill_chunks_total";
 pub const COMPUTE_MICROS: &str = "ouro_compute_microseconds_total";
 
 /// Installs the global recorder. Histograms get explicit buckets so that
@@ -118,6 +120,16 @@ pub fn evicted(reason: &'static str, n: usize) {
     if n > 0 {
         counter!(EVICTIONS, "reason" => reason).increment(n as u64);
     }
+}
+
+/// A prompt whose client left before its prefill finished.
+pub fn prefill_cancelled() {
+    counter!(PREFILL_CANCELLED).increment(1);
+}
+
+/// One chunk of a prompt's prefill ran.
+pub fn prefill_chunk() {
+    counter!(PREFILL_CHUNKS).increment(1);
 }
 
 pub fn rejected(reason: &'static str) {

@@ -499,3 +499,59 @@ async fn quic_carries_the_same_protocol() {
     let st = ouro_edge::link::Transport::info(&mut bad).await.unwrap_err();
     assert_eq!(st.code(), Code::Unauthenticated);
 }
+
+/// A long prompt is prefilled in chunks, round-robin with other prompts and
+/// between other sessions' rounds: a short request that arrives during it is
+/// answered (with the right text) before the long prompt's session opens,
+/// and the long session then opens on its whole prompt. A client that leaves
+/// during its prefill stops costing compute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_prefill_does_not_stall_other_requests() {
+    let srv = server(&["--prefill-chunk", "16"]);
+    let long: Vec<u32> = prompts().concat().into_iter().cycle().take(2000).collect();
+    let short = prompts()[1].clone();
+    let addr = srv.addr;
+    let chunks = |srv: &CloudServer| -> f64 {
+        let m = srv.metrics();
+        m.lines()
+            .find(|l| l.starts_with("ouro_prefill_chunks_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let long_open = {
+        let long = long.clone();
+        tokio::spawn(async move {
+            let mut c = connect(addr, Some(TOKEN)).await;
+            open(&mut c, &long).await.1
+        })
+    };
+    // The cloud is working on the long prompt once its chunks count up.
+    cloud::eventually(400, || std::future::ready((chunks(&srv) >= 2.0).then_some(()))).await;
+    let mut c = connect(addr, Some(TOKEN)).await;
+    let text = generate(&mut c, &short, NEW as u32, &STOP).await.expect("short generate");
+    let done_first = !long_open.is_finished();
+    let at_short = chunks(&srv);
+    assert_eq!(text, expected(&short), "the short request's text");
+    let opened = long_open.await.unwrap();
+    assert_eq!(opened.committed_len as usize, long.len());
+    let total = (long.len() - 1).div_ceil(16) as f64;
+    println!("short request answered after {at_short} of the long prompt's {total} prefill chunks");
+    assert!(done_first && at_short < total, "the short request waited for the whole long prefill");
+
+    // A client that leaves mid-prefill: the cloud stops at its next chunk.
+    let before = chunks(&srv);
+    let leaving = tokio::spawn(async move {
+        let mut c = connect(addr, Some(TOKEN)).await;
+        open(&mut c, &long).await
+    });
+    cloud::eventually(400, || std::future::ready((chunks(&srv) >= before + 2.0).then_some(()))).await;
+    leaving.abort();
+    let _ = leaving.await;
+    let cancelled = cloud::eventually(400, || {
+        let m = srv.metrics();
+        std::future::ready(m.lines().find(|l| l.starts_with("ouro_prefill_cancelled_total")).map(|_| chunks(&srv)))
+    })
+    .await;
+    println!("the departed client's prefill stopped after {} of {total} chunks", cancelled - before);
+    assert!(cancelled - before < total, "the departed client's prompt was prefilled to the end");
+}

@@ -174,3 +174,31 @@ fn k_token_pass_is_bitwise_equal_on_qwen_05b() {
 fn k_token_pass_is_bitwise_equal_on_qwen_15b() {
     k_token_pass_matches_steps_on("qwen2.5-coder-1.5b");
 }
+
+/// A prompt prefilled in chunks (as the cloud does, between other sessions'
+/// rounds) continues exactly as one prefilled in one pass.
+#[test]
+fn chunked_prefill_continues_like_one_pass() {
+    use ouro_common::engine::VerifierSession;
+    use ouro_common::tree::{DraftTree, TreeLimits};
+    let model = smollm2();
+    let prompt = prompt();
+    let limits = TreeLimits { max_nodes: 8, max_depth: 8 };
+    let params = ouro_common::sampling::SamplingParams::greedy();
+    let mut whole = VerifierSession::open(model.as_ref(), &prompt, params, limits).unwrap();
+    let mut chunked = VerifierSession::start(model.as_ref(), &prompt, params, limits).unwrap();
+    assert_eq!(chunked.prefill_remaining(), prompt.len() - 1);
+    let mut passes = 0;
+    while chunked.prefill(7).unwrap() > 0 {
+        passes += 1;
+    }
+    assert_eq!(passes + 1, (prompt.len() - 1).div_ceil(7));
+    let vocab = model.config().vocab_size;
+    for step in 0..12 {
+        let tree = DraftTree::empty(&limits, vocab);
+        let (a, b) = (whole.verify(&tree, &[]).unwrap(), chunked.verify(&tree, &[]).unwrap());
+        assert_eq!(a.target_argmax, b.target_argmax, "step {step}");
+        assert_eq!(a.next_token, b.next_token, "step {step}");
+    }
+    assert_eq!(whole.committed(), chunked.committed());
+}

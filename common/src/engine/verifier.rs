@@ -32,8 +32,25 @@ impl<'m> VerifierSession<'m> {
         params: SamplingParams,
         limits: TreeLimits,
     ) -> Result<Self, EngineError> {
+        let mut session = Self::start(model, prompt, params, limits)?;
+        session.prefill(usize::MAX)?;
+        Ok(session)
+    }
+
+    /// Checks the prompt and makes the session without running the model:
+    /// [`Self::prefill`] then feeds the prompt in chunks, so a long prompt
+    /// can share the compute with other sessions' rounds. Chunks give the
+    /// same cache bits as one pass (the runtime is batch-invariant).
+    pub fn start(
+        model: &'m dyn CausalLm,
+        prompt: &[u32],
+        params: SamplingParams,
+        limits: TreeLimits,
+    ) -> Result<Self, EngineError> {
         params.validate()?;
-        let (_root, head) = prompt.split_last().ok_or(EngineError::EmptyPrompt)?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
         let cfg = model.config();
         // One slot stays free for the first draft's root row.
         if prompt.len() >= cfg.max_context {
@@ -42,22 +59,35 @@ impl<'m> VerifierSession<'m> {
         if let Some(&token) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(ModelError::TokenOutOfRange { token, vocab: cfg.vocab_size }.into());
         }
-        let mut cache = model.new_cache();
-        let mut forward_passes = 0;
-        if !head.is_empty() {
-            model.forward_causal(&mut cache, head, LogitsRows::None)?;
-            forward_passes += 1;
-        }
         Ok(Self {
             model,
-            cache,
+            cache: model.new_cache(),
             committed: prompt.to_vec(),
             params,
             // Stream 0 is the verifier's; the drafter draws from its own.
             rng: SamplerRng::with_stream(params.seed, 0),
             limits,
-            forward_passes,
+            forward_passes: 0,
         })
+    }
+
+    /// Prompt tokens not yet in the cache (all but the last, which the first
+    /// round's root carries).
+    pub fn prefill_remaining(&self) -> usize {
+        (self.committed.len() - 1).saturating_sub(self.cache.len())
+    }
+
+    /// Feeds up to `max` more prompt tokens in one forward pass; returns how
+    /// many remain. On error the cache is as it was.
+    pub fn prefill(&mut self, max: usize) -> Result<usize, EngineError> {
+        let (from, left) = (self.cache.len(), self.prefill_remaining());
+        let n = left.min(max.max(1));
+        if n > 0 {
+            let chunk = &self.committed[from..from + n];
+            self.model.forward_causal(&mut self.cache, chunk, LogitsRows::None)?;
+            self.forward_passes += 1;
+        }
+        Ok(left - n)
     }
 
     pub fn committed(&self) -> &[u32] {
