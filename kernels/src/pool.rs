@@ -151,6 +151,30 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     assert!(!theirs, "a kernel worker panicked");
 }
 
+/// Splits `data` into up to [`threads`] contiguous pieces of whole `unit`s
+/// and runs `f(first_unit, piece)` on each in parallel. Loops whose result
+/// per unit does not depend on the split (rows, heads, elements) use this.
+pub fn for_pieces<T: Send>(data: &mut [T], unit: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    let units = data.len() / unit.max(1);
+    let parts = threads().clamp(1, units.max(1));
+    if parts == 1 {
+        return f(0, data);
+    }
+    let mut pieces = Vec::with_capacity(parts);
+    let mut rest = data;
+    for p in 0..parts {
+        let (lo, hi) = (units * p / parts, units * (p + 1) / parts);
+        let (mine, tail) = rest.split_at_mut((hi - lo) * unit);
+        pieces.push(Mutex::new((lo, mine)));
+        rest = tail;
+    }
+    run(parts, &|p| {
+        let mut piece = pieces[p].lock().expect("one part per piece");
+        let (first, ref mut slice) = *piece;
+        f(first, slice);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +190,21 @@ mod tests {
             }
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 100), "parts = {parts}");
         }
+    }
+
+    #[test]
+    fn pieces_cover_the_slice_once_in_whole_units() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut v = vec![0usize; 7 * 5];
+        pool.install(|| {
+            for_pieces(&mut v, 5, &|first, piece| {
+                assert_eq!(piece.len() % 5, 0);
+                for (i, x) in piece.iter_mut().enumerate() {
+                    *x += first * 5 + i + 1;
+                }
+            })
+        });
+        assert_eq!(v, (1..=35).collect::<Vec<_>>());
     }
 
     #[test]

@@ -98,25 +98,10 @@ impl Rope {
 /// `gate = silu(gate) * up`, row-wise and in place.
 /// Elementwise, so a long pass splits it over the threads.
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    const PIECE: usize = 1 << 14;
-    let parts = ouro_kernels::pool::threads().clamp(1, gate.len().div_ceil(PIECE));
-    if parts == 1 {
+    if gate.len() <= 1 << 14 {
         return swiglu_serial(gate, up);
     }
-    let n = gate.len();
-    let mut pieces = Vec::with_capacity(parts);
-    let mut rest = gate;
-    for p in 0..parts {
-        let (lo, hi) = (n * p / parts, n * (p + 1) / parts);
-        let (mine, tail) = rest.split_at_mut(hi - lo);
-        pieces.push(std::sync::Mutex::new((mine, &up[lo..hi])));
-        rest = tail;
-    }
-    ouro_kernels::pool::run(parts, &|p| {
-        let mut piece = pieces[p].lock().expect("one part per piece");
-        let (ref mut g, u) = *piece;
-        swiglu_serial(g, u);
-    });
+    ouro_kernels::pool::for_pieces(gate, 1, &|first, g| swiglu_serial(g, &up[first..first + g.len()]));
 }
 
 fn swiglu_serial(gate: &mut [f32], up: &[f32]) {

@@ -151,22 +151,7 @@ impl Transformer {
         let mut out = vec![0f32; total * qd];
         // Work items are (row, head) pairs, split into one contiguous range
         // per thread: each item's arithmetic is independent of the split.
-        let items = total * cfg.num_heads;
-        let parts = ouro_kernels::pool::threads().clamp(1, items);
-        let chunks: Vec<std::sync::Mutex<(usize, &mut [f32])>> = {
-            let mut rest = out.as_mut_slice();
-            let mut v = Vec::with_capacity(parts);
-            for p in 0..parts {
-                let (lo, hi) = (items * p / parts, items * (p + 1) / parts);
-                let (mine, tail) = rest.split_at_mut((hi - lo) * hd);
-                v.push(std::sync::Mutex::new((lo, mine)));
-                rest = tail;
-            }
-            v
-        };
-        ouro_kernels::pool::run(parts, &|p| {
-            let mut guard = chunks[p].lock().expect("one part per chunk");
-            let (first, ref mut o) = *guard;
+        ouro_kernels::pool::for_pieces(&mut out, hd, &|first, o| {
             let (mut slots, mut scores) = (Vec::new(), Vec::new());
             for (n, o) in o.chunks_exact_mut(hd).enumerate() {
                 let item = first + n;
@@ -184,7 +169,6 @@ impl Transformer {
                 ops::attend(q_head, &head_kv, &slots, scale, &mut scores, o);
             }
         });
-        drop(chunks);
         out
     }
 }
