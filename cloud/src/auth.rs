@@ -1,11 +1,15 @@
 //! Bearer-token authentication. Sessions belong to the token that opened
 //! them, so the token's identity travels with every request.
+//!
+//! Tokens are held as SHA-256 digests and compared in constant time against
+//! every accepted digest, so neither the table's layout nor an early exit
+//! tells a prober how close a guess came.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
 /// Who made a request: a digest of their bearer token, never the token itself.
@@ -23,42 +27,60 @@ pub enum AuthError {
 /// The accepted tokens, held as digests.
 #[derive(Clone)]
 pub struct TokenSet {
-    digests: Arc<HashSet<String>>,
+    digests: Arc<Vec<[u8; 32]>>,
 }
 
-fn digest(token: &str) -> String {
-    hex::encode(&Sha256::digest(token.as_bytes())[..16])
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Tokens from a file (one per line; blank lines and `#` comments are
+/// skipped) and from a list.
+pub fn read_tokens(file: Option<&Path>, list: &[String]) -> Result<Vec<String>, AuthError> {
+    let mut tokens: Vec<String> = list.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AuthError::Read { path: path.display().to_string(), source })?;
+        tokens.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+    }
+    Ok(tokens)
+}
+
+/// The token of an `authorization` header value. The scheme is
+/// case-insensitive (RFC 9110 §11.1), the token is not.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl TokenSet {
-    /// Tokens from a file (one per line; blank lines and `#` comments are
-    /// skipped) and from a comma-separated list.
+    /// Tokens from a file and from a comma-separated list; at least one.
     pub fn load(file: Option<&Path>, list: &[String]) -> Result<Self, AuthError> {
-        let mut tokens: Vec<String> = list.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| AuthError::Read { path: path.display().to_string(), source })?;
-            tokens.extend(
-                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
-            );
-        }
+        let tokens = read_tokens(file, list)?;
         if tokens.is_empty() {
             return Err(AuthError::NoTokens);
         }
         Ok(Self { digests: Arc::new(tokens.iter().map(|t| digest(t)).collect()) })
     }
 
+    /// Whether `token` is one of the set, in time that does not depend on
+    /// which token (if any) it matches.
+    pub fn contains(&self, token: &str) -> bool {
+        let d = digest(token);
+        self.digests.iter().fold(subtle::Choice::from(0u8), |hit, known| hit | known.ct_eq(&d)).into()
+    }
+
     /// The owner a bare token stands for (transports without headers).
     #[allow(clippy::result_large_err)]
     pub fn owner_of(&self, token: &str) -> Result<Owner, Status> {
-        let d = digest(token.trim());
-        if token.trim().is_empty() {
+        let token = token.trim();
+        if token.is_empty() {
             return Err(Status::unauthenticated("missing bearer token"));
         }
-        if !self.digests.contains(&d) {
+        if !self.contains(token) {
             return Err(Status::unauthenticated("unknown bearer token"));
         }
-        Ok(Owner(d))
+        Ok(Owner(hex::encode(&digest(token)[..16])))
     }
 
     /// Checks `authorization: Bearer <token>`; the caller's identity goes
@@ -72,7 +94,7 @@ impl TokenSet {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer)
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
         let owner = self.owner_of(token)?;
         req.extensions_mut().insert(owner);
@@ -107,9 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_is_not() {
+        let set = TokenSet::load(None, &["alpha".into()]).unwrap();
+        for auth in ["bearer alpha", "BEARER alpha", "Bearer  alpha"] {
+            assert!(set.check(request(Some(auth))).is_ok(), "{auth}");
+        }
+        assert!(set.check(request(Some("Bearer ALPHA"))).is_err());
+    }
+
+    #[test]
     fn bad_credentials_are_unauthenticated() {
         let set = TokenSet::load(None, &["alpha".into()]).unwrap();
-        for auth in [None, Some("alpha"), Some("Bearer nope"), Some("Basic alpha")] {
+        for auth in
+            [None, Some("alpha"), Some("Bearer nope"), Some("Basic alpha"), Some("Bearer "), Some("Bearer alph")]
+        {
             let err = set.check(request(auth)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{auth:?}");
         }

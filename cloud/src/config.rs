@@ -21,10 +21,21 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
-    /// Address of the Prometheus `/metrics` endpoint (plain HTTP, its own port). It also
-    /// serves the operator's `POST /admin/evict/{session}`: keep it private.
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP, its own port). With
+    /// operator tokens it also serves `POST /admin/evict/{session}` and
+    /// `POST /admin/evict-idle`, which need `authorization: Bearer <operator token>`.
     #[arg(long, env = "OURO_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
+
+    /// File of operator tokens, one per line, for the `/admin` endpoints on the
+    /// metrics port. Keep them apart from client tokens. Without any, the admin
+    /// endpoints are off.
+    #[arg(long, env = "OURO_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+
+    /// Operator tokens, comma-separated (prefer --admin-tokens-file: flags show in `ps`).
+    #[arg(long, env = "OURO_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub admin_tokens: Vec<String>,
 
     /// Also serve the Verifier over QUIC on this UDP address (same TLS files; with
     /// --insecure-dev a throwaway self-signed certificate). Port 0 picks a free port.
@@ -39,7 +50,9 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Serve without TLS. Refused unless `--listen` is a loopback address.
+    /// Serve without TLS (gRPC) and with a throwaway self-signed certificate
+    /// (QUIC). Refused unless `--listen`, `--quic-listen` and `--metrics-listen`
+    /// are all loopback addresses.
     #[arg(long, env = "OURO_INSECURE_DEV")]
     pub insecure_dev: bool,
 
@@ -55,12 +68,35 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
 
+    /// Most sessions one client token may hold at once (default: half of
+    /// --max-sessions), so one tenant cannot lock the others out.
+    #[arg(long, env = "OURO_MAX_SESSIONS_PER_TOKEN")]
+    pub max_sessions_per_token: Option<usize>,
+
+    /// When the session table (or a token's quota) is full, a session that no
+    /// stream holds and that has been idle this long is dropped to make room,
+    /// seconds. Its client re-opens it from its committed tokens.
+    #[arg(long, env = "OURO_RECLAIM_AFTER_SECS", default_value_t = 5)]
+    pub reclaim_after_secs: u64,
+
+    /// Longest prompt an Open or a Generate may carry, tokens (default: the
+    /// served context length).
+    #[arg(long, env = "OURO_MAX_PROMPT_TOKENS")]
+    pub max_prompt_tokens: Option<usize>,
+
+    /// Largest gRPC message accepted or sent, bytes (QUIC frames have the
+    /// same cap, 4 MiB).
+    #[arg(long, env = "OURO_MAX_MESSAGE_BYTES", default_value_t = ouro_proto::frame::MAX_FRAME)]
+    pub max_message_bytes: usize,
+
     /// Most rounds waiting for the verifier; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "OURO_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
 
-    /// KV-cache memory budget over all sessions, MiB. Idle sessions are evicted
-    /// least-recently-used first to stay under it.
+    /// Memory budget over all sessions, MiB: their KV caches, the caches
+    /// prefills are filling and the activations of passes in flight. Idle
+    /// sessions are evicted least-recently-used first to stay under it; a new
+    /// session that still does not fit gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "OURO_MEMORY_BUDGET_MB", default_value_t = 4096)]
     pub memory_budget_mb: usize,
 

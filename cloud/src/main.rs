@@ -25,12 +25,13 @@ use ouro_common::tree::TreeLimits;
 use ouro_proto::v1::verifier_server::VerifierServer;
 use ouro_proto::v1::{CostPoint, ModelInfo, SamplingSupport};
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::TokenSet;
 use crate::batcher::{BatchConfig, Batcher};
 use crate::config::ServeArgs;
-use crate::service::{Shared, VerifierService};
+use crate::service::{MemoryCosts, RequestLimits, Shared, VerifierService};
 use crate::sessions::{SessionLimits, SessionTable};
 
 /// ouro's cloud verifier: checks the edge's draft trees against the large model.
@@ -147,13 +148,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
         }
         _ if args.insecure_dev => {
-            if !args.listen.ip().is_loopback() {
-                bail!("--insecure-dev serves plaintext and is refused on {} (loopback only)", args.listen);
+            let listeners = [
+                ("--listen", Some(args.listen)),
+                ("--quic-listen", args.quic_listen),
+                ("--metrics-listen", Some(args.metrics_listen)),
+            ];
+            for (flag, addr) in listeners {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    bail!("--insecure-dev is for loopback only and is refused with {flag} {addr}");
+                }
             }
             None
         }
         _ => bail!("TLS needs --tls-cert and --tls-key (or --insecure-dev on a loopback address)"),
     };
+    let operators = auth::read_tokens(args.admin_tokens_file.as_deref(), &args.admin_tokens)?;
+    let operators = (!operators.is_empty()).then(|| TokenSet::load(None, &operators)).transpose()?;
+    if !args.metrics_listen.ip().is_loopback() {
+        tracing::warn!("metrics on {} are plain HTTP and reachable off this machine", args.metrics_listen);
+    }
     let limits = TreeLimits { max_nodes: args.max_tree_nodes, max_depth: args.max_tree_depth };
     let t = Instant::now();
     let loaded = load(&args.model, args.max_context, args.requantize)?;
@@ -162,6 +175,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("verify cost c(k) ms: {:?}", cost.iter().map(|c| (c.tokens, c.ms)).collect::<Vec<_>>());
     let info = model_info(&loaded, &limits, args.max_draft_top_k, cost);
     let stop_ids = loaded.tokenizer.info().stop_ids.clone();
+    let memory = MemoryCosts { config: loaded.model.config().clone(), prefill_chunk: args.prefill_chunk.max(1) };
+    let max_prompt_tokens = args.max_prompt_tokens.unwrap_or(usize::MAX);
     // One model for the life of the process; sessions borrow it.
     let model: &'static Transformer = Box::leak(Box::new(loaded.model));
     let batcher = Batcher::start(
@@ -176,18 +191,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let sessions = SessionTable::new(SessionLimits {
         max_sessions: args.max_sessions,
+        max_per_owner: args.max_sessions_per_token.unwrap_or(args.max_sessions / 2).max(1),
         memory_budget_bytes: args.memory_budget_mb.saturating_mul(1 << 20),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        reclaim_after: Duration::from_secs(args.reclaim_after_secs),
     });
     let (drain_tx, drain_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(info, stop_ids, batcher, sessions, drain_rx, args.max_draft_top_k));
+    let shared = Arc::new(Shared::new(
+        info,
+        stop_ids,
+        batcher,
+        sessions,
+        drain_rx,
+        RequestLimits { max_draft_top_k: args.max_draft_top_k, max_prompt_tokens, memory },
+    ));
 
     let prometheus = telemetry::install()?;
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding {}", args.metrics_listen))?;
     let metrics_addr = metrics_listener.local_addr()?;
-    tokio::spawn(telemetry::serve(metrics_listener, prometheus, shared.clone()));
+    let admin_banner = if operators.is_some() { "; admin endpoints on (operator tokens)" } else { "" };
+    tokio::spawn(telemetry::serve(metrics_listener, prometheus, shared.clone(), operators));
 
     let expiry = shared.clone();
     let period = Duration::from_secs(args.idle_timeout_secs.clamp(1, 20)) / 4;
@@ -218,7 +243,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerifierServer<VerifierService>>().await;
-    let verifier = VerifierServer::with_interceptor(VerifierService::new(shared.clone()), move |r| tokens.check(r));
+    let verifier = VerifierServer::new(VerifierService::new(shared.clone()))
+        .max_decoding_message_size(args.max_message_bytes)
+        .max_encoding_message_size(args.max_message_bytes);
+    let verifier = InterceptedService::new(verifier, move |r| tokens.check(r));
     let mut builder = Server::builder();
     let transport = match tls {
         Some(tls) => {
@@ -233,7 +261,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // The banner is machine-read by tests and scripts: keep its shape.
     println!(
-        "ouro-cloud listening on {addr} ({transport}); metrics on {}{quic_banner}",
+        "ouro-cloud listening on {addr} ({transport}); metrics on {}{quic_banner}{admin_banner}",
         telemetry::describe(metrics_addr)
     );
     use std::io::Write;
@@ -264,6 +292,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `OURO_LOG` (as documented), else `RUST_LOG`, else `info`.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("OURO_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info".into())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli: Cli = ouro_common::config_file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
@@ -271,10 +306,7 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(log_filter()).with_writer(std::io::stderr).init();
     match cli.command {
         Command::Info { model } => {
             let loaded = load(&model, None, false)?;

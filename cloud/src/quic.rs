@@ -16,8 +16,7 @@ use tonic::Status;
 use crate::auth::TokenSet;
 use crate::service::{run_generate, run_session, Shared};
 
-/// ALPN of protocol version 1; a client speaking another version fails the handshake.
-pub const ALPN: &[u8] = b"ouro/1";
+use ouro_proto::quic::ALPN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
@@ -60,7 +59,9 @@ fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, QuicError> {
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| QuicError::Config(e.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(ouro_proto::quic::transport()));
+    Ok(server)
 }
 
 /// Binds the QUIC endpoint; calls are served until the endpoint is closed.
@@ -124,7 +125,7 @@ async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, t
         }
         Some(quic_call::Call::Generate(req)) => {
             let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(run_generate(shared, req, tx));
+            tokio::spawn(run_generate(shared, owner, req, tx));
             forward(rx, send, quic_reply::Msg::Generate).await;
         }
         Some(quic_call::Call::Session(_)) => {

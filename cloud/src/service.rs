@@ -34,7 +34,7 @@ pub struct Shared {
     pub batcher: Batcher,
     pub sessions: SessionTable,
     pub draining: watch::Receiver<bool>,
-    pub max_draft_top_k: usize,
+    pub limits: RequestLimits,
     passes: AtomicU64,
     committed: AtomicU64,
 }
@@ -46,7 +46,7 @@ impl Shared {
         batcher: Batcher,
         sessions: SessionTable,
         draining: watch::Receiver<bool>,
-        max_draft_top_k: usize,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             info,
@@ -54,7 +54,7 @@ impl Shared {
             batcher,
             sessions,
             draining,
-            max_draft_top_k,
+            limits,
             passes: AtomicU64::new(0),
             committed: AtomicU64::new(0),
         }
@@ -72,6 +72,40 @@ impl Shared {
         let p = self.passes.fetch_add(passes, Ordering::Relaxed) + passes;
         let t = self.committed.fetch_add(tokens as u64, Ordering::Relaxed) + tokens as u64;
         telemetry::passes_per_token(p, t);
+    }
+}
+
+/// What one request may ask for, beyond the tree limits the batcher holds.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Most (id, prob) pairs per sampled draft node.
+    pub max_draft_top_k: usize,
+    /// Longest prompt an Open or a Generate may carry.
+    pub max_prompt_tokens: usize,
+    /// What a session's memory costs, for the budget.
+    pub memory: MemoryCosts,
+}
+
+/// The memory a session and its passes take, from the model's shape.
+#[derive(Debug, Clone)]
+pub struct MemoryCosts {
+    pub config: ouro_common::model::ModelConfig,
+    /// Prompt tokens per prefill pass.
+    pub prefill_chunk: usize,
+}
+
+impl MemoryCosts {
+    /// A new session: its cache once prefilled, and its prefill's activations.
+    fn open(&self, prompt: usize) -> usize {
+        let c = &self.config;
+        prompt * c.kv_bytes_per_token() + c.activation_bytes(prompt.min(self.prefill_chunk), 1, prompt)
+    }
+
+    /// One round: the tree's cache rows and the pass's activations.
+    fn round(&self, committed: usize, nodes: usize) -> usize {
+        let c = &self.config;
+        let rows = nodes + 1;
+        rows * c.kv_bytes_per_token() + c.activation_bytes(rows, rows, committed + rows)
     }
 }
 
@@ -114,8 +148,23 @@ fn session_status(e: SessionError) -> Status {
         SessionError::Unknown(_) | SessionError::Evicted { .. } => Status::not_found(msg),
         SessionError::NotOwner(_) => Status::permission_denied(msg),
         SessionError::Attached(_) | SessionError::Busy(_) => Status::failed_precondition(msg),
-        SessionError::TooMany { .. } => Status::resource_exhausted(msg),
+        SessionError::TooMany { .. } | SessionError::OverQuota { .. } | SessionError::NoMemory { .. } => {
+            Status::resource_exhausted(msg)
+        }
     }
+}
+
+/// Takes a slot for a new session, or says why not.
+fn reserve<'a>(shared: &'a Shared, owner: &Owner, prompt: usize) -> Result<crate::sessions::Reservation<'a>, Status> {
+    let r = shared.sessions.reserve(owner, shared.limits.memory.open(prompt));
+    let reclaimed = match &r {
+        Ok(slot) => slot.reclaimed,
+        Err((_, reclaimed)) => *reclaimed,
+    };
+    telemetry::evicted("reclaimed under pressure", reclaimed.pressure);
+    telemetry::evicted("token quota", reclaimed.quota);
+    telemetry::evicted("memory budget", reclaimed.memory);
+    r.map_err(|(e, _)| session_status(e))
 }
 
 fn engine_status(e: &EngineError) -> Status {
@@ -169,6 +218,13 @@ fn check_prompt(shared: &Shared, prompt: &[u32]) -> Result<(), Status> {
     let max = shared.info.max_context as usize;
     if prompt.len() >= max {
         return Err(Status::out_of_range(format!("the prompt has {} tokens; the context holds {max}", prompt.len())));
+    }
+    if prompt.len() > shared.limits.max_prompt_tokens {
+        return Err(Status::out_of_range(format!(
+            "the prompt has {} tokens; this server takes at most {} (--max-prompt-tokens)",
+            prompt.len(),
+            shared.limits.max_prompt_tokens
+        )));
     }
     if let Some((i, t)) = prompt.iter().enumerate().find(|(_, &t)| t as usize >= shared.vocab()) {
         return Err(Status::invalid_argument(format!(
@@ -264,11 +320,11 @@ async fn open_session(
         return Ok((open.resume, len, last_round, true));
     }
     check_prompt(shared, &open.prompt)?;
-    let slot = shared.sessions.reserve().map_err(session_status)?;
+    let slot = reserve(shared, owner, open.prompt.len())?;
     let len = open.prompt.len();
     let verifier = prefill(shared, open.prompt, params, tx.closed()).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let evicted = slot.insert(id.clone(), owner.clone(), verifier);
+    let evicted = slot.insert(id.clone(), verifier);
     telemetry::evicted("memory budget", evicted.memory);
     metrics::counter!(telemetry::SESSIONS_OPENED).increment(1);
     telemetry::sessions_open(shared.sessions.len());
@@ -320,11 +376,15 @@ where
                 }
                 let limits = shared.batcher.limits();
                 let (tree, dists) = round
-                    .to_draft(&limits, shared.vocab(), shared.max_draft_top_k)
+                    .to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed_len, tree.len()));
+                telemetry::evicted("memory budget", evicted.memory);
                 let t = Instant::now();
-                let done = match verify(shared, verifier, tree, dists).await {
+                let done = verify(shared, verifier, tree, dists).await;
+                drop(charge);
+                let done = match done {
                     Ok(d) => d,
                     Err((Some(verifier), status)) => {
                         shared.sessions.checkin(&id, verifier, last_round);
@@ -376,6 +436,7 @@ where
 
 async fn drive_generate(
     shared: &Shared,
+    owner: &Owner,
     req: GenerateRequest,
     tx: &mpsc::Sender<Result<GenerateResponse, Status>>,
 ) -> Result<(), Status> {
@@ -391,7 +452,7 @@ async fn drive_generate(
     check_prompt(shared, &req.prompt)?;
     let params = sampling(req.sampling.as_ref())?;
     let stop_ids = if req.stop_ids.is_empty() { shared.stop_ids.clone() } else { req.stop_ids.clone() };
-    let _slot = shared.sessions.reserve().map_err(session_status)?;
+    let _slot = reserve(shared, owner, req.prompt.len())?;
     let _active = shared.batcher.active_guard();
     let mut verifier = prefill(shared, req.prompt.clone(), params, tx.closed()).await?;
     let limits = shared.batcher.limits();
@@ -403,7 +464,10 @@ async fn drive_generate(
         }
         let t = Instant::now();
         let empty = DraftTree::empty(&limits, shared.vocab());
-        let done = verify(shared, verifier, empty, Vec::new()).await.map_err(|(_, s)| s)?;
+        let (charge, _) = shared.sessions.charge(shared.limits.memory.round(verifier.committed().len(), 0));
+        let done = verify(shared, verifier, empty, Vec::new()).await.map_err(|(_, s)| s);
+        drop(charge);
+        let done = done?;
         verifier = done.verifier;
         let verdict = done.result.map_err(|e| engine_status(&e))?;
         telemetry::round(0, 1, t.elapsed());
@@ -444,11 +508,12 @@ pub async fn run_session<S>(
 /// Runs one `Generate` call to its end, whatever the transport.
 pub async fn run_generate(
     shared: Arc<Shared>,
+    owner: Owner,
     req: GenerateRequest,
     tx: mpsc::Sender<Result<GenerateResponse, Status>>,
 ) {
     telemetry::bytes(req.encoded_len(), 0);
-    if let Err(status) = drive_generate(&shared, req, &tx).await {
+    if let Err(status) = drive_generate(&shared, &owner, req, &tx).await {
         let _ = tx.send(Err(reject(status))).await;
     }
 }
@@ -474,9 +539,9 @@ impl Verifier for VerifierService {
     type GenerateStream = BoxStream<GenerateResponse>;
 
     async fn generate(&self, req: Request<GenerateRequest>) -> Result<Response<Self::GenerateStream>, Status> {
-        owner(&req)?;
+        let owner = owner(&req)?;
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run_generate(self.shared.clone(), req.into_inner(), tx));
+        tokio::spawn(run_generate(self.shared.clone(), owner, req.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

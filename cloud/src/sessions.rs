@@ -29,14 +29,25 @@ pub enum SessionError {
     Busy(String),
     #[error("{open} sessions open, the limit is {max}")]
     TooMany { open: usize, max: usize },
+    #[error("this token has {open} sessions open, its quota is {max}")]
+    OverQuota { open: usize, max: usize },
+    #[error("the memory budget is spent: {held} bytes held by sessions in use, {need} more needed, budget {budget}")]
+    NoMemory { held: usize, need: usize, budget: usize },
 }
 
 /// Limits of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
     pub max_sessions: usize,
+    /// Sessions one token may hold at once (prefills included), so that one
+    /// tenant cannot lock every other out.
+    pub max_per_owner: usize,
     pub memory_budget_bytes: usize,
     pub idle_timeout: Duration,
+    /// When the table (or a token's quota) is full, a session no stream
+    /// holds and idle this long is dropped to make room. Its client re-opens
+    /// it from its committed tokens, so nothing is lost but a prefill.
+    pub reclaim_after: Duration,
 }
 
 struct Entry {
@@ -64,8 +75,12 @@ pub struct SessionTable {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
-    /// Slots taken by sessions still prefilling.
-    reserved: usize,
+    /// Slots taken by sessions still prefilling, per token.
+    reserved: HashMap<Owner, usize>,
+    /// Bytes promised to work in flight: the caches prefills will fill and
+    /// the activations of passes running now. They count against the budget
+    /// like the caches do.
+    inflight: usize,
     /// Recently dropped ids, so a late client hears why (bounded).
     tombstones: VecDeque<(String, &'static str)>,
 }
@@ -74,7 +89,37 @@ const TOMBSTONES: usize = 4096;
 
 impl Inner {
     fn open(&self) -> usize {
-        self.entries.len() + self.reserved
+        self.entries.len() + self.reserved.values().sum::<usize>()
+    }
+
+    fn open_by(&self, owner: &Owner) -> usize {
+        self.entries.values().filter(|e| &e.owner == owner).count() + self.reserved.get(owner).copied().unwrap_or(0)
+    }
+
+    /// The least recently used session that no stream holds, idle at least
+    /// `min_idle` (of `owner` only, when given).
+    fn reclaimable(&self, owner: Option<&Owner>, min_idle: Duration) -> Option<String> {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.verifier.is_some() && !e.attached && now.duration_since(e.last_used) >= min_idle)
+            .filter(|(_, e)| owner.is_none_or(|o| &e.owner == o))
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(id, _)| id.clone())
+    }
+
+    fn drop_session(&mut self, id: String, reason: &'static str) {
+        self.entries.remove(&id);
+        self.bury(id, reason);
+    }
+
+    fn unreserve(&mut self, owner: &Owner) {
+        if let Some(n) = self.reserved.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.reserved.remove(owner);
+            }
+        }
     }
 
     fn bury(&mut self, id: String, reason: &'static str) {
@@ -91,8 +136,12 @@ impl Inner {
         }
     }
 
-    fn total_bytes(&self) -> usize {
+    fn cache_bytes(&self) -> usize {
         self.entries.values().map(|e| e.bytes).sum()
+    }
+
+    fn total_bytes(&self) -> usize {
+        self.cache_bytes() + self.inflight
     }
 }
 
@@ -110,19 +159,71 @@ impl SessionTable {
         self.lock().open()
     }
 
+    /// Bytes held by the sessions' KV caches.
     pub fn bytes(&self) -> usize {
-        self.lock().total_bytes()
+        self.lock().cache_bytes()
+    }
+
+    /// Bytes promised to prefills and passes in flight.
+    pub fn inflight_bytes(&self) -> usize {
+        self.lock().inflight
     }
 
     /// Takes a slot for a session about to prefill, or refuses at once.
-    pub fn reserve(&self) -> Result<Reservation<'_>, SessionError> {
+    /// `bytes` is what the session will hold once prefilled (its cache and
+    /// the activations of its prefill); it counts against the memory budget
+    /// from now on. When the table or the token's quota is full, the least
+    /// recently used session no stream holds makes room (see
+    /// [`SessionLimits::reclaim_after`]).
+    pub fn reserve(&self, owner: &Owner, bytes: usize) -> Result<Reservation<'_>, (SessionError, Reclaimed)> {
         let mut inner = self.lock();
-        let open = inner.open();
-        if open >= self.limits.max_sessions {
-            return Err(SessionError::TooMany { open, max: self.limits.max_sessions });
+        let mut reclaimed = Reclaimed::default();
+        let quota = self.limits.max_per_owner;
+        if inner.open_by(owner) >= quota {
+            match inner.reclaimable(Some(owner), self.limits.reclaim_after) {
+                Some(id) => {
+                    inner.drop_session(id, "reclaimed for a new session of the same token");
+                    reclaimed.quota += 1;
+                }
+                None => return Err((SessionError::OverQuota { open: inner.open_by(owner), max: quota }, reclaimed)),
+            }
         }
-        inner.reserved += 1;
-        Ok(Reservation { table: self, done: false })
+        if inner.open() >= self.limits.max_sessions {
+            match inner.reclaimable(None, self.limits.reclaim_after) {
+                Some(id) => {
+                    inner.drop_session(id, "reclaimed under pressure for a new session");
+                    reclaimed.pressure += 1;
+                }
+                None => {
+                    let open = inner.open();
+                    return Err((SessionError::TooMany { open, max: self.limits.max_sessions }, reclaimed));
+                }
+            }
+        }
+        inner.inflight += bytes;
+        reclaimed.memory = self.enforce_budget(&mut inner, None).memory;
+        // Refused only when the caches in use and the work in flight leave
+        // no room; a session alone on the server is always served.
+        let total = inner.total_bytes();
+        if total > self.limits.memory_budget_bytes && total > bytes {
+            inner.inflight -= bytes;
+            let held = total - bytes;
+            return Err((
+                SessionError::NoMemory { held, need: bytes, budget: self.limits.memory_budget_bytes },
+                reclaimed,
+            ));
+        }
+        *inner.reserved.entry(owner.clone()).or_default() += 1;
+        Ok(Reservation { table: self, owner: owner.clone(), bytes, done: false, reclaimed })
+    }
+
+    /// Counts the activations of a pass in flight against the budget until
+    /// the returned guard drops; idle sessions are evicted to make room.
+    pub fn charge(&self, bytes: usize) -> (Charge<'_>, Evicted) {
+        let mut inner = self.lock();
+        inner.inflight += bytes;
+        let evicted = self.enforce_budget(&mut inner, None);
+        (Charge { table: self, bytes }, evicted)
     }
 
     /// Checks out an existing session for a new stream (`attach`) or for a
@@ -242,17 +343,45 @@ impl SessionTable {
     }
 }
 
+/// Sessions dropped to make room for a new one, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// The table was full.
+    pub pressure: usize,
+    /// The token's quota was full.
+    pub quota: usize,
+    /// The memory budget was spent.
+    pub memory: usize,
+}
+
+/// Activation bytes of a pass in flight; released on drop.
+pub struct Charge<'t> {
+    table: &'t SessionTable,
+    bytes: usize,
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.table.lock().inflight -= self.bytes;
+    }
+}
+
 /// A slot taken for a session being prefilled; released if dropped unused.
 pub struct Reservation<'t> {
     table: &'t SessionTable,
+    owner: Owner,
+    bytes: usize,
     done: bool,
+    pub reclaimed: Reclaimed,
 }
 
 impl Reservation<'_> {
     /// Turns the slot into a live, attached session.
-    pub fn insert(mut self, id: String, owner: Owner, verifier: Verifier) -> Evicted {
+    pub fn insert(mut self, id: String, verifier: Verifier) -> Evicted {
+        let owner = self.owner.clone();
         let mut inner = self.table.lock();
-        inner.reserved -= 1;
+        inner.unreserve(&owner);
+        inner.inflight -= self.bytes;
         self.done = true;
         let bytes = verifier.cache_bytes();
         inner.entries.insert(
@@ -266,7 +395,9 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.table.lock().reserved -= 1;
+            let mut inner = self.table.lock();
+            inner.unreserve(&self.owner);
+            inner.inflight -= self.bytes;
         }
     }
 }
@@ -324,12 +455,18 @@ mod tests {
         )
     }
 
-    fn table(max_sessions: usize) -> SessionTable {
-        SessionTable::new(SessionLimits {
+    fn limits(max_sessions: usize) -> SessionLimits {
+        SessionLimits {
             max_sessions,
+            max_per_owner: max_sessions,
             memory_budget_bytes: usize::MAX,
             idle_timeout: Duration::from_secs(60),
-        })
+            reclaim_after: Duration::from_secs(3600),
+        }
+    }
+
+    fn table(max_sessions: usize) -> SessionTable {
+        SessionTable::new(limits(max_sessions))
     }
 
     fn owner(s: &str) -> Owner {
@@ -339,7 +476,7 @@ mod tests {
     #[test]
     fn sessions_belong_to_their_owner() {
         let t = table(4);
-        t.reserve().unwrap().insert("s".into(), owner("a"), verifier());
+        t.reserve(&owner("a"), 0).unwrap().insert("s".into(), verifier());
         t.detach("s");
         assert_eq!(t.checkout("s", &owner("b"), true).err(), Some(SessionError::NotOwner("s".into())));
         assert_eq!(t.remove("s", &owner("b")).unwrap_err(), SessionError::NotOwner("s".into()));
@@ -354,17 +491,17 @@ mod tests {
     #[test]
     fn the_session_limit_counts_prefills_too() {
         let t = table(2);
-        let r1 = t.reserve().unwrap();
-        let _r2 = t.reserve().unwrap();
-        assert!(matches!(t.reserve(), Err(SessionError::TooMany { open: 2, max: 2 })));
+        let r1 = t.reserve(&owner("a"), 0).unwrap();
+        let _r2 = t.reserve(&owner("b"), 0).unwrap();
+        assert!(matches!(t.reserve(&owner("c"), 0), Err((SessionError::TooMany { open: 2, max: 2 }, _))));
         drop(r1);
-        assert!(t.reserve().is_ok());
+        assert!(t.reserve(&owner("c"), 0).is_ok());
     }
 
     #[test]
     fn evicted_sessions_say_so() {
         let t = table(4);
-        t.reserve().unwrap().insert("s".into(), owner("a"), verifier());
+        t.reserve(&owner("a"), 0).unwrap().insert("s".into(), verifier());
         assert!(t.evict("s"));
         assert!(matches!(t.checkout("s", &owner("a"), true), Err(SessionError::Evicted { .. })));
         assert!(matches!(t.checkout("zz", &owner("a"), true), Err(SessionError::Unknown(_))));
@@ -372,16 +509,73 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire_but_not_while_in_a_round() {
-        let t = SessionTable::new(SessionLimits {
-            max_sessions: 4,
-            memory_budget_bytes: usize::MAX,
-            idle_timeout: Duration::ZERO,
-        });
-        t.reserve().unwrap().insert("idle".into(), owner("a"), verifier());
-        t.reserve().unwrap().insert("busy".into(), owner("a"), verifier());
+        let t = SessionTable::new(SessionLimits { idle_timeout: Duration::ZERO, ..limits(4) });
+        t.reserve(&owner("a"), 0).unwrap().insert("idle".into(), verifier());
+        t.reserve(&owner("a"), 0).unwrap().insert("busy".into(), verifier());
         let (_v, _) = t.checkout("busy", &owner("a"), false).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(t.expire_idle(), 1);
         assert!(matches!(t.checkout("idle", &owner("a"), true), Err(SessionError::Evicted { .. })));
+    }
+
+    #[test]
+    fn one_token_cannot_take_every_slot() {
+        let t = SessionTable::new(SessionLimits { max_per_owner: 2, ..limits(4) });
+        let a = owner("a");
+        t.reserve(&a, 0).unwrap().insert("a1".into(), verifier());
+        let _r = t.reserve(&a, 0).unwrap();
+        // Both of a's sessions are in use: its quota is full, the table is not.
+        assert!(matches!(t.reserve(&a, 0), Err((SessionError::OverQuota { open: 2, max: 2 }, _))));
+        assert!(t.reserve(&owner("b"), 0).is_ok(), "another token still gets a slot");
+    }
+
+    #[test]
+    fn abandoned_sessions_are_reclaimed_when_the_table_is_full() {
+        let t = SessionTable::new(SessionLimits { reclaim_after: Duration::ZERO, ..limits(2) });
+        t.reserve(&owner("a"), 0).unwrap().insert("held".into(), verifier());
+        t.reserve(&owner("a"), 0).unwrap().insert("left".into(), verifier());
+        t.detach("left");
+        let r = t.reserve(&owner("b"), 0).expect("the abandoned session makes room");
+        assert_eq!(r.reclaimed.pressure, 1);
+        r.insert("b1".into(), verifier());
+        assert!(matches!(t.checkout("left", &owner("a"), true), Err(SessionError::Evicted { .. })));
+        // The one a stream still holds is never reclaimed.
+        assert!(matches!(t.reserve(&owner("c"), 0), Err((SessionError::TooMany { .. }, _))));
+        assert!(t.checkout("held", &owner("a"), false).is_ok());
+    }
+
+    #[test]
+    fn a_token_at_its_quota_reclaims_its_own_abandoned_session_first() {
+        let t = SessionTable::new(SessionLimits { max_per_owner: 1, reclaim_after: Duration::ZERO, ..limits(4) });
+        t.reserve(&owner("b"), 0).unwrap().insert("b1".into(), verifier());
+        t.detach("b1");
+        t.reserve(&owner("a"), 0).unwrap().insert("a1".into(), verifier());
+        t.detach("a1");
+        let r = t.reserve(&owner("a"), 0).unwrap();
+        assert_eq!(r.reclaimed, Reclaimed { quota: 1, ..Reclaimed::default() });
+        assert!(t.checkout("b1", &owner("b"), true).is_ok(), "another token's session is left alone");
+    }
+
+    #[test]
+    fn work_in_flight_counts_against_the_memory_budget() {
+        let t = SessionTable::new(SessionLimits { memory_budget_bytes: 1000, ..limits(8) });
+        let idle = verifier().cache_bytes();
+        assert!(idle < 1000);
+        t.reserve(&owner("a"), 0).unwrap().insert("idle".into(), verifier());
+        // A pass's activations push the idle session out.
+        let (charge, evicted) = t.charge(1000);
+        assert_eq!(evicted.memory, usize::from(idle > 0));
+        assert_eq!(t.inflight_bytes(), 1000);
+        // While they are in flight a new session that needs room is refused...
+        let err = t.reserve(&owner("b"), 10).err().map(|(e, _)| e);
+        assert!(matches!(err, Some(SessionError::NoMemory { need: 10, budget: 1000, .. })), "{err:?}");
+        drop(charge);
+        assert_eq!(t.inflight_bytes(), 0);
+        // ...and served once they are done; even a session larger than the
+        // whole budget, alone on the server.
+        let r = t.reserve(&owner("b"), 5000).unwrap();
+        assert_eq!(t.inflight_bytes(), 5000);
+        drop(r);
+        assert_eq!(t.inflight_bytes(), 0);
     }
 }

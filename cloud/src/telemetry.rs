@@ -7,6 +7,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::auth::TokenSet;
+
 pub const SESSIONS_OPEN: &str = "ouro_sessions_open";
 pub const SESSIONS_OPENED: &str = "ouro_sessions_opened_total";
 pub const ROUNDS: &str = "ouro_rounds_total";
@@ -24,6 +26,7 @@ pub const KV_CACHE_BYTES: &str = "ouro_kv_cache_bytes";
 pub const PREFILL_CANCELLED: &str = "ouro_prefill_cancelled_total";
 pub const PREFILL_CHUNKS: &str = "ouro_prefill_chunks_total";
 pub const COMPUTE_MICROS: &str = "ouro_compute_microseconds_total";
+pub const INFLIGHT_BYTES: &str = "ouro_inflight_bytes";
 
 /// Installs the global recorder. Histograms get explicit buckets so that
 /// Prometheus can aggregate them across replicas.
@@ -42,23 +45,38 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Serves `GET /metrics` on its own port, apart from the gRPC traffic, and
-/// the operator's `POST /admin/evict/{session}` (keep this port private).
+/// Serves `GET /metrics` on its own port, apart from the gRPC traffic, and,
+/// when operator tokens are configured, the operator's
+/// `POST /admin/evict/{session}` and `POST /admin/evict-idle` behind them.
+/// Without operator tokens the admin routes do not exist.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     sessions: Arc<crate::service::Shared>,
+    operators: Option<TokenSet>,
 ) -> std::io::Result<()> {
+    axum::serve(listener, router(handle, sessions, operators)).await
+}
+
+fn router(
+    handle: PrometheusHandle,
+    sessions: Arc<crate::service::Shared>,
+    operators: Option<TokenSet>,
+) -> axum::Router {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move |State(shared): State<Arc<crate::service::Shared>>| {
-                gauge!(KV_CACHE_BYTES).set(shared.sessions.bytes() as f64);
-                std::future::ready(handle.render())
-            }),
-        )
+    let metrics = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |State(shared): State<Arc<crate::service::Shared>>| {
+            gauge!(KV_CACHE_BYTES).set(shared.sessions.bytes() as f64);
+            gauge!(INFLIGHT_BYTES).set(shared.sessions.inflight_bytes() as f64);
+            std::future::ready(handle.render())
+        }),
+    );
+    let Some(operators) = operators else {
+        return metrics.with_state(sessions);
+    };
+    let admin = axum::Router::new()
         .route(
             "/admin/evict/{session}",
             axum::routing::post(
@@ -82,8 +100,29 @@ pub async fn serve(
                 format!("evicted {n}\n")
             }),
         )
-        .with_state(sessions);
-    axum::serve(listener, app).await
+        .route_layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let allowed = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(crate::auth::bearer)
+                .is_some_and(|t| operators.contains(t));
+            async move {
+                if allowed {
+                    next.run(req).await
+                } else {
+                    rejected("admin_unauthenticated");
+                    use axum::response::IntoResponse;
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "admin endpoints need `authorization: Bearer <operator token>`\n",
+                    )
+                        .into_response()
+                }
+            }
+        }));
+    metrics.merge(admin).with_state(sessions)
 }
 
 pub fn batch(size: usize, compute: Duration) {

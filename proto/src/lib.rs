@@ -15,3 +15,29 @@ pub use convert::WireError;
 
 /// The protocol version `proto/ouro/v1` describes.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// QUIC's transport settings, the same at both ends.
+pub mod quic {
+    use std::time::Duration;
+
+    /// ALPN of protocol version 1; a peer speaking another version fails the handshake.
+    pub const ALPN: &[u8] = b"ouro/1";
+
+    /// How often an otherwise quiet connection is pinged. A long prefill or
+    /// a slow verdict keeps the connection alive this way, since the peers'
+    /// QUIC stacks answer pings while their application is busy.
+    pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+    /// A connection that hears nothing (not even a ping's ack) this long is
+    /// dead: a crashed peer is noticed in about this time, as a reset TCP
+    /// connection is under gRPC, instead of quinn's 30 s default.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// The transport configuration both ends use.
+    pub fn transport() -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(KEEP_ALIVE));
+        t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("3 s is a valid QUIC idle timeout")));
+        t
+    }
+}

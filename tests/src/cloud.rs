@@ -14,6 +14,8 @@ pub use ouro_edge::link::{
 /// The token every test server accepts; [`OTHER_TOKEN`] is a second client.
 pub const TOKEN: &str = "test-token-alpha";
 pub const OTHER_TOKEN: &str = "test-token-beta";
+/// The operator token of every test server's `/admin` endpoints.
+pub const ADMIN_TOKEN: &str = "test-operator-token";
 
 /// Where cargo put the workspace's binaries (beside this test's `deps/`).
 pub fn bin_path(name: &str) -> PathBuf {
@@ -24,6 +26,7 @@ pub fn bin_path(name: &str) -> PathBuf {
 pub struct CloudServer {
     process: CloudProcess,
     _tokens: TempFile,
+    _admin: TempFile,
 }
 
 impl std::ops::Deref for CloudServer {
@@ -34,6 +37,18 @@ impl std::ops::Deref for CloudServer {
 }
 
 struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(kind: &str, contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "ouro-test-{kind}-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -49,12 +64,8 @@ impl CloudServer {
 
     /// Starts a server; `plaintext` adds `--insecure-dev` (else pass TLS flags in `extra`).
     pub fn start_with(model: &Path, extra: &[&str], plaintext: bool) -> Self {
-        let tokens = TempFile(std::env::temp_dir().join(format!(
-            "ouro-test-tokens-{}-{:x}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        )));
-        std::fs::write(&tokens.0, format!("# test tokens\n{TOKEN}\n{OTHER_TOKEN}\n")).unwrap();
+        let tokens = TempFile::new("tokens", &format!("# test tokens\n{TOKEN}\n{OTHER_TOKEN}\n"));
+        let admin = TempFile::new("admin", &format!("{ADMIN_TOKEN}\n"));
         let mut cmd = Command::new(bin_path("ouro-cloud"));
         cmd.args(["--threads", "1", "serve"])
             .args((!extra.contains(&"--listen")).then_some(["--listen", "127.0.0.1:0"]).into_iter().flatten())
@@ -64,11 +75,13 @@ impl CloudServer {
             .arg(model)
             .arg("--tokens-file")
             .arg(&tokens.0)
+            .arg("--admin-tokens-file")
+            .arg(&admin.0)
             .args(extra)
             .env_remove("OURO_TOKENS")
             .stderr(Stdio::null());
         let process = CloudProcess::spawn(cmd).expect("starting ouro-cloud");
-        Self { process, _tokens: tokens }
+        Self { process, _tokens: tokens, _admin: admin }
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -79,6 +92,15 @@ impl CloudServer {
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
         self.process.metrics().expect("reading /metrics")
+    }
+
+    /// `POST`s to an `/admin` path on the metrics port with `token` (none:
+    /// no authorization); returns the status and body.
+    pub fn admin(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, _, body) = crate::edge::http_with(self.metrics_addr, "POST", path, None, &headers);
+        (status, body)
     }
 }
 

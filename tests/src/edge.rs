@@ -34,11 +34,25 @@ impl Drop for EdgeServer {
 
 /// One HTTP/1.1 request; returns (status, head, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String, String) {
+    http_with(addr, method, path, body, &[])
+}
+
+/// [`http`] with extra request headers (a `Host` among them replaces `localhost`).
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("edge API");
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let host = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map_or("localhost", |(_, v)| v);
+    let extra: String =
+        headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")).map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{payload}",
         payload.len()
     )
     .unwrap();

@@ -5,7 +5,7 @@
 
 use ouro_common::model::gguf;
 use ouro_common::tokenizer::Tokenizer;
-use ouro_tests::cloud::{connect, generate, CloudServer, TOKEN};
+use ouro_tests::cloud::{connect, generate, CloudServer, ADMIN_TOKEN, TOKEN};
 use ouro_tests::edge::{http, sse_events, EdgeServer};
 use ouro_tests::model_path;
 use serde_json::{json, Value};
@@ -185,7 +185,7 @@ async fn an_evicted_session_is_reopened_and_the_text_is_unchanged() {
     // Evict every idle session until one eviction lands mid-generation.
     let mut evicted = 0;
     while !req.is_finished() && evicted == 0 {
-        let (_, _, b) = http(cloud.metrics_addr, "POST", "/admin/evict-idle", None);
+        let (_, b) = cloud.admin("/admin/evict-idle", Some(ADMIN_TOKEN));
         evicted += b.trim().trim_start_matches("evicted ").parse::<u32>().unwrap_or(0);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

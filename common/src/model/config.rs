@@ -87,6 +87,22 @@ impl ModelConfig {
         self.num_heads * self.head_dim
     }
 
+    /// Bytes of KV cache a token takes: f32 keys and values in every layer.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.num_layers * self.kv_dim() * 4
+    }
+
+    /// An upper estimate of a forward pass's working memory over `rows` new
+    /// tokens attending to `context` tokens, `logit_rows` of which need
+    /// logits: the residual stream and its norms, q/k/v and attention output,
+    /// gate/up/SwiGLU, one head's attention scores per row, and the logits.
+    /// Budgets use it to count work in flight; it is not an allocator.
+    pub fn activation_bytes(&self, rows: usize, logit_rows: usize, context: usize) -> usize {
+        let per_row =
+            4 * self.hidden_size + self.q_dim() * 2 + 2 * self.kv_dim() + 3 * self.intermediate_size + context;
+        4 * (rows * per_row + logit_rows * self.vocab_size)
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
         let nonzero = [
             ("vocab_size", self.vocab_size),
