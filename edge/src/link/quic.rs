@@ -15,8 +15,7 @@ use tonic::{Code, Status};
 use super::grpc::LinkError;
 use super::transport::{ResponseStream, Transport};
 
-/// Must match the server's (`cloud/src/quic.rs`).
-pub const ALPN: &[u8] = b"ouro/1";
+pub use ouro_proto::quic::ALPN;
 
 /// How the client checks the server's certificate.
 pub enum Trust {
@@ -58,7 +57,11 @@ fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, LinkError> {
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| LinkError::Protocol(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    // Keep-alives and a short idle timeout: a crashed cloud is noticed in
+    // seconds, and the local fallback starts, as it does over gRPC.
+    client.transport_config(Arc::new(ouro_proto::quic::transport()));
+    Ok(client)
 }
 
 impl QuicLink {
