@@ -1,7 +1,7 @@
 //! Loading a local model with its tokenizer and chat template.
 
 use anyhow::Context;
-use ouro_common::chat::{ChatTemplate, Message, CHATML};
+use ouro_common::chat::{encode_conversation, ChatError, ChatTemplate, Message, CHATML};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::{registry, Transformer};
 use ouro_common::tokenizer::Tokenizer;
@@ -42,25 +42,39 @@ impl LocalModel {
         Ok(Self { name: name_or_path.to_string(), model, tokenizer, template })
     }
 
-    /// Prompt token ids for a chat turn, or for raw text.
+    /// Prompt token ids for a chat turn, or for raw text. Raw text is the
+    /// whole prompt as its author wrote it, so control tokens in it count;
+    /// in a chat turn they are text (see [`LocalModel::chat_ids`]).
     pub fn prompt_ids(&self, prompt: &str, system: Option<&str>, raw: bool) -> anyhow::Result<Vec<u32>> {
-        let text = if raw {
-            prompt.to_string()
-        } else {
+        if !raw {
             let mut msgs = Vec::new();
             if let Some(s) = system {
                 msgs.push(Message::new("system", s));
             }
             msgs.push(Message::new("user", prompt));
-            self.template.render(&msgs, true)?
-        };
-        let mut ids = Vec::new();
+            return Ok(self.chat_ids(&msgs)?);
+        }
+        let mut ids = self.bos();
+        ids.extend(self.tokenizer.encode(prompt, true)?);
+        Ok(ids)
+    }
+
+    /// A conversation in the chat template, with the assistant's turn
+    /// opened. Control tokens come only from the template: a message that
+    /// writes `<|im_end|>` gets that text, not the end of its turn.
+    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>, ChatError> {
+        let mut ids = self.bos();
+        ids.extend(encode_conversation(&self.template, &self.tokenizer, messages, true)?);
+        Ok(ids)
+    }
+
+    fn bos(&self) -> Vec<u32> {
         let info = self.tokenizer.info();
         if info.add_bos {
-            ids.extend(info.bos);
+            info.bos.into_iter().collect()
+        } else {
+            Vec::new()
         }
-        ids.extend(self.tokenizer.encode(&text, true)?);
-        Ok(ids)
     }
 }
 

@@ -110,6 +110,8 @@ pub struct Tokenizer {
     // `tokenizers` switches special-token parsing off with a `&mut` setter, so
     // the parse-special-off variant is a lazily made clone rather than a toggle.
     plain: OnceLock<tokenizers::Tokenizer>,
+    /// Control tokens by content, longest first (see [`Tokenizer::special_tokens`]).
+    specials: OnceLock<Vec<(String, u32)>>,
     info: TokenizerInfo,
 }
 
@@ -144,7 +146,7 @@ impl Tokenizer {
     }
 
     pub(crate) fn new(inner: tokenizers::Tokenizer, info: TokenizerInfo) -> Self {
-        Self { inner, plain: OnceLock::new(), info }
+        Self { inner, plain: OnceLock::new(), specials: OnceLock::new(), info }
     }
 
     /// Token ids of `text`, never with BOS (prepend [`TokenizerInfo::bos`] when
@@ -185,6 +187,23 @@ impl Tokenizer {
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// The control tokens (`<|im_start|>`, `<|endoftext|>`...) with their
+    /// ids, longest content first, so the first match at a position is the
+    /// one [`Tokenizer::encode`] with `parse_special` would take.
+    pub fn special_tokens(&self) -> &[(String, u32)] {
+        self.specials.get_or_init(|| {
+            let mut v: Vec<(String, u32)> = self
+                .inner
+                .get_added_tokens_decoder()
+                .into_iter()
+                .filter(|(_, t)| t.special && !t.content.is_empty())
+                .map(|(id, t)| (t.content, id))
+                .collect();
+            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+            v
+        })
     }
 
     /// The id of a token written exactly as in the vocabulary.

@@ -87,12 +87,7 @@ impl Backend for EdgeBackend {
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
-        let rendered = self
-            .local
-            .template
-            .render(messages as &[Message], true)
-            .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
-        self.text_prompt(&rendered)
+        self.local.chat_ids(messages as &[Message]).map_err(|e| ApiError::invalid("messages", e.to_string()))
     }
 
     fn text_prompt(&self, prompt: &str) -> Result<Vec<u32>, ApiError> {
