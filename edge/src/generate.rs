@@ -141,6 +141,9 @@ fn run_with_cloud(args: &GenerateArgs, lm: LocalModel, prompt: Vec<u32>) -> anyh
             }
             GenEvent::Stats(_) => {}
             GenEvent::Error(e) => anyhow::bail!("{e}"),
+            GenEvent::Busy { message, retry_after } => {
+                anyhow::bail!("{message} (the cloud asks to retry after {retry_after:?})")
+            }
             GenEvent::Done { finish_reason, completion_tokens, stats } => {
                 writeln!(out)?;
                 let secs = t0.elapsed().as_secs_f64();

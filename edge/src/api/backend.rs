@@ -5,6 +5,8 @@
 //! them as OpenAI responses. The daemon implements [`Backend`]; the tests use
 //! a scripted fake.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -32,12 +34,24 @@ pub trait Backend: Send + Sync + 'static {
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError>;
     /// Token ids of a raw completion prompt.
     fn text_prompt(&self, prompt: &str) -> Result<Vec<u32>, ApiError>;
+    /// The prompt for a completion request that sent token ids (each already
+    /// checked to be below [`vocab_size`](Self::vocab_size) when that is
+    /// known). The default uses them as sent; an engine whose
+    /// [`text_prompt`](Self::text_prompt) adds a BOS may add it here too.
+    fn token_prompt(&self, ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+        Ok(ids)
+    }
+    /// The tokenizer's vocabulary size, to refuse token-id prompts with ids
+    /// the model has no embedding for; `None` skips that check.
+    fn vocab_size(&self) -> Option<usize> {
+        None
+    }
     /// Starts generating. Events arrive on the returned receiver; dropping the receiver cancels the generation
     /// (the engine notices on its next send and frees its cloud session).
     ///
-    /// The stream must end with exactly one [`GenEvent::Done`] or
-    /// [`GenEvent::Error`]; a sender dropped without either is reported to the
-    /// client as a failed generation.
+    /// The stream must end with exactly one [`GenEvent::Done`],
+    /// [`GenEvent::Error`] or [`GenEvent::Busy`]; a sender dropped without
+    /// one is reported to the client as a failed generation.
     fn generate(&self, req: GenRequest) -> mpsc::Receiver<GenEvent>;
 }
 
@@ -85,6 +99,10 @@ pub enum GenEvent {
     Done { finish_reason: FinishReason, completion_tokens: usize, stats: OuroStats },
     /// The engine failed mid-way (e.g. cloud lost with fallback=fail).
     Error(String),
+    /// The cloud refused the generation for load. Sent instead of any text,
+    /// so the client gets a 503 with `Retry-After` it can act on rather than
+    /// a degraded answer.
+    Busy { message: String, retry_after: Duration },
 }
 
 /// Speculation statistics, sent as the top-level `ouro` object of every response.

@@ -11,18 +11,19 @@ use axum::http::header::HeaderName;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tokio_stream::StreamExt;
 
 use super::backend::GenRequest;
 use super::error::ApiError;
 use super::extract::OpenAiJson;
-use super::generation::{Finish, Generation};
+use super::generation::{Finish, Generation, Output};
 use super::routes::AppState;
 use super::sse;
 use super::types::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, CompletionRequest, TextChoice, TextCompletion,
     Usage,
 };
-use super::validate::{self, Settings};
+use super::validate::{self, PromptInput, Settings};
 
 /// The response header carrying the generation mode ("speculative", "local"
 /// or "cloud-only"), so a client can tell a degraded answer without parsing it.
@@ -68,7 +69,13 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let (prompt, options) = validate::completion(req)?;
     let settings = validate::settings(options, &state.backend.model_id())?;
-    let prompt = state.backend.text_prompt(&prompt)?;
+    let prompt = match prompt {
+        PromptInput::Text(text) => state.backend.text_prompt(&text)?,
+        PromptInput::Tokens(ids) => {
+            let ids = validate::token_ids(&ids, state.backend.vocab_size())?;
+            state.backend.token_prompt(ids)?
+        }
+    };
     serve(&state, Endpoint::Completion, prompt, settings, "prompt").await
 }
 
@@ -81,6 +88,8 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let backend = &state.backend;
     let max_tokens = validate::budget(prompt.len(), settings.max_tokens, backend.max_context(), prompt_param)?;
+    // After validation, so a bad request is told so whatever the load.
+    let slot = state.admission.admit().await?;
     let reply = Reply {
         endpoint,
         id: new_id(endpoint),
@@ -102,9 +111,14 @@ async fn serve(
         top_p: settings.top_p,
         seed: settings.seed,
     });
-    let generation = Generation::new(rx, settings.stops, mode.clone());
+    let mut generation = Generation::new(rx, settings.stops, mode.clone()).holding(slot);
     if settings.stream {
-        return Ok(sse::response(reply, generation, &mode));
+        return match generation.next().await {
+            Some(Output::Failed(error)) => Err(error),
+            Some(first) => Ok(sse::response(reply, generation, first, &mode)),
+            // Never: a generation's last output is Finished or Failed.
+            None => Err(ApiError::Generation("the engine ended the generation without a result".into())),
+        };
     }
     let (text, finish) = generation.run_to_end().await?;
     record_finish(&reply, &finish);

@@ -1,7 +1,14 @@
 //! Errors as OpenAI clients expect them: a status code and a body of the
 //! shape `{"error": {"message", "type", "param", "code"}}`.
+//!
+//! The official clients pick their exception class from the status alone
+//! (401 `AuthenticationError`, 403 `PermissionDeniedError`, 429
+//! `RateLimitError`, ...), and retry 429 and 5xx after `Retry-After`; the
+//! body's `code` is what a program matches on.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -38,6 +45,20 @@ pub enum ApiError {
     /// The engine cannot take requests right now (e.g. still loading).
     #[error("{0}")]
     Unavailable(String),
+    /// The `Host` the request was sent to is not one this daemon answers
+    /// for: a web page's script reaching the loopback API through DNS
+    /// rebinding names its own host here.
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// API keys are configured and the request has none of them.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Every generation slot is taken and the queue is full.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: Duration },
+    /// The cloud verifier refused the generation for load.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: Duration },
 }
 
 impl ApiError {
@@ -63,7 +84,31 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Generation(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// When the client may try again: the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Why a request was turned away before (or instead of) generating: the
+    /// `reason` label of `ouro_edge_api_refused_total`.
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Self::HostNotAllowed(_) => Some("host"),
+            Self::Unauthorized(_) => Some("api_key"),
+            Self::RateLimited { .. } => Some("queue_full"),
+            Self::PayloadTooLarge(_) => Some("body_too_large"),
+            Self::Overloaded { .. } => Some("upstream_busy"),
+            _ => None,
         }
     }
 
@@ -78,6 +123,11 @@ impl ApiError {
             Self::NotFound(_) | Self::MethodNotAllowed(_) => ("invalid_request_error", None, None),
             Self::Generation(_) => ("server_error", None, Some("generation_failed".into())),
             Self::Unavailable(_) => ("server_error", None, Some("unavailable".into())),
+            Self::HostNotAllowed(_) => ("invalid_request_error", None, Some("host_not_allowed".into())),
+            Self::Unauthorized(_) => ("invalid_request_error", None, Some("invalid_api_key".into())),
+            // OpenAI's own type for a request-rate limit.
+            Self::RateLimited { .. } => ("requests", None, Some("rate_limit_exceeded".into())),
+            Self::Overloaded { .. } => ("server_error", None, Some("overloaded".into())),
         };
         ErrorBody { error: ErrorDetail { message: self.to_string(), kind, param, code } }
     }
@@ -106,6 +156,37 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = %self, "api request rejected");
         }
         metrics::counter!("ouro_edge_api_errors_total", "status" => status.as_str().to_owned()).increment(1);
-        (status, Json(self.body())).into_response()
+        if let Some(reason) = self.refusal() {
+            metrics::counter!("ouro_edge_api_refused_total", "reason" => reason).increment(1);
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        if let Some(after) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// `Retry-After` counts whole seconds: rounded up, so a client never comes
+/// back early, and at least 1, since 0 invites a tight retry loop.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_a_second() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
     }
 }

@@ -5,7 +5,8 @@
 //! dropping a `Generation` (a finished handler, a client gone mid-stream)
 //! cancels the engine's work. It also drops the receiver itself as soon as
 //! the outcome is known, so a stop sequence frees the engine immediately,
-//! not when the response has been written.
+//! not when the response has been written. The admission slot goes with
+//! the receiver: a slot is busy exactly while the engine may be working.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use std::task::{ready, Context, Poll};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
+use super::admission::Slot;
 use super::backend::{FinishReason, GenEvent, OuroStats};
 use super::error::ApiError;
 use super::stop::StopMatcher;
@@ -32,12 +34,18 @@ pub enum Output {
     Text(String),
     /// The end; nothing follows.
     Finished(Finish),
-    /// The engine failed; nothing follows.
-    Failed(String),
+    /// The engine failed or refused; nothing follows.
+    Failed(ApiError),
+}
+
+/// What ties up the engine while a generation runs; dropped as one.
+struct Engine {
+    rx: mpsc::Receiver<GenEvent>,
+    _slot: Option<Slot>,
 }
 
 pub struct Generation {
-    rx: Option<mpsc::Receiver<GenEvent>>,
+    engine: Option<Engine>,
     matcher: StopMatcher,
     /// Tokens of the text deltas so far: the count when a stop cuts the
     /// generation short, since the engine's own count never arrives then.
@@ -50,7 +58,22 @@ pub struct Generation {
 
 impl Generation {
     pub fn new(rx: mpsc::Receiver<GenEvent>, stops: Vec<String>, mode: String) -> Self {
-        Self { rx: Some(rx), matcher: StopMatcher::new(stops), tokens: 0, stats: None, mode, queue: VecDeque::new() }
+        Self {
+            engine: Some(Engine { rx, _slot: None }),
+            matcher: StopMatcher::new(stops),
+            tokens: 0,
+            stats: None,
+            mode,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Holds `slot` until the engine's receiver is dropped.
+    pub fn holding(mut self, slot: Slot) -> Self {
+        if let Some(engine) = &mut self.engine {
+            engine._slot = Some(slot);
+        }
+        self
     }
 
     /// Runs to the end, for a non-streamed response.
@@ -60,7 +83,7 @@ impl Generation {
             match out {
                 Output::Text(t) => text.push_str(&t),
                 Output::Finished(finish) => return Ok((text, finish)),
-                Output::Failed(e) => return Err(ApiError::Generation(e)),
+                Output::Failed(e) => return Err(e),
             }
         }
         // The stream always ends with Finished or Failed; this is defensive.
@@ -83,7 +106,7 @@ impl Generation {
                     self.queue.push_back(Output::Text(step.emit));
                 }
                 if step.stopped {
-                    self.rx = None;
+                    self.engine = None;
                     let latest = self.stats.take().unwrap_or_default();
                     let stats = self.with_mode(latest);
                     self.queue.push_back(Output::Finished(Finish {
@@ -95,7 +118,7 @@ impl Generation {
             }
             GenEvent::Stats(stats) => self.stats = Some(stats),
             GenEvent::Done { finish_reason, completion_tokens, stats } => {
-                self.rx = None;
+                self.engine = None;
                 let rest = self.matcher.finish();
                 if !rest.is_empty() {
                     self.queue.push_back(Output::Text(rest));
@@ -104,8 +127,12 @@ impl Generation {
                 self.queue.push_back(Output::Finished(Finish { finish_reason, completion_tokens, stats }));
             }
             GenEvent::Error(message) => {
-                self.rx = None;
-                self.queue.push_back(Output::Failed(message));
+                self.engine = None;
+                self.queue.push_back(Output::Failed(ApiError::Generation(message)));
+            }
+            GenEvent::Busy { message, retry_after } => {
+                self.engine = None;
+                self.queue.push_back(Output::Failed(ApiError::Overloaded { message, retry_after }));
             }
         }
     }
@@ -122,14 +149,14 @@ impl Stream for Generation {
             if let Some(out) = this.queue.pop_front() {
                 return Poll::Ready(Some(out));
             }
-            let Some(rx) = this.rx.as_mut() else {
+            let Some(engine) = this.engine.as_mut() else {
                 return Poll::Ready(None);
             };
-            match ready!(rx.poll_recv(cx)) {
+            match ready!(engine.rx.poll_recv(cx)) {
                 Some(event) => this.on_event(event),
                 None => {
-                    this.rx = None;
-                    this.queue.push_back(Output::Failed(ENDED_EARLY.into()));
+                    this.engine = None;
+                    this.queue.push_back(Output::Failed(ApiError::Generation(ENDED_EARLY.into())));
                 }
             }
         }
@@ -193,8 +220,17 @@ mod tests {
     #[tokio::test]
     async fn error_and_silent_hangup_fail() {
         let outs = outputs(vec![text("a"), GenEvent::Error("cloud lost".into())], &[]).await;
-        assert_eq!(outs, vec![Output::Text("a".into()), Output::Failed("cloud lost".into())]);
+        let failed = Output::Failed(ApiError::Generation("cloud lost".into()));
+        assert_eq!(outs, vec![Output::Text("a".into()), failed]);
         let outs = outputs(vec![text("a")], &[]).await;
-        assert_eq!(outs, vec![Output::Text("a".into()), Output::Failed(ENDED_EARLY.into())]);
+        let failed = Output::Failed(ApiError::Generation(ENDED_EARLY.into()));
+        assert_eq!(outs, vec![Output::Text("a".into()), failed]);
+    }
+
+    #[tokio::test]
+    async fn busy_is_an_overloaded_failure() {
+        let retry_after = std::time::Duration::from_millis(1500);
+        let outs = outputs(vec![GenEvent::Busy { message: "full".into(), retry_after }], &[]).await;
+        assert_eq!(outs, vec![Output::Failed(ApiError::Overloaded { message: "full".into(), retry_after })]);
     }
 }

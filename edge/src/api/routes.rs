@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::access::{self, Access};
+use super::admission::Admission;
 use super::backend::Backend;
 use super::completions::{chat_completions, completions, unix_now};
+use super::config::ApiConfig;
 use super::error::ApiError;
 use super::types::{Health, ModelCard, ModelList};
 use super::validate::MODEL_ALIAS;
@@ -21,6 +24,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// When the router was built: the `created` of the served model.
     pub started: u64,
+    pub admission: Arc<Admission>,
+    /// `ApiConfig::max_body_bytes`, for the 413's message.
+    pub max_body_bytes: usize,
 }
 
 /// The local OpenAI-compatible API:
@@ -32,8 +38,25 @@ pub struct AppState {
 ///
 /// Every error, including unknown routes and unparsable bodies, has an
 /// OpenAI-style JSON body.
+///
+/// With [`ApiConfig::default`]: loopback host names only, no API key, 4
+/// generations at once and 64 waiting, 1 MiB bodies.
 pub fn router(backend: Arc<dyn Backend>, metrics: Option<PrometheusHandle>) -> Router {
-    let state = AppState { backend, metrics, started: unix_now() };
+    router_with(backend, metrics, ApiConfig::default())
+}
+
+/// [`router`] with the operator's access and admission settings. Every
+/// route, the fallbacks included, is behind the `Host` check, and all but
+/// `GET /health` behind the API key when keys are set.
+pub fn router_with(backend: Arc<dyn Backend>, metrics: Option<PrometheusHandle>, config: ApiConfig) -> Router {
+    let access = Arc::new(Access::new(&config));
+    let state = AppState {
+        backend,
+        metrics,
+        started: unix_now(),
+        admission: Arc::new(Admission::new(config.max_concurrent, config.max_queue)),
+        max_body_bytes: config.max_body_bytes,
+    };
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
@@ -43,6 +66,8 @@ pub fn router(backend: Arc<dyn Backend>, metrics: Option<PrometheusHandle>) -> R
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(access, access::guard))
         .with_state(state)
 }
 

@@ -3,10 +3,16 @@
 //! The event stream owns the `Generation`, which owns the engine's receiver:
 //! when the client goes away, hyper drops the body, and with it the
 //! receiver, which cancels the engine's work.
+//!
+//! Headers go out only once the generation has produced its first output,
+//! so that a refusal or failure before any text is a real HTTP status
+//! (which clients turn into typed errors and retries) rather than a 200
+//! whose only event is an error. Once text has flowed, a failure can only
+//! be an error event.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,14 +21,15 @@ use tokio_stream::Stream;
 
 use super::backend::OuroStats;
 use super::completions::{record_finish, Endpoint, Reply};
-use super::error::ApiError;
 use super::generation::{Finish, Generation, Output};
 use super::types::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
 
-/// The SSE response; `mode` is the `x-ouro-mode` header (the generation has
-/// reported nothing yet when headers are sent, so it is the backend's mode now).
-pub fn response(reply: Reply, generation: Generation, mode: &str) -> Response {
-    let chunks = Chunks { generation, reply, state: State::Start };
+/// The SSE response to a generation whose `first` output was text or its
+/// end (not a failure); `mode` is the `x-ouro-mode` header (the engine's
+/// statistics are not known when headers are sent, so it is the backend's
+/// mode at the start).
+pub fn response(reply: Reply, generation: Generation, first: Output, mode: &str) -> Response {
+    let chunks = Chunks { generation, first: Some(first), reply, state: State::Start };
     let sse = Sse::new(chunks).keep_alive(KeepAlive::default());
     let mut response = sse.into_response();
     super::completions::set_mode_header(&mut response, mode);
@@ -40,6 +47,8 @@ enum State {
 
 struct Chunks {
     generation: Generation,
+    /// Read before the headers were sent; the stream's first output.
+    first: Option<Output>,
     reply: Reply,
     state: State,
 }
@@ -105,6 +114,15 @@ impl Chunks {
     }
 }
 
+impl Chunks {
+    fn next_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Output>> {
+        match self.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut self.generation).poll_next(cx),
+        }
+    }
+}
+
 fn json_event(data: &impl Serialize) -> Event {
     // Serializing these plain structs cannot fail; should it ever, the client
     // still gets a well-formed error rather than a broken stream.
@@ -127,21 +145,21 @@ impl Stream for Chunks {
                     Endpoint::Completion => return Pin::new(this).poll_next(cx),
                 }
             }
-            State::Running => match ready!(Pin::new(&mut this.generation).poll_next(cx)) {
-                Some(Output::Text(text)) => this.text(text),
-                Some(Output::Finished(finish)) => {
+            State::Running => match this.next_output(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Output::Text(text))) => this.text(text),
+                Poll::Ready(Some(Output::Finished(finish))) => {
                     this.state = State::Finished;
                     record_finish(&this.reply, &finish);
                     this.last(&finish)
                 }
-                Some(Output::Failed(message)) => {
+                Poll::Ready(Some(Output::Failed(error))) => {
                     this.state = State::Ended;
-                    let error = ApiError::Generation(message);
                     tracing::warn!(error = %error, "streamed generation failed");
                     metrics::counter!("ouro_edge_api_errors_total", "status" => "stream").increment(1);
                     json_event(&error.body())
                 }
-                None => {
+                Poll::Ready(None) => {
                     this.state = State::Ended;
                     return Poll::Ready(None);
                 }

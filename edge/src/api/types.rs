@@ -42,7 +42,16 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u64>,
     pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    /// The legacy names of `tools` and `tool_choice`.
+    pub functions: Option<Vec<Value>>,
+    pub function_call: Option<Value>,
     pub response_format: Option<Value>,
+    /// Output kinds besides text (audio) and the audio settings.
+    pub modalities: Option<Vec<String>>,
+    pub audio: Option<Value>,
+    /// Answers grounded on a web search.
+    pub web_search_options: Option<Value>,
     #[serde(flatten)]
     pub options: RequestOptions,
 }
@@ -80,13 +89,17 @@ pub struct CompletionRequest {
     pub options: RequestOptions,
 }
 
-/// `prompt`: a string, or a batch of strings (accepted with one element only,
-/// since this server generates one choice per request).
+/// `prompt`: a string, token ids, or a batch of either (accepted with one
+/// element only, since this server generates one choice per request).
+/// Ids are `u64` so that one past `u32` is refused by `validate` by name
+/// rather than as a shape error.
 #[derive(Deserialize, Debug)]
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
     Batch(Vec<String>),
+    Tokens(Vec<u64>),
+    TokenBatch(Vec<Vec<u64>>),
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -107,6 +107,26 @@ pub fn chat(req: ChatCompletionRequest) -> Result<(Vec<ChatMessage>, RequestOpti
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(unsupported("tools", "tool calling"));
     }
+    if req.functions.as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(unsupported("functions", "function calling"));
+    }
+    // "none", and "auto" with no tools to choose from, ask for plain text.
+    for (param, choice) in [("tool_choice", &req.tool_choice), ("function_call", &req.function_call)] {
+        match choice {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "none" || s == "auto" => {}
+            Some(other) => return Err(unsupported(param, &format!("{param} = {other}"))),
+        }
+    }
+    if req.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
+        return Err(unsupported("modalities", "output other than text"));
+    }
+    if req.audio.as_ref().is_some_and(|a| !a.is_null()) {
+        return Err(unsupported("audio", "audio output"));
+    }
+    if req.web_search_options.as_ref().is_some_and(|w| !w.is_null()) {
+        return Err(unsupported("web_search_options", "web search"));
+    }
     if let Some(format) = &req.response_format {
         if format.get("type").and_then(Value::as_str) != Some("text") {
             return Err(unsupported("response_format", "a response_format other than {\"type\": \"text\"}"));
@@ -163,8 +183,16 @@ fn messages(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-/// Checks the completion-only fields; returns the prompt text and the shared options.
-pub fn completion(req: CompletionRequest) -> Result<(String, RequestOptions), ApiError> {
+/// A completion's prompt as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptInput {
+    Text(String),
+    /// Token ids, not yet checked against the vocabulary (see [`token_ids`]).
+    Tokens(Vec<u64>),
+}
+
+/// Checks the completion-only fields; returns the prompt and the shared options.
+pub fn completion(req: CompletionRequest) -> Result<(PromptInput, RequestOptions), ApiError> {
     if req.echo == Some(true) {
         return Err(unsupported("echo", "echo"));
     }
@@ -179,13 +207,46 @@ pub fn completion(req: CompletionRequest) -> Result<(String, RequestOptions), Ap
     }
     let prompt = match req.prompt {
         None => return Err(ApiError::invalid("prompt", "you must provide a prompt")),
-        Some(Prompt::Text(text)) => text,
-        Some(Prompt::Batch(batch)) => match <[String; 1]>::try_from(batch) {
-            Ok([text]) => text,
-            Err(_) => return Err(ApiError::invalid("prompt", "exactly one prompt per request is supported")),
-        },
+        Some(Prompt::Text(text)) => PromptInput::Text(text),
+        Some(Prompt::Tokens(ids)) => PromptInput::Tokens(ids),
+        Some(Prompt::Batch(batch)) => PromptInput::Text(single(batch)?),
+        Some(Prompt::TokenBatch(batch)) => PromptInput::Tokens(single(batch)?),
     };
     Ok((prompt, req.options))
+}
+
+/// The one prompt of a batch: this server generates one choice per request.
+fn single<T>(batch: Vec<T>) -> Result<T, ApiError> {
+    let n = batch.len();
+    match <[T; 1]>::try_from(batch) {
+        Ok([prompt]) => Ok(prompt),
+        Err(_) if n == 0 => Err(ApiError::invalid("prompt", "the prompt is an empty list: send one prompt")),
+        Err(_) => Err(ApiError::invalid(
+            "prompt",
+            format!("a batch of {n} prompts is not supported: this server completes one prompt per request"),
+        )),
+    }
+}
+
+/// Token-id prompts, checked against the vocabulary when its size is known.
+pub fn token_ids(ids: &[u64], vocab_size: Option<usize>) -> Result<Vec<u32>, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid("prompt", "the prompt is an empty list of token ids"));
+    }
+    let limit = vocab_size.map_or(u64::from(u32::MAX) + 1, |v| v as u64);
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| match u32::try_from(id) {
+            Ok(id) if u64::from(id) < limit => Ok(id),
+            _ => Err(ApiError::invalid(
+                "prompt",
+                match vocab_size {
+                    Some(v) => format!("prompt[{i}]: token id {id} is out of range: the vocabulary has {v} tokens"),
+                    None => format!("prompt[{i}]: token id {id} is out of range"),
+                },
+            )),
+        })
+        .collect()
 }
 
 /// How many tokens to generate for a prompt of `prompt_len` tokens.

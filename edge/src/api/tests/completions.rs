@@ -154,3 +154,35 @@ async fn client_gone_before_a_non_streamed_reply_cancels() {
     assert!(tokio::time::timeout(Duration::from_millis(200), call).await.is_err());
     fake.assert_cancelled().await;
 }
+
+fn busy() -> GenEvent {
+    GenEvent::Busy { message: "the cloud verifier is at capacity".into(), retry_after: Duration::from_millis(1500) }
+}
+
+#[tokio::test]
+async fn a_busy_cloud_is_a_503_with_retry_after_not_a_degraded_answer() {
+    for (path, body) in
+        [("/v1/chat/completions", chat_body()), ("/v1/completions", json!({"model": MODEL, "prompt": "x"}))]
+    {
+        let reply = post(app(FakeBackend::new(vec![busy()])), path, body).await;
+        let error = reply.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error["type"], "server_error");
+        assert_eq!(error["code"], "overloaded");
+        assert!(error["message"].as_str().is_some_and(|m| m.contains("at capacity")), "{error}");
+        assert_eq!(reply.headers[header::RETRY_AFTER], "2", "1.5 s rounds up");
+    }
+}
+
+#[tokio::test]
+async fn token_id_prompts_reach_the_engine_through_token_prompt() {
+    let fake = FakeBackend::new(script());
+    for prompt in [json!([1, 2, 3]), json!([[1, 2, 3]])] {
+        let reply = post(app(fake.clone()), "/v1/completions", json!({"model": MODEL, "prompt": prompt})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.json()["usage"]["prompt_tokens"], 4, "the engine's BOS counts");
+    }
+    let last = VOCAB as u64 - 1;
+    post(app(fake.clone()), "/v1/completions", json!({"model": MODEL, "prompt": [0, last]})).await;
+    let prompts: Vec<Vec<u32>> = fake.requests().into_iter().map(|r| r.prompt).collect();
+    assert_eq!(prompts, [vec![BOS, 1, 2, 3], vec![BOS, 1, 2, 3], vec![BOS, 0, last as u32]]);
+}

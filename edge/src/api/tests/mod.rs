@@ -1,5 +1,7 @@
 //! HTTP-level tests against a scripted fake engine.
 
+mod access;
+mod admission;
 mod completions;
 mod routes;
 mod streaming;
@@ -15,10 +17,15 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
-use super::{router, ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
+use super::{
+    router, router_with, ApiConfig, ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats,
+};
 
 pub const MODEL: &str = "fake-model";
 pub const CONTEXT: usize = 64;
+pub const VOCAB: usize = 100;
+/// What the fake puts before a token-id prompt, as an engine adds its BOS.
+pub const BOS: u32 = 99;
 /// Long enough for a slow CI machine, short enough that a hang fails quickly.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -102,6 +109,14 @@ impl Backend for FakeBackend {
         Ok(words(prompt))
     }
 
+    fn token_prompt(&self, ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+        Ok([BOS].into_iter().chain(ids).collect())
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(VOCAB)
+    }
+
     fn generate(&self, req: GenRequest) -> mpsc::Receiver<GenEvent> {
         self.requests.lock().expect("lock").push(req);
         let (tx, rx) = mpsc::channel(2);
@@ -147,6 +162,10 @@ pub fn done(finish_reason: FinishReason, completion_tokens: usize) -> GenEvent {
 
 pub fn app(backend: Arc<FakeBackend>) -> Router {
     router(backend, None)
+}
+
+pub fn app_with(backend: Arc<FakeBackend>, config: ApiConfig) -> Router {
+    router_with(backend, None, config)
 }
 
 pub struct Reply {
@@ -198,8 +217,13 @@ pub async fn send(app: Router, req: Request<Body>) -> Reply {
     tokio::time::timeout(PATIENCE, call).await.expect("the request hung")
 }
 
+/// A request as a local client sends it: to `localhost`.
+pub fn request(method: &str, path: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(path).header(header::HOST, "localhost:8080")
+}
+
 pub fn json_request(path: &str, body: &Value) -> Request<Body> {
-    Request::post(path)
+    request("POST", path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .expect("request")
@@ -210,5 +234,5 @@ pub async fn post(app: Router, path: &str, body: Value) -> Reply {
 }
 
 pub async fn get(app: Router, path: &str) -> Reply {
-    send(app, Request::get(path).body(Body::empty()).expect("request")).await
+    send(app, request("GET", path).body(Body::empty()).expect("request")).await
 }

@@ -57,6 +57,6 @@ async fn metrics_renders_the_handle() {
 async fn unknown_routes_and_methods_get_openai_errors() {
     get(app(FakeBackend::new(vec![])), "/v1/embeddings").await.assert_error(StatusCode::NOT_FOUND);
     get(app(FakeBackend::new(vec![])), "/v1/chat/completions").await.assert_error(StatusCode::METHOD_NOT_ALLOWED);
-    let req = Request::post("/health").body(Body::empty()).expect("request");
+    let req = request("POST", "/health").body(Body::empty()).expect("request");
     send(app(FakeBackend::new(vec![])), req).await.assert_error(StatusCode::METHOD_NOT_ALLOWED);
 }

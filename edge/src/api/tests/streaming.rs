@@ -159,3 +159,62 @@ async fn dropping_an_unread_stream_cancels_the_generation() {
     drop(response);
     fake.assert_cancelled().await;
 }
+
+#[tokio::test]
+async fn a_refusal_or_failure_before_any_text_is_a_real_status_when_streamed() {
+    let busy =
+        GenEvent::Busy { message: "the cloud verifier is at capacity".into(), retry_after: Duration::from_secs(3) };
+    let completion = json!({"model": MODEL, "prompt": "x", "stream": true});
+    for (path, body) in [("/v1/chat/completions", chat(json!({"stream": true}))), ("/v1/completions", completion)] {
+        let reply = post(app(FakeBackend::new(vec![busy.clone()])), path, body.clone()).await;
+        assert_eq!(reply.assert_error(StatusCode::SERVICE_UNAVAILABLE)["code"], "overloaded");
+        assert_eq!(reply.headers[axum::http::header::RETRY_AFTER], "3");
+
+        let failing = FakeBackend::new(vec![GenEvent::Stats(stats()), GenEvent::Error("cloud lost".into())]);
+        let reply = post(app(failing), path, body.clone()).await;
+        let error = reply.assert_error(StatusCode::BAD_GATEWAY);
+        assert!(error["message"].as_str().is_some_and(|m| m.contains("cloud lost")), "{error}");
+
+        // The engine hanging up without a word is a failure too.
+        post(app(FakeBackend::new(vec![])), path, body).await.assert_error(StatusCode::BAD_GATEWAY);
+    }
+}
+
+#[tokio::test]
+async fn busy_after_text_is_an_error_event() {
+    let busy = GenEvent::Busy { message: "at capacity".into(), retry_after: Duration::from_secs(1) };
+    let reply =
+        post(app(FakeBackend::new(vec![text("par"), busy])), "/v1/chat/completions", chat(json!({"stream": true})))
+            .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = reply.events();
+    let error: Value = serde_json::from_str(events.last().expect("events")).expect("JSON");
+    assert_eq!(error["error"]["code"], "overloaded", "{}", reply.body);
+    assert_eq!(
+        chat_text(
+            &events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).expect("JSON")).collect::<Vec<_>>()
+        ),
+        "par"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_ending_without_text_still_streams() {
+    let reply = post(
+        app(FakeBackend::new(vec![done(FinishReason::Length, 0)])),
+        "/v1/chat/completions",
+        chat(json!({"stream": true})),
+    )
+    .await;
+    let chunks = stream_chunks(&reply);
+    assert_eq!(chat_text(&chunks), "");
+    assert_eq!(chunks.last().expect("chunks")["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn stream_headers_wait_for_the_first_output_and_leaving_meanwhile_cancels() {
+    let fake = FakeBackend::running_on(vec![]);
+    let call = app(fake.clone()).oneshot(json_request("/v1/chat/completions", &chat(json!({"stream": true}))));
+    assert!(tokio::time::timeout(Duration::from_millis(200), call).await.is_err(), "no headers before any output");
+    fake.assert_cancelled().await;
+}
