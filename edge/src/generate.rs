@@ -123,7 +123,7 @@ fn run_with_cloud(args: &GenerateArgs, lm: LocalModel, prompt: Vec<u32>) -> anyh
     );
     let cloud = CloudConfig::from_args(&args.link)?;
     let name = lm.name.clone();
-    let backend = EdgeBackend::new(std::sync::Arc::new(lm), cloud, args.link.backend_options()?);
+    let backend = EdgeBackend::new(std::sync::Arc::new(lm), cloud, args.link.backend_options(1)?)?;
     let (prompt_tokens, t0) = (prompt.len(), std::time::Instant::now());
     let mut rx = backend.generate(GenRequest {
         prompt,

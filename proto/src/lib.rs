@@ -41,3 +41,17 @@ pub mod quic {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::quic::{IDLE_TIMEOUT, KEEP_ALIVE};
+
+    #[test]
+    fn quic_pings_often_enough_to_stay_alive_and_gives_up_on_a_dead_peer_soon() {
+        // Several pings may be lost before a live connection idles out...
+        assert!(KEEP_ALIVE * 4 <= IDLE_TIMEOUT);
+        // ...and a dead peer is noticed in seconds, not quinn's default 30 s.
+        assert!(IDLE_TIMEOUT <= std::time::Duration::from_secs(5));
+        let _ = super::quic::transport();
+    }
+}

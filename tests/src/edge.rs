@@ -25,6 +25,19 @@ impl EdgeServer {
     }
 }
 
+impl EdgeServer {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's OS threads now (Linux: `/proc/<pid>/status`).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
 impl Drop for EdgeServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -36,7 +36,7 @@ async fn one_token_cannot_lock_the_others_out() {
     for _ in 0..2 {
         held.push(open(srv.addr, TOKEN).await.expect("within the quota"));
     }
-    let st = open(srv.addr, TOKEN).await.err().expect("past the quota");
+    let st = open(srv.addr, TOKEN).await.map(drop).expect_err("past the quota");
     assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
     assert!(st.message().contains("quota"), "{}", st.message());
     // The other token is not locked out.
@@ -98,8 +98,8 @@ async fn requests_past_the_size_limits_are_refused_and_the_server_carries_on() {
     let st =
         SessionStream::open(&mut c, v1::Open { tokenizer_hash: h.clone(), prompt: long.clone(), ..Default::default() })
             .await
-            .err()
-            .expect("a prompt past the cap");
+            .map(drop)
+            .expect_err("a prompt past the cap");
     assert_eq!(st.code(), Code::OutOfRange, "{st:?}");
     assert!(st.message().contains("--max-prompt-tokens"), "{}", st.message());
     let st = generate(&mut c, &long, 4, &STOP).await.unwrap_err();
@@ -108,8 +108,8 @@ async fn requests_past_the_size_limits_are_refused_and_the_server_carries_on() {
     let huge = vec![28u32; 4000];
     let st = SessionStream::open(&mut c, v1::Open { tokenizer_hash: h.clone(), prompt: huge, ..Default::default() })
         .await
-        .err()
-        .expect("a message past the byte cap");
+        .map(drop)
+        .expect_err("a message past the byte cap");
     assert_ne!(st.code(), Code::Ok);
     // Within the limits all is well.
     let out = generate(&mut c, &[28, 29, 30], 4, &STOP).await.expect("a small request");

@@ -87,8 +87,17 @@ async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     }
 }
 
-async fn health(State(state): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", model: state.backend.model_id(), mode: state.backend.current_mode() })
+/// 200 while requests can be served; 503 when the engine says it cannot
+/// (mode `unavailable`: the cloud is gone and the fallback is not local),
+/// so a supervisor or load balancer sees it without reading the body.
+async fn health(State(state): State<AppState>) -> Response {
+    let mode = state.backend.current_mode();
+    let (code, status) = if mode == "unavailable" {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else {
+        (axum::http::StatusCode::OK, "ok")
+    };
+    (code, Json(Health { status, model: state.backend.model_id(), mode })).into_response()
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {

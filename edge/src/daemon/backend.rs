@@ -26,10 +26,32 @@ pub struct EdgeBackend {
     local: Arc<LocalModel>,
     pub cloud: Option<Arc<CloudConfig>>,
     opts: Arc<BackendOptions>,
-    /// What a request started now would run as: "speculative" or "local".
-    mode: Arc<Mutex<&'static str>>,
+    /// What a request started now would run as (see [`Mode`]).
+    mode: Arc<Mutex<Mode>>,
     /// Ouroboros' phrase pool, warm across this device's requests.
     pool: Arc<Mutex<PhrasePool>>,
+    workers: Workers,
+}
+
+/// The daemon's view of the cloud, for `/health`, `x-ouro-mode` and new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The cloud answered last time: generations are verified.
+    Speculative,
+    /// The cloud is unreachable and `--fallback local`: the drafter alone.
+    Local,
+    /// The cloud is unreachable and the fallback is not local: requests fail or wait.
+    Unavailable,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Speculative => "speculative",
+            Mode::Local => "local",
+            Mode::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// How the engine speculates and degrades.
@@ -42,24 +64,102 @@ pub struct BackendOptions {
     pub pipeline: bool,
     /// How often a generation running on the drafter alone retries the cloud.
     pub reprobe: Duration,
+    /// How long a request waits for a cloud that refuses it for load before
+    /// the client is told to come back later.
+    pub busy_wait: Duration,
+    /// Generation threads: at most this many generations run at once (the
+    /// API's admission control queues the rest).
+    pub workers: usize,
+}
+
+/// A fixed set of generation threads, each with its own small runtime: the
+/// thread drafts, its runtime's worker moves the link's bytes meanwhile, so
+/// drafting overlaps the round trip (see `link::session`). Fixed, so a burst
+/// of requests cannot start a thread (and a runtime) each.
+struct Workers {
+    tx: std::sync::mpsc::Sender<Task>,
+}
+
+type Task = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
+impl Workers {
+    fn start(n: usize) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Task>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("ouro-gen-{i}")).spawn(move || loop {
+                let task = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(task) = task else { return };
+                // A panicking generation drops its sender (the client hears
+                // the generation failed); the thread serves the next one.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&rt))).is_err() {
+                    tracing::error!("a generation panicked");
+                }
+            })?;
+        }
+        Ok(Self { tx })
+    }
+
+    fn run(&self, task: Task) -> bool {
+        self.tx.send(task).is_ok()
+    }
 }
 
 impl EdgeBackend {
-    pub fn new(local: Arc<LocalModel>, cloud: Option<CloudConfig>, opts: BackendOptions) -> Self {
+    pub fn new(local: Arc<LocalModel>, cloud: Option<CloudConfig>, opts: BackendOptions) -> std::io::Result<Self> {
         let info = local.tokenizer.info();
         let cloud = cloud.map(|mut c| {
             c.expect = Some((info.identity.clone(), local.model.config().vocab_size as u32));
             Arc::new(c)
         });
-        let mode = if cloud.is_some() { "speculative" } else { "local" };
-        Self {
+        let mode = if cloud.is_some() { Mode::Speculative } else { Mode::Local };
+        Ok(Self {
             local,
             cloud,
             mode: Arc::new(Mutex::new(mode)),
             pool: Arc::new(Mutex::new(load_pool(opts.pool_file.as_deref()))),
+            workers: Workers::start(opts.workers)?,
             opts: Arc::new(opts),
+        })
+    }
+
+    /// Keeps the daemon's mode true while no request is running: probes the
+    /// cloud every `reprobe` and records whether it answers. Runs forever;
+    /// spawn it on the daemon's runtime.
+    pub async fn watch_cloud(self: Arc<Self>) {
+        let Some(cloud) = self.cloud.clone() else { return };
+        loop {
+            tokio::time::sleep(self.opts.reprobe).await;
+            let up = match cloud.connect().await {
+                Ok(_) => true,
+                // A cloud that answers but refuses us is up; the requests say why.
+                Err(ConnectError::Status(s)) | Err(ConnectError::Link(LinkError::Status(s))) => {
+                    !matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown)
+                }
+                Err(ConnectError::Mismatch(_)) => true,
+                Err(_) => false,
+            };
+            set_mode(&self.mode, self.mode_for(up));
         }
     }
+
+    fn mode_for(&self, cloud_up: bool) -> Mode {
+        mode_for(cloud_up, self.opts.fallback)
+    }
+}
+
+fn mode_for(cloud_up: bool, fallback: Fallback) -> Mode {
+    match (cloud_up, fallback) {
+        (true, _) => Mode::Speculative,
+        (false, Fallback::Local) => Mode::Local,
+        (false, _) => Mode::Unavailable,
+    }
+}
+
+fn set_mode(cell: &Mutex<Mode>, mode: Mode) {
+    *cell.lock().unwrap_or_else(|e| e.into_inner()) = mode;
 }
 
 /// A saved pool, or an empty one (a missing or unreadable file only costs warmth).
@@ -83,7 +183,11 @@ impl Backend for EdgeBackend {
     }
 
     fn current_mode(&self) -> String {
-        self.mode.lock().map(|m| m.to_string()).unwrap_or_else(|_| "local".into())
+        self.mode.lock().unwrap_or_else(|e| e.into_inner()).as_str().to_string()
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.local.model.config().vocab_size)
     }
 
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
@@ -108,17 +212,10 @@ impl Backend for EdgeBackend {
             mode: self.mode.clone(),
             pool: self.pool.clone(),
         };
-        std::thread::spawn(move || {
-            // This thread drafts; the worker moves the link's bytes meanwhile,
-            // so drafting overlaps the round trip (see `link::session`).
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
-            match rt {
-                Ok(rt) => rt.block_on(job.run(req, tx)),
-                Err(e) => {
-                    let _ = tx.try_send(GenEvent::Error(format!("starting the engine: {e}")));
-                }
-            }
-        });
+        let failed = tx.clone();
+        if !self.workers.run(Box::new(move |rt| rt.block_on(job.run(req, tx)))) {
+            let _ = failed.try_send(GenEvent::Error("the generation threads have stopped".into()));
+        }
         rx
     }
 }
@@ -127,22 +224,42 @@ struct Job {
     local: Arc<LocalModel>,
     cloud: Option<Arc<CloudConfig>>,
     opts: Arc<BackendOptions>,
-    mode: Arc<Mutex<&'static str>>,
+    mode: Arc<Mutex<Mode>>,
     pool: Arc<Mutex<PhrasePool>>,
 }
 
 /// Turns committed tokens into text events, and knows when to stop.
+///
+/// The end-of-sequence token is not part of the completion: it is neither
+/// sent nor counted. So that the same text always ends the same way, the
+/// engine generates one token past `max_tokens` when the context has room:
+/// if that token ends the sequence the finish is `stop`, else it is dropped
+/// unseen and the finish is `length`. (Without it, a text of exactly
+/// `max_tokens` tokens would say `length` though the model had finished.)
 struct Emitter<'a> {
     tx: mpsc::Sender<GenEvent>,
     decoder: StreamDecoder<&'a ouro_common::tokenizer::Tokenizer>,
     tokens: Vec<u32>,
     stop_ids: Vec<u32>,
+    /// The completion's budget, and the engine's (one more, room allowing).
+    max_tokens: usize,
+    budget: usize,
+    stopped: bool,
+    full: bool,
     cancelled: bool,
 }
 
 impl Emitter<'_> {
     fn push(&mut self, toks: &[u32]) -> ControlFlow<()> {
         for &t in toks {
+            if self.stop_ids.contains(&t) {
+                self.stopped = true;
+                return ControlFlow::Break(());
+            }
+            if self.tokens.len() >= self.max_tokens {
+                self.full = true;
+                return ControlFlow::Break(());
+            }
             self.tokens.push(t);
             let text = self.decoder.push(t).ok().flatten().unwrap_or_default();
             if self.tx.try_send(GenEvent::Text { text, tokens: 1 }).is_err() {
@@ -153,8 +270,44 @@ impl Emitter<'_> {
         ControlFlow::Continue(())
     }
 
-    fn stopped(&self) -> bool {
-        self.tokens.last().is_some_and(|t| self.stop_ids.contains(t))
+    /// Tokens the engine may still generate (lookahead included).
+    fn room(&self) -> usize {
+        self.budget - self.tokens.len()
+    }
+
+    fn unfinished(&self) -> bool {
+        !self.cancelled && !self.stopped && !self.full && self.tokens.len() < self.budget
+    }
+}
+
+/// How a failed attempt at the cloud is handled.
+enum Failure {
+    /// The cloud cannot verify this drafter, or refuses its credentials:
+    /// configuration errors, never retried and never papered over.
+    Fatal(String),
+    /// The cloud refused for load (RESOURCE_EXHAUSTED): back-pressure.
+    Busy(String),
+    /// The session is gone (evicted, expired): re-open it at once.
+    LostSession(String),
+    /// The cloud is unreachable or failed: the fallback policy decides.
+    Down(String),
+}
+
+fn classify(err: ConnectError) -> Failure {
+    if err.is_auth() {
+        return Failure::Fatal(format!(
+            "the cloud refused this edge's credentials ({err}); check --token / --token-file"
+        ));
+    }
+    let status = match &err {
+        ConnectError::Mismatch(m) => return Failure::Fatal(m.clone()),
+        ConnectError::Status(s) | ConnectError::Link(LinkError::Status(s)) => Some(s),
+        _ => None,
+    };
+    match status.map(|s| s.code()) {
+        Some(Code::ResourceExhausted) => Failure::Busy(err.to_string()),
+        Some(Code::NotFound) => Failure::LostSession(err.to_string()),
+        _ => Failure::Down(err.to_string()),
     }
 }
 
@@ -167,11 +320,16 @@ impl Job {
             top_p: req.top_p,
             seed: req.seed.unwrap_or_else(rand::random),
         };
+        let lookahead = usize::from(req.prompt.len() + req.max_tokens < self.local.model.config().max_context);
         let mut out = Emitter {
             tx: tx.clone(),
             decoder: StreamDecoder::new(&self.local.tokenizer, true),
             tokens: Vec::new(),
             stop_ids: info.stop_ids.clone(),
+            max_tokens: req.max_tokens,
+            budget: req.max_tokens + lookahead,
+            stopped: false,
+            full: false,
             cancelled: false,
         };
         let mut stats = OuroStats { mode: "speculative".into(), ..OuroStats::default() };
@@ -179,13 +337,14 @@ impl Job {
         let mut local_only = self.cloud.is_none();
         let mut attempt = 0u32;
         let started = Instant::now();
+        let mut busy_since: Option<Instant> = None;
         let stop_ids = out.stop_ids.clone();
-        let unfinished = |out: &Emitter| !out.cancelled && !out.stopped() && out.tokens.len() < req.max_tokens;
         // Speculate until done; on a lost session re-open from the committed
-        // tokens; on a lost cloud follow the fallback policy. With `local`,
+        // tokens; on a busy cloud wait (and then tell the client to come
+        // back); on a lost cloud follow the fallback policy. With `local`,
         // the drafter carries on alone until the cloud answers again, and
         // speculation resumes on everything committed so far.
-        while unfinished(&out) {
+        while out.unfinished() {
             if local_only {
                 let back = self.local_until_cloud_returns(&req, sampling, &mut out, &mut stats).await;
                 match back {
@@ -194,7 +353,6 @@ impl Job {
                         stats.cloud_resumes += 1;
                         local_only = false;
                         attempt = 0;
-                        self.set_mode("speculative");
                         continue;
                     }
                     Ok(false) => break,
@@ -212,7 +370,7 @@ impl Job {
                     let spec = SpecRequest {
                         tokenizer_hash: &info.tokenizer_hash,
                         prompt: &committed,
-                        max_new: req.max_tokens - out.tokens.len(),
+                        max_new: out.room(),
                         stop_ids: &stop_ids,
                         plan: self.opts.plan,
                         sampling,
@@ -235,46 +393,71 @@ impl Job {
                         }
                     }
                     *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
-                    if run.rounds > 0 {
-                        stats.cloud_rtt_ms = Some(run.wait_secs * 1e3 / run.rounds as f64);
+                    if run.rtt_samples > 0 {
+                        stats.cloud_rtt_ms = Some(run.rtt_ms_sum / run.rtt_samples as f64);
                     }
                     match r {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            set_mode(&self.mode, Mode::Speculative);
+                            busy_since = None;
+                            continue;
+                        }
                         Err(e) => ConnectError::Link(e),
                     }
-                }
-                Err(ConnectError::Mismatch(m)) => {
-                    let _ = tx.try_send(GenEvent::Error(m));
-                    return;
                 }
                 Err(e) => e,
             };
             tracing::warn!("cloud link: {err}");
-            // An evicted or expired session is re-opened at once.
-            let lost_session = matches!(&err, ConnectError::Link(LinkError::Status(s)) if s.code() == Code::NotFound);
-            if lost_session {
-                attempt += 1;
-                if attempt < 4 {
-                    continue;
-                }
-            }
-            match self.opts.fallback {
-                Fallback::Local => {
-                    local_only = true;
-                    self.set_mode("local");
-                }
-                Fallback::Fail => {
-                    let _ = tx.try_send(GenEvent::Error(format!("the cloud verifier is unavailable: {err}")));
+            match classify(err) {
+                Failure::Fatal(m) => {
+                    let _ = tx.try_send(GenEvent::Error(m));
                     return;
                 }
-                Fallback::Wait => {
-                    if started.elapsed() > cloud.wait {
-                        let _ = tx.try_send(GenEvent::Error(format!("the cloud stayed unavailable: {err}")));
+                Failure::LostSession(_) if attempt < 3 => {
+                    attempt += 1;
+                    continue;
+                }
+                // Already answering with the drafter alone: carry on so
+                // rather than fail a response that has been flowing.
+                Failure::Busy(_) if stats.local_tokens > 0 && self.opts.fallback == Fallback::Local => {
+                    local_only = true;
+                }
+                Failure::Busy(m) => {
+                    let since = *busy_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.opts.busy_wait {
+                        metrics::counter!("ouro_edge_cloud_busy_total").increment(1);
+                        let message = format!("the cloud verifier is at capacity: {m}");
+                        let event = if out.tokens.is_empty() {
+                            GenEvent::Busy { message, retry_after: Duration::from_secs(2) }
+                        } else {
+                            GenEvent::Error(message)
+                        };
+                        let _ = tx.try_send(event);
                         return;
                     }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt.min(4))).await;
                     attempt += 1;
                 }
+                Failure::LostSession(m) | Failure::Down(m) => match self.opts.fallback {
+                    Fallback::Local => {
+                        local_only = true;
+                        set_mode(&self.mode, Mode::Local);
+                    }
+                    Fallback::Fail => {
+                        set_mode(&self.mode, Mode::Unavailable);
+                        let _ = tx.try_send(GenEvent::Error(format!("the cloud verifier is unavailable: {m}")));
+                        return;
+                    }
+                    Fallback::Wait => {
+                        if started.elapsed() > cloud.wait {
+                            set_mode(&self.mode, Mode::Unavailable);
+                            let _ = tx.try_send(GenEvent::Error(format!("the cloud stayed unavailable: {m}")));
+                            return;
+                        }
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                },
             }
         }
         // A response any of whose tokens the cloud did not verify is "local".
@@ -293,14 +476,8 @@ impl Job {
         stats.drafted = run.drafted;
         stats.accepted = run.accepted;
         stats.mean_accepted = if run.rounds > 0 { run.accepted as f64 / run.rounds as f64 } else { 0.0 };
-        let finish_reason = if out.stopped() { FinishReason::Stop } else { FinishReason::Length };
+        let finish_reason = if out.stopped { FinishReason::Stop } else { FinishReason::Length };
         let _ = tx.try_send(GenEvent::Done { finish_reason, completion_tokens: out.tokens.len(), stats });
-    }
-
-    fn set_mode(&self, mode: &'static str) {
-        if let Ok(mut m) = self.mode.lock() {
-            *m = mode;
-        }
     }
 
     /// The drafter alone, continuing exactly where the text so far ends,
@@ -332,15 +509,17 @@ impl Job {
         let mut committed = req.prompt.clone();
         committed.extend_from_slice(&out.tokens);
         let cfg = GenerateConfig {
-            max_new_tokens: req.max_tokens - out.tokens.len(),
+            max_new_tokens: out.room(),
             // Each stretch gets its own stream of the seed, so a resumed
             // stretch does not replay the same random draws.
             sampling: SamplingParams { seed: sampling.seed.wrapping_add(out.tokens.len() as u64), ..sampling },
             stop_ids: out.stop_ids.clone(),
         };
         let r = generate(&self.local.model, &committed, &cfg, |t| {
-            stats.local_tokens += 1;
-            out.push(&[t])?;
+            let before = out.tokens.len();
+            let flow = out.push(&[t]);
+            stats.local_tokens += out.tokens.len() - before;
+            flow?;
             if back.load(Ordering::Acquire) {
                 return ControlFlow::Break(());
             }

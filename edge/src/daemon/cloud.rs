@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use ouro_edge::link::{self, Client, QuicLink, Trust};
 use ouro_proto::v1::ModelInfo;
 use tonic::transport::{Certificate, ClientTlsConfig};
@@ -20,6 +22,17 @@ pub enum ConnectError {
     Mismatch(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl ConnectError {
+    /// The cloud refused our credentials: a configuration error, not an outage.
+    pub fn is_auth(&self) -> bool {
+        let status = match self {
+            ConnectError::Status(s) | ConnectError::Link(link::LinkError::Status(s)) => s,
+            _ => return false,
+        };
+        matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+    }
 }
 
 /// A connected transport of either kind.
@@ -53,6 +66,7 @@ impl CloudConfig {
             anyhow::bail!("--cloud needs --ca (the CA or certificate to trust), or --insecure-dev on loopback");
         }
         if args.insecure_dev {
+            check_loopback(&endpoint)?;
             eprintln!("WARNING: --insecure-dev: the cloud link is not authenticated by TLS. Development only.");
         }
         Ok(Some(Self {
@@ -120,6 +134,20 @@ impl CloudConfig {
         };
         tokio::time::timeout(limit, attempt).await.map_err(|_| ConnectError::Timeout(limit))?
     }
+}
+
+/// `--insecure-dev` sends the bearer token in the clear (gRPC) or to an
+/// unverified peer (QUIC): only ever to this machine.
+fn check_loopback(endpoint: &str) -> anyhow::Result<()> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<_> =
+        endpoint.to_socket_addrs().with_context(|| format!("--cloud {endpoint} is not a host:port address"))?.collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        anyhow::bail!(
+            "--insecure-dev is for a cloud on this machine only, and --cloud {endpoint} is not loopback ({addrs:?}); use TLS (--ca)"
+        );
+    }
+    Ok(())
 }
 
 /// Exponential backoff with jitter: 100 ms, doubling, capped at 5 s.

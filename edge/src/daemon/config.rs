@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use ouro_edge::link::Plan;
 
@@ -43,8 +44,52 @@ pub struct ServeArgs {
     /// Address of the local OpenAI-compatible API.
     #[arg(long, env = "OURO_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// API key clients must send as `Authorization: Bearer <key>` (every route
+    /// but `/health`); none by default. Prefer --api-key-file: flags show in `ps`.
+    #[arg(long, env = "OURO_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// File holding the API key (one line).
+    #[arg(long, env = "OURO_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Host names the API answers for (the `Host` header, without its port),
+    /// comma-separated; `*` allows any. Others get 403, which keeps web pages
+    /// that rebind their domain to this machine out.
+    #[arg(long, env = "OURO_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    pub allowed_hosts: Vec<String>,
+    /// Generations running at once; each has its own thread.
+    #[arg(long, env = "OURO_MAX_CONCURRENT", default_value_t = ouro_edge::api::DEFAULT_MAX_CONCURRENT)]
+    pub max_concurrent: usize,
+    /// Requests waiting for a generation slot; more get 429 with `Retry-After`.
+    #[arg(long, env = "OURO_MAX_QUEUE", default_value_t = ouro_edge::api::DEFAULT_MAX_QUEUE)]
+    pub max_queue: usize,
+    /// Largest request body, bytes; larger get 413.
+    #[arg(long, env = "OURO_MAX_BODY_BYTES", default_value_t = ouro_edge::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
     #[command(flatten)]
     pub link: LinkArgs,
+}
+
+impl ServeArgs {
+    pub fn api_config(&self) -> anyhow::Result<ouro_edge::api::ApiConfig> {
+        let mut api_keys: Vec<String> = self.api_key.iter().map(|k| k.trim().to_string()).collect();
+        if let Some(f) = &self.api_key_file {
+            let key = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            api_keys.push(key.trim().to_string());
+        }
+        if api_keys.iter().any(String::is_empty) {
+            anyhow::bail!("an empty API key would accept anyone: give a key or none");
+        }
+        if !self.listen.ip().is_loopback() && api_keys.is_empty() {
+            tracing::warn!("the API listens on {} without an API key (--api-key-file)", self.listen);
+        }
+        Ok(ouro_edge::api::ApiConfig {
+            api_keys,
+            allowed_hosts: self.allowed_hosts.iter().map(|h| h.trim().to_string()).collect(),
+            max_concurrent: self.max_concurrent.max(1),
+            max_queue: self.max_queue,
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
 }
 
 /// The cloud link and how generation uses it (shared by `serve` and `generate`).
@@ -62,7 +107,9 @@ pub struct LinkArgs {
     /// Name the cloud's certificate must carry.
     #[arg(long, env = "OURO_CLOUD_NAME", default_value = "localhost")]
     pub server_name: String,
-    /// Talk to the cloud without TLS (gRPC) or without checking its certificate (QUIC). Loopback development only.
+    /// Talk to the cloud without TLS (gRPC) or without checking its certificate
+    /// (QUIC). Loopback development only: refused when --cloud is not a
+    /// loopback address.
     #[arg(long, env = "OURO_INSECURE_DEV")]
     pub insecure_dev: bool,
     /// Bearer token for the cloud.
@@ -93,9 +140,15 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_NO_PIPELINE")]
     pub no_pipeline: bool,
     /// While running on the drafter alone, retry the cloud this often (ms);
-    /// when it answers, speculation resumes mid-generation.
+    /// when it answers, speculation resumes mid-generation. The daemon also
+    /// probes this often while idle, so `/health` stays true.
     #[arg(long, env = "OURO_REPROBE_MS", default_value_t = 2000)]
     pub reprobe_ms: u64,
+    /// How long a request waits for a cloud at capacity (RESOURCE_EXHAUSTED)
+    /// before the client gets 503 with `Retry-After`, seconds. A busy cloud is
+    /// back-pressure, not an outage: it never triggers the local fallback.
+    #[arg(long, env = "OURO_BUSY_WAIT_SECS", default_value_t = 10)]
+    pub busy_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,13 +171,16 @@ impl LinkArgs {
 }
 
 impl LinkArgs {
-    pub fn backend_options(&self) -> anyhow::Result<super::backend::BackendOptions> {
+    /// The engine's options; `workers` generations may run at once.
+    pub fn backend_options(&self, workers: usize) -> anyhow::Result<super::backend::BackendOptions> {
         Ok(super::backend::BackendOptions {
             fallback: self.fallback,
             plan: self.plan()?,
             pool_file: self.pool_file.clone(),
             pipeline: !self.no_pipeline,
             reprobe: std::time::Duration::from_millis(self.reprobe_ms),
+            busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
+            workers,
         })
     }
 }

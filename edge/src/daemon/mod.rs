@@ -22,16 +22,21 @@ pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-        let backend = Arc::new(backend::EdgeBackend::new(local, cloud, args.link.backend_options()?));
+        let api = args.api_config()?;
+        let opts = args.link.backend_options(api.max_concurrent)?;
+        let backend = Arc::new(backend::EdgeBackend::new(local, cloud, opts)?);
         if let Some(c) = &backend.cloud {
-            // Refuse a mismatched cloud at start-up rather than on the first request.
+            // Refuse a mismatched cloud, or one that refuses our token, at
+            // start-up rather than on the first request.
             match c.connect().await {
                 Ok((_, info)) => println!("cloud: {} at {} ({})", info.model_id, c.endpoint, c.transport),
                 Err(cloud::ConnectError::Mismatch(m)) => anyhow::bail!("{m}"),
+                Err(e) if e.is_auth() => anyhow::bail!("the cloud at {} refused this edge's token: {e}", c.endpoint),
                 Err(e) => eprintln!("WARNING: cloud unreachable at start ({e}); serving with the drafter alone"),
             }
+            tokio::spawn(backend.clone().watch_cloud());
         }
-        let app = ouro_edge::api::router(backend, Some(prometheus));
+        let app = ouro_edge::api::router_with(backend, Some(prometheus), api);
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         // Machine-read by tests and scripts: keep its shape.

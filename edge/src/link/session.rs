@@ -42,6 +42,12 @@ pub struct SpecRun {
     pub wait_secs: f64,
     /// Cloud forward-pass time the verdicts reported (shared passes counted whole).
     pub cloud_compute_us: u64,
+    /// Network round trips measured (a verdict's round trip less the
+    /// cloud's compute), summed over `rtt_samples` rounds. Rounds whose
+    /// verdict was already waiting when drafting ahead ended say nothing
+    /// about it and are left out.
+    pub rtt_ms_sum: f64,
+    pub rtt_samples: usize,
     /// Draft nodes sent, and nodes the cloud accepted.
     pub drafted: usize,
     pub accepted: usize,
@@ -225,6 +231,10 @@ pub async fn speculate_into(
             Some(_) if waited_ms < 0.5 => None,
             _ => Some((round_trip_ms - verify_ms).max(0.0)),
         };
+        if let Some(rtt) = rtt_ms {
+            run.rtt_ms_sum += rtt;
+            run.rtt_samples += 1;
+        }
         // Seeded sampled runs plan from acceptance alone, so that a seed
         // reproduces its text whatever the timings (see engine/spec.rs).
         policy.observe(&RoundFeedback {
