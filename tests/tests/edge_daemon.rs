@@ -102,7 +102,7 @@ fn stream_until_text(e: &EdgeServer, max: u32) -> (std::net::TcpStream, Vec<u8>)
     let req = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": max, "stream": true}).to_string();
     write!(
         conn,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",
         req.len()
     )
     .unwrap();
@@ -144,6 +144,23 @@ async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers()
     let (text, ouro) = text_of(&body);
     assert_eq!(ouro["mode"], "speculative", "{ouro}");
     assert_eq!(text, cloud_text(&cloud, NEW).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quic_a_killed_cloud_falls_back_to_local_without_losing_a_token() {
+    // A crashed peer sends QUIC nothing (no reset as TCP has): the edge must
+    // notice by its keep-alives and idle timeout, then carry on locally.
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--quic-listen", "127.0.0.1:0"]);
+    let want = cloud_text(&cloud, 160).await;
+    let e = edge(&cloud, true, &["--fallback", "local"]);
+    let (mut conn, mut raw) = stream_until_text(&e, 160);
+    let t = std::time::Instant::now();
+    drop(cloud);
+    conn.read_to_end(&mut raw).unwrap();
+    println!("QUIC: the rest of the generation took {:.1} s after the cloud was killed", t.elapsed().as_secs_f64());
+    let (text, ouro) = streamed(&ouro_tests::edge::body_of(&raw));
+    assert_eq!(text, want, "text across the fallback");
+    assert_eq!(ouro["mode"], "local", "{ouro}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
