@@ -1,5 +1,6 @@
 //! Benchmark building blocks: the cloud as a real process (pinned to its
-//! own cores, its CPU time read from the kernel) and a replay drafter.
+//! own cores, its CPU time read from the kernel), a replay drafter, and the
+//! bounded load and soak runs (`soak`).
 
 pub mod figures;
 pub mod netem;
@@ -7,3 +8,4 @@ pub mod plots;
 pub mod process;
 pub mod replay;
 pub mod report;
+pub mod soak;

@@ -26,6 +26,12 @@ enum Command {
     Run(Box<compare::RunArgs>),
     /// `run` at several round-trip times in one go (tokens/s against RTT).
     Sweep(Box<compare::SweepArgs>),
+    /// Bounded load on one real server on loopback (`cloud`: speculative
+    /// sessions against ouro-cloud; `edge`: HTTP clients against ouro-edge
+    /// serve): every answer checked, refusals timed, RSS watched. Stops by
+    /// itself; fails on a mismatch, a failed request, a late or wrong
+    /// refusal, or RSS growth after warm-up.
+    Soak(Box<ouro_bench::soak::SoakArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +39,16 @@ fn main() -> anyhow::Result<()> {
         Command::Cloud(args) => cloud::run(args),
         Command::Run(args) => compare::run(*args),
         Command::Sweep(args) => compare::sweep(*args),
+        Command::Soak(args) => soak(&args),
     }
+}
+
+fn soak(args: &ouro_bench::soak::SoakArgs) -> anyhow::Result<()> {
+    let report = ouro_bench::soak::run(args)?;
+    println!("{}", report.markdown());
+    println!("results.json, report.md and rss.csv in {}", args.out_dir().display());
+    if !report.passed {
+        anyhow::bail!("the soak run failed: {}", report.failures.join("; "));
+    }
+    Ok(())
 }
