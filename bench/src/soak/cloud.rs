@@ -126,8 +126,8 @@ pub(crate) fn run(
         ("duration".to_string(), stop_rule(args)),
     ];
 
-    let tally = Arc::new(Tally::default());
     let start = Instant::now();
+    let tally = Arc::new(Tally::new(start, Duration::from_secs_f64(args.refusal_max_ms / 1e3)));
     let shared = Arc::new(Shared {
         endpoint,
         tokens,
@@ -143,9 +143,9 @@ pub(crate) fn run(
     });
     let watched = vec![Watched { name: PROCESS.into(), pid: cloud.pid() }];
     let tasks: Vec<_> = (0..clients).map(|i| client(i, shared.clone())).collect();
-    let (load_s, samples) = drive(rt, watched, start, tally.clone(), tasks);
+    let (load_s, samples, stalls) = drive(rt, watched, start, tally.clone(), tasks);
     drop(cloud);
-    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples })
+    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples, stalls })
 }
 
 pub(super) fn stop_rule(args: &SoakArgs) -> String {

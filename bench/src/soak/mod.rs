@@ -23,6 +23,7 @@ mod http;
 mod prompts;
 mod report;
 pub mod rss;
+pub mod stalls;
 pub mod tally;
 
 use std::future::Future;
@@ -271,17 +272,19 @@ pub(crate) struct Outcome {
     /// From the first request to the last one finishing.
     pub load_s: f64,
     pub samples: Vec<Sample>,
+    pub stalls: stalls::Stalls,
 }
 
-/// Runs `clients` to completion on `rt` while sampling `watched`, with a
-/// progress line every 30 s. Returns the load's length and the samples.
+/// Runs `clients` to completion on `rt` while sampling `watched` and the
+/// load generator's own stalls, with a progress line every 30 s. Returns
+/// the load's length, the samples and the stalls.
 pub(crate) fn drive<F>(
     rt: &tokio::runtime::Runtime,
     watched: Vec<Watched>,
     start: Instant,
     tally: Arc<Tally>,
     clients: Vec<F>,
-) -> (f64, Vec<Sample>)
+) -> (f64, Vec<Sample>, stalls::Stalls)
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -297,7 +300,9 @@ where
             eprintln!("soak: {t:>5.0} s · {} · RSS {}", progress.progress(), rss.join(", "));
         }
     });
+    let stalls = Arc::new(std::sync::Mutex::new(stalls::Stalls::default()));
     rt.block_on(async {
+        let probe = tokio::spawn(stalls::probe(start, stalls.clone()));
         let mut set = tokio::task::JoinSet::new();
         for c in clients {
             set.spawn(c);
@@ -307,9 +312,12 @@ where
                 tally.failed("client task", e);
             }
         }
+        probe.abort();
     });
     let load_s = start.elapsed().as_secs_f64();
-    (load_s, monitor.stop())
+    let mut stalls = stalls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    stalls.finish();
+    (load_s, monitor.stop(), stalls)
 }
 
 /// The load generator's runtime: one worker per core it is pinned to.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::rss::{self, RssSummary, Sample};
+use super::stalls::Stalls;
 use super::tally::{self, Latency, Refusals};
 use super::{io, online_cores, Cores, Outcome, Scenario, SoakArgs, SoakError};
 use crate::report::{cpu_model, git_revision, sha256_file, ModelRef, MISSING};
@@ -109,6 +110,21 @@ pub struct LoadFigures {
     pub failure_examples: Vec<String>,
     pub mismatches: u64,
     pub mismatch_examples: Vec<String>,
+    /// Refusals slower than the bound, each beside the longest stall of the
+    /// load generator while it was in flight.
+    pub late_refusals: Vec<LateRefusal>,
+    /// How late the load generator's own ticks came (see [`super::stalls`]).
+    pub load_generator: Stalls,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct LateRefusal {
+    pub code: String,
+    /// Seconds into the load when it arrived.
+    pub at_s: f64,
+    pub took_ms: f64,
+    /// The longest stall of the load generator itself during that request, ms.
+    pub generator_stall_ms: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -144,7 +160,7 @@ impl SoakReport {
         let c = &outcome.counts;
         let refusals = tally::refusals(c, Duration::from_secs_f64(args.refusal_max_ms / 1e3));
         let load_s = outcome.load_s.max(1e-9);
-        let load = LoadFigures {
+        let mut load = LoadFigures {
             duration_s: args.duration,
             load_s: outcome.load_s,
             finished: c.finished,
@@ -158,7 +174,20 @@ impl SoakReport {
             failure_examples: c.failure_examples.clone(),
             mismatches: c.mismatches,
             mismatch_examples: c.mismatch_examples.clone(),
+            late_refusals: c
+                .slow_refusals
+                .iter()
+                .map(|r| LateRefusal {
+                    code: r.code.clone(),
+                    at_s: r.at_s,
+                    took_ms: r.took_s * 1e3,
+                    generator_stall_ms: outcome.stalls.during(r.at_s, r.took_s),
+                })
+                .collect(),
+            load_generator: outcome.stalls.clone(),
         };
+        // Slowest first: the list in the report is cut short.
+        load.late_refusals.sort_by(|a, b| b.took_ms.total_cmp(&a.took_ms));
         let mut rss_summaries = Vec::new();
         let mut failures = Vec::new();
         for p in &outcome.processes {
@@ -252,6 +281,12 @@ impl SoakReport {
         row(&mut s, "refusals", l.refused.to_string());
         row(&mut s, "mismatched texts", l.mismatches.to_string());
         row(&mut s, "failed requests", l.failures.values().sum::<u64>().to_string());
+        let g = &l.load_generator;
+        row(
+            &mut s,
+            "load generator stalls (ticks of 20 ms)",
+            format!("max {:.0} ms; {} > 100 ms, {} > 500 ms", g.max_late_ms, g.late_over_100ms, g.late_over_500ms),
+        );
 
         let _ = writeln!(s, "\nRefusals by code (latency from sending to the refusal):\n");
         let _ = writeln!(s, "| code | count | p50 ms | p99 ms | max ms | over {} ms |", self.bounds.refusal_max_ms);
@@ -269,6 +304,14 @@ impl SoakReport {
                 fmt_ms(r.latency.max_ms),
                 r.late
             );
+        }
+        if !l.late_refusals.is_empty() {
+            let _ = writeln!(s, "\nLate refusals (and the load generator's own longest stall meanwhile):\n");
+            for r in l.late_refusals.iter().take(20) {
+                let stall =
+                    r.generator_stall_ms.map_or("no stall ≥ 250 ms".into(), |ms| format!("stalled {ms:.0} ms"));
+                let _ = writeln!(s, "- {} at {:.1} s took {:.0} ms; load generator {stall}", r.code, r.at_s, r.took_ms);
+            }
         }
         if !l.failures.is_empty() {
             let _ = writeln!(s, "\nFailures by kind: {:?}; first ones:\n", l.failures);

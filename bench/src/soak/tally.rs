@@ -4,17 +4,31 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 /// Examples kept per kind of problem: enough to start debugging, bounded
 /// so a run that goes wrong for ten minutes stays small.
 const EXAMPLES: usize = 8;
+/// Slow refusals kept with their time, at most.
+const SLOW_KEPT: usize = 1000;
 
-#[derive(Default)]
 pub struct Tally {
+    start: Instant,
+    /// Refusals slower than this are kept with their time, to set beside
+    /// the load generator's own stalls (see [`super::stalls`]).
+    slow: Duration,
     inner: Mutex<Counts>,
+}
+
+/// A slow refusal: its code, when it arrived (seconds into the load) and
+/// how long it took (seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowRefusal {
+    pub code: String,
+    pub at_s: f64,
+    pub took_s: f64,
 }
 
 #[derive(Default, Clone, Debug)]
@@ -25,6 +39,7 @@ pub struct Counts {
     pub latencies: Vec<f64>,
     /// Seconds from sending a request to its refusal, by code.
     pub refusals: BTreeMap<String, Vec<f64>>,
+    pub slow_refusals: Vec<SlowRefusal>,
     pub failures: BTreeMap<String, u64>,
     pub failure_examples: Vec<String>,
     pub mismatches: u64,
@@ -32,6 +47,12 @@ pub struct Counts {
 }
 
 impl Tally {
+    /// Counts from `start`, the beginning of the load; refusals slower
+    /// than `slow` are kept with their time.
+    pub fn new(start: Instant, slow: Duration) -> Self {
+        Self { start, slow, inner: Mutex::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -52,7 +73,12 @@ impl Tally {
     }
 
     pub fn refused(&self, code: &str, latency: Duration) {
-        self.lock().refusals.entry(code.to_string()).or_default().push(latency.as_secs_f64());
+        let mut c = self.lock();
+        c.refusals.entry(code.to_string()).or_default().push(latency.as_secs_f64());
+        if latency > self.slow && c.slow_refusals.len() < SLOW_KEPT {
+            let at_s = self.start.elapsed().as_secs_f64();
+            c.slow_refusals.push(SlowRefusal { code: code.to_string(), at_s, took_s: latency.as_secs_f64() });
+        }
     }
 
     /// A request the server took on (or answered wrongly) that did not finish.
@@ -141,7 +167,7 @@ mod tests {
 
     #[test]
     fn counts_refusals_by_code_and_lateness() {
-        let t = Tally::default();
+        let t = Tally::new(Instant::now(), Duration::from_secs(1));
         t.refused("429", Duration::from_millis(3));
         t.refused("429", Duration::from_millis(1500));
         t.finished(Duration::from_millis(200), 16, None);
@@ -151,6 +177,8 @@ mod tests {
         let r = refusals(&c, Duration::from_secs(1));
         assert_eq!(r["429"].latency.count, 2);
         assert_eq!(r["429"].late, 1);
+        assert_eq!(c.slow_refusals.len(), 1);
+        assert_eq!(c.slow_refusals[0].took_s, 1.5);
         assert_eq!((c.finished, c.tokens, c.mismatches), (2, 32, 1));
         assert_eq!(c.failures["timeout"], 1);
         assert_eq!(Latency::of(&c.latencies).max_ms, Some(300.0));
