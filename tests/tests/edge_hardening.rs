@@ -180,3 +180,41 @@ fn control_tokens_in_a_message_do_not_open_turns() {
         "the injected message tokenized as control tokens: {p} -> {q}, text alone {extra}"
     );
 }
+
+#[test]
+fn a_client_that_leaves_during_the_cloud_prefill_stops_it() {
+    // One-token chunks make the cloud's prefill far slower than the edge's
+    // own (one pass), so the client is gone while the cloud still prefills.
+    let srv = cloud(&["--prefill-chunk", "1"]);
+    let e = edge_of(&srv, &["--fallback", "fail"]);
+    // ~600 tokens: the cloud needs ~600 passes, the edge's drafter one.
+    let prompt = "word ".repeat(600);
+    let body = json!({"model": "ouro", "prompt": prompt, "max_tokens": 8}).to_string();
+    {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(e.addr).unwrap();
+        write!(
+            conn,
+            "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    } // the client leaves, as `curl -m` does
+    let counter = |name: &str| -> f64 {
+        srv.metrics()
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut waited = 0;
+    while counter("ouro_prefill_cancelled_total") == 0.0 && counter("ouro_sessions_opened_total") == 0.0 {
+        assert!(waited < 1200, "the cloud neither finished nor abandoned the prefill");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    println!("prefill chunks run before the cloud stopped: {}", counter("ouro_prefill_chunks_total"));
+    assert_eq!(counter("ouro_sessions_opened_total"), 0.0, "a session was opened for a client that had left");
+    assert!(counter("ouro_prefill_cancelled_total") >= 1.0);
+}

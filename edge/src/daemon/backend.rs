@@ -377,32 +377,50 @@ impl Job {
                         pipeline: self.opts.pipeline,
                         info: Some(&info),
                     };
-                    let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+                    // A copy: a generation cancelled mid-way (its drafter
+                    // holding the pool) must not leave the daemon's pool empty.
+                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let model: &dyn CausalLm = &self.local.model;
-                    let r = match conn {
-                        Conn::Grpc(mut c) => {
-                            speculate_into(&mut c, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
-                        }
-                        Conn::Quic(mut q) => {
-                            speculate_into(&mut q, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
+                    let work = async {
+                        match conn {
+                            Conn::Grpc(mut c) => {
+                                speculate_into(&mut c, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
+                            }
+                            Conn::Quic(mut q) => {
+                                speculate_into(&mut q, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
+                            }
                         }
                     };
-                    if let Some(path) = &self.opts.pool_file {
-                        if let Err(e) = pool.save(path.as_path()) {
-                            tracing::warn!("saving the phrase pool to {}: {e}", path.display());
+                    // A client that leaves while we wait on the cloud (its
+                    // prefill, a verdict) ends the session now: dropping the
+                    // stream tells the cloud to stop, instead of both sides
+                    // computing for nobody until the next token is sent.
+                    let r = tokio::select! {
+                        r = work => Some(r),
+                        () = tx.closed() => None,
+                    };
+                    if r.is_some() {
+                        if let Some(path) = &self.opts.pool_file {
+                            if let Err(e) = pool.save(path.as_path()) {
+                                tracing::warn!("saving the phrase pool to {}: {e}", path.display());
+                            }
                         }
+                        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
                     }
-                    *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
                     if run.rtt_samples > 0 {
                         stats.cloud_rtt_ms = Some(run.rtt_ms_sum / run.rtt_samples as f64);
                     }
                     match r {
-                        Ok(()) => {
+                        None => {
+                            out.cancelled = true;
+                            break;
+                        }
+                        Some(Ok(())) => {
                             set_mode(&self.mode, Mode::Speculative);
                             busy_since = None;
                             continue;
                         }
-                        Err(e) => ConnectError::Link(e),
+                        Some(Err(e)) => ConnectError::Link(e),
                     }
                 }
                 Err(e) => e,
