@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run`): fetch the pinned models once
-# into the cache, check formatting and lints, then run every test.
+# into the cache, check formatting and lints, run every test (the end-to-end
+# ones include the official `openai` client, via deploy/openai-env.sh, and a
+# short soak), then every fuzz target briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +12,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Model tests share ~1 GiB models; two test threads keep memory and the two
 # cores busy without oversubscribing candle's own thread pool.
 cargo test --workspace -- --test-threads=2
+# Every fuzz target for 30 s from its seeds (the 10-minute runs and their
+# figures: docs/RELIABILITY.md). Needs the nightly toolchain.
+deploy/fuzz.sh 30

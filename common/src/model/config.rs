@@ -128,9 +128,48 @@ impl ModelConfig {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} is odd", self.head_dim));
         }
+        // File-given sizes: `q_dim` (and so `kv_dim`, no larger) must not wrap.
+        if self.num_heads.checked_mul(self.head_dim).is_none() {
+            return Err(format!("{} heads of {} dimensions overflow", self.num_heads, self.head_dim));
+        }
         if self.rope_theta.is_nan() || self.rope_theta <= 0.0 || self.rms_norm_eps.is_nan() || self.rms_norm_eps < 0.0 {
             return Err("rope_theta and rms_norm_eps must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 8,
+            hidden_size: 4,
+            intermediate_size: 8,
+            num_layers: 1,
+            num_heads: 4,
+            num_kv_heads: 4,
+            head_dim: 2,
+            rope_theta: 10000.0,
+            rms_norm_eps: 1e-5,
+            max_context: 16,
+            rope_interleaved: true,
+            minicpm: None,
+        }
+    }
+
+    /// A head size whose product with the head count wraps made `q_dim`
+    /// match a small tensor (a panic with overflow checks, as in the `gguf`
+    /// fuzz target, whose `head-dim-overflow` seed reproduces it), and the
+    /// rotary table was then sized by the huge head size.
+    #[test]
+    fn head_sizes_that_overflow_are_refused() {
+        assert_eq!(tiny().validate(), Ok(()));
+        let wrapping = ModelConfig { head_dim: (1 << 62) + 2, ..tiny() };
+        let err = wrapping.validate().unwrap_err();
+        assert!(err.contains("overflow"), "{err}");
     }
 }

@@ -70,15 +70,26 @@ pub fn read_content(path: &Path) -> Result<gguf_file::Content> {
     let file = File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
     let file_len = file.metadata().map_err(|source| ModelError::Io { path: path.display().to_string(), source })?.len();
     let mut reader = BufReader::new(file);
+    // candle divides by the declared alignment unchecked: refuse 0 first.
+    if declared_alignment(&mut reader) == Some(0) {
+        return Err(bad(path, "general.alignment is 0"));
+    }
+    reader.rewind().map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
     let ct = gguf_file::Content::read(&mut reader).map_err(|e| bad(path, format!("not a readable GGUF file: {e}")))?;
     for (name, info) in &ct.tensor_infos {
-        let elems = info.shape.elem_count();
+        // Shapes and offsets are the file's claims: checked arithmetic, since
+        // a wrapped product or sum would pass the length check below.
+        let too_large =
+            || bad(path, format!("tensor `{name}` of shape {:?} cannot fit in any file", info.shape.dims()));
+        let elems = info.shape.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(too_large)?;
         let block = info.ggml_dtype.block_size();
         if elems % block != 0 {
             return Err(bad(path, format!("tensor `{name}` has {elems} elements, not a multiple of its block size")));
         }
-        let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
-        let end = ct.tensor_data_offset + info.offset + bytes;
+        let end = (elems / block)
+            .checked_mul(info.ggml_dtype.type_size())
+            .and_then(|bytes| ct.tensor_data_offset.checked_add(info.offset)?.checked_add(bytes as u64))
+            .ok_or_else(too_large)?;
         if end > file_len {
             return Err(bad(
                 path,
@@ -87,6 +98,120 @@ pub fn read_content(path: &Path) -> Result<gguf_file::Content> {
         }
     }
     Ok(ct)
+}
+
+/// The integer `general.alignment` that candle's reader would use (the last
+/// one, as its map keeps), found by skimming the metadata without
+/// allocating; `None` if there is none or the header is malformed, which the
+/// reader itself then reports.
+fn declared_alignment(r: &mut BufReader<File>) -> Option<u64> {
+    const KEY: &[u8] = b"general.alignment";
+    fn u32_of(r: &mut impl Read) -> Option<u32> {
+        let mut b = [0; 4];
+        r.read_exact(&mut b).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+    fn u64_of(r: &mut impl Read) -> Option<u64> {
+        let mut b = [0; 8];
+        r.read_exact(&mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+    // GGUF v1 prefixes strings and arrays with u32 lengths, v2 and v3 with u64.
+    fn len_of(r: &mut impl Read, v1: bool) -> Option<u64> {
+        if v1 {
+            u32_of(r).map(u64::from)
+        } else {
+            u64_of(r)
+        }
+    }
+    fn skip(r: &mut BufReader<File>, bytes: u64) -> Option<()> {
+        r.seek_relative(i64::try_from(bytes).ok()?).ok()
+    }
+    fn fixed_size(value_type: u32) -> Option<u64> {
+        match value_type {
+            0 | 1 | 7 => Some(1),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        }
+    }
+    fn skip_value(r: &mut BufReader<File>, value_type: u32, v1: bool, depth: usize) -> Option<()> {
+        if let Some(size) = fixed_size(value_type) {
+            return skip(r, size);
+        }
+        match value_type {
+            8 => {
+                let len = len_of(r, v1)?;
+                skip(r, len)
+            }
+            9 if depth < 64 => {
+                let item_type = u32_of(r)?;
+                let count = len_of(r, v1)?;
+                if let Some(size) = fixed_size(item_type) {
+                    return skip(r, count.checked_mul(size)?);
+                }
+                // Every item reads at least a length, so a count beyond the
+                // file's end stops at its end.
+                (0..count).try_for_each(|_| skip_value(r, item_type, v1, depth + 1))
+            }
+            _ => None,
+        }
+    }
+
+    let mut magic = [0; 4];
+    r.read_exact(&mut magic).ok()?;
+    let v1 = match (&magic, u32_of(r)?) {
+        (b"GGUF" | b"FUGG", 1) => true,
+        (b"GGUF" | b"FUGG", 2 | 3) => false,
+        _ => return None,
+    };
+    let _tensors = len_of(r, v1)?;
+    let entries = len_of(r, v1)?;
+    let mut alignment = None;
+    for _ in 0..entries {
+        let key_len = len_of(r, v1)?;
+        let is_alignment = if key_len >= KEY.len() as u64 {
+            // candle strips trailing NULs from keys.
+            let mut key = [0; KEY.len()];
+            r.read_exact(&mut key).ok()?;
+            let mut rest = r.by_ref().take(key_len - KEY.len() as u64);
+            let mut nuls = true;
+            let mut buf = [0; 64];
+            loop {
+                match rest.read(&mut buf).ok()? {
+                    0 => break,
+                    n => nuls &= buf[..n].iter().all(|&b| b == 0),
+                }
+            }
+            if rest.limit() > 0 {
+                return None;
+            }
+            key == KEY && nuls
+        } else {
+            skip(r, key_len)?;
+            false
+        };
+        let value_type = u32_of(r)?;
+        let value = match (is_alignment, value_type) {
+            (true, 0..=5) => {
+                let mut b = [0; 4];
+                let size = fixed_size(value_type)? as usize;
+                r.read_exact(&mut b[..size]).ok()?;
+                // candle falls back to its default for negative values.
+                let negative = value_type % 2 == 1 && b[size - 1] & 0x80 != 0;
+                Some((!negative).then_some(u32::from_le_bytes(b) as u64))
+            }
+            _ => {
+                skip_value(r, value_type, v1, 0)?;
+                None
+            }
+        };
+        if is_alignment {
+            alignment = value.flatten();
+        }
+    }
+    alignment
 }
 
 struct Reader<'a> {
@@ -103,8 +228,13 @@ impl Reader<'_> {
     }
 
     fn qtensor(&mut self, name: &str) -> Result<QTensor> {
-        if !self.has(name) {
+        let Some(info) = self.ct.tensor_infos.get(name) else {
             return Err(ModelError::Missing(format!("tensor {name}")));
+        };
+        // candle would view the empty buffer of a zero-sized tensor as a
+        // misaligned slice of blocks (undefined behaviour); no model has one.
+        if info.shape.elem_count() == 0 {
+            return Err(bad(self.path, format!("tensor `{name}` of shape {:?} is empty", info.shape.dims())));
         }
         let t = self
             .ct
@@ -267,7 +397,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Transformer, gguf_file::
     let isa = opts.isa()?;
     let mut r = Reader { path, ct: &ct, file: BufReader::new(file), opts, isa };
     let embed = r.linear("token_embd")?;
-    let mut blocks = Vec::with_capacity(cfg.num_layers);
+    // `block_count` is the file's claim: a missing layer is reported below,
+    // but the file's tensors bound what is worth reserving.
+    let mut blocks = Vec::with_capacity(cfg.num_layers.min(ct.tensor_infos.len()));
     for i in 0..cfg.num_layers {
         let p = format!("blk.{i}");
         blocks.push(Block {
@@ -291,4 +423,147 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Transformer, gguf_file::
     };
     let model = Transformer::new(cfg, embed, blocks, norm, lm_head)?;
     Ok((model, ct))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A metadata entry: key, value type, value bytes.
+    type Entry<'a> = (&'a [u8], u32, &'a [u8]);
+
+    /// A GGUF v3 file with the metadata entries `meta` (key, value type,
+    /// value bytes) and one f32 tensor of `dims` (GGUF order, innermost
+    /// first) at `offset`, followed by 64 bytes of data.
+    fn gguf_file(name: &str, meta: &[Entry<'_>], dims: &[u64], offset: u64) -> std::path::PathBuf {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        for (key, value_type, value) in meta {
+            b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+            b.extend_from_slice(key);
+            b.extend_from_slice(&value_type.to_le_bytes());
+            b.extend_from_slice(value);
+        }
+        b.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&0u32.to_le_bytes()); // F32
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.resize(b.len().next_multiple_of(32) + 64, 0);
+        let path = std::env::temp_dir().join(format!("ouro-gguf-test-{}-{name}.gguf", std::process::id()));
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    fn one_tensor_file(name: &str, dims: &[u64], offset: u64) -> std::path::PathBuf {
+        gguf_file(name, &[], dims, offset)
+    }
+
+    fn read_and_remove(path: &Path) -> Result<gguf_file::Content> {
+        let result = read_content(path);
+        std::fs::remove_file(path).unwrap();
+        result
+    }
+
+    #[test]
+    fn tensor_sizes_that_overflow_are_refused() {
+        // 2^32 × 2^32 elements wrap to 0, and an offset near u64::MAX wraps
+        // the tensor's end back into the file: both once passed the check.
+        for (name, dims, offset) in [("wrap", vec![1u64 << 32, 1 << 32], 0), ("far", vec![4], u64::MAX - 8)] {
+            let path = one_tensor_file(name, &dims, offset);
+            let result = read_content(&path);
+            std::fs::remove_file(&path).unwrap();
+            match result {
+                Err(ModelError::BadFile { reason, .. }) => assert!(reason.contains("cannot fit"), "{name}: {reason}"),
+                other => panic!("{name}: expected a bad file, got {other:?}"),
+            }
+        }
+        let path = one_tensor_file("fits", &[4, 4], 0);
+        let result = read_content(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    /// Found by the `gguf` fuzz target: an empty tensor reached candle's
+    /// loader, which views its (unaligned, dangling) buffer as blocks.
+    #[test]
+    fn empty_tensors_are_refused() {
+        let path = one_tensor_file("empty", &[4, 0], 0);
+        let ct = read_content(&path).unwrap();
+        let file = BufReader::new(File::open(&path).unwrap());
+        let opts = LoadOptions::default();
+        let mut r = Reader { path: &path, ct: &ct, file, opts: &opts, isa: Isa::Portable };
+        let result = r.qtensor("empty");
+        std::fs::remove_file(&path).unwrap();
+        match result {
+            Err(ModelError::BadFile { reason, .. }) => assert!(reason.contains("is empty"), "{reason}"),
+            other => panic!("expected a bad file, got {other:?}"),
+        }
+    }
+
+    /// candle's reader divides by `general.alignment` unchecked, so 0
+    /// panicked (seen reading candle for the `gguf` fuzz target, whose
+    /// `alignment-zero` seed reproduces it).
+    #[test]
+    fn a_zero_alignment_is_refused() {
+        let key: &[u8] = b"general.alignment";
+        let nul_key: &[u8] = b"general.alignment\0\0";
+        let other = [(&b"general.name"[..], 8, &b"\x01\0\0\0\0\0\0\0x"[..])];
+        let cases: [(&str, Vec<Entry<'_>>); 4] = [
+            ("u32", vec![other[0], (key, 4, &[0, 0, 0, 0])]),
+            ("i8", vec![(key, 1, &[0]), other[0]]),
+            ("nul-key", vec![(nul_key, 2, &[0, 0])]),
+            ("last-wins", vec![(key, 4, &[32, 0, 0, 0]), (key, 3, &[0, 0])]),
+        ];
+        for (name, meta) in cases {
+            match read_and_remove(&gguf_file(name, &meta, &[4], 0)) {
+                Err(ModelError::BadFile { reason, .. }) => {
+                    assert!(reason.contains("alignment is 0"), "{name}: {reason}")
+                }
+                other => panic!("{name}: expected a bad file, got {other:?}"),
+            }
+        }
+        // Other alignments, negative ones (candle's default) and a zero that
+        // a later entry replaces still load.
+        let cases: [(&str, Vec<Entry<'_>>); 3] = [
+            ("a64", vec![(key, 4, &[64, 0, 0, 0])]),
+            ("negative", vec![(key, 5, &[0xff, 0xff, 0xff, 0xff])]),
+            ("replaced", vec![(key, 0, &[0]), (key, 10, &[0; 8])]),
+        ];
+        for (name, meta) in cases {
+            let result = read_and_remove(&gguf_file(name, &meta, &[4], 0));
+            assert!(result.is_ok(), "{name}: {result:?}");
+        }
+    }
+
+    /// Found by the `gguf` fuzz target: the layer list was reserved at the
+    /// header's `block_count`, so a huge count exhausted memory before the
+    /// first missing layer was noticed.
+    #[test]
+    fn a_huge_block_count_is_a_missing_layer() {
+        let u32_of = |v: u32| v.to_le_bytes();
+        let (one, four) = (u32_of(1), u32_of(4));
+        let layers = (1u64 << 62).to_le_bytes();
+        let meta: [Entry<'_>; 5] = [
+            (b"general.architecture", 8, b"\x05\0\0\0\0\0\0\0llama"),
+            (b"llama.embedding_length", 4, &four),
+            (b"llama.attention.head_count", 4, &one),
+            (b"llama.feed_forward_length", 4, &four),
+            (b"llama.block_count", 10, &layers),
+        ];
+        let path = gguf_file("token_embd.weight", &meta, &[4, 2], 0);
+        let opts = LoadOptions { kernel: Some(Isa::Portable), ..LoadOptions::default() };
+        let result = load(&path, &opts).map(|_| ());
+        std::fs::remove_file(&path).unwrap();
+        match result {
+            Err(ModelError::Missing(what)) => assert_eq!(what, "tensor blk.0.attn_norm.weight"),
+            other => panic!("expected a missing layer, got {other:?}"),
+        }
+    }
 }
