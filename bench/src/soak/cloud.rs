@@ -143,9 +143,9 @@ pub(crate) fn run(
     });
     let watched = vec![Watched { name: PROCESS.into(), pid: cloud.pid() }];
     let tasks: Vec<_> = (0..clients).map(|i| client(i, shared.clone())).collect();
-    let (load_s, samples, stalls) = drive(rt, watched, start, tally.clone(), tasks);
+    let (load_s, samples, stalls, listen) = drive(rt, watched, start, tally.clone(), tasks);
     drop(cloud);
-    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples, stalls })
+    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples, stalls, listen })
 }
 
 pub(super) fn stop_rule(args: &SoakArgs) -> String {

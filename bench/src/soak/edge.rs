@@ -148,9 +148,9 @@ pub(crate) fn run(
     });
     let watched = vec![Watched { name: PROCESS.into(), pid: edge.child.id() }];
     let tasks: Vec<_> = (0..args.clients).map(|i| client(i, shared.clone())).collect();
-    let (load_s, samples, stalls) = drive(rt, watched, start, tally.clone(), tasks);
+    let (load_s, samples, stalls, listen) = drive(rt, watched, start, tally.clone(), tasks);
     drop(edge);
-    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples, stalls })
+    Ok(Outcome { setup, processes: vec![PROCESS.into()], counts: tally.snapshot(), load_s, samples, stalls, listen })
 }
 
 /// The assistant's text of a chat completion.

@@ -20,6 +20,7 @@
 mod cloud;
 mod edge;
 mod http;
+pub mod netstat;
 mod prompts;
 mod report;
 pub mod rss;
@@ -273,18 +274,20 @@ pub(crate) struct Outcome {
     pub load_s: f64,
     pub samples: Vec<Sample>,
     pub stalls: stalls::Stalls,
+    /// Handshakes the kernel dropped at full accept queues during the load.
+    pub listen: Option<netstat::ListenCounters>,
 }
 
 /// Runs `clients` to completion on `rt` while sampling `watched` and the
 /// load generator's own stalls, with a progress line every 30 s. Returns
-/// the load's length, the samples and the stalls.
+/// the load's length, the samples, the stalls and the handshakes dropped.
 pub(crate) fn drive<F>(
     rt: &tokio::runtime::Runtime,
     watched: Vec<Watched>,
     start: Instant,
     tally: Arc<Tally>,
     clients: Vec<F>,
-) -> (f64, Vec<Sample>, stalls::Stalls)
+) -> (f64, Vec<Sample>, stalls::Stalls, Option<netstat::ListenCounters>)
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -301,6 +304,7 @@ where
         }
     });
     let stalls = Arc::new(std::sync::Mutex::new(stalls::Stalls::default()));
+    let listen_before = netstat::ListenCounters::read();
     rt.block_on(async {
         let probe = tokio::spawn(stalls::probe(start, stalls.clone()));
         let mut set = tokio::task::JoinSet::new();
@@ -315,9 +319,10 @@ where
         probe.abort();
     });
     let load_s = start.elapsed().as_secs_f64();
+    let listen = listen_before.zip(netstat::ListenCounters::read()).map(|(a, b)| a.since(b));
     let mut stalls = stalls.lock().unwrap_or_else(|e| e.into_inner()).clone();
     stalls.finish();
-    (load_s, monitor.stop(), stalls)
+    (load_s, monitor.stop(), stalls, listen)
 }
 
 /// The load generator's runtime: one worker per core it is pinned to.

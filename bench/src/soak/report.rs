@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::netstat::ListenCounters;
 use super::rss::{self, RssSummary, Sample};
 use super::stalls::Stalls;
 use super::tally::{self, Latency, Refusals};
@@ -115,6 +116,9 @@ pub struct LoadFigures {
     pub late_refusals: Vec<LateRefusal>,
     /// How late the load generator's own ticks came (see [`super::stalls`]).
     pub load_generator: Stalls,
+    /// Handshakes the kernel dropped at full accept queues during the load
+    /// (see [`super::netstat`]).
+    pub listen: Option<ListenCounters>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -185,6 +189,7 @@ impl SoakReport {
                 })
                 .collect(),
             load_generator: outcome.stalls.clone(),
+            listen: outcome.listen,
         };
         // Slowest first: the list in the report is cut short.
         load.late_refusals.sort_by(|a, b| b.took_ms.total_cmp(&a.took_ms));
@@ -286,6 +291,11 @@ impl SoakReport {
             &mut s,
             "load generator stalls (ticks of 20 ms)",
             format!("max {:.0} ms; {} > 100 ms, {} > 500 ms", g.max_late_ms, g.late_over_100ms, g.late_over_500ms),
+        );
+        row(
+            &mut s,
+            "handshakes dropped at a full accept queue (kernel, namespace-wide)",
+            l.listen.map_or(MISSING.into(), |c| c.listen_overflows.to_string()),
         );
 
         let _ = writeln!(s, "\nRefusals by code (latency from sending to the refusal):\n");
