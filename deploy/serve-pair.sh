@@ -19,13 +19,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 target/debug/ouro-cloud serve --model "$verifier" --insecure-dev --tokens-file "$work/token" \
   --listen 127.0.0.1:0 --quic-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 > "$work/cloud.out" &
-until grep -q "listening on" "$work/cloud.out" 2>/dev/null; do sleep 0.2; done
+# The readiness line: {"ready":{"service":"ouro-cloud","listen":"ADDR","metrics":"ADDR","quic":"ADDR"}}
+until grep -q '^{"ready":' "$work/cloud.out" 2>/dev/null; do sleep 0.2; done
 cat "$work/cloud.out"
-if [ "$transport" = quic ]; then
-  addr="$(sed -n 's/.*quic on \([0-9.:]*\).*/\1/p' "$work/cloud.out")"
-else
-  addr="$(sed -n 's/.*listening on \([0-9.:]*\) .*/\1/p' "$work/cloud.out")"
-fi
+key=listen; [ "$transport" = quic ] && key=quic
+addr="$(sed -n 's/^{"ready":.*"'"$key"'":"\([^"]*\)".*/\1/p' "$work/cloud.out")"
 echo "edge: drafter $drafter, cloud $addr over $transport"
 echo "try:  curl -s http://$listen/v1/chat/completions -H 'content-type: application/json' \\"
 echo "        -d '{\"model\":\"ouro\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi!\"}],\"max_tokens\":64}'"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run`): fetch the pinned models once
-# into the cache, check formatting and lints, run every test (the end-to-end
+# into the cache, check formatting, lints and module cycles, run every test (the end-to-end
 # ones include the official `openai` client, via deploy/openai-env.sh, and a
 # short soak), then every fuzz target briefly.
 set -euo pipefail
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 deploy/fetch-models.sh all
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# No two modules of a crate use each other (module-level uses and paths).
+deploy/check-module-cycles.py
 # Model tests share ~1 GiB models; two test threads keep memory and the two
 # cores busy without oversubscribing candle's own thread pool.
 cargo test --workspace -- --test-threads=2

@@ -125,7 +125,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    let model = ouro_common::model::registry::resolve(&args.target)?;
+    let model = ouro_config::models::resolve(&args.target)?;
     let cloud = BenchCloud {
         model: &model,
         cores: &args.cloud_cores,

@@ -21,9 +21,10 @@ use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::report::{self, Environment, ModelRef, Results};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{registry, Transformer};
+use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
-use ouro_edge::link::{self, Plan, QuicLink, SpecRequest, SpecRun, Transport, Trust};
+use ouro_config::models;
+use ouro_edge::link::{self, Plan, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1;
 use tokio_stream::StreamExt;
 
@@ -115,7 +116,7 @@ enum Kind {
 struct Mode {
     name: String,
     kind: Kind,
-    quic: bool,
+    transport: TransportKind,
 }
 
 fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
@@ -123,20 +124,20 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
         Some(r) => (r, false),
         None => (name, true),
     };
-    let (base, quic) = match rest.strip_suffix("-quic") {
-        Some(b) => (b, true),
-        None => (rest, false),
+    let (base, transport) = match rest.strip_suffix("-quic") {
+        Some(b) => (b, TransportKind::Quic),
+        None => (rest, TransportKind::Grpc),
     };
     let kind = match base {
         "cloud-only" if pipeline => Kind::CloudOnly,
-        "edge-only" if pipeline && !quic => Kind::EdgeOnly,
+        "edge-only" if pipeline && transport == TransportKind::Grpc => Kind::EdgeOnly,
         "sd-chain" => Kind::Speculative { plan: Plan::Chain(gamma), pipeline },
         "ouroboros" => Kind::Speculative { plan: Plan::Ouroboros, pipeline },
         _ => bail!(
             "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], ouroboros[-quic][-nopipe]"
         ),
     };
-    Ok(Mode { name: name.to_string(), kind, quic })
+    Ok(Mode { name: name.to_string(), kind, transport })
 }
 
 /// Everything the clients share.
@@ -156,6 +157,22 @@ struct Bench {
 struct SocketAddrs {
     grpc: std::net::SocketAddr,
     quic: std::net::SocketAddr,
+}
+
+impl SocketAddrs {
+    /// Where `transport` reaches the cloud, as a link target.
+    fn target(&self, transport: TransportKind) -> Target {
+        let addr = match transport {
+            TransportKind::Grpc => self.grpc,
+            TransportKind::Quic => self.quic,
+        };
+        Target {
+            endpoint: addr.to_string(),
+            token: TOKEN.into(),
+            server_name: "localhost".into(),
+            trust: Trust::InsecureDev,
+        }
+    }
 }
 
 /// A runtime for one client: the connection's I/O runs on its worker while
@@ -272,16 +289,11 @@ impl Bench {
     fn one(&self, mode: &Mode, category: &str, index: usize, prompt: &[u32]) -> anyhow::Result<Sample> {
         let rt = client_runtime()?;
         let name = &mode.name;
-        match (&mode.kind, mode.quic) {
-            (Kind::EdgeOnly, _) => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
-            (kind, quic) => rt.block_on(async {
-                let (clock, run) = if quic {
-                    let mut q = QuicLink::connect(self.link.quic, "localhost", TOKEN, Trust::InsecureDev).await?;
-                    self.dispatch(kind, &mut q, prompt).await?
-                } else {
-                    let mut c = link::connect(&format!("http://{}", self.link.grpc), Some(TOKEN), None).await?;
-                    self.dispatch(kind, &mut c, prompt).await?
-                };
+        match &mode.kind {
+            Kind::EdgeOnly => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
+            kind => rt.block_on(async {
+                let mut conn = mode.transport.open(&self.link.target(mode.transport)).await?;
+                let (clock, run) = self.dispatch(kind, &mut conn, prompt).await?;
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
                 let passes = match run {
                     // Generate's first token comes from the prefill pass.
@@ -311,7 +323,7 @@ impl Bench {
 }
 
 fn load_drafter(name: &str) -> anyhow::Result<(Transformer, PathBuf)> {
-    let path = registry::resolve(name)?;
+    let path = models::resolve(name)?;
     let (m, _) = gguf::load(&path, &LoadOptions::default()).with_context(|| format!("loading {}", path.display()))?;
     Ok((m, path))
 }
@@ -367,7 +379,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
         bail!("no question matched the categories and --max-prompt-tokens");
     }
     let (drafter, drafter_path) = load_drafter(&args.drafter)?;
-    let target_path = registry::resolve(&args.target)?;
+    let target_path = models::resolve(&args.target)?;
 
     let cloud = BenchCloud {
         model: &target_path,
@@ -562,7 +574,7 @@ mod tests {
     #[test]
     fn modes_parse_with_transport_and_pipelining() {
         let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();
-        assert!(m.quic);
+        assert_eq!(m.transport, TransportKind::Quic);
         assert_eq!(m.kind, Kind::Speculative { plan: Plan::Ouroboros, pipeline: false });
         assert!(matches!(
             parse_mode("sd-chain", 6).unwrap().kind,

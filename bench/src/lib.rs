@@ -4,6 +4,9 @@
 
 pub mod figures;
 pub mod netem;
+/// SVG figures of a run (the `plots` feature, on by default: the CLI needs
+/// it, the end-to-end tests do not).
+#[cfg(feature = "plots")]
 pub mod plots;
 pub mod process;
 pub mod replay;

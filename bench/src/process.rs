@@ -1,10 +1,13 @@
-//! `ouro-cloud` as a child process: started from its banner, pinned to
-//! cores with `sched_setaffinity`, and its CPU time read from `/proc`.
+//! `ouro-cloud` and `ouro-edge` as child processes: started once they print
+//! their readiness line ([`ouro_config::ready`]), pinned to cores with
+//! `sched_setaffinity`, and their CPU time read from `/proc`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+pub use ouro_config::ready::Ready;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -12,10 +15,10 @@ pub enum ProcessError {
     Missing(PathBuf),
     #[error("starting {what}: {source}")]
     Spawn { what: String, source: std::io::Error },
-    #[error("the process exited before listening ({0})")]
+    #[error("the process exited before it was ready ({0})")]
     Exited(String),
-    #[error("unexpected banner: {0}")]
-    Banner(String),
+    #[error("{what} is ready without {missing}: {line}")]
+    Incomplete { what: String, missing: &'static str, line: String },
 }
 
 /// A workspace binary beside the running executable (target/<profile>/).
@@ -78,20 +81,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz.max(1.0))
 }
 
-/// Spawns `cmd` and returns once it prints a stdout line containing
-/// `marker` (its "listening on" banner), with that line. Stdout keeps being
-/// drained so the child never blocks on a full pipe.
-pub fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Child, String), ProcessError> {
+/// Spawns `cmd` (a server) and returns once it prints its readiness line,
+/// with what the line says. Stdout keeps being drained so the child never
+/// blocks on a full pipe.
+pub fn spawn_ready(mut cmd: Command) -> Result<(Child, Ready), ProcessError> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|source| ProcessError::Spawn { what: format!("{cmd:?}"), source })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(stdout).lines();
-    let banner = loop {
+    let ready = loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains(marker) => break l,
-            Some(Ok(_)) => continue,
+            Some(Ok(l)) => match Ready::parse(&l) {
+                Some(r) => break r,
+                None => continue,
+            },
             _ => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 return Err(ProcessError::Exited(status));
@@ -99,7 +104,7 @@ pub fn spawn_until(mut cmd: Command, marker: &str) -> Result<(Child, String), Pr
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Ok((child, banner))
+    Ok((child, ready))
 }
 
 /// How a benchmark runs its cloud: plaintext on loopback with ports the
@@ -141,21 +146,14 @@ pub struct CloudProcess {
 }
 
 impl CloudProcess {
-    /// Spawns `cmd` (an `ouro-cloud serve` command line) and waits for its
-    /// banner: `ouro-cloud listening on ADDR (...); metrics on http://ADDR/metrics`.
+    /// Spawns `cmd` (an `ouro-cloud serve` command line) and waits until it is ready.
     pub fn spawn(cmd: Command) -> Result<Self, ProcessError> {
-        let (child, banner) = spawn_until(cmd, "listening on")?;
-        let word_after = |key: &str| -> Option<String> {
-            let rest = &banner[banner.find(key)? + key.len()..];
-            Some(rest.split_whitespace().next()?.trim_end_matches([';', ',']).to_string())
+        let (child, ready) = spawn_ready(cmd)?;
+        let Some(metrics_addr) = ready.metrics else {
+            let line = ready.line();
+            return Err(ProcessError::Incomplete { what: ready.service, missing: "a metrics address", line });
         };
-        let addr = word_after("listening on ").and_then(|w| w.parse().ok());
-        let metrics = word_after("metrics on http://").and_then(|w| w.trim_end_matches("/metrics").parse().ok());
-        let quic_addr = word_after("quic on ").and_then(|w| w.parse().ok());
-        match (addr, metrics) {
-            (Some(addr), Some(metrics_addr)) => Ok(Self { child, addr, metrics_addr, quic_addr }),
-            _ => Err(ProcessError::Banner(banner)),
-        }
+        Ok(Self { child, addr: ready.listen, metrics_addr, quic_addr: ready.quic })
     }
 
     pub fn pid(&self) -> u32 {
@@ -197,14 +195,40 @@ impl Drop for CloudProcess {
 mod tests {
     use super::*;
 
+    /// Another thread burns CPU while this one, idle, watches the reading
+    /// grow by 0.2 s: a reading that stood still, or counted only the
+    /// calling thread, never gets there. The burner's bound is work done
+    /// (far more than 0.2 s of it on any machine), not time taken.
     #[test]
-    fn reads_own_cpu_time() {
-        let before = cpu_seconds(std::process::id()).unwrap();
-        let mut x = 0u64;
-        for i in 0..50_000_000u64 {
-            x = x.wrapping_add(i * i);
+    fn reads_own_cpu_time_across_threads() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        let me = std::process::id();
+        let before = cpu_seconds(me).expect("readable /proc/self/stat");
+        let stop = Arc::new(AtomicBool::new(false));
+        let burner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                for chunk in 0..2_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    for i in 0..10_000_000u64 {
+                        x = x.wrapping_add(std::hint::black_box(i * i ^ chunk));
+                    }
+                }
+                x
+            })
+        };
+        let mut grown = 0.0;
+        while grown < 0.2 && !burner.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            grown = cpu_seconds(me).expect("readable") - before;
         }
-        std::hint::black_box(x);
-        assert!(cpu_seconds(std::process::id()).unwrap() >= before);
+        stop.store(true, Ordering::Relaxed);
+        burner.join().unwrap();
+        assert!(grown >= 0.2, "CPU time grew by only {grown} s while another thread burned");
     }
 }

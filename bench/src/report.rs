@@ -3,12 +3,11 @@
 //! Markdown report that can be read without the code.
 
 use std::fmt::Write as _;
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::figures::{Group, Row};
 
@@ -78,19 +77,7 @@ fn git(args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Hex SHA-256 of a file, streamed: model weights are gigabytes.
-pub fn sha256_file(path: impl AsRef<Path>) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
-}
+pub use ouro_config::models::sha256_file;
 
 /// A whole run: raw groups (so figures can be recomputed later) and the rows
 /// derived from them against `baseline`.
@@ -530,10 +517,9 @@ pub(crate) mod tests {
         let info = "processor\t: 0\nvendor_id\t: X\nmodel name\t: Some CPU @ 2.0GHz\n";
         assert_eq!(parse_cpu_model(info).as_deref(), Some("Some CPU @ 2.0GHz"));
         assert_eq!(parse_cpu_model("processor : 0\n"), None);
-        let path = std::env::temp_dir().join(format!("ouro-sha-{}.txt", std::process::id()));
-        std::fs::write(&path, b"abc").unwrap();
-        let sha = sha256_file(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"abc").unwrap();
+        let sha = sha256_file(file.path()).unwrap();
         assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use ouro_common::chat::{ChatTemplate, Message, CHATML};
-use ouro_common::model::{gguf, registry};
+use ouro_common::model::gguf;
 use ouro_common::tokenizer::Tokenizer;
+use ouro_config::models;
 
 /// A model's tokenizer and chat template, without its weights.
 pub struct TextSide {
@@ -15,7 +16,7 @@ pub struct TextSide {
 
 impl TextSide {
     pub fn load(model: &str) -> anyhow::Result<Self> {
-        let path = registry::resolve(model)?;
+        let path = models::resolve(model)?;
         let ct = gguf::read_content(&path).with_context(|| format!("reading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(&ct)?;
         let info = tokenizer.info();

@@ -17,26 +17,26 @@ use ouro_common::tree::{DraftTree, TreeLimits};
 use ouro_common::verify::Verdict;
 use tokio::sync::oneshot;
 
-use crate::sessions::Verifier;
+use crate::sessions::SessionState;
 use crate::telemetry;
 
 /// A prefill for a new session.
 pub struct OpenJob {
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
-    pub reply: oneshot::Sender<Result<Verifier, EngineError>>,
+    pub reply: oneshot::Sender<Result<SessionState, EngineError>>,
 }
 
 /// One round of one session.
 pub struct VerifyJob {
-    pub verifier: Verifier,
+    pub verifier: SessionState,
     pub tree: DraftTree,
     pub dists: Vec<SparseDist>,
     pub reply: oneshot::Sender<VerifyDone>,
 }
 
 pub struct VerifyDone {
-    pub verifier: Verifier,
+    pub verifier: SessionState,
     pub result: Result<Verdict, EngineError>,
     /// Wall time of the forward pass this round shared.
     pub compute: Duration,
@@ -95,7 +95,6 @@ impl Batcher {
 
     /// Queues a job, or hands it back at once with the reason: callers
     /// must get their session state back when the queue is full.
-    #[allow(clippy::result_large_err)] // the job is handed back, not copied
     fn submit(&self, job: Job) -> Result<(), (QueueError, Job)> {
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(j) => (QueueError::Full, j),
@@ -108,7 +107,7 @@ impl Batcher {
     }
 
     /// On failure the session's verifier state comes back with the reason.
-    pub fn verify(&self, job: VerifyJob) -> Result<(), (QueueError, Verifier)> {
+    pub fn verify(&self, job: VerifyJob) -> Result<(), (QueueError, SessionState)> {
         self.submit(Job::Verify(Box::new(job))).map_err(|(e, j)| match j {
             Job::Verify(j) => (e, j.verifier),
             Job::Open(_) => unreachable!("submitted a verify job"),
@@ -221,8 +220,8 @@ fn run(
 
 /// A session whose prompt is still being prefilled.
 struct Prefill {
-    session: Verifier,
-    reply: oneshot::Sender<Result<Verifier, EngineError>>,
+    session: SessionState,
+    reply: oneshot::Sender<Result<SessionState, EngineError>>,
 }
 
 fn verify_batch(model: &'static dyn CausalLm, jobs: Vec<VerifyJob>) {
@@ -268,5 +267,173 @@ fn verify_batch(model: &'static dyn CausalLm, jobs: Vec<VerifyJob>) {
                 let _ = job.reply.send(VerifyDone { verifier: job.verifier, result, compute, batch_size });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ouro_common::model::{Arch, KvCache, Logits, ModelConfig, ModelError, Result as ModelResult, SeqInput};
+
+    use super::*;
+
+    const LIMITS: TreeLimits = TreeLimits { max_nodes: 8, max_depth: 8 };
+
+    /// A model that computes nothing: it records how many sessions each pass
+    /// carried and fails the pass (which leaves every cache as it was), so a
+    /// test sees how rounds were batched. With a gate, each pass says it has
+    /// started and waits to be released.
+    struct Recorder {
+        config: ModelConfig,
+        passes: Mutex<Vec<usize>>,
+        gate: Option<(Mutex<mpsc::Sender<()>>, Mutex<mpsc::Receiver<()>>)>,
+    }
+
+    impl CausalLm for Recorder {
+        fn config(&self) -> &ModelConfig {
+            &self.config
+        }
+        fn new_cache(&self) -> KvCache {
+            KvCache::new(1, 4, self.config.max_context)
+        }
+        fn forward(&self, seqs: &mut [SeqInput<'_>]) -> ModelResult<Vec<Logits>> {
+            self.passes.lock().unwrap().push(seqs.len());
+            if let Some((started, release)) = &self.gate {
+                let _ = started.lock().unwrap().send(());
+                let _ = release.lock().unwrap().recv();
+            }
+            Err(ModelError::InvalidInput("the recorder computes nothing".into()))
+        }
+    }
+
+    impl Recorder {
+        fn passes(&self) -> Vec<usize> {
+            self.passes.lock().unwrap().clone()
+        }
+    }
+
+    fn recorder(gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>) -> &'static Recorder {
+        let config = ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 10,
+            hidden_size: 4,
+            intermediate_size: 4,
+            num_layers: 1,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 4,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+            max_context: 64,
+            rope_interleaved: false,
+            minicpm: None,
+        };
+        let gate = gate.map(|(s, r)| (Mutex::new(s), Mutex::new(r)));
+        Box::leak(Box::new(Recorder { config, passes: Mutex::new(Vec::new()), gate }))
+    }
+
+    fn config(window: Duration, max_batch: usize, max_queue: usize) -> BatchConfig {
+        BatchConfig { window, max_batch, max_queue, prefill_chunk: 16 }
+    }
+
+    fn session(model: &'static Recorder) -> SessionState {
+        // A one-token prompt needs no prefill pass.
+        Box::new(VerifierSession::open(model, &[1], SamplingParams::greedy(), LIMITS).unwrap())
+    }
+
+    fn submit(b: &Batcher, model: &'static Recorder) -> oneshot::Receiver<VerifyDone> {
+        let (reply, rx) = oneshot::channel();
+        let job = VerifyJob { verifier: session(model), tree: DraftTree::chain(&[2]), dists: Vec::new(), reply };
+        assert!(b.verify(job).is_ok(), "queued");
+        rx
+    }
+
+    /// Gives the compute thread time to take the first job, so a batcher
+    /// that did not wait for the others would run it alone. Correct code
+    /// batches whatever this pause is.
+    fn pause() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    #[test]
+    fn rounds_of_active_sessions_share_one_pass() {
+        let model = recorder(None);
+        let b = Batcher::start(model, LIMITS, config(Duration::from_secs(600), 8, 16));
+        let _active: Vec<_> = (0..3).map(|_| b.active_guard()).collect();
+        let mut replies = vec![submit(&b, model)];
+        pause();
+        replies.extend((0..2).map(|_| submit(&b, model)));
+        for r in replies {
+            let done = r.blocking_recv().expect("a reply");
+            assert_eq!(done.batch_size, 3);
+            assert!(done.result.is_err(), "the recorder's pass fails");
+        }
+        assert_eq!(model.passes(), [3]);
+    }
+
+    #[test]
+    fn a_lone_session_does_not_wait_for_the_window() {
+        let model = recorder(None);
+        let b = Batcher::start(model, LIMITS, config(Duration::from_secs(600), 8, 16));
+        let _active = b.active_guard();
+        let rx = submit(&b, model);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        // A hang guard far below the window, not a speed requirement.
+        let done = rt.block_on(tokio::time::timeout(Duration::from_secs(60), rx));
+        assert_eq!(done.expect("no wait for the 10-minute window").expect("a reply").batch_size, 1);
+        assert_eq!(model.passes(), [1]);
+    }
+
+    #[test]
+    fn queued_rounds_ride_along_up_to_max_batch() {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let model = recorder(Some((started_tx, release_rx)));
+        // One active session: no pass waits for the window.
+        let b = Batcher::start(model, LIMITS, config(Duration::from_secs(600), 2, 16));
+        let _active = b.active_guard();
+        let first = submit(&b, model);
+        started.recv().unwrap(); // the compute thread is in the first pass
+        let queued: Vec<_> = (0..3).map(|_| submit(&b, model)).collect();
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        assert_eq!(first.blocking_recv().expect("a reply").batch_size, 1);
+        let sizes: Vec<usize> = queued.into_iter().map(|r| r.blocking_recv().expect("a reply").batch_size).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        assert_eq!(model.passes(), [1, 2, 1]);
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_session_back() {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let model = recorder(Some((started_tx, release_rx)));
+        let b = Batcher::start(model, LIMITS, config(Duration::ZERO, 1, 1));
+        let _active = b.active_guard();
+        let first = submit(&b, model);
+        started.recv().unwrap(); // the compute thread is in the first pass
+        let second = submit(&b, model); // fills the queue of one
+        let (reply, _rx) = oneshot::channel();
+        let job = VerifyJob { verifier: session(model), tree: DraftTree::chain(&[2]), dists: Vec::new(), reply };
+        let Err((QueueError::Full, back)) = b.verify(job) else { panic!("a third job must be refused") };
+        assert_eq!(back.prefill_remaining(), 0, "the session comes back whole");
+        release.send(()).unwrap();
+        assert_eq!(first.blocking_recv().expect("a reply").batch_size, 1);
+        started.recv().unwrap();
+        release.send(()).unwrap();
+        assert_eq!(second.blocking_recv().expect("a reply").batch_size, 1);
+    }
+
+    #[test]
+    fn an_active_guard_counts_while_it_lives() {
+        let b = Batcher::start(recorder(None), LIMITS, config(Duration::ZERO, 1, 1));
+        let g = b.active_guard();
+        let h = b.active_guard();
+        assert_eq!(b.active.load(Ordering::Relaxed), 2);
+        drop(g);
+        drop(h);
+        assert_eq!(b.active.load(Ordering::Relaxed), 0);
     }
 }

@@ -1,5 +1,5 @@
 //! `ouro-cloud serve` options: flags, with environment fallbacks, with an
-//! optional TOML file underneath (see [`crate::config_file`]).
+//! optional TOML file underneath (see [`ouro_config::file`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,8 +3,11 @@
 //! - [`service`]: the gRPC `Verifier` service (sessions, `Generate`, handshake);
 //! - [`batcher`]: the compute thread that batches rounds across sessions;
 //! - [`sessions`]: KV caches per session, memory budget, expiry, ownership;
-//! - [`auth`], [`telemetry`], [`config`]: tokens, metrics, options.
+//! - [`quic`]: the same service over QUIC (quinn), length-delimited frames;
+//! - [`admin`]: the operator port, `/metrics` and the `/admin` endpoints;
+//! - [`auth`], [`telemetry`], [`config`]: tokens, metric names and recording, options.
 
+mod admin;
 mod auth;
 mod batcher;
 mod config;
@@ -19,9 +22,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{registry, CausalLm, LogitsRows, Transformer};
+use ouro_common::model::{CausalLm, LogitsRows, Transformer};
 use ouro_common::tokenizer::Tokenizer;
 use ouro_common::tree::TreeLimits;
+use ouro_config::models;
 use ouro_proto::v1::verifier_server::VerifierServer;
 use ouro_proto::v1::{CostPoint, ModelInfo, SamplingSupport};
 use tokio::sync::watch;
@@ -64,7 +68,7 @@ struct Loaded {
 }
 
 fn load(name: &str, max_context: Option<usize>, requantize: bool) -> anyhow::Result<Loaded> {
-    let path = registry::resolve(name)?;
+    let path = models::resolve(name)?;
     let mut opts = LoadOptions { requantize_kquants: requantize, ..LoadOptions::default() };
     if max_context.is_some() {
         opts.max_context = max_context;
@@ -212,7 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.metrics_listen))?;
     let metrics_addr = metrics_listener.local_addr()?;
     let admin_banner = if operators.is_some() { "; admin endpoints on (operator tokens)" } else { "" };
-    tokio::spawn(telemetry::serve(metrics_listener, prometheus, shared.clone(), operators));
+    tokio::spawn(admin::serve(metrics_listener, prometheus, shared.clone(), operators));
 
     let expiry = shared.clone();
     let period = Duration::from_secs(args.idle_timeout_secs.clamp(1, 20)) / 4;
@@ -227,6 +231,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let mut ready = ouro_config::ready::Ready::new("ouro-cloud", addr);
+    ready.metrics = Some(metrics_addr);
     let quic_banner = match args.quic_listen {
         Some(qaddr) => {
             let material = match pem {
@@ -235,6 +241,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             let endpoint = quic::bind(qaddr, &material)?;
             let bound = endpoint.local_addr()?;
+            ready.quic = Some(bound);
             tokio::spawn(quic::serve(endpoint, shared.clone(), tokens.clone()));
             format!("; quic on {bound}")
         }
@@ -258,13 +265,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "plaintext (insecure-dev)"
         }
     };
-    // The banner is machine-read by tests and scripts: keep its shape.
+    // For people; processes read the readiness line after it.
     println!(
         "ouro-cloud listening on {addr} ({transport}); metrics on {}{quic_banner}{admin_banner}",
         telemetry::describe(metrics_addr)
     );
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    ready.announce()?;
 
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let signal = async move {
@@ -309,7 +315,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli: Cli = ouro_common::config_file::parse(&["serve"])?;
+    let cli: Cli = ouro_config::file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
         // Read by rayon's global pool when it starts; nothing has started yet.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());

@@ -5,12 +5,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ouro_proto::frame;
+use futures_util::{SinkExt, StreamExt};
+use ouro_proto::frame::{self, FrameEncoder};
 use ouro_proto::v1::{quic_call, quic_reply, CallStatus, QuicCall, QuicReply, SessionRequest};
 use quinn::{RecvStream, SendStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedWrite;
 use tonic::Status;
 
 use crate::auth::TokenSet;
@@ -81,20 +83,24 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tokens: Token
     }
 }
 
-async fn reply(send: &mut SendStream, msg: quic_reply::Msg) -> bool {
-    frame::write(send, &QuicReply { msg: Some(msg) }).await.is_ok()
+/// A call's reply half: frames onto its send stream.
+type Replies = FramedWrite<SendStream, FrameEncoder>;
+
+async fn reply(send: &mut Replies, msg: quic_reply::Msg) -> bool {
+    send.send(QuicReply { msg: Some(msg) }).await.is_ok()
 }
 
-async fn finish(mut send: SendStream, status: Status) {
+async fn finish(mut send: Replies, status: Status) {
     let st = CallStatus { code: status.code() as i32, message: status.message().to_string() };
     let _ = reply(&mut send, quic_reply::Msg::Status(st)).await;
+    let send = send.get_mut();
     let _ = send.finish();
     // Let the peer read the status before the stream is dropped.
     let _ = send.stopped().await;
 }
 
 /// Sends a handler's responses as frames, then its final status.
-async fn forward<T>(mut rx: mpsc::Receiver<Result<T, Status>>, mut send: SendStream, wrap: fn(T) -> quic_reply::Msg) {
+async fn forward<T>(mut rx: mpsc::Receiver<Result<T, Status>>, mut send: Replies, wrap: fn(T) -> quic_reply::Msg) {
     while let Some(item) = rx.recv().await {
         match item {
             Ok(r) => {
@@ -108,11 +114,15 @@ async fn forward<T>(mut rx: mpsc::Receiver<Result<T, Status>>, mut send: SendStr
     finish(send, Status::ok("")).await;
 }
 
-async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, tokens: TokenSet) {
-    let first = match frame::read::<QuicCall, _>(&mut recv).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return,
-        Err(e) => return finish(send, Status::invalid_argument(e.to_string())).await,
+async fn call(send: SendStream, recv: RecvStream, shared: Arc<Shared>, tokens: TokenSet) {
+    let mut send = frame::writer(send);
+    // The first frame is a `QuicCall`; on a session, `SessionRequest`s follow
+    // on the same stream, so the reader changes type after it.
+    let mut calls = frame::reader::<QuicCall, _>(recv);
+    let first = match calls.next().await {
+        Some(Ok(c)) => c,
+        None => return,
+        Some(Err(e)) => return finish(send, Status::invalid_argument(e.to_string())).await,
     };
     let owner = match tokens.owner_of(&first.token) {
         Ok(o) => o,
@@ -129,24 +139,14 @@ async fn call(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, t
             forward(rx, send, quic_reply::Msg::Generate).await;
         }
         Some(quic_call::Call::Session(_)) => {
-            // Frames in become a request stream; a frame that does not decode
-            // ends it with INVALID_ARGUMENT, as over gRPC.
-            let (in_tx, in_rx) = mpsc::channel::<Result<SessionRequest, Status>>(4);
-            tokio::spawn(async move {
-                loop {
-                    let item = match frame::read::<SessionRequest, _>(&mut recv).await {
-                        Ok(Some(m)) => Ok(m),
-                        Ok(None) => return,
-                        Err(e) => Err(Status::invalid_argument(e.to_string())),
-                    };
-                    let stop = item.is_err();
-                    if in_tx.send(item).await.is_err() || stop {
-                        return;
-                    }
-                }
-            });
+            // Frames in become the request stream; a frame that does not
+            // decode ends it with INVALID_ARGUMENT, as over gRPC (the reader
+            // ends after its first error).
+            let requests = calls
+                .map_decoder(|_| frame::FrameDecoder::<SessionRequest>::default())
+                .map(|r| r.map_err(|e| Status::invalid_argument(e.to_string())));
             let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(run_session(shared, owner, tokio_stream::wrappers::ReceiverStream::new(in_rx), tx));
+            tokio::spawn(run_session(shared, owner, requests, tx));
             forward(rx, send, quic_reply::Msg::Session).await;
         }
         None => finish(send, Status::invalid_argument("a QuicCall without a call")).await,

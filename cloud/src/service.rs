@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
-use crate::sessions::{SessionError, SessionTable, Verifier as VerifierBox};
+use crate::sessions::{SessionError, SessionState, SessionTable};
 use crate::telemetry;
 
 /// Everything the handlers share.
@@ -247,7 +247,7 @@ async fn prefill(
     prompt: Vec<u32>,
     params: SamplingParams,
     gone: impl std::future::Future<Output = ()>,
-) -> Result<VerifierBox, Status> {
+) -> Result<SessionState, Status> {
     let (reply, rx) = oneshot::channel();
     shared.batcher.open(OpenJob { prompt, params, reply }).map_err(queue_status)?;
     tokio::select! {
@@ -263,10 +263,10 @@ async fn prefill(
 /// comes back when it still exists (a full queue), so the session survives.
 async fn verify(
     shared: &Shared,
-    verifier: VerifierBox,
+    verifier: SessionState,
     tree: DraftTree,
     dists: Vec<SparseDist>,
-) -> Result<VerifyDone, (Option<VerifierBox>, Status)> {
+) -> Result<VerifyDone, (Option<SessionState>, Status)> {
     let (reply, rx) = oneshot::channel();
     if let Err((e, verifier)) = shared.batcher.verify(VerifyJob { verifier, tree, dists, reply }) {
         return Err((Some(verifier), queue_status(e)));

@@ -13,7 +13,9 @@ use ouro_common::engine::VerifierSession;
 
 use crate::auth::Owner;
 
-pub type Verifier = Box<VerifierSession<'static>>;
+/// A session's verifier state (its KV cache and committed tokens), moved
+/// between the table and the batcher: one owner at a time.
+pub type SessionState = Box<VerifierSession<'static>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -53,7 +55,7 @@ pub struct SessionLimits {
 struct Entry {
     owner: Owner,
     /// `None` while a round is in flight.
-    verifier: Option<Verifier>,
+    verifier: Option<SessionState>,
     bytes: usize,
     last_used: Instant,
     last_round: u64,
@@ -228,7 +230,7 @@ impl SessionTable {
 
     /// Checks out an existing session for a new stream (`attach`) or for a
     /// round of the stream that holds it.
-    pub fn checkout(&self, id: &str, owner: &Owner, attach: bool) -> Result<(Verifier, u64), SessionError> {
+    pub fn checkout(&self, id: &str, owner: &Owner, attach: bool) -> Result<(SessionState, u64), SessionError> {
         let mut inner = self.lock();
         let missing = inner.missing(id);
         let entry = inner.entries.get_mut(id).ok_or(missing)?;
@@ -245,7 +247,7 @@ impl SessionTable {
     }
 
     /// Returns a session after a round, then enforces the memory budget.
-    pub fn checkin(&self, id: &str, verifier: Verifier, last_round: u64) -> Evicted {
+    pub fn checkin(&self, id: &str, verifier: SessionState, last_round: u64) -> Evicted {
         let mut inner = self.lock();
         if let Some(entry) = inner.entries.get_mut(id) {
             entry.bytes = verifier.cache_bytes();
@@ -377,7 +379,7 @@ pub struct Reservation<'t> {
 
 impl Reservation<'_> {
     /// Turns the slot into a live, attached session.
-    pub fn insert(mut self, id: String, verifier: Verifier) -> Evicted {
+    pub fn insert(mut self, id: String, verifier: SessionState) -> Evicted {
         let owner = self.owner.clone();
         let mut inner = self.table.lock();
         inner.unreserve(&owner);
@@ -447,7 +449,7 @@ mod tests {
         })
     }
 
-    fn verifier() -> Verifier {
+    fn verifier() -> SessionState {
         // A one-token prompt needs no prefill, so the null model is never run.
         Box::new(
             VerifierSession::open(model(), &[1], SamplingParams::greedy(), TreeLimits { max_nodes: 8, max_depth: 8 })

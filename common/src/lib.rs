@@ -5,7 +5,6 @@
 //! which is what makes their outputs comparable token for token.
 
 pub mod chat;
-pub mod config_file;
 pub mod controller;
 pub mod draft;
 pub mod engine;

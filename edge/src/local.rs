@@ -3,8 +3,9 @@
 use anyhow::Context;
 use ouro_common::chat::{encode_conversation, ChatError, ChatTemplate, Message, CHATML};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{registry, Transformer};
+use ouro_common::model::Transformer;
 use ouro_common::tokenizer::Tokenizer;
+use ouro_config::models;
 
 /// Sets the thread count of candle's and rayon's pools. Must run before the
 /// first model call: both pools read it once, when they start.
@@ -32,7 +33,7 @@ pub struct LocalModel {
 
 impl LocalModel {
     pub fn load(name_or_path: &str, opts: &LoadOptions) -> anyhow::Result<Self> {
-        let path = registry::resolve(name_or_path)?;
+        let path = models::resolve(name_or_path)?;
         let (model, ct) = gguf::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(&ct).context("building the tokenizer from GGUF metadata")?;
         let info = tokenizer.info();
@@ -79,9 +80,9 @@ impl LocalModel {
 }
 
 pub fn list_models() {
-    println!("model cache: {}", registry::model_dir().display());
-    for m in registry::PINNED {
-        let state = match registry::resolve(m.name) {
+    println!("model cache: {}", models::model_dir().display());
+    for m in models::pinned_models() {
+        let state = match models::resolve(m.name) {
             Ok(_) => "fetched",
             Err(_) => "not fetched (deploy/fetch-models.sh)",
         };

@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli: Cli = ouro_common::config_file::parse(&["serve"])?;
+    let cli: Cli = ouro_config::file::parse(&["serve"])?;
     local::set_threads(cli.threads);
     match cli.command {
         Command::Serve(args) => daemon::run(*args),

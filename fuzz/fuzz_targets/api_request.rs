@@ -20,7 +20,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, Request};
 use axum::Router;
 use libfuzzer_sys::fuzz_target;
-use ouro_edge::api::{router, ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
+use ouro_edge::api::{router, ApiError, Backend, ChatMessage, OpenAiFinish, GenEvent, GenRequest, OuroStats};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -74,7 +74,7 @@ impl Backend for Scripted {
             GenEvent::Text { text: "rld!\n\nUser: é".into(), tokens: 2 },
             GenEvent::Text { text: String::new(), tokens: 1 },
             GenEvent::Text { text: "→<|im_end|>".into(), tokens: 1 },
-            GenEvent::Done { finish_reason: FinishReason::Length, completion_tokens: 6, stats: OuroStats::default() },
+            GenEvent::Done { finish_reason: OpenAiFinish::Length, completion_tokens: 6, stats: OuroStats::default() },
         ];
         let (tx, rx) = mpsc::channel(script.len());
         for event in script {

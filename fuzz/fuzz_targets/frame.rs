@@ -1,7 +1,8 @@
-//! The length-delimited frame reader of the QUIC transport
-//! (`ouro_proto::frame::read`) over an in-memory stream of arbitrary bytes,
-//! read the way each side reads it: the cloud a `QuicCall` and then
-//! `SessionRequest`s, the edge `QuicReply`s.
+//! The length-delimited frame decoder of the QUIC transport
+//! (`ouro_proto::frame::FrameDecoder`, over tokio-util's
+//! `LengthDelimitedCodec`) fed arbitrary bytes, read the way each side reads
+//! them: the cloud a `QuicCall` and then `SessionRequest`s, the edge
+//! `QuicReply`s.
 //!
 //! Checks: nothing panics; a frame is only accepted within `MAX_FRAME` and
 //! consumes exactly its 4-byte length and body; a clean end of stream is
@@ -10,34 +11,32 @@
 
 #![no_main]
 
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ouro_proto::frame::{self, FrameError, MAX_FRAME};
+use ouro_proto::frame::{FrameDecoder, FrameEncoder, FrameError, MAX_FRAME};
 use ouro_proto::v1::{QuicCall, QuicReply, SessionRequest};
 use prost::Message;
+use tokio_util::codec::{Decoder, Encoder};
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("runtime"))
-}
-
-/// Reads one frame of `M` from `r` and checks what it consumed; `false` at
-/// the end of the stream or after an error.
-async fn next<M: Message + Default>(r: &mut &[u8]) -> bool {
-    let before = *r;
-    let declared = before.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
-    match frame::read::<M, _>(r).await {
+/// Decodes one frame of `M` from the end of a stream held in `buf`, and
+/// checks what it consumed; `false` at the end or after an error.
+fn next<M: Message + Default>(buf: &mut BytesMut) -> bool {
+    let before = buf.len();
+    let declared = buf.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+    match FrameDecoder::<M>::default().decode_eof(buf) {
         Ok(Some(msg)) => {
             let len = declared.expect("a frame has a length prefix");
             assert!(len <= MAX_FRAME);
-            assert_eq!(before.len() - r.len(), 4 + len, "a frame consumes its prefix and body");
-            let mut buf = Vec::new();
-            frame::write(&mut buf, &msg).await.expect("a decoded frame re-encodes");
-            let again = frame::read::<M, _>(&mut buf.as_slice()).await.expect("re-read").expect("a frame");
+            assert_eq!(before - buf.len(), 4 + len, "a frame consumes its prefix and body");
+            let mut out = BytesMut::new();
+            FrameEncoder::default().encode(msg.clone(), &mut out).expect("a decoded frame re-encodes");
+            let again = FrameDecoder::<M>::default().decode_eof(&mut out).expect("re-read").expect("a frame");
             assert_eq!(again.encode_to_vec(), msg.encode_to_vec());
+            assert!(out.is_empty());
             true
         }
         Ok(None) => {
-            assert!(before.is_empty(), "end of stream reported with {} bytes left", before.len());
+            assert_eq!(before, 0, "end of stream reported with {before} bytes left");
             false
         }
         Err(FrameError::TooLarge(len)) => {
@@ -45,17 +44,19 @@ async fn next<M: Message + Default>(r: &mut &[u8]) -> bool {
             assert_eq!(Some(len), declared);
             false
         }
+        Err(FrameError::Cut(_)) => {
+            assert!(declared.is_none_or(|len| len > before - 4), "a whole frame reported as cut");
+            false
+        }
         Err(_) => false,
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
-        let mut cloud = data;
-        if next::<QuicCall>(&mut cloud).await {
-            while next::<SessionRequest>(&mut cloud).await {}
-        }
-        let mut edge = data;
-        while next::<QuicReply>(&mut edge).await {}
-    });
+    let mut cloud = BytesMut::from(data);
+    if next::<QuicCall>(&mut cloud) {
+        while next::<SessionRequest>(&mut cloud) {}
+    }
+    let mut edge = BytesMut::from(data);
+    while next::<QuicReply>(&mut edge) {}
 });

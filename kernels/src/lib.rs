@@ -45,6 +45,7 @@
 //! it bit for bit.
 
 mod act;
+pub mod format;
 mod isa;
 mod matmul;
 pub mod packed;
@@ -62,6 +63,9 @@ pub use packed::{Format, PackedMatrix};
 pub const TILE: usize = 16;
 /// Activation rows that share one pass over a weight tile.
 pub const ROW_TILE: usize = 16;
+
+/// `out[row][lane]` of one tile for up to [`ROW_TILE`] rows.
+pub(crate) type TileOut = [[f32; TILE]; ROW_TILE];
 /// Values per K-quant superblock.
 pub const QK_K: usize = 256;
 /// Values per Q8_0 block.

@@ -3,14 +3,20 @@
 use crate::act::{Activations, Q8Blocks};
 use crate::isa::Isa;
 use crate::packed::{Format, PackedMatrix};
-use crate::{KernelError, ROW_TILE, TILE};
+use crate::{KernelError, TileOut, ROW_TILE, TILE};
 
 /// Rows whose activations stay cache-resident while every tile of a thread's
 /// share passes over them; a long prefill re-reads weights once per chunk.
 const ROW_CHUNK: usize = 64;
 
-/// `out[row][lane]` of one tile for up to [`ROW_TILE`] rows.
-pub(crate) type TileOut = [[f32; TILE]; ROW_TILE];
+// Here rather than in `packed`: the driver reads the packed layout, so the
+// layout calling the driver would have the two modules use each other.
+impl PackedMatrix {
+    /// `y[m, n] = x · Wᵀ` on the given path, columns split over rayon's threads.
+    pub fn matmul(&self, isa: Isa, x: &Activations<'_>, y: &mut [f32]) -> Result<(), KernelError> {
+        run(self, isa, x, y)
+    }
+}
 
 struct Out(*mut f32);
 // SAFETY: every task writes a disjoint set of columns of `y`.

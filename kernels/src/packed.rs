@@ -25,55 +25,9 @@
 //! Memory per column per 256 values: Q4_K 148 bytes (the file's 144 plus
 //! unpacked 6-bit scales), Q6_K 210 (as the file), Q8_0 272 (as the file).
 
-use crate::act::Activations;
-use crate::isa::Isa;
+pub use crate::format::Format;
 use crate::reference::{decode_q4k, decode_q6k, decode_q8_0, f16};
-use crate::{KernelError, QK8_0, QK_K, TILE};
-
-/// A weight format with a kernel of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Q4K,
-    Q6K,
-    Q8_0,
-}
-
-impl Format {
-    /// Values per block.
-    pub const fn block(self) -> usize {
-        match self {
-            Format::Q4K | Format::Q6K => QK_K,
-            Format::Q8_0 => QK8_0,
-        }
-    }
-
-    /// Bytes per block in the GGUF file.
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            Format::Q4K => 144,
-            Format::Q6K => 210,
-            Format::Q8_0 => 34,
-        }
-    }
-
-    /// Quant bytes per tile block.
-    pub(crate) const fn quant_bytes(self) -> usize {
-        match self {
-            Format::Q4K => 2048,
-            Format::Q6K => 3072,
-            Format::Q8_0 => 512,
-        }
-    }
-
-    /// Meta bytes per tile block.
-    pub(crate) const fn meta_bytes(self) -> usize {
-        match self {
-            Format::Q4K => 320,
-            Format::Q6K => 288,
-            Format::Q8_0 => 32,
-        }
-    }
-}
+use crate::{KernelError, TILE};
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -240,11 +194,6 @@ impl PackedMatrix {
                 }
             }
         }
-    }
-
-    /// `y[m, n] = x · Wᵀ` on the given path, columns split over rayon's threads.
-    pub fn matmul(&self, isa: Isa, x: &Activations<'_>, y: &mut [f32]) -> Result<(), KernelError> {
-        crate::matmul::run(self, isa, x, y)
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ouro_bench::process::CloudProcess;
 
+pub use crate::bin_path;
+
 pub use ouro_edge::link::{
     generate, speculate, speculate_into, Client, Plan, QuicLink, SessionStream, SpecRequest, SpecRun, Trust,
 };
@@ -16,11 +18,6 @@ pub const TOKEN: &str = "test-token-alpha";
 pub const OTHER_TOKEN: &str = "test-token-beta";
 /// The operator token of every test server's `/admin` endpoints.
 pub const ADMIN_TOKEN: &str = "test-operator-token";
-
-/// Where cargo put the workspace's binaries (beside this test's `deps/`).
-pub fn bin_path(name: &str) -> PathBuf {
-    ouro_bench::process::sibling_bin(name).unwrap_or_else(|e| panic!("{e} (cargo test --workspace builds it)"))
-}
 
 /// A running `ouro-cloud serve` on loopback, killed on drop.
 pub struct CloudServer {

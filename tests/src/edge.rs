@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use crate::cloud::bin_path;
+use crate::bin_path;
 
 /// A running edge daemon, killed on drop.
 pub struct EdgeServer {
@@ -18,10 +18,8 @@ impl EdgeServer {
     pub fn start(args: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new(bin_path("ouro-edge"));
         cmd.args(["--threads", "1", "serve", "--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::null());
-        let (child, banner) =
-            ouro_bench::process::spawn_until(cmd, "ouro-edge listening on").map_err(|e| e.to_string())?;
-        let addr = banner.rsplit("http://").next().and_then(|a| a.trim().parse().ok()).ok_or(banner.clone())?;
-        Ok(Self { child, addr })
+        let (child, ready) = ouro_bench::process::spawn_ready(cmd).map_err(|e| e.to_string())?;
+        Ok(Self { child, addr: ready.listen })
     }
 }
 

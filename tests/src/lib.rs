@@ -6,19 +6,10 @@
 
 use std::path::PathBuf;
 
-/// `$OURO_MODEL_DIR`, default `~/.cache/ouro/models`, as `deploy/fetch-models.sh` uses.
-pub fn model_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("OURO_MODEL_DIR") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-    PathBuf::from(home).join(".cache/ouro/models")
-}
-
 /// Path of a pinned model by its short name (`smollm2-135m`,
 /// `qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b`).
 pub fn model_path(name: &str) -> PathBuf {
-    let p = model_dir().join(format!("{name}.gguf"));
+    let p = ouro_config::models::cached_path(name);
     assert!(p.is_file(), "model {name} is missing at {}: run `deploy/fetch-models.sh {name}` first", p.display());
     p
 }
@@ -26,7 +17,12 @@ pub fn model_path(name: &str) -> PathBuf {
 /// Whether a pinned model is present, for tests that run only where the
 /// larger models have been fetched (the Qwen pair is fetched locally, not in CI).
 pub fn has_model(name: &str) -> bool {
-    model_dir().join(format!("{name}.gguf")).is_file()
+    ouro_config::models::cached_path(name).is_file()
+}
+
+/// Where cargo put the workspace's binaries (beside this test's `deps/`).
+pub fn bin_path(name: &str) -> PathBuf {
+    ouro_bench::process::sibling_bin(name).unwrap_or_else(|e| panic!("{e} (cargo test --workspace builds it)"))
 }
 
 /// The workspace root.

@@ -6,7 +6,8 @@ use std::io::Write;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{registry, AttnMask, CausalLm, LogitsRows, ModelError, SeqInput};
+use ouro_common::model::{AttnMask, CausalLm, LogitsRows, ModelError, SeqInput};
+use ouro_config::models;
 use ouro_tests::{model_path, smollm2};
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -105,8 +106,8 @@ fn unknown_architecture_is_named() {
 
 #[test]
 fn wrong_hash_is_refused() {
-    let err = registry::verify_sha256(&model_path("smollm2-135m"), &"ab".repeat(32)).unwrap_err();
-    assert!(matches!(err, ModelError::HashMismatch { .. }), "{err}");
-    let pinned = registry::pinned("smollm2-135m").unwrap();
-    registry::verify_sha256(&model_path("smollm2-135m"), pinned.sha256).unwrap();
+    let err = models::verify_sha256(&model_path("smollm2-135m"), &"ab".repeat(32)).unwrap_err();
+    assert!(matches!(err, models::ModelsError::HashMismatch { .. }), "{err}");
+    let pinned = models::pinned("smollm2-135m").unwrap();
+    models::verify_sha256(&model_path("smollm2-135m"), pinned.sha256).unwrap();
 }

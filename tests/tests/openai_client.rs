@@ -97,16 +97,15 @@ impl Daemon {
         let mut cmd = Command::new(bin_path("ouro-edge"));
         cmd.args(["--threads", "1", "serve", "--listen", "127.0.0.1:0", "--model"]).arg(model).args(extra);
         cmd.stderr(stderr);
-        let started = ouro_bench::process::spawn_until(cmd, "ouro-edge listening on");
-        let (child, banner) = started.unwrap_or_else(|e| {
+        let started = ouro_bench::process::spawn_ready(cmd);
+        let (child, ready) = started.unwrap_or_else(|e| {
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
             panic!(
                 "ouro-edge serve {extra:?} did not start ({e}); it needs the API flags --api-key, --max-concurrent \
                  and --max-queue\n--- its stderr ---\n{log_text}"
             )
         });
-        let addr = banner.rsplit("http://").next().unwrap_or_default().trim().to_owned();
-        Self { child, base_url: format!("http://{addr}/v1"), log }
+        Self { child, base_url: format!("http://{}/v1", ready.listen), log }
     }
 
     fn stderr(&self) -> String {

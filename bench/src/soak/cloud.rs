@@ -14,9 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ouro_edge::link::{self, LinkError, SessionStream};
+use ouro_edge::link::{self, Code, LinkError, SessionStream, Status};
 use ouro_proto::v1;
-use tonic::{Code, Status};
 
 use super::prompts::Prompt;
 use super::rss::Watched;

@@ -21,7 +21,7 @@ use super::prompts::Prompt;
 use super::rss::Watched;
 use super::tally::Tally;
 use super::{drive, io, Cores, Outcome, SoakArgs, SoakError, Stop};
-use crate::process::{pin, sibling_bin, spawn_until};
+use crate::process::{pin, sibling_bin, spawn_ready};
 
 const PROCESS: &str = "ouro-edge";
 const PATH: &str = "/v1/chat/completions";
@@ -71,10 +71,8 @@ pub(crate) fn run(
         .env_remove("OURO_EDGE_CONFIG")
         .stderr(Stdio::from(stderr));
     pin(&mut cmd, &cores.server);
-    let (child, banner) = spawn_until(cmd, "ouro-edge listening on")?;
-    let addr = banner.rsplit("http://").next().and_then(|a| a.trim().trim_end_matches('/').parse().ok());
-    let edge =
-        EdgeProcess { addr: addr.ok_or_else(|| SoakError::Setup(format!("unexpected banner: {banner}")))?, child };
+    let (child, ready) = spawn_ready(cmd)?;
+    let edge = EdgeProcess { addr: ready.listen, child };
     let max_tokens = args.max_tokens();
     let bodies: Vec<String> = prompts
         .iter()

@@ -341,7 +341,7 @@ pub fn run(args: &SoakArgs) -> Result<SoakReport, SoakError> {
     let started = std::time::SystemTime::now();
     let cores = Cores::of(args);
     pin_self(&cores.client);
-    let model = ouro_common::model::registry::resolve(&args.model).map_err(|e| SoakError::Setup(e.to_string()))?;
+    let model = ouro_config::models::resolve(&args.model).map_err(|e| SoakError::Setup(e.to_string()))?;
     let prompts = prompts::load(&model, &args.questions, args.prompts, args.max_prompt_tokens)?;
     let out = args.out_dir();
     std::fs::create_dir_all(&out).map_err(io(format!("creating {}", out.display())))?;

@@ -13,7 +13,6 @@ pub mod kv_cache;
 mod linear;
 pub mod mask;
 mod ops;
-pub mod registry;
 pub mod safetensors;
 pub mod transformer;
 
@@ -42,8 +41,6 @@ pub enum ModelError {
     Missing(String),
     #[error("bad model file {path}: {reason}")]
     BadFile { path: String, reason: String },
-    #[error("sha256 mismatch for {path}: expected {expected}, got {got}")]
-    HashMismatch { path: String, expected: String, got: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

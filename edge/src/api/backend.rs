@@ -69,10 +69,11 @@ pub struct GenRequest {
     pub seed: Option<u64>,
 }
 
-/// Why a generation ended.
+/// Why a generation ended, as OpenAI's `finish_reason` says it (the
+/// engine's own, with cancellation, is `ouro_common::generate::FinishReason`).
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum FinishReason {
+pub enum OpenAiFinish {
     /// End of sequence, or a stop sequence matched.
     Stop,
     /// `max_tokens` reached.
@@ -96,7 +97,7 @@ pub enum GenEvent {
     /// `OuroStats::default()` with the mode of [`Backend::current_mode`].
     Stats(OuroStats),
     /// Generation ended: finish reason "stop" or "length", token counts and speculation stats.
-    Done { finish_reason: FinishReason, completion_tokens: usize, stats: OuroStats },
+    Done { finish_reason: OpenAiFinish, completion_tokens: usize, stats: OuroStats },
     /// The engine failed mid-way (e.g. cloud lost with fallback=fail).
     Error(String),
     /// The cloud refused the generation for load. Sent instead of any text,

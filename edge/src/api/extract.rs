@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::routes::AppState;
+use super::state::AppState;
 use super::types::RequestOptions;
 
 pub struct OpenAiJson<T>(pub T);

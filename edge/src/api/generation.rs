@@ -16,14 +16,14 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
 use super::admission::Slot;
-use super::backend::{FinishReason, GenEvent, OuroStats};
+use super::backend::{GenEvent, OpenAiFinish, OuroStats};
 use super::error::ApiError;
 use super::stop::StopMatcher;
 
 /// The last thing a successful generation yields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
-    pub finish_reason: FinishReason,
+    pub finish_reason: OpenAiFinish,
     pub completion_tokens: usize,
     pub stats: OuroStats,
 }
@@ -110,7 +110,7 @@ impl Generation {
                     let latest = self.stats.take().unwrap_or_default();
                     let stats = self.with_mode(latest);
                     self.queue.push_back(Output::Finished(Finish {
-                        finish_reason: FinishReason::Stop,
+                        finish_reason: OpenAiFinish::Stop,
                         completion_tokens: self.tokens,
                         stats,
                     }));
@@ -186,7 +186,7 @@ mod tests {
     #[tokio::test]
     async fn done_flushes_held_text_then_finishes() {
         let stats = OuroStats { rounds: 2, mode: "speculative".into(), ..Default::default() };
-        let done = GenEvent::Done { finish_reason: FinishReason::Length, completion_tokens: 7, stats: stats.clone() };
+        let done = GenEvent::Done { finish_reason: OpenAiFinish::Length, completion_tokens: 7, stats: stats.clone() };
         let outs = outputs(vec![text("ab"), text("c#"), done], &["##"]).await;
         assert_eq!(
             outs,
@@ -194,7 +194,7 @@ mod tests {
                 Output::Text("ab".into()),
                 Output::Text("c".into()),
                 Output::Text("#".into()),
-                Output::Finished(Finish { finish_reason: FinishReason::Length, completion_tokens: 7, stats }),
+                Output::Finished(Finish { finish_reason: OpenAiFinish::Length, completion_tokens: 7, stats }),
             ]
         );
     }
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(generation.next().await, Some(Output::Text("a".into())));
         assert_eq!(generation.next().await, Some(Output::Text("b".into())));
         let stats = OuroStats { mode: "local".into(), ..snapshot };
-        let finish = Finish { finish_reason: FinishReason::Stop, completion_tokens: 2, stats };
+        let finish = Finish { finish_reason: OpenAiFinish::Stop, completion_tokens: 2, stats };
         assert_eq!(generation.next().await, Some(Output::Finished(finish)));
         // Cancelled at the stop, not when the response is done with the generation.
         assert!(tx.is_closed(), "the engine's sender must see the generation cancelled");

@@ -45,8 +45,10 @@ mod config;
 mod error;
 mod extract;
 mod generation;
+mod reply;
 mod routes;
 mod sse;
+mod state;
 mod stop;
 mod types;
 mod validate;
@@ -54,10 +56,10 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
-pub use completions::MODE_HEADER;
+pub use backend::{Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
 pub use config::{ApiConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUE, LOOPBACK_HOSTS};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use reply::MODE_HEADER;
 pub use routes::{router, router_with};
 pub use stop::{Step, StopMatcher};
 pub use validate::{DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, MAX_STOPS, MODEL_ALIAS};

@@ -12,22 +12,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::access::{self, Access};
 use super::admission::Admission;
 use super::backend::Backend;
-use super::completions::{chat_completions, completions, unix_now};
+use super::completions::{chat_completions, completions};
 use super::config::ApiConfig;
 use super::error::ApiError;
+use super::reply::unix_now;
+use super::state::AppState;
 use super::types::{Health, ModelCard, ModelList};
 use super::validate::MODEL_ALIAS;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub backend: Arc<dyn Backend>,
-    pub metrics: Option<PrometheusHandle>,
-    /// When the router was built: the `created` of the served model.
-    pub started: u64,
-    pub admission: Arc<Admission>,
-    /// `ApiConfig::max_body_bytes`, for the 413's message.
-    pub max_body_bytes: usize,
-}
 
 /// The local OpenAI-compatible API:
 ///

@@ -20,8 +20,8 @@ use serde::Serialize;
 use tokio_stream::Stream;
 
 use super::backend::OuroStats;
-use super::completions::{record_finish, Endpoint, Reply};
 use super::generation::{Finish, Generation, Output};
+use super::reply::{record_finish, set_mode_header, Endpoint, Reply};
 use super::types::{ChatChunk, ChunkChoice, Delta, TextChoice, TextCompletion, Usage};
 
 /// The SSE response to a generation whose `first` output was text or its
@@ -32,7 +32,7 @@ pub fn response(reply: Reply, generation: Generation, first: Output, mode: &str)
     let chunks = Chunks { generation, first: Some(first), reply, state: State::Start };
     let sse = Sse::new(chunks).keep_alive(KeepAlive::default());
     let mut response = sse.into_response();
-    super::completions::set_mode_header(&mut response, mode);
+    set_mode_header(&mut response, mode);
     response
 }
 

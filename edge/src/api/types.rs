@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::backend::{FinishReason, OuroStats};
+use super::backend::{OpenAiFinish, OuroStats};
 
 /// Fields shared by `/v1/chat/completions` and `/v1/completions`.
 #[derive(Deserialize, Debug, Default)]
@@ -132,7 +132,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// Always null: log-probabilities are not offered; clients expect the key.
     pub logprobs: Option<()>,
-    pub finish_reason: FinishReason,
+    pub finish_reason: OpenAiFinish,
 }
 
 #[derive(Serialize, Debug)]
@@ -159,7 +159,7 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub logprobs: Option<()>,
-    pub finish_reason: Option<FinishReason>,
+    pub finish_reason: Option<OpenAiFinish>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -190,7 +190,7 @@ pub struct TextChoice {
     pub text: String,
     pub index: u32,
     pub logprobs: Option<()>,
-    pub finish_reason: Option<FinishReason>,
+    pub finish_reason: Option<OpenAiFinish>,
 }
 
 #[derive(Serialize, Debug)]

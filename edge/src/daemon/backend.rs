@@ -13,12 +13,12 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
-use ouro_edge::api::{ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
+use ouro_edge::api::{ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
 use ouro_edge::link::{speculate_into, LinkError, Plan, SpecRequest, SpecRun};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use super::cloud::{backoff, CloudConfig, Conn, ConnectError};
+use super::cloud::{backoff, CloudConfig, ConnectError};
 use super::config::Fallback;
 use crate::local::LocalModel;
 
@@ -364,7 +364,7 @@ impl Job {
             }
             let cloud = self.cloud.as_ref().expect("checked above");
             let err = match cloud.connect().await {
-                Ok((conn, info)) => {
+                Ok((mut conn, info)) => {
                     let mut committed = req.prompt.clone();
                     committed.extend_from_slice(&out.tokens);
                     let spec = SpecRequest {
@@ -381,16 +381,7 @@ impl Job {
                     // holding the pool) must not leave the daemon's pool empty.
                     let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let model: &dyn CausalLm = &self.local.model;
-                    let work = async {
-                        match conn {
-                            Conn::Grpc(mut c) => {
-                                speculate_into(&mut c, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
-                            }
-                            Conn::Quic(mut q) => {
-                                speculate_into(&mut q, model, &spec, &mut pool, &mut run, |t| out.push(t)).await
-                            }
-                        }
-                    };
+                    let work = speculate_into(&mut conn, model, &spec, &mut pool, &mut run, |t| out.push(t));
                     // A client that leaves while we wait on the cloud (its
                     // prefill, a verdict) ends the session now: dropping the
                     // stream tells the cloud to stop, instead of both sides
@@ -494,7 +485,7 @@ impl Job {
         stats.drafted = run.drafted;
         stats.accepted = run.accepted;
         stats.mean_accepted = if run.rounds > 0 { run.accepted as f64 / run.rounds as f64 } else { 0.0 };
-        let finish_reason = if out.stopped { FinishReason::Stop } else { FinishReason::Length };
+        let finish_reason = if out.stopped { OpenAiFinish::Stop } else { OpenAiFinish::Length };
         let _ = tx.try_send(GenEvent::Done { finish_reason, completion_tokens: out.tokens.len(), stats });
     }
 

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use ouro_edge::link::{self, Client, QuicLink, Trust};
+use ouro_edge::link::{self, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1::ModelInfo;
-use tonic::transport::{Certificate, ClientTlsConfig};
 
-use super::config::{LinkArgs, Transport};
+use super::config::LinkArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -35,19 +34,13 @@ impl ConnectError {
     }
 }
 
-/// A connected transport of either kind.
-pub enum Conn {
-    Grpc(Client),
-    Quic(QuicLink),
-}
+/// A connected link, whichever transport carries it.
+pub type Conn = Box<dyn Transport>;
 
 pub struct CloudConfig {
     pub endpoint: String,
-    pub transport: Transport,
-    token: String,
-    ca: Option<Vec<u8>>,
-    server_name: String,
-    insecure: bool,
+    pub transport: TransportKind,
+    target: Target,
     pub wait: Duration,
     /// The drafter's tokenizer identity and vocabulary, which the cloud must match.
     pub expect: Option<(String, u32)>,
@@ -69,47 +62,18 @@ impl CloudConfig {
             check_loopback(&endpoint)?;
             eprintln!("WARNING: --insecure-dev: the cloud link is not authenticated by TLS. Development only.");
         }
+        let trust = match ca {
+            Some(ca) if !args.insecure_dev => Trust::Ca(ca),
+            _ => Trust::InsecureDev,
+        };
+        let target = Target { endpoint: endpoint.clone(), token, server_name: args.server_name.clone(), trust };
         Ok(Some(Self {
             endpoint,
             transport: args.transport,
-            token,
-            ca,
-            server_name: args.server_name.clone(),
-            insecure: args.insecure_dev,
+            target,
             wait: Duration::from_secs(args.wait_secs),
             expect: None,
         }))
-    }
-
-    async fn open(&self) -> Result<Conn, ConnectError> {
-        match self.transport {
-            Transport::Grpc => {
-                let (url, tls) = match &self.ca {
-                    Some(ca) if !self.insecure => (
-                        format!("https://{}", self.endpoint),
-                        Some(
-                            ClientTlsConfig::new()
-                                .ca_certificate(Certificate::from_pem(ca))
-                                .domain_name(self.server_name.clone()),
-                        ),
-                    ),
-                    _ => (format!("http://{}", self.endpoint), None),
-                };
-                Ok(Conn::Grpc(link::connect(&url, Some(&self.token), tls).await?))
-            }
-            Transport::Quic => {
-                let addr = tokio::net::lookup_host(&self.endpoint)
-                    .await
-                    .map_err(|e| link::LinkError::Address(format!("{}: {e}", self.endpoint)))?
-                    .next()
-                    .ok_or_else(|| link::LinkError::Address(self.endpoint.clone()))?;
-                let trust = match &self.ca {
-                    Some(ca) if !self.insecure => Trust::Ca(ca.clone()),
-                    _ => Trust::InsecureDev,
-                };
-                Ok(Conn::Quic(QuicLink::connect(addr, &self.server_name, &self.token, trust).await?))
-            }
-        }
     }
 
     /// Connects and checks the handshake: a cloud whose tokenizer differs
@@ -117,11 +81,8 @@ impl CloudConfig {
     pub async fn connect(&self) -> Result<(Conn, ModelInfo), ConnectError> {
         let limit = Duration::from_secs(5);
         let attempt = async {
-            let mut conn = self.open().await?;
-            let info = match &mut conn {
-                Conn::Grpc(c) => link::Transport::info(c).await?,
-                Conn::Quic(q) => link::Transport::info(q).await?,
-            };
+            let mut conn = self.transport.open(&self.target).await?;
+            let info = conn.info().await?;
             if let Some((hash, vocab)) = &self.expect {
                 if &info.tokenizer_hash != hash || info.vocab_size != *vocab {
                     return Err(ConnectError::Mismatch(format!(

@@ -5,22 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use ouro_edge::link::Plan;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Transport {
-    Grpc,
-    Quic,
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Transport::Grpc => "gRPC",
-            Transport::Quic => "QUIC",
-        })
-    }
-}
+use ouro_edge::link::{Plan, TransportKind};
 
 /// What to do when the cloud is unreachable or lost mid-generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,8 +84,8 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_CLOUD")]
     pub cloud: Option<String>,
     /// Transport to the cloud.
-    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = Transport::Grpc)]
-    pub transport: Transport,
+    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = TransportKind::Grpc)]
+    pub transport: TransportKind,
     /// CA certificate (PEM) the cloud's certificate must chain to; or the cloud's own certificate.
     #[arg(long, env = "OURO_CA")]
     pub ca: Option<PathBuf>,
@@ -166,21 +151,6 @@ impl LinkArgs {
                 Some(g) if g > 0 => Plan::Chain(g),
                 _ => anyhow::bail!("--draft must be `ouroboros` or `chainN`, not `{s}`"),
             },
-        })
-    }
-}
-
-impl LinkArgs {
-    /// The engine's options; `workers` generations may run at once.
-    pub fn backend_options(&self, workers: usize) -> anyhow::Result<super::backend::BackendOptions> {
-        Ok(super::backend::BackendOptions {
-            fallback: self.fallback,
-            plan: self.plan()?,
-            pool_file: self.pool_file.clone(),
-            pipeline: !self.no_pipeline,
-            reprobe: std::time::Duration::from_millis(self.reprobe_ms),
-            busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
-            workers,
         })
     }
 }

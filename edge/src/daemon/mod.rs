@@ -38,10 +38,9 @@ pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
         }
         let app = ouro_edge::api::router_with(backend, Some(prometheus), api);
         let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
-        // Machine-read by tests and scripts: keep its shape.
-        println!("ouro-edge listening on http://{}", listener.local_addr()?);
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        let addr = listener.local_addr()?;
+        println!("ouro-edge listening on http://{addr}");
+        ouro_config::ready::Ready::new("ouro-edge", addr).announce()?;
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -59,4 +58,21 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+// Here rather than in `config`: `backend` reads `config`, so building the
+// engine's options there would have the two modules use each other.
+impl config::LinkArgs {
+    /// The engine's options; `workers` generations may run at once.
+    pub fn backend_options(&self, workers: usize) -> anyhow::Result<backend::BackendOptions> {
+        Ok(backend::BackendOptions {
+            fallback: self.fallback,
+            plan: self.plan()?,
+            pool_file: self.pool_file.clone(),
+            pipeline: !self.no_pipeline,
+            reprobe: std::time::Duration::from_millis(self.reprobe_ms),
+            busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
+            workers,
+        })
+    }
 }

@@ -2,32 +2,15 @@
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Status;
 
 use ouro_proto::v1::verifier_client::VerifierClient;
+use ouro_proto::v1::{self, SessionRequest};
+use tokio::sync::mpsc;
 
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("invalid cloud address {0}")]
-    Address(String),
-    #[error("connecting to {addr}: {source}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("the bearer token is not a valid header value")]
-    Token,
-    #[error("cloud: {0}")]
-    Status(#[from] Status),
-    #[error("drafter: {0}")]
-    Drafter(#[from] ouro_common::engine::EngineError),
-    #[error("protocol: {0}")]
-    Wire(#[from] ouro_proto::WireError),
-    #[error("protocol: {0}")]
-    Protocol(String),
-}
+use super::error::LinkError;
+use super::transport::{BoxFuture, ResponseStream, Target, Transport, Trust};
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
@@ -56,23 +39,46 @@ pub async fn connect(endpoint: &str, token: Option<&str>, tls: Option<ClientTlsC
     Ok(VerifierClient::with_interceptor(channel, bearer))
 }
 
-impl super::transport::Transport for Client {
-    async fn info(&mut self) -> Result<ouro_proto::v1::ModelInfo, Status> {
-        Ok(VerifierClient::info(self, ouro_proto::v1::InfoRequest {}).await?.into_inner())
+/// Connects to `target`: TLS checked against its CA, or plaintext HTTP/2 in
+/// the loopback development mode.
+pub async fn open(target: &Target) -> Result<Client, LinkError> {
+    let (url, tls) = match &target.trust {
+        Trust::Ca(ca) => (
+            format!("https://{}", target.endpoint),
+            Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name(target.server_name.clone()),
+            ),
+        ),
+        Trust::InsecureDev => (format!("http://{}", target.endpoint), None),
+    };
+    connect(&url, Some(&target.token), tls).await
+}
+
+impl Transport for Client {
+    fn info(&mut self) -> BoxFuture<'_, Result<v1::ModelInfo, Status>> {
+        Box::pin(async move { Ok(VerifierClient::info(self, v1::InfoRequest {}).await?.into_inner()) })
     }
 
-    async fn generate_stream(
+    fn generate_stream(
         &mut self,
-        req: ouro_proto::v1::GenerateRequest,
-    ) -> Result<super::transport::ResponseStream<ouro_proto::v1::GenerateResponse>, Status> {
-        Ok(Box::pin(VerifierClient::generate(self, req).await?.into_inner()))
+        req: v1::GenerateRequest,
+    ) -> BoxFuture<'_, Result<ResponseStream<v1::GenerateResponse>, Status>> {
+        Box::pin(async move {
+            let replies = VerifierClient::generate(self, req).await?.into_inner();
+            Ok(Box::pin(replies) as ResponseStream<_>)
+        })
     }
 
-    async fn session_stream(
+    fn session_stream(
         &mut self,
-        requests: tokio::sync::mpsc::Receiver<ouro_proto::v1::SessionRequest>,
-    ) -> Result<super::transport::ResponseStream<ouro_proto::v1::SessionResponse>, Status> {
-        let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
-        Ok(Box::pin(VerifierClient::session(self, stream).await?.into_inner()))
+        requests: mpsc::Receiver<SessionRequest>,
+    ) -> BoxFuture<'_, Result<ResponseStream<v1::SessionResponse>, Status>> {
+        Box::pin(async move {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(requests);
+            let replies = VerifierClient::session(self, stream).await?.into_inner();
+            Ok(Box::pin(replies) as ResponseStream<_>)
+        })
     }
 }

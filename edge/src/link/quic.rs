@@ -5,31 +5,35 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ouro_proto::frame;
+use futures_util::{SinkExt, StreamExt};
+use ouro_proto::frame::{self, FrameEncoder};
 use ouro_proto::v1::{self, quic_call, quic_reply, QuicCall, QuicReply, SessionRequest, SessionResponse};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::sync::mpsc;
+use tokio_util::codec::FramedWrite;
 use tonic::{Code, Status};
 
-use super::grpc::LinkError;
-use super::transport::{ResponseStream, Transport};
+use super::error::LinkError;
+use super::transport::{BoxFuture, ResponseStream, Target, Transport, Trust};
 
-pub use ouro_proto::quic::ALPN;
-
-/// How the client checks the server's certificate.
-pub enum Trust {
-    /// Certificates signed by this CA (PEM), or this very certificate.
-    Ca(Vec<u8>),
-    /// No check at all: loopback development only, and said loudly.
-    InsecureDev,
-}
+use ouro_proto::quic::ALPN;
 
 /// An open QUIC connection to `ouro-cloud`.
 #[derive(Clone)]
 pub struct QuicLink {
     conn: quinn::Connection,
     token: String,
+}
+
+/// Connects to `target`, its endpoint resolved to its first address.
+pub async fn open(target: &Target) -> Result<QuicLink, LinkError> {
+    let addr = tokio::net::lookup_host(&target.endpoint)
+        .await
+        .map_err(|e| LinkError::Address(format!("{}: {e}", target.endpoint)))?
+        .next()
+        .ok_or_else(|| LinkError::Address(target.endpoint.clone()))?;
+    QuicLink::connect(addr, &target.server_name, &target.token, target.trust.clone()).await
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -76,38 +80,37 @@ impl QuicLink {
         Ok(Self { conn, token: token.to_string() })
     }
 
-    /// Opens a call: its first frame, then a stream of replies.
+    /// Opens a call: its first frame, then the frames it replies with.
     async fn call(
         &self,
         call: quic_call::Call,
-    ) -> Result<(quinn::SendStream, ResponseStream<quic_reply::Msg>), Status> {
-        let (mut send, mut recv) =
-            self.conn.open_bi().await.map_err(|e| Status::unavailable(format!("QUIC stream: {e}")))?;
+    ) -> Result<(FramedWrite<quinn::SendStream, FrameEncoder>, ResponseStream<quic_reply::Msg>), Status> {
+        let (send, recv) = self.conn.open_bi().await.map_err(|e| Status::unavailable(format!("QUIC stream: {e}")))?;
+        let mut send = frame::writer(send);
         let first = QuicCall { token: self.token.clone(), call: Some(call) };
-        frame::write(&mut send, &first).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            loop {
-                let item = match frame::read::<QuicReply, _>(&mut recv).await {
-                    Ok(Some(QuicReply { msg: Some(quic_reply::Msg::Status(st)) })) => {
-                        if st.code != 0 {
-                            let _ = tx.send(Err(Status::new(Code::from_i32(st.code), st.message))).await;
-                        }
-                        return;
-                    }
-                    Ok(Some(QuicReply { msg: Some(m) })) => Ok(m),
-                    Ok(Some(QuicReply { msg: None })) => Err(Status::internal("an empty reply frame")),
-                    Ok(None) => Err(Status::unavailable("the QUIC stream ended without a status")),
-                    Err(e) => Err(Status::unavailable(e.to_string())),
-                };
-                let end = item.is_err();
-                if tx.send(item).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        Ok((send, Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        send.send(first).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok((send, replies(recv)))
     }
+}
+
+/// A call's reply frames, up to its status frame: an OK status ends the
+/// stream, any other is its last item.
+fn replies(recv: quinn::RecvStream) -> ResponseStream<quic_reply::Msg> {
+    let frames = frame::reader::<QuicReply, _>(recv);
+    Box::pin(futures_util::stream::unfold(Some(frames), |frames| async move {
+        let mut frames = frames?;
+        let item = match frames.next().await {
+            Some(Ok(QuicReply { msg: Some(quic_reply::Msg::Status(st)) })) if st.code == 0 => return None,
+            Some(Ok(QuicReply { msg: Some(quic_reply::Msg::Status(st)) })) => {
+                Err(Status::new(Code::from_i32(st.code), st.message))
+            }
+            Some(Ok(QuicReply { msg: Some(m) })) => return Some((Ok(m), Some(frames))),
+            Some(Ok(QuicReply { msg: None })) => Err(Status::internal("an empty reply frame")),
+            None => Err(Status::unavailable("the QUIC stream ended without a status")),
+            Some(Err(e)) => Err(Status::unavailable(e.to_string())),
+        };
+        Some((item, None))
+    }))
 }
 
 fn unexpected<T>(what: &str, got: quic_reply::Msg) -> Result<T, Status> {
@@ -115,51 +118,54 @@ fn unexpected<T>(what: &str, got: quic_reply::Msg) -> Result<T, Status> {
 }
 
 impl Transport for QuicLink {
-    async fn info(&mut self) -> Result<v1::ModelInfo, Status> {
-        use tokio_stream::StreamExt;
-        let (_send, mut replies) = self.call(quic_call::Call::Info(v1::InfoRequest {})).await?;
-        match replies.next().await {
-            Some(Ok(quic_reply::Msg::Info(i))) => Ok(i),
-            Some(Ok(other)) => unexpected("ModelInfo", other),
-            Some(Err(s)) => Err(s),
-            None => Err(Status::unavailable("no reply")),
-        }
+    fn info(&mut self) -> BoxFuture<'_, Result<v1::ModelInfo, Status>> {
+        Box::pin(async move {
+            let (_send, mut replies) = self.call(quic_call::Call::Info(v1::InfoRequest {})).await?;
+            match replies.next().await {
+                Some(Ok(quic_reply::Msg::Info(i))) => Ok(i),
+                Some(Ok(other)) => unexpected("ModelInfo", other),
+                Some(Err(s)) => Err(s),
+                None => Err(Status::unavailable("no reply")),
+            }
+        })
     }
 
-    async fn generate_stream(
+    fn generate_stream(
         &mut self,
         req: v1::GenerateRequest,
-    ) -> Result<ResponseStream<v1::GenerateResponse>, Status> {
-        use tokio_stream::StreamExt;
-        let (send, replies) = self.call(quic_call::Call::Generate(req)).await?;
-        Ok(Box::pin(replies.map(move |r| {
-            // The send half lives as long as the replies are read.
-            let _keep = &send;
-            match r? {
-                quic_reply::Msg::Generate(g) => Ok(g),
-                other => unexpected("GenerateResponse", other),
-            }
-        })))
+    ) -> BoxFuture<'_, Result<ResponseStream<v1::GenerateResponse>, Status>> {
+        Box::pin(async move {
+            let (send, replies) = self.call(quic_call::Call::Generate(req)).await?;
+            let stream = replies.map(move |r| {
+                // The send half lives as long as the replies are read.
+                let _keep = &send;
+                match r? {
+                    quic_reply::Msg::Generate(g) => Ok(g),
+                    other => unexpected("GenerateResponse", other),
+                }
+            });
+            Ok(Box::pin(stream) as ResponseStream<_>)
+        })
     }
 
-    async fn session_stream(
+    fn session_stream(
         &mut self,
-        mut requests: mpsc::Receiver<SessionRequest>,
-    ) -> Result<ResponseStream<SessionResponse>, Status> {
-        use tokio_stream::StreamExt;
-        let (mut send, replies) = self.call(quic_call::Call::Session(v1::SessionStart {})).await?;
-        tokio::spawn(async move {
-            while let Some(req) = requests.recv().await {
-                if frame::write(&mut send, &req).await.is_err() {
-                    return;
+        requests: mpsc::Receiver<SessionRequest>,
+    ) -> BoxFuture<'_, Result<ResponseStream<SessionResponse>, Status>> {
+        Box::pin(async move {
+            let (mut send, replies) = self.call(quic_call::Call::Session(v1::SessionStart {})).await?;
+            tokio::spawn(async move {
+                let mut requests = tokio_stream::wrappers::ReceiverStream::new(requests).map(Ok);
+                if send.send_all(&mut requests).await.is_ok() {
+                    let _ = send.get_mut().finish();
                 }
-            }
-            let _ = send.finish();
-        });
-        Ok(Box::pin(replies.map(|r| match r? {
-            quic_reply::Msg::Session(s) => Ok(s),
-            other => unexpected("SessionResponse", other),
-        })))
+            });
+            let stream = replies.map(|r| match r? {
+                quic_reply::Msg::Session(s) => Ok(s),
+                other => unexpected("SessionResponse", other),
+            });
+            Ok(Box::pin(stream) as ResponseStream<_>)
+        })
     }
 }
 

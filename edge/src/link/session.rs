@@ -15,7 +15,7 @@ use ouro_common::tree::TreeLimits;
 use ouro_proto::v1::{self, session_request};
 use prost::Message;
 
-use super::grpc::LinkError;
+use super::error::LinkError;
 use super::transport::Transport;
 
 /// How the drafter plans in [`speculate`].

@@ -1,6 +1,10 @@
 //! What a transport to the cloud provides, so that gRPC and QUIC carry the
 //! same protocol and everything above them is written once.
+//!
+//! [`Transport`] is object-safe: a connected link is a `Box<dyn Transport>`
+//! whichever transport carries it (see [`super::kind`] for connecting one).
 
+use std::future::Future;
 use std::pin::Pin;
 
 use ouro_proto::v1::{self, session_request, session_response, SessionRequest, SessionResponse};
@@ -10,35 +14,96 @@ use tonic::Status;
 
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// A transport's pending call.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// The calls of the `Verifier` service, whatever carries them.
-#[allow(async_fn_in_trait)] // used with concrete types; no Send bound needed on the trait
-pub trait Transport {
-    async fn info(&mut self) -> Result<v1::ModelInfo, Status>;
-    async fn generate_stream(
+pub trait Transport: Send {
+    fn info(&mut self) -> BoxFuture<'_, Result<v1::ModelInfo, Status>>;
+
+    fn generate_stream(
         &mut self,
         req: v1::GenerateRequest,
-    ) -> Result<ResponseStream<v1::GenerateResponse>, Status>;
+    ) -> BoxFuture<'_, Result<ResponseStream<v1::GenerateResponse>, Status>>;
+
     /// Starts a `Session` call whose requests are read from `requests`.
-    async fn session_stream(
+    fn session_stream(
         &mut self,
         requests: mpsc::Receiver<SessionRequest>,
-    ) -> Result<ResponseStream<SessionResponse>, Status>;
+    ) -> BoxFuture<'_, Result<ResponseStream<SessionResponse>, Status>>;
 
     /// Opens a session and waits for `Opened`.
-    async fn open_session(&mut self, open: v1::Open) -> Result<(SessionStream, v1::Opened), Status> {
-        let (tx, rx) = mpsc::channel(4);
-        let _ = tx.send(SessionRequest { msg: Some(session_request::Msg::Open(open)) }).await;
-        let mut rx = self.session_stream(rx).await?;
-        match rx.next().await.transpose()? {
-            Some(SessionResponse { msg: Some(session_response::Msg::Opened(o)) }) => Ok((SessionStream { tx, rx }, o)),
-            other => Err(Status::internal(format!("expected Opened, got {other:?}"))),
-        }
+    fn open_session(&mut self, open: v1::Open) -> BoxFuture<'_, Result<(SessionStream, v1::Opened), Status>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(4);
+            let _ = tx.send(SessionRequest { msg: Some(session_request::Msg::Open(open)) }).await;
+            let mut rx = self.session_stream(rx).await?;
+            match rx.next().await.transpose()? {
+                Some(SessionResponse { msg: Some(session_response::Msg::Opened(o)) }) => {
+                    Ok((SessionStream { tx, rx }, o))
+                }
+                other => Err(Status::internal(format!("expected Opened, got {other:?}"))),
+            }
+        })
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn info(&mut self) -> BoxFuture<'_, Result<v1::ModelInfo, Status>> {
+        (**self).info()
+    }
+
+    fn generate_stream(
+        &mut self,
+        req: v1::GenerateRequest,
+    ) -> BoxFuture<'_, Result<ResponseStream<v1::GenerateResponse>, Status>> {
+        (**self).generate_stream(req)
+    }
+
+    fn session_stream(
+        &mut self,
+        requests: mpsc::Receiver<SessionRequest>,
+    ) -> BoxFuture<'_, Result<ResponseStream<SessionResponse>, Status>> {
+        (**self).session_stream(requests)
+    }
+
+    fn open_session(&mut self, open: v1::Open) -> BoxFuture<'_, Result<(SessionStream, v1::Opened), Status>> {
+        (**self).open_session(open)
+    }
+}
+
+/// Where the cloud is and how to trust it, whatever the transport.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`: the TCP port for gRPC, the UDP port for QUIC.
+    pub endpoint: String,
+    pub token: String,
+    /// The name the cloud's certificate must carry.
+    pub server_name: String,
+    pub trust: Trust,
+}
+
+/// How the client checks the server's certificate.
+#[derive(Clone)]
+pub enum Trust {
+    /// Certificates signed by this CA (PEM), or this very certificate.
+    Ca(Vec<u8>),
+    /// No TLS (gRPC) or no certificate check (QUIC): loopback development only.
+    InsecureDev,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trust::Ca(_) => "Ca(..)",
+            Trust::InsecureDev => "InsecureDev",
+        })
     }
 }
 
 /// Target-only decoding through `Generate`, collected.
 pub async fn generate(
-    t: &mut impl Transport,
+    t: &mut (impl Transport + ?Sized),
     prompt: &[u32],
     max_new: u32,
     stop_ids: &[u32],
@@ -71,7 +136,7 @@ impl std::fmt::Debug for SessionStream {
 
 impl SessionStream {
     /// Opens a session on any transport (see [`Transport::open_session`]).
-    pub async fn open(t: &mut impl Transport, open: v1::Open) -> Result<(Self, v1::Opened), Status> {
+    pub async fn open(t: &mut (impl Transport + ?Sized), open: v1::Open) -> Result<(Self, v1::Opened), Status> {
         t.open_session(open).await
     }
 

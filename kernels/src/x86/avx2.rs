@@ -5,9 +5,8 @@
 use std::arch::x86_64::*;
 
 use crate::act::Q8Blocks;
-use crate::matmul::TileOut;
 use crate::packed::{Format, PackedMatrix};
-use crate::TILE;
+use crate::{TileOut, TILE};
 
 #[inline(always)]
 unsafe fn bcast(p: *const i8) -> __m256i {

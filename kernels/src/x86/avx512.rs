@@ -10,9 +10,8 @@
 use std::arch::x86_64::*;
 
 use crate::act::Q8Blocks;
-use crate::matmul::TileOut;
 use crate::packed::{Format, PackedMatrix};
-use crate::TILE;
+use crate::{TileOut, TILE};
 
 /// Rows that share one decode of a weight tile: each has its own
 /// accumulator chain, and 8 of them still fit the 32 vector registers.

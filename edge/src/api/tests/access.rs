@@ -8,7 +8,7 @@ use super::*;
 const CHAT: &str = "/v1/chat/completions";
 
 fn fake() -> Arc<FakeBackend> {
-    FakeBackend::new(vec![text("x"), done(FinishReason::Stop, 1)])
+    FakeBackend::new(vec![text("x"), done(OpenAiFinish::Stop, 1)])
 }
 
 fn chat() -> Value {

@@ -76,7 +76,7 @@ async fn a_slot_frees_when_a_streaming_client_disconnects() {
 
 #[tokio::test]
 async fn a_slot_frees_when_a_generation_ends_or_a_stop_sequence_cuts_it() {
-    let app = app_with(FakeBackend::new(vec![text("x"), done(FinishReason::Stop, 1)]), limits(1, 0));
+    let app = app_with(FakeBackend::new(vec![text("x"), done(OpenAiFinish::Stop, 1)]), limits(1, 0));
     for _ in 0..3 {
         let reply = post(app.clone(), CHAT, chat("hi", false)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -93,7 +93,7 @@ async fn a_slot_frees_when_a_generation_ends_or_a_stop_sequence_cuts_it() {
 
 #[tokio::test]
 async fn queued_requests_run_in_arrival_order() {
-    let fake = FakeBackend::new(vec![text("x"), done(FinishReason::Stop, 1)]);
+    let fake = FakeBackend::new(vec![text("x"), done(OpenAiFinish::Stop, 1)]);
     let app = app_with(fake.clone(), limits(1, 2));
     // Its generation's end sits unread in the body, so it keeps the slot.
     let first = open_stream(&app).await;

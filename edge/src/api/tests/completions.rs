@@ -7,7 +7,7 @@ use super::*;
 use crate::api::{DEFAULT_MAX_TOKENS, MODE_HEADER};
 
 fn script() -> Vec<GenEvent> {
-    vec![text("Hello"), text(", "), text("world!"), done(FinishReason::Length, 3)]
+    vec![text("Hello"), text(", "), text("world!"), done(OpenAiFinish::Length, 3)]
 }
 
 fn chat_body() -> Value {
@@ -41,7 +41,7 @@ async fn chat_completion_has_the_openai_shape_plus_ouro_stats() {
 
 #[tokio::test]
 async fn text_completion_has_the_openai_shape_plus_ouro_stats() {
-    let fake = FakeBackend::new(vec![text(" jumps"), text(" over"), done(FinishReason::Stop, 2)]);
+    let fake = FakeBackend::new(vec![text(" jumps"), text(" over"), done(OpenAiFinish::Stop, 2)]);
     let body = json!({"model": MODEL, "prompt": "The quick brown fox"});
     let reply = post(app(fake.clone()), "/v1/completions", body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);

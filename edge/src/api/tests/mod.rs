@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use super::{
-    router, router_with, ApiConfig, ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats,
+    router, router_with, ApiConfig, ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats,
 };
 
 pub const MODEL: &str = "fake-model";
@@ -156,7 +156,7 @@ pub fn stats() -> OuroStats {
     }
 }
 
-pub fn done(finish_reason: FinishReason, completion_tokens: usize) -> GenEvent {
+pub fn done(finish_reason: OpenAiFinish, completion_tokens: usize) -> GenEvent {
     GenEvent::Done { finish_reason, completion_tokens, stats: stats() }
 }
 

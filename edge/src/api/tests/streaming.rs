@@ -8,7 +8,7 @@ use super::*;
 use crate::api::MODE_HEADER;
 
 fn script() -> Vec<GenEvent> {
-    vec![text("Hel"), text("lo"), text(""), text(" wor"), text("ld ✓"), done(FinishReason::Stop, 5)]
+    vec![text("Hel"), text("lo"), text(""), text(" wor"), text("ld ✓"), done(OpenAiFinish::Stop, 5)]
 }
 
 fn chat(extra: Value) -> Value {
@@ -129,7 +129,7 @@ async fn first_completed_of_several_stops_wins_when_streamed() {
 
 #[tokio::test]
 async fn stop_that_never_completes_leaves_the_text_whole() {
-    let fake = FakeBackend::new(vec![text("a\n"), text("b\n"), done(FinishReason::Length, 2)]);
+    let fake = FakeBackend::new(vec![text("a\n"), text("b\n"), done(OpenAiFinish::Length, 2)]);
     let reply = post(app(fake), "/v1/completions", json!({"model": MODEL, "prompt": "x", "stop": "\n\n"})).await;
     let body = reply.json();
     assert_eq!(body["choices"][0]["text"], "a\nb\n");
@@ -201,7 +201,7 @@ async fn busy_after_text_is_an_error_event() {
 #[tokio::test]
 async fn a_stream_ending_without_text_still_streams() {
     let reply = post(
-        app(FakeBackend::new(vec![done(FinishReason::Length, 0)])),
+        app(FakeBackend::new(vec![done(OpenAiFinish::Length, 0)])),
         "/v1/chat/completions",
         chat(json!({"stream": true})),
     )

@@ -25,7 +25,7 @@ fn completion_with(extra: Value) -> Value {
 }
 
 fn fake() -> Arc<FakeBackend> {
-    FakeBackend::new(vec![text("x"), done(FinishReason::Stop, 1)])
+    FakeBackend::new(vec![text("x"), done(OpenAiFinish::Stop, 1)])
 }
 
 /// Sends `body`, expects `status` with an OpenAI error naming `param`.

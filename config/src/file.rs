@@ -91,30 +91,17 @@ mod tests {
             .arg(Arg::new("insecure_dev").long("insecure-dev").action(ArgAction::SetTrue))
     }
 
-    fn file(text: &str) -> tempfile_path::TempPath {
-        tempfile_path::write(text)
-    }
-
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
-        pub fn write(text: &str) -> TempPath {
-            let p =
-                std::env::temp_dir().join(format!("ouro-cfg-{}-{}.toml", std::process::id(), rand::random::<u64>()));
-            std::fs::write(&p, text).unwrap();
-            TempPath(p)
-        }
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
     }
 
     #[test]
     fn file_fills_what_flags_leave_unset() {
         let f = file("max-sessions = 3\nlisten = \"b\"\ninsecure-dev = true\n");
         let m = cmd().get_matches_from(["t", "--listen", "c"]);
-        let extra = extra_args(&f.0, &cmd(), &m).unwrap();
+        let extra = extra_args(f.path(), &cmd(), &m).unwrap();
         let mut args: Vec<OsString> = vec!["t".into(), "--listen".into(), "c".into()];
         args.extend(extra);
         let m = cmd().get_matches_from(args);
@@ -127,7 +114,7 @@ mod tests {
     fn unknown_keys_are_errors() {
         let f = file("max-sesions = 3\n");
         let m = cmd().get_matches_from(["t"]);
-        let err = extra_args(&f.0, &cmd(), &m).unwrap_err().to_string();
+        let err = extra_args(f.path(), &cmd(), &m).unwrap_err().to_string();
         assert!(err.contains("unknown option `max-sesions`"), "{err}");
     }
 }

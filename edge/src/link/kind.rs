@@ -1,0 +1,35 @@
+//! The transports by name: the one place that knows them all.
+
+use super::error::LinkError;
+use super::transport::{Target, Transport};
+use super::{grpc, quic};
+
+/// The transports, by the name `--transport` takes. Adding one is a module
+/// beside [`super::grpc`] and [`super::quic`] with an `open` function, and
+/// a variant here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// tonic over HTTP/2 (TCP).
+    Grpc,
+    /// quinn: length-delimited frames, one QUIC stream per call (UDP).
+    Quic,
+}
+
+impl TransportKind {
+    /// Connects to `target` over this transport.
+    pub async fn open(self, target: &Target) -> Result<Box<dyn Transport>, LinkError> {
+        Ok(match self {
+            TransportKind::Grpc => Box::new(grpc::open(target).await?),
+            TransportKind::Quic => Box::new(quic::open(target).await?),
+        })
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Grpc => "gRPC",
+            TransportKind::Quic => "QUIC",
+        })
+    }
+}
