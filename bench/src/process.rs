@@ -216,7 +216,7 @@ mod tests {
                         break;
                     }
                     for i in 0..10_000_000u64 {
-                        x = x.wrapping_add(std::hint::black_box(i * i ^ chunk));
+                        x = x.wrapping_add(std::hint::black_box((i * i) ^ chunk));
                     }
                 }
                 x

@@ -71,7 +71,6 @@ impl TokenSet {
     }
 
     /// The owner a bare token stands for (transports without headers).
-    #[expect(clippy::result_large_err, reason = "the handlers' error type is tonic's Status")]
     pub fn owner_of(&self, token: &str) -> Result<Owner, Status> {
         let token = token.trim();
         if token.is_empty() {
@@ -85,7 +84,6 @@ impl TokenSet {
 
     /// Checks `authorization: Bearer <token>`; the caller's identity goes
     /// into the request's extensions for the handlers.
-    #[expect(clippy::result_large_err, reason = "tonic's interceptor signature")]
     pub fn check(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let header = req
             .metadata()
@@ -103,7 +101,6 @@ impl TokenSet {
 }
 
 /// The caller of an authenticated request.
-#[expect(clippy::result_large_err, reason = "the handlers' error type is tonic's Status")]
 pub fn owner<T>(req: &Request<T>) -> Result<Owner, Status> {
     req.extensions().get::<Owner>().cloned().ok_or_else(|| Status::unauthenticated("request was not authenticated"))
 }
