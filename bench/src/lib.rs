@@ -1,6 +1,15 @@
-//! Benchmark building blocks: the cloud as a real process (pinned to its
-//! own cores, its CPU time read from the kernel), a replay drafter, and the
-//! bounded load and soak runs (`soak`).
+//! Benchmark building blocks, shared by the `ouro-bench` CLI and the
+//! end-to-end tests:
+//!
+//! - [`process`]: `ouro-cloud` and `ouro-edge` as child processes, started
+//!   from their readiness line, pinned to cores, their CPU time read from
+//!   the kernel;
+//! - [`replay`]: a drafter that replays known tokens, for load without a model;
+//! - [`netem`]: the link emulator (TCP and UDP proxies with delay, jitter,
+//!   bandwidth and loss, by named profile);
+//! - [`soak`]: bounded load and soak runs against one server;
+//! - [`figures`], [`report`] and `plots`: percentiles and ratios, the JSON,
+//!   Markdown and terminal reports, the SVG figures.
 
 pub mod figures;
 pub mod netem;

@@ -1,8 +1,12 @@
 //! The edge side of ouro as a library, shared by the `ouro-edge` daemon,
 //! the benchmark and the end-to-end tests:
 //!
-//! - [`link`]: the cloud link (gRPC and QUIC) and speculation over it;
+//! - [`link`]: the cloud link over any transport (gRPC, QUIC: one
+//!   object-safe [`link::Transport`]) and speculation over it;
 //! - [`api`]: the local OpenAI-compatible HTTP API, over any [`api::Backend`].
+//!
+//! The binary adds `serve` (`daemon/`: options, the cloud connection, the
+//! engine behind the API), `generate`, `bench-model`, `bench-spec` and `models`.
 
 pub mod api;
 pub mod link;
