@@ -21,7 +21,7 @@ pub enum ProcessError {
     Incomplete { what: String, missing: &'static str, line: String },
 }
 
-/// A workspace binary beside the running executable (target/<profile>/).
+/// A workspace binary beside the running executable (`target/<profile>/`).
 pub fn sibling_bin(name: &str) -> Result<PathBuf, ProcessError> {
     let exe = std::env::current_exe().map_err(|source| ProcessError::Spawn { what: name.into(), source })?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! What ouro's processes need to start, kept out of the pure core
 //! (`ouro-common`): it reads files, the environment and the command line.
 //!
-//! - [`file`]: options from a TOML file, beneath flags and environment variables;
+//! - [`file`](mod@file): options from a TOML file, beneath flags and environment variables;
 //! - [`models`]: the pinned models (one table, `deploy/models.tsv`, which
 //!   `deploy/fetch-models.sh` reads too), where they are cached, their hashes;
 //! - [`ready`]: the machine-readable line a server prints once it listens,

@@ -40,7 +40,7 @@
 //!    round-to-nearest, the same in every path).
 //!
 //! Threads split output columns (whole tiles), never the k dimension, so the
-//! thread count cannot change a result either. [`reference`] restates the
+//! thread count cannot change a result either. [`reference`](mod@reference) restates the
 //! recipe directly over the file's blocks, and the tests hold every path to
 //! it bit for bit.
 

@@ -157,7 +157,7 @@ pub struct SoakArgs {
     /// Cores of the load generator (default: core 0 when there are two or more).
     #[arg(long, value_delimiter = ',')]
     pub client_cores: Option<Vec<usize>>,
-    /// Where results.json, report.md and rss.csv go (default: bench-results/soak/<scenario>).
+    /// Where results.json, report.md and rss.csv go (default: `bench-results/soak/<scenario>`).
     #[arg(long, env = "OURO_SOAK_OUT")]
     pub out: Option<PathBuf>,
 }

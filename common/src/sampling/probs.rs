@@ -15,13 +15,13 @@ pub fn probs(logits: &[f32], params: &SamplingParams) -> Vec<f32> {
 ///
 /// Order: temperature, then top-k, then top-p (the smallest set of most likely
 /// tokens whose mass reaches `p`). Ties in either cut go to the lower token id,
-/// the same rule as [`argmax`], so `top_k = 1` and greedy agree.
+/// the same rule as [`argmax`](fn@argmax), so `top_k = 1` and greedy agree.
 ///
 /// Work is done in f64 because verification subtracts and renormalises these
 /// probabilities repeatedly, which f32 rounds badly.
 ///
 /// Degenerate inputs never panic: a non-positive or NaN temperature is treated
-/// as greedy (a one-hot at [`argmax`]), NaN logits as impossible tokens, `+inf`
+/// as greedy (a one-hot at [`argmax`](fn@argmax)), NaN logits as impossible tokens, `+inf`
 /// logits share all the mass, and a row with nothing possible falls back to the
 /// one-hot. Out-of-range `top_k`/`top_p` are clamped; call
 /// [`SamplingParams::validate`] to reject them instead.
@@ -110,7 +110,7 @@ pub fn probs_f64(logits: &[f32], params: &SamplingParams) -> Vec<f64> {
 }
 
 /// NaN can never be chosen, and `-0.0` must tie with `0.0` as it does in
-/// [`argmax`].
+/// [`argmax`](fn@argmax).
 fn sort_key(x: f32) -> f64 {
     if x.is_nan() {
         f64::NEG_INFINITY

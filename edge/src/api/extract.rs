@@ -3,7 +3,7 @@
 //! messages speak of Rust ("Failed to deserialize the JSON body into the
 //! target type", "untagged enum", "u64"), which a client can do nothing
 //! with. Here a bad field is named by its path with what it should be
-//! ("messages[0].content: expected a string or an array of content parts,
+//! ("`messages[0].content`: expected a string or an array of content parts,
 //! got an integer"), and that path is the error's `param`.
 
 use axum::body::Bytes;
