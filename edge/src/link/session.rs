@@ -74,7 +74,6 @@ pub struct SpecRequest<'a> {
 
 /// Speculative generation over the wire: the drafter runs here, the verifier
 /// in the server. Stops at `max_new` tokens or a stop token.
-#[allow(clippy::too_many_arguments)]
 pub async fn speculate(
     client: &mut impl Transport,
     drafter_model: &dyn CausalLm,
