@@ -46,6 +46,7 @@
 
 mod act;
 mod isa;
+pub mod lanes;
 mod matmul;
 pub mod packed;
 pub mod pool;

@@ -6,7 +6,8 @@
 //! from k single decode steps and greedy speculation would stop being
 //! byte-identical to plain decoding (llama.cpp's chunked evaluation fails this).
 
-/// Dot product with eight fixed accumulator lanes, combined in a fixed order.
+/// Dot product with eight fixed accumulator lanes, combined in a fixed order
+/// (the order `ouro_kernels::lanes` documents and follows four at a time).
 /// The lanes let the compiler vectorise without changing the result between
 /// calls of different batch shapes.
 #[inline(always)]
@@ -25,6 +26,17 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         tail += a[i] * b[i];
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Four [`axpy`]s in order, in one pass over `y`: every element gets the
+/// same four adds in the same order, but `y` is loaded and stored once.
+#[inline(always)]
+pub(crate) fn axpy4(y: &mut [f32], a: [f32; 4], x: [&[f32]; 4]) {
+    let n = y.len();
+    let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+    for i in 0..n {
+        y[i] = (((y[i] + a[0] * x0[i]) + a[1] * x1[i]) + a[2] * x2[i]) + a[3] * x3[i];
+    }
 }
 
 /// `y += a * x`.
@@ -240,7 +252,15 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
         let at = b * SLOT_BLOCK;
         for (i, q) in g.queries.iter().enumerate() {
             let sc = &mut scores[i * width + at..i * width + at + block.len()];
-            for (o, &s) in sc.iter_mut().zip(block) {
+            let mut quads = block.chunks_exact(4);
+            let mut out = sc.chunks_exact_mut(4);
+            for (s, o) in quads.by_ref().zip(out.by_ref()) {
+                let d4 = ouro_kernels::lanes::dot4(q, [key(s[0]), key(s[1]), key(s[2]), key(s[3])]);
+                for (o, d) in o.iter_mut().zip(d4) {
+                    *o = d * scale;
+                }
+            }
+            for (o, &s) in out.into_remainder().iter_mut().zip(quads.remainder()) {
                 *o = dot(q, key(s)) * scale;
             }
         }
@@ -268,7 +288,13 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
         let at = b * SLOT_BLOCK;
         for (i, o) in out.chunks_exact_mut(d).enumerate() {
             let w = &scores[i * width + at..i * width + at + block.len()];
-            for (&w, &s) in w.iter().zip(block) {
+            let mut quads = block.chunks_exact(4);
+            let mut ws = w.chunks_exact(4);
+            for (s, w) in quads.by_ref().zip(ws.by_ref()) {
+                let a = [w[0] * inv[i], w[1] * inv[i], w[2] * inv[i], w[3] * inv[i]];
+                axpy4(o, a, [value(s[0]), value(s[1]), value(s[2]), value(s[3])]);
+            }
+            for (&w, &s) in ws.remainder().iter().zip(quads.remainder()) {
                 axpy(o, w * inv[i], value(s));
             }
         }
@@ -285,6 +311,22 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axpy4_is_four_axpys_bit_for_bit() {
+        let x: Vec<Vec<f32>> = (0..4).map(|j| (0..37).map(|i| ((i * (j + 3)) as f32 * 0.7).sin()).collect()).collect();
+        let a = [0.3, -1.7, 2.9, 1e-3];
+        let mut one = vec![0.5f32; 37];
+        for j in 0..4 {
+            axpy(&mut one, a[j], &x[j]);
+        }
+        let mut four = vec![0.5f32; 37];
+        axpy4(&mut four, a, [&x[0], &x[1], &x[2], &x[3]]);
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            four.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn dot_matches_naive() {
