@@ -1,6 +1,6 @@
 //! Times one matmul per format and row count on every path this CPU runs:
 //! `cargo run --release -p ouro-kernels --example matmul [n k]`.
-//! Prints ms per call and the cost of m rows relative to one; `OURO_KERNEL`
+//! Prints ms per call, the cost of m rows relative to one and the int8 rate; `OURO_KERNEL`
 //! names one path to time instead of all.
 
 use std::time::Instant;
@@ -47,7 +47,8 @@ fn main() {
                     base = best;
                     line += &format!(" m=1 {best:.3} ms ({:.1} GB/s)", w.size_bytes() as f64 / best / 1e6);
                 } else {
-                    line += &format!(" | {m}: {:.2}x", best / base);
+                    let gmacs = (m * n * k) as f64 / best / 1e6;
+                    line += &format!(" | {m}: {best:.2} ms {:.2}x {gmacs:.0} GMAC/s", best / base);
                 }
             }
             println!("{line}");

@@ -45,7 +45,41 @@ fn nearest(v: f32) -> i32 {
 }
 
 /// Quantizes whole blocks of `x` into `qs` and `d`, with their block sums.
+/// The same code compiled for wider registers where the CPU has them: every
+/// operation is exact IEEE arithmetic, so each build gives the same bytes.
 fn quantize_rows(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], bsum16: &mut [i32], bsum32: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx512.available() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { quantize_rows_avx512(x, block, qs, d, bsum16, bsum32) };
+    } else if crate::Isa::Avx2.available() {
+        // SAFETY: as above.
+        return unsafe { quantize_rows_avx2(x, block, qs, d, bsum16, bsum32) };
+    }
+    quantize_rows_any(x, block, qs, d, bsum16, bsum32)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_rows_avx512(
+    x: &[f32],
+    block: usize,
+    qs: &mut [i8],
+    d: &mut [f32],
+    b16: &mut [i32],
+    b32: &mut [i32],
+) {
+    quantize_rows_any(x, block, qs, d, b16, b32)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_rows_avx2(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], b16: &mut [i32], b32: &mut [i32]) {
+    quantize_rows_any(x, block, qs, d, b16, b32)
+}
+
+#[inline(always)]
+fn quantize_rows_any(x: &[f32], block: usize, qs: &mut [i8], d: &mut [f32], bsum16: &mut [i32], bsum32: &mut [i32]) {
     for ((xb, qb), d) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)).zip(d.iter_mut()) {
         let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
         if amax > 0.0 && amax.is_finite() {

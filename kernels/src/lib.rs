@@ -47,6 +47,7 @@
 mod act;
 pub mod format;
 mod isa;
+pub mod lanes;
 mod matmul;
 pub mod packed;
 pub mod pool;

@@ -69,7 +69,13 @@ unsafe fn columns(w: &PackedMatrix, isa: Isa, a: &Q8Blocks, tiles: std::ops::Ran
                 kernel(w, isa, t, a, r0, rows, &mut tile_out);
                 for (i, row) in tile_out.iter().enumerate().take(rows) {
                     let dst = y.0.add((r0 + i) * n + t * TILE);
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, lanes);
+                    // A whole tile is a fixed-size copy (two vector moves);
+                    // only the last, ragged tile pays a memcpy call.
+                    if lanes == TILE {
+                        (dst as *mut [f32; TILE]).write_unaligned(*row);
+                    } else {
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), dst, lanes);
+                    }
                 }
             }
         }

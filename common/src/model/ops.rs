@@ -6,7 +6,8 @@
 //! from k single decode steps and greedy speculation would stop being
 //! byte-identical to plain decoding (llama.cpp's chunked evaluation fails this).
 
-/// Dot product with eight fixed accumulator lanes, combined in a fixed order.
+/// Dot product with eight fixed accumulator lanes, combined in a fixed order
+/// (the order `ouro_kernels::lanes` documents and follows four at a time).
 /// The lanes let the compiler vectorise without changing the result between
 /// calls of different batch shapes.
 #[inline(always)]
@@ -25,6 +26,17 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         tail += a[i] * b[i];
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Four [`axpy`]s in order, in one pass over `y`: every element gets the
+/// same four adds in the same order, but `y` is loaded and stored once.
+#[inline(always)]
+pub(crate) fn axpy4(y: &mut [f32], a: [f32; 4], x: [&[f32]; 4]) {
+    let n = y.len();
+    let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+    for i in 0..n {
+        y[i] = (((y[i] + a[0] * x0[i]) + a[1] * x1[i]) + a[2] * x2[i]) + a[3] * x3[i];
+    }
 }
 
 /// `y += a * x`.
@@ -124,6 +136,8 @@ pub(crate) struct KvHead<'a> {
     pub offset: usize,
 }
 
+/// One query at a time: the reference [`attend_shared`] must match bit for bit.
+#[cfg(test)]
 pub(crate) fn attend(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     // The same code compiled for wider registers: every sum keeps its lanes
     // and its order (Rust never fuses a multiply and an add on its own), so
@@ -142,12 +156,13 @@ fn wide() -> bool {
     *WIDE.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx2")]
 unsafe fn attend_avx2(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     attend_any(q, kv, slots, scale, scores, out)
 }
 
+#[cfg(test)]
 #[inline(always)]
 fn attend_any(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     let (keys, values, kv_stride, kv_offset) = (kv.keys, kv.values, kv.stride, kv.offset);
@@ -173,9 +188,145 @@ fn attend_any(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &
     }
 }
 
+/// Query heads that read one key/value head: `rows` rows of `heads` heads
+/// each, query `r * heads + h` at `queries[r * heads + h]`. Every row sees the
+/// cache rows `common` and then its own `rest[r]`, both in increasing order.
+pub(crate) struct SharedQueries<'a> {
+    pub queries: &'a [&'a [f32]],
+    pub heads: usize,
+    pub common: &'a [usize],
+    pub rest: &'a [&'a [usize]],
+}
+
+/// Keys (and values) per block of the loops over `common`: 32 rows of 128
+/// floats stay in L1 while every query of the group passes over them.
+const SLOT_BLOCK: usize = 32;
+
+/// [`attend`] for every query of `g`, into `out` (query-major, `head_dim`
+/// each). Each query's scores, softmax and weighted sum follow exactly the
+/// order [`attend`] takes over `common` then `rest`, so the bits are the
+/// same; only the loops are turned so a block of keys or values is read
+/// once for all the queries (6 heads × k rows for Qwen2.5's grouped
+/// attention) instead of once per query.
+pub(crate) fn attend_shared(
+    g: &SharedQueries<'_>,
+    kv: &KvHead<'_>,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { attend_shared_avx2(g, kv, scale, scores, out) };
+    }
+    attend_shared_any(g, kv, scale, scores, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_shared_avx2(
+    g: &SharedQueries<'_>,
+    kv: &KvHead<'_>,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_shared_any(g, kv, scale, scores, out)
+}
+
+#[inline(always)]
+fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let (keys, values, stride, offset) = (kv.keys, kv.values, kv.stride, kv.offset);
+    let nq = g.queries.len();
+    let Some(d) = g.queries.first().map(|q| q.len()) else { return };
+    let nc = g.common.len();
+    let row_of = |i: usize| i / g.heads;
+    // Query i's scores: `common` at base(i)..base(i)+nc, then its `rest`.
+    let width = nc + g.rest.iter().map(|r| r.len()).max().unwrap_or(0);
+    scores.clear();
+    scores.resize(nq * width, 0.0);
+    let key = |s: usize| &keys[s * stride + offset..s * stride + offset + d];
+    let value = |s: usize| &values[s * stride + offset..s * stride + offset + d];
+    for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
+        let at = b * SLOT_BLOCK;
+        for (i, q) in g.queries.iter().enumerate() {
+            let sc = &mut scores[i * width + at..i * width + at + block.len()];
+            let mut quads = block.chunks_exact(4);
+            let mut out = sc.chunks_exact_mut(4);
+            for (s, o) in quads.by_ref().zip(out.by_ref()) {
+                let d4 = ouro_kernels::lanes::dot4(q, [key(s[0]), key(s[1]), key(s[2]), key(s[3])]);
+                for (o, d) in o.iter_mut().zip(d4) {
+                    *o = d * scale;
+                }
+            }
+            for (o, &s) in out.into_remainder().iter_mut().zip(quads.remainder()) {
+                *o = dot(q, key(s)) * scale;
+            }
+        }
+    }
+    let mut inv = Vec::with_capacity(nq);
+    for (i, q) in g.queries.iter().enumerate() {
+        let rest = g.rest[row_of(i)];
+        let sc = &mut scores[i * width..i * width + nc + rest.len()];
+        for (o, &s) in sc[nc..].iter_mut().zip(rest) {
+            *o = dot(q, key(s)) * scale;
+        }
+        let mut max = f32::NEG_INFINITY;
+        for &v in sc.iter() {
+            max = max.max(v);
+        }
+        let mut sum = 0f32;
+        for v in sc.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        inv.push(1.0 / sum);
+    }
+    out.fill(0.0);
+    for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
+        let at = b * SLOT_BLOCK;
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            let w = &scores[i * width + at..i * width + at + block.len()];
+            let mut quads = block.chunks_exact(4);
+            let mut ws = w.chunks_exact(4);
+            for (s, w) in quads.by_ref().zip(ws.by_ref()) {
+                let a = [w[0] * inv[i], w[1] * inv[i], w[2] * inv[i], w[3] * inv[i]];
+                axpy4(o, a, [value(s[0]), value(s[1]), value(s[2]), value(s[3])]);
+            }
+            for (&w, &s) in ws.remainder().iter().zip(quads.remainder()) {
+                axpy(o, w * inv[i], value(s));
+            }
+        }
+    }
+    for (i, o) in out.chunks_exact_mut(d).enumerate() {
+        let rest = g.rest[row_of(i)];
+        let w = &scores[i * width + nc..i * width + nc + rest.len()];
+        for (&w, &s) in w.iter().zip(rest) {
+            axpy(o, w * inv[i], value(s));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axpy4_is_four_axpys_bit_for_bit() {
+        let x: Vec<Vec<f32>> = (0..4).map(|j| (0..37).map(|i| ((i * (j + 3)) as f32 * 0.7).sin()).collect()).collect();
+        let a = [0.3, -1.7, 2.9, 1e-3];
+        let mut one = vec![0.5f32; 37];
+        for j in 0..4 {
+            axpy(&mut one, a[j], &x[j]);
+        }
+        let mut four = vec![0.5f32; 37];
+        axpy4(&mut four, a, [&x[0], &x[1], &x[2], &x[3]]);
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            four.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn dot_matches_naive() {
@@ -196,6 +347,47 @@ mod tests {
             rope.apply(&mut r, 7);
             assert!((dot(&r, &r) - dot(&orig, &orig)).abs() < 1e-2);
             assert_ne!(r, orig);
+        }
+    }
+
+    /// Grouped queries over a shared slot prefix give, per query, the bits of
+    /// the one-query reference, for prefixes shorter and longer than a block.
+    #[test]
+    fn shared_attention_equals_one_query_at_a_time() {
+        let (d, heads, stride) = (16, 3, 40);
+        let mut seed = 7u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        let slots_total = 80;
+        let keys: Vec<f32> = (0..slots_total * stride).map(|_| rnd()).collect();
+        let values: Vec<f32> = (0..slots_total * stride).map(|_| rnd()).collect();
+        let kv = KvHead { keys: &keys, values: &values, stride, offset: 8 };
+        for common_len in [0, 5, 32, 33, 70] {
+            let common: Vec<usize> = (0..common_len).collect();
+            let rest_rows: Vec<Vec<usize>> =
+                vec![vec![], vec![common_len], vec![common_len + 2, common_len + 5, common_len + 9]];
+            let rest: Vec<&[usize]> = rest_rows.iter().map(|r| r.as_slice()).collect();
+            let qs: Vec<Vec<f32>> = (0..rest.len() * heads).map(|_| (0..d).map(|_| rnd()).collect()).collect();
+            let queries: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
+            if common_len == 0 && rest_rows[0].is_empty() {
+                continue; // a row that sees nothing is not a query the model makes
+            }
+            let g = SharedQueries { queries: &queries, heads, common: &common, rest: &rest };
+            let mut out = vec![0f32; queries.len() * d];
+            attend_shared(&g, &kv, 0.25, &mut Vec::new(), &mut out);
+            for (i, q) in queries.iter().enumerate() {
+                let slots: Vec<usize> = common.iter().chain(rest[i / heads]).copied().collect();
+                let mut want = vec![0f32; d];
+                attend(q, &kv, &slots, 0.25, &mut Vec::new(), &mut want);
+                let got = &out[i * d..(i + 1) * d];
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "query {i}, {common_len} shared slots"
+                );
+            }
         }
     }
 

@@ -142,36 +142,77 @@ impl Transformer {
 
     /// Attention for every row of the batch, reading keys and values from
     /// the caches (where this layer's new rows were already written).
+    ///
+    /// Work is split into units of (sequence, key/value head, up to
+    /// [`ROWS_PER_UNIT`] rows): the query heads of a unit share their keys
+    /// and values, which [`ops::attend_shared`] then reads once for all of
+    /// them. Each query's arithmetic is independent of the split.
     fn attention(&self, layer: usize, q: &[f32], seqs: &[SeqInput<'_>], spans: &[Span]) -> Vec<f32> {
         let cfg = &self.cfg;
         let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
         let group = cfg.num_heads / cfg.num_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let total: usize = spans.iter().map(|s| s.n).sum();
-        let mut out = vec![0f32; total * qd];
-        // Work items are (row, head) pairs, split into one contiguous range
-        // per thread: each item's arithmetic is independent of the split.
-        ouro_kernels::pool::for_pieces(&mut out, hd, &|first, o| {
-            let (mut slots, mut scores) = (Vec::new(), Vec::new());
-            for (n, o) in o.chunks_exact_mut(hd).enumerate() {
-                let item = first + n;
-                let (row, head) = (item / cfg.num_heads, item % cfg.num_heads);
-                let s = spans.iter().position(|s| row < s.start + s.n).expect("row in a span");
+        let mut units = Vec::new();
+        for (s, span) in spans.iter().enumerate() {
+            for kv_head in 0..cfg.num_kv_heads {
+                for first in (0..span.n).step_by(ROWS_PER_UNIT) {
+                    units.push((s, kv_head, first..(first + ROWS_PER_UNIT).min(span.n)));
+                }
+            }
+        }
+        let done = std::sync::Mutex::new(Vec::with_capacity(units.len()));
+        let parts = ouro_kernels::pool::threads().clamp(1, units.len().max(1));
+        ouro_kernels::pool::run(parts, &|p| {
+            let mut scores = Vec::new();
+            let mine = (units.len() * p / parts)..(units.len() * (p + 1) / parts);
+            for (u, (s, kv_head, rows)) in units.iter().enumerate().take(mine.end).skip(mine.start) {
+                let (s, kv_head) = (*s, *kv_head);
                 let (span, seq) = (&spans[s], &seqs[s]);
-                let i = row - span.start;
-                slots.clear();
-                slots.extend(0..span.cached);
-                slots.extend(seq.mask.row(i).map(|j| span.cached + j));
+                let slots: Vec<Vec<usize>> = rows
+                    .clone()
+                    .map(|i| (0..span.cached).chain(seq.mask.row(i).map(|j| span.cached + j)).collect())
+                    .collect();
+                // The slots every row of the unit sees first, in the same order.
+                let first = &slots[0];
+                let shared = slots
+                    .iter()
+                    .skip(1)
+                    .fold(first.len(), |n, other| n.min(first.iter().zip(other).take_while(|(a, b)| a == b).count()));
+                let rest: Vec<&[usize]> = slots.iter().map(|l| &l[shared..]).collect();
+                let heads = kv_head * group..(kv_head + 1) * group;
+                let queries: Vec<&[f32]> = rows
+                    .clone()
+                    .flat_map(|i| {
+                        let row = span.start + i;
+                        heads.clone().map(move |h| &q[row * qd + h * hd..row * qd + (h + 1) * hd])
+                    })
+                    .collect();
+                let shared_queries =
+                    ops::SharedQueries { queries: &queries, heads: group, common: &first[..shared], rest: &rest };
                 let kv = &seq.cache.layers[layer];
-                let off = (head / group) * hd;
-                let head_kv = ops::KvHead { keys: &kv.k, values: &kv.v, stride: kvd, offset: off };
-                let q_head = &q[row * qd + head * hd..row * qd + (head + 1) * hd];
-                ops::attend(q_head, &head_kv, &slots, scale, &mut scores, o);
+                let head_kv = ops::KvHead { keys: &kv.k, values: &kv.v, stride: kvd, offset: kv_head * hd };
+                let mut out = vec![0f32; queries.len() * hd];
+                ops::attend_shared(&shared_queries, &head_kv, scale, &mut scores, &mut out);
+                done.lock().unwrap_or_else(|e| e.into_inner()).push((u, out));
             }
         });
+        let mut out = vec![0f32; total * qd];
+        for (u, values) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let (s, kv_head, ref rows) = units[u];
+            let start = spans[s].start;
+            for (r, i) in rows.clone().enumerate() {
+                let dst = (start + i) * qd + kv_head * group * hd;
+                out[dst..dst + group * hd].copy_from_slice(&values[r * group * hd..(r + 1) * group * hd]);
+            }
+        }
         out
     }
 }
+
+/// Rows of one sequence whose query heads share a pass over the keys: with
+/// Qwen2.5's 6 heads per key/value head, 8 rows are 48 queries (24 KiB).
+const ROWS_PER_UNIT: usize = 8;
 
 impl CausalLm for Transformer {
     fn config(&self) -> &ModelConfig {
@@ -257,11 +298,18 @@ impl CausalLm for Transformer {
             }
             self.lm_head.forward(&normed, rows.len())?
         };
-        let mut at = 0;
-        for want in owners {
-            let data = all[at * vocab..(at + want.len()) * vocab].to_vec();
-            at += want.len();
-            logits.push(Logits { rows: want, vocab, data });
+        if owners.len() == 1 {
+            // One sequence (every edge pass): its rows are the whole buffer,
+            // so hand it over instead of copying up to k × vocab floats.
+            let rows = owners.pop().expect("one owner");
+            logits.push(Logits { rows, vocab, data: all });
+        } else {
+            let mut at = 0;
+            for want in owners {
+                let data = all[at * vocab..(at + want.len()) * vocab].to_vec();
+                at += want.len();
+                logits.push(Logits { rows: want, vocab, data });
+            }
         }
         for (s, span) in seqs.iter_mut().zip(&spans) {
             s.cache.commit(span.n);

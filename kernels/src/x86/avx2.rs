@@ -8,6 +8,8 @@ use crate::act::Q8Blocks;
 use crate::packed::{Format, PackedMatrix};
 use crate::{TileOut, TILE};
 
+use super::{pf_dist, prefetch};
+
 #[inline(always)]
 unsafe fn bcast(p: *const i8) -> __m256i {
     _mm256_set1_epi32((p as *const i32).read_unaligned())
@@ -90,8 +92,14 @@ unsafe fn q4k<const R: usize>(
     let (mut qp, mut mp, h16) = (qp.add(32 * half), mp.add(8 * half), 8 * half);
     let x = rows_of::<R>(a, r0);
     let nib = _mm256_set1_epi8(0x0F);
+    let pf = if half == 0 { pf_dist() } else { 0 };
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(mp.add(64 * l), pf / 6);
+            }
+        }
         let mut isum = [_mm256_setzero_si256(); R];
         for j in 0..8 {
             // The scale in both 16-bit halves of a lane: vpmaddwd then
@@ -101,6 +109,9 @@ unsafe fn q4k<const R: usize>(
             // Eight products of at most 15·127·2 each fit in 16 bits.
             let mut p = [_mm256_setzero_si256(); R];
             for g in 0..4 {
+                if pf > 0 {
+                    prefetch(qp.add((4 * j + g) * 64), pf);
+                }
                 let v = load(qp.add((4 * j + g) * 64));
                 let lo = _mm256_and_si256(v, nib);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
@@ -151,11 +162,22 @@ unsafe fn q6k<const R: usize>(
     let (mut qp, mut mp, h16) = (qp.add(32 * half), mp.add(8 * half), 8 * half);
     let x = rows_of::<R>(a, r0);
     let (m0f, m30) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let pf = if half == 0 { pf_dist() } else { 0 };
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(mp.add(64 * l), pf / 10);
+            }
+        }
         let mut isum = [_mm256_setzero_si256(); R];
         for h in 0..16 {
             let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(mp.add(16 * h) as *const __m128i));
+            if pf > 0 {
+                for l in 0..3 {
+                    prefetch(qp.add(192 * h + 64 * l), pf);
+                }
+            }
             let (l0, l1, qh) = (load(qp.add(192 * h)), load(qp.add(192 * h + 64)), load(qp.add(192 * h + 128)));
             let o = [
                 _mm256_or_si256(_mm256_and_si256(l0, m0f), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
@@ -208,8 +230,15 @@ unsafe fn q8_0<const R: usize>(
     let (qp, mp) = w.tile(t);
     let (mut qp, mut mp) = (qp.add(32 * half), mp.add(16 * half));
     let x = rows_of::<R>(a, r0);
+    let pf = if half == 0 { pf_dist() } else { 0 };
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..8 {
+                prefetch(qp.add(64 * l), pf);
+            }
+            prefetch(mp, pf / 16);
+        }
         let mut wv = [_mm256_setzero_si256(); 8];
         let mut aw = [_mm256_setzero_si256(); 8];
         for g in 0..8 {

@@ -13,6 +13,8 @@ use crate::act::Q8Blocks;
 use crate::packed::{Format, PackedMatrix};
 use crate::{TileOut, TILE};
 
+use super::{pf_dist, prefetch};
+
 /// Rows that share one decode of a weight tile: each has its own
 /// accumulator chain, and 8 of them still fit the 32 vector registers.
 const GROUP: usize = 8;
@@ -91,13 +93,22 @@ unsafe fn q4k<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usiz
     let nb = w.blocks();
     let (mut qp, mut mp) = w.tile(t);
     let nib = _mm512_set1_epi8(0x0F);
+    let pf = pf_dist();
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(mp.add(64 * l), pf / 6);
+            }
+        }
         let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 256));
         let mut isum = [_mm512_setzero_si512(); R];
         for j in 0..8 {
             let mut s = [_mm512_setzero_si512(); R];
             for g in 0..4 {
+                if pf > 0 {
+                    prefetch(qp.add((4 * j + g) * 64), pf);
+                }
                 let raw = load(qp.add((4 * j + g) * 64));
                 let (lo, hi) = (_mm512_and_si512(raw, nib), _mm512_and_si512(_mm512_srli_epi16(raw, 4), nib));
                 let u = 8 * j + 2 * g;
@@ -140,12 +151,23 @@ unsafe fn q6k<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usiz
     let nb = w.blocks();
     let (mut qp, mut mp) = w.tile(t);
     let (m0f, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let pf = pf_dist();
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(mp.add(64 * l), pf / 10);
+            }
+        }
         let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 256));
         let bsum: [*const i32; R] = std::array::from_fn(|r| a.bsum16.as_ptr().add(((r0 + r) * nb + b) * 16));
         let mut isum = [_mm512_setzero_si512(); R];
         for h in 0..16 {
+            if pf > 0 {
+                for l in 0..3 {
+                    prefetch(qp.add(192 * h + 64 * l), pf);
+                }
+            }
             let (l0, l1, qh) = (load(qp.add(192 * h)), load(qp.add(192 * h + 64)), load(qp.add(192 * h + 128)));
             let v = [
                 _mm512_or_si512(_mm512_and_si512(l0, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
@@ -186,8 +208,15 @@ unsafe fn q8_0<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usi
     let (mut qp, mut mp) = w.tile(t);
     // vpdpbusd wants unsigned weights: w + 128, paid back as 128·Σx.
     let flip = _mm512_set1_epi8(-128);
+    let pf = pf_dist();
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
+        if pf > 0 {
+            for l in 0..8 {
+                prefetch(qp.add(64 * l), pf);
+            }
+            prefetch(mp, pf / 16);
+        }
         let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 32));
         let mut s: [__m512i; R] =
             std::array::from_fn(|r| _mm512_set1_epi32(-128 * *a.bsum32.get_unchecked((r0 + r) * nb + b)));
