@@ -28,10 +28,11 @@ fn next<M: Message + Default>(buf: &mut BytesMut) -> bool {
             let len = declared.expect("a frame has a length prefix");
             assert!(len <= MAX_FRAME);
             assert_eq!(before - buf.len(), 4 + len, "a frame consumes its prefix and body");
+            let bytes = msg.encode_to_vec();
             let mut out = BytesMut::new();
-            FrameEncoder::default().encode(msg.clone(), &mut out).expect("a decoded frame re-encodes");
+            FrameEncoder::default().encode(msg, &mut out).expect("a decoded frame re-encodes");
             let again = FrameDecoder::<M>::default().decode_eof(&mut out).expect("re-read").expect("a frame");
-            assert_eq!(again.encode_to_vec(), msg.encode_to_vec());
+            assert_eq!(again.encode_to_vec(), bytes);
             assert!(out.is_empty());
             true
         }
