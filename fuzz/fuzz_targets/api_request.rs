@@ -20,7 +20,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, Request};
 use axum::Router;
 use libfuzzer_sys::fuzz_target;
-use ouro_edge::api::{router, ApiError, Backend, ChatMessage, OpenAiFinish, GenEvent, GenRequest, OuroStats};
+use ouro_edge::api::{router, ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
