@@ -70,11 +70,8 @@ struct Totals {
 }
 
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
-    let modes: Vec<(String, Arc<dyn DraftStrategy>)> = args
-        .modes
-        .iter()
-        .map(|m| strategy::parse(m).map(|d| (m.clone(), d)))
-        .collect::<Result<_, _>>()?;
+    let modes: Vec<(String, Arc<dyn DraftStrategy>)> =
+        args.modes.iter().map(|m| strategy::parse(m).map(|d| (m.clone(), d))).collect::<Result<_, _>>()?;
     let opts = LoadOptions::default();
     let drafter = LocalModel::load(&args.drafter, &opts)?;
     let target = LocalModel::load(&args.target, &opts)?;

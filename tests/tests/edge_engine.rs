@@ -217,7 +217,8 @@ fn collect(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> (String, Option<(Fi
 /// The target's own greedy text after `prompt`, as the engine would render it.
 fn target_text(s: &Setup, prompt: &[u32], max_tokens: usize) -> String {
     let stop_ids = s.local.tokenizer.info().stop_ids.clone();
-    let cfg = GenerateConfig { max_new_tokens: max_tokens, sampling: SamplingParams::greedy(), stop_ids: stop_ids.clone() };
+    let cfg =
+        GenerateConfig { max_new_tokens: max_tokens, sampling: SamplingParams::greedy(), stop_ids: stop_ids.clone() };
     let mut decoder = StreamDecoder::new(&s.local.tokenizer, true);
     let mut text = String::new();
     generate(&*smollm2_f32(), prompt, &cfg, |t| {

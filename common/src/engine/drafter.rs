@@ -5,9 +5,9 @@ use crate::controller::{BranchFeedback, DraftPlan};
 use crate::draft::{PhrasePool, PhraseSource};
 use crate::model::{AttnMask, CausalLm, KvCache, LogitsRows};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingParams, SparseDist};
+use crate::spec::DraftSource;
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::Verdict;
-use crate::spec::DraftSource;
 
 use super::EngineError;
 
@@ -158,7 +158,6 @@ impl<'m> Drafter<'m> {
         self.step(&pending)
     }
 
-
     /// Checks several pool phrases continuing the trunk in one drafter pass
     /// (tree mask) and keeps the longest prefix the drafter itself would have
     /// produced greedily. Returns the logits after the extended trunk, or
@@ -282,8 +281,6 @@ impl<'m> Drafter<'m> {
         }
         Ok(())
     }
-
-
 }
 
 /// The drafter model's rounds: the source of the chain, heuristic and

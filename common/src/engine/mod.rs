@@ -10,8 +10,8 @@ pub mod drafter;
 pub mod spec;
 pub mod verifier;
 
-pub use drafter::{Ahead, Draft, Drafter, DrafterConfig};
 pub use crate::spec::SpecStats;
+pub use drafter::{Ahead, Draft, Drafter, DrafterConfig};
 pub use spec::SpecEngine;
 pub use verifier::{PendingVerify, VerifierSession};
 

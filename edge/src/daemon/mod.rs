@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::local::LoadLocal;
-use ouro_edge::engine::{EdgeBackend, LocalModel};
 use ouro_common::model::gguf::LoadOptions;
+use ouro_edge::engine::{EdgeBackend, LocalModel};
 
 pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
     let local = Arc::new(LocalModel::load(&args.model, &LoadOptions::default())?);

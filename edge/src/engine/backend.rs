@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::api::{ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
+use crate::link::{LinkError, Plan, SpecRequest, SpecRun};
 use ouro_common::chat::Message;
 use ouro_common::draft::{PhrasePool, PoolMark};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
-use crate::api::{ApiError, Backend, ChatMessage, FinishReason, GenEvent, GenRequest, OuroStats};
-use crate::link::{LinkError, Plan, SpecRequest, SpecRun};
 use tokio::sync::mpsc;
 use tonic::Code;
 

@@ -103,8 +103,7 @@ pub async fn speculate_into(
     };
     // The drafter prefills the prompt while the cloud prefills it too: the
     // session's Open is on its way before the drafter's blocking pass starts.
-    let (session, source) =
-        tokio::join!(client.open_session(open), async { off_runtime(|| req.plan.open(at)) });
+    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.plan.open(at)) });
     let mut source = source?;
     let (mut stream, opened) = session?;
     // Greedy runs plan with the cloud's own cost curve from the start, and

@@ -98,13 +98,8 @@ pub struct Entry {
 }
 
 /// Every strategy a flag can name.
-pub const TABLE: &[Entry] = &[
-    chain::ENTRY,
-    heuristic::ENTRY,
-    ouroboros::ENTRY,
-    ouroboros::COMPUTE_ENTRY,
-    pool_only::ENTRY,
-];
+pub const TABLE: &[Entry] =
+    &[chain::ENTRY, heuristic::ENTRY, ouroboros::ENTRY, ouroboros::COMPUTE_ENTRY, pool_only::ENTRY];
 
 /// Parses a draft flag (`chain4`, `heuristic`, `ouroboros`, …). Longer
 /// names are tried first, so `ouroboros-compute` is not read as `ouroboros`

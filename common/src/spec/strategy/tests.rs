@@ -67,13 +67,7 @@ pub(crate) fn rounds(prompt_len: usize, max_new: usize, stop_ids: &[u32]) -> Rou
 pub(crate) fn run(strategy: &dyn DraftStrategy, prompt: &[u32], text: &[u32], max_new: usize) -> SpecStats {
     let mut pool = PhrasePool::default();
     let mut source = strategy
-        .open(Opening {
-            drafter: None,
-            prompt,
-            sampling: SamplingParams::greedy(),
-            stop_ids: &[],
-            pool: &mut pool,
-        })
+        .open(Opening { drafter: None, prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool })
         .unwrap();
     let mut policy = strategy.policy(None);
     let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
@@ -123,7 +117,10 @@ fn heuristic_grows_after_a_full_accept_and_shrinks_after_a_miss() {
 
 #[test]
 fn ouroboros_names_its_objective() {
-    assert_eq!(format!("{:?}", parse("ouroboros").unwrap()), format!("{:?}", ouroboros::Ouroboros { objective: Objective::Latency }));
+    assert_eq!(
+        format!("{:?}", parse("ouroboros").unwrap()),
+        format!("{:?}", ouroboros::Ouroboros { objective: Objective::Latency })
+    );
     assert_eq!(
         format!("{:?}", parse("ouroboros-compute").unwrap()),
         format!("{:?}", ouroboros::Ouroboros { objective: Objective::VerifierCompute })
