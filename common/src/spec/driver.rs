@@ -164,8 +164,9 @@ mod tests {
     use std::ops::ControlFlow;
 
     use super::*;
-    use crate::controller::FixedPolicy;
+    use crate::controller::{BranchFeedback, FixedPolicy};
     use crate::draft::PhrasePool;
+    use crate::engine::Draft;
     use crate::sampling::SamplingParams;
     use crate::spec::strategy::replay::Replay;
     use crate::spec::strategy::tests::{rounds, Oracle};
@@ -202,14 +203,40 @@ mod tests {
         assert_eq!((stats.tokens, stats.generated), (seen.clone(), 7));
     }
 
+    /// Drafts the next six tokens of its text whatever the plan says (as a
+    /// pool branch may run past the planned trunk).
+    struct Overdraft {
+        text: Vec<u32>,
+        done: usize,
+    }
+
+    impl DraftSource for Overdraft {
+        fn draft(&mut self, _: &DraftPlan, _: &TreeLimits, _: usize) -> Result<Draft, crate::engine::EngineError> {
+            let tokens = &self.text[self.done..self.done + 6];
+            let dists = tokens.iter().map(|&t| crate::sampling::SparseDist::point(t)).collect();
+            Ok(Draft { tree: crate::tree::DraftTree::chain(tokens), dists, trunk_len: 6, branches: Vec::new() })
+        }
+
+        fn commit(&mut self, draft: &Draft, verdict: &crate::verify::Verdict) -> (usize, Vec<BranchFeedback>) {
+            self.done += verdict.emitted_tokens(&draft.tree).len();
+            (draft.trunk_accepted(verdict), Vec::new())
+        }
+    }
+
     #[test]
     fn a_round_is_cut_at_the_length_limit() {
         let text: Vec<u32> = (1..=20).collect();
-        // The first round's five tokens would overshoot a limit of three.
-        let (finish, stats) = go(&text, &rounds(1, 3, &[]), &mut FixedPolicy(8), |_| ControlFlow::Continue(()));
+        let mut source = Overdraft { text: text.clone(), done: 0 };
+        let mut oracle = Oracle { text, pos: 0 };
+        let mut stats = SpecStats::default();
+        let r = rounds(1, 3, &[]);
+        let on_tokens = |_: &[u32]| ControlFlow::Continue(());
+        let finish =
+            block_on_ready(drive(&mut oracle, &mut source, &mut FixedPolicy(2), &r, &mut stats, on_tokens)).unwrap();
+        // The round committed seven tokens; the request wanted three.
         assert_eq!(finish, FinishReason::Length);
         assert_eq!(stats.tokens, [1, 2, 3]);
-        assert_eq!(stats.rounds, 1);
+        assert_eq!((stats.rounds, stats.generated), (1, 3));
     }
 
     #[test]
