@@ -6,7 +6,7 @@
 //! so drafts are mostly but not always accepted.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -38,12 +38,17 @@ struct FakeCloud {
     /// Every session waits here before its first round, so that concurrent
     /// requests are sure to overlap.
     start_together: Option<Arc<Barrier>>,
+    /// The pause before each verdict, and whether one is under way.
+    delay: Duration,
+    in_verdict: Arc<AtomicBool>,
 }
 
 struct FakeConn {
     target: Arc<Transformer>,
     lose_after: Option<usize>,
     start_together: Option<Arc<Barrier>>,
+    delay: Duration,
+    in_verdict: Arc<AtomicBool>,
 }
 
 /// The in-process verifier, a millisecond away.
@@ -51,6 +56,8 @@ struct Distant<'m> {
     inner: InProcessVerifier<'m>,
     rounds: usize,
     lose_after: Option<usize>,
+    delay: Duration,
+    in_verdict: Arc<AtomicBool>,
 }
 
 impl Verifier for Distant<'_> {
@@ -65,7 +72,9 @@ impl Verifier for Distant<'_> {
     }
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, LinkError> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.in_verdict.store(true, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.in_verdict.store(false, Ordering::SeqCst);
         if self.lose_after == Some(self.rounds) {
             return Err(LinkError::Status(tonic::Status::not_found("session evicted")));
         }
@@ -83,6 +92,8 @@ impl Cloud for FakeCloud {
             target: self.target.clone(),
             lose_after: self.lose_first_after.filter(|_| session == 0),
             start_together: self.start_together.clone(),
+            delay: self.delay,
+            in_verdict: self.in_verdict.clone(),
         };
         Ok((conn, self.info.clone()))
     }
@@ -109,7 +120,13 @@ impl Cloud for FakeCloud {
         if let Some(b) = conn.start_together.take() {
             tokio::task::block_in_place(|| b.wait());
         }
-        let mut verifier = Distant { inner: InProcessVerifier { session }, rounds: 0, lose_after: conn.lose_after };
+        let mut verifier = Distant {
+            inner: InProcessVerifier { session },
+            rounds: 0,
+            lose_after: conn.lose_after,
+            delay: conn.delay,
+            in_verdict: conn.in_verdict.clone(),
+        };
         let rounds = Rounds {
             prompt_len: req.prompt.len(),
             max_new: req.max_new,
@@ -140,13 +157,25 @@ struct Setup {
     backend: EdgeBackend<FakeCloud>,
     local: Arc<LocalModel>,
     sessions: Arc<AtomicUsize>,
+    in_verdict: Arc<AtomicBool>,
     _dir: TempDir,
     pool_file: std::path::PathBuf,
 }
 
 fn setup(name: &str, workers: usize, lose_first_after: Option<usize>, start_together: Option<usize>) -> Setup {
+    setup_with(name, workers, lose_first_after, start_together, Duration::from_millis(20))
+}
+
+fn setup_with(
+    name: &str,
+    workers: usize,
+    lose_first_after: Option<usize>,
+    start_together: Option<usize>,
+    delay: Duration,
+) -> Setup {
     let local = Arc::new(local());
     let sessions = Arc::new(AtomicUsize::new(0));
+    let in_verdict = Arc::new(AtomicBool::new(false));
     let info = ModelInfo {
         tokenizer_hash: local.tokenizer.info().identity.clone(),
         vocab_size: local.model.config().vocab_size as u32,
@@ -160,6 +189,8 @@ fn setup(name: &str, workers: usize, lose_first_after: Option<usize>, start_toge
         sessions: sessions.clone(),
         lose_first_after,
         start_together: start_together.map(|n| Arc::new(Barrier::new(n))),
+        delay,
+        in_verdict: in_verdict.clone(),
     };
     let dir = TempDir::new(name);
     let pool_file = dir.0.join("pool.json");
@@ -173,7 +204,7 @@ fn setup(name: &str, workers: usize, lose_first_after: Option<usize>, start_toge
         workers,
     };
     let backend = EdgeBackend::new(local.clone(), Some(cloud), opts).unwrap();
-    Setup { backend, local, sessions, _dir: dir, pool_file }
+    Setup { backend, local, sessions, in_verdict, _dir: dir, pool_file }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -279,11 +310,17 @@ fn concurrent_requests_keep_each_others_phrases() {
 
 #[test]
 fn a_cancelled_request_loses_none_of_its_phrases() {
-    let s = setup("cancelled", 1, None, None);
+    let s = setup_with("cancelled", 1, None, None, Duration::from_millis(300));
     let a = prompt(&s, "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune and Pluto");
     let mut rx = s.backend.generate(request(a.clone(), 64));
-    // Leave after the first words, while a verdict is on its way.
+    // Leave after the first words, while a verdict is on its way: the engine
+    // drops the whole session, drafter and all, mid-round.
     assert!(matches!(rx.blocking_recv(), Some(GenEvent::Text { .. })));
+    let since = std::time::Instant::now();
+    while !s.in_verdict.load(Ordering::SeqCst) {
+        assert!(since.elapsed() < Duration::from_secs(60), "no second round came");
+        std::thread::yield_now();
+    }
     drop(rx);
     // One worker: this request starts once the cancelled one has ended.
     let b = prompt(&s, "Hello");
