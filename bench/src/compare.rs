@@ -138,8 +138,8 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
         _ => match strategy::parse(base) {
             Ok(plan) => Kind::Speculative { plan, pipeline },
             Err(_) => bail!(
-                "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain, or a draft strategy ({}), \
-                 each speculative mode with [-quic][-nopipe]",
+                "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], \
+                 ouroboros[-quic][-nopipe], or another draft strategy ({})[-quic][-nopipe]",
                 strategy::names()
             ),
         },
