@@ -232,7 +232,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         for (i, r) in runs {
             row.tokens += r.tokens.len();
             row.rounds += r.rounds;
-            row.bytes += r.bytes;
+            row.bytes += r.bytes_out + r.bytes_in;
             row.batch_sum += r.batch_sizes.iter().map(|&b| b as u64).sum::<u64>();
             row.mismatches += usize::from(r.tokens != reference[i]);
         }

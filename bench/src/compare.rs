@@ -23,6 +23,7 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
+use ouro_common::spec::strategy;
 use ouro_config::models;
 use ouro_edge::link::{self, Plan, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1;
@@ -105,7 +106,7 @@ pub struct SweepArgs {
 }
 
 /// What a mode runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Kind {
     CloudOnly,
     EdgeOnly,
@@ -131,11 +132,18 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
     let kind = match base {
         "cloud-only" if pipeline => Kind::CloudOnly,
         "edge-only" if pipeline && transport == TransportKind::Grpc => Kind::EdgeOnly,
-        "sd-chain" => Kind::Speculative { plan: Plan::Chain(gamma), pipeline },
-        "ouroboros" => Kind::Speculative { plan: Plan::Ouroboros, pipeline },
-        _ => bail!(
-            "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], ouroboros[-quic][-nopipe]"
-        ),
+        // sd-chain is chainN with N from --gamma; other draft modes are
+        // named as every CLI names a draft strategy.
+        "sd-chain" => Kind::Speculative { plan: strategy::parse(&format!("chain{gamma}"))?, pipeline },
+        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining or QUIC variants"),
+        _ => match strategy::parse(base) {
+            Ok(plan) => Kind::Speculative { plan, pipeline },
+            Err(_) => bail!(
+                "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], \
+                 ouroboros[-quic][-nopipe], or another draft strategy ({})[-quic][-nopipe]",
+                strategy::names()
+            ),
+        },
     };
     Ok(Mode { name: name.to_string(), kind, transport })
 }
@@ -314,7 +322,7 @@ impl Bench {
         match kind {
             Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
             Kind::Speculative { plan, pipeline } => {
-                let (clock, run) = self.speculative(t, prompt, *plan, *pipeline).await?;
+                let (clock, run) = self.speculative(t, prompt, plan.clone(), *pipeline).await?;
                 Ok((clock, Some(run)))
             }
             Kind::EdgeOnly => unreachable!("runs without a link"),
@@ -467,7 +475,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
                     for (k, mut s) in samples.into_iter().enumerate() {
                         if mode.name == BASELINE {
                             reference.push(s.tokens.clone());
-                        } else if greedy && mode.kind != Kind::EdgeOnly {
+                        } else if greedy && !matches!(mode.kind, Kind::EdgeOnly) {
                             let same = reference.get(k) == Some(&s.tokens);
                             if !same {
                                 say(
@@ -573,15 +581,19 @@ mod tests {
 
     #[test]
     fn modes_parse_with_transport_and_pipelining() {
+        let speculative = |name: &str, gamma| match parse_mode(name, gamma).unwrap().kind {
+            Kind::Speculative { plan, pipeline } => (plan.name(), pipeline),
+            other => panic!("{name}: {other:?}"),
+        };
         let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();
         assert_eq!(m.transport, TransportKind::Quic);
-        assert_eq!(m.kind, Kind::Speculative { plan: Plan::Ouroboros, pipeline: false });
-        assert!(matches!(
-            parse_mode("sd-chain", 6).unwrap().kind,
-            Kind::Speculative { plan: Plan::Chain(6), pipeline: true }
-        ));
-        assert_eq!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly);
-        for bad in ["edge-only-quic", "cloud-only-nopipe", "chain", "ouroboros-tcp"] {
+        assert_eq!(speculative("ouroboros-quic-nopipe", 4), ("ouroboros".into(), false));
+        assert_eq!(speculative("sd-chain", 6), ("chain6".into(), true));
+        // Every draft strategy's name is a mode.
+        assert_eq!(speculative("heuristic-quic", 4), ("heuristic".into(), true));
+        assert_eq!(speculative("pool-nopipe", 4), ("pool".into(), false));
+        assert!(matches!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly));
+        for bad in ["edge-only-quic", "cloud-only-nopipe", "chain", "ouroboros-tcp", "sd-chain-quic-x"] {
             assert!(parse_mode(bad, 4).is_err(), "{bad}");
         }
     }

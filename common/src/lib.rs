@@ -11,6 +11,7 @@ pub mod engine;
 pub mod generate;
 pub mod model;
 pub mod sampling;
+pub mod spec;
 pub mod tokenizer;
 pub mod tree;
 pub mod verify;

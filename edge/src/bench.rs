@@ -12,7 +12,7 @@ use ouro_common::model::gguf::LoadOptions;
 use ouro_common::model::{CausalLm, LogitsRows};
 use ouro_common::sampling::argmax;
 
-use crate::local::{threads, LocalModel};
+use crate::local::{threads, LoadLocal, LocalModel};
 
 #[derive(Args)]
 pub struct BenchArgs {

@@ -8,18 +8,20 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use ouro_common::chat::Message;
 use ouro_common::draft::PhrasePool;
-use ouro_common::engine::{DraftMode, SpecEngine};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::LoadOptions;
 use ouro_common::sampling::SamplingParams;
+use ouro_common::spec::strategy::{self, DraftStrategy};
+use ouro_common::spec::SpecEngine;
 
-use crate::local::{threads, LocalModel};
+use crate::local::{threads, LoadLocal, LocalModel};
 
 #[derive(Args)]
 pub struct BenchSpecArgs {
@@ -44,20 +46,10 @@ pub struct BenchSpecArgs {
     /// Only these categories (default: all six).
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<String>,
-    /// Modes to compare with target-only: chainN (fixed γ = N), heuristic, ouroboros.
+    /// Modes to compare with target-only: draft strategies by name (chainN
+    /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool).
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
-}
-
-fn parse_mode(s: &str) -> anyhow::Result<DraftMode> {
-    Ok(match s {
-        "ouroboros" => DraftMode::Ouroboros,
-        "heuristic" => DraftMode::Heuristic,
-        _ => match s.strip_prefix("chain").and_then(|g| g.parse().ok()) {
-            Some(gamma) if gamma > 0 => DraftMode::Chain { gamma },
-            _ => anyhow::bail!("unknown mode `{s}` (chainN, heuristic, ouroboros)"),
-        },
-    })
 }
 
 /// Spec-Bench's six categories: MT-bench's sub-categories are one.
@@ -78,8 +70,8 @@ struct Totals {
 }
 
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
-    let modes: Vec<(String, DraftMode)> =
-        args.modes.iter().map(|m| parse_mode(m).map(|d| (m.clone(), d))).collect::<anyhow::Result<_>>()?;
+    let modes: Vec<(String, Arc<dyn DraftStrategy>)> =
+        args.modes.iter().map(|m| strategy::parse(m).map(|d| (m.clone(), d))).collect::<Result<_, _>>()?;
     let opts = LoadOptions::default();
     let drafter = LocalModel::load(&args.drafter, &opts)?;
     let target = LocalModel::load(&args.target, &opts)?;
@@ -129,7 +121,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
     let engines = modes
         .iter()
-        .map(|(_, mode)| SpecEngine::new(&drafter.model, &target.model, *mode))
+        .map(|(_, mode)| SpecEngine::new(&drafter.model, &target.model, mode.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     // Each mode keeps its own pool across prompts, as one client would.
     let mut pools: Vec<PhrasePool> = modes.iter().map(|_| PhrasePool::default()).collect();

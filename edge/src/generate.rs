@@ -11,11 +11,11 @@ use ouro_common::model::gguf::LoadOptions;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
 
-use crate::daemon::backend::EdgeBackend;
 use crate::daemon::cloud::CloudConfig;
 use crate::daemon::config::LinkArgs;
-use crate::local::{threads, LocalModel};
+use crate::local::{threads, LoadLocal};
 use ouro_edge::api::{Backend, GenEvent, GenRequest};
+use ouro_edge::engine::{EdgeBackend, LocalModel};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -121,7 +121,7 @@ fn run_with_cloud(args: &GenerateArgs, lm: LocalModel, prompt: Vec<u32>) -> anyh
         prompt.len(),
         args.max_tokens
     );
-    let cloud = CloudConfig::from_args(&args.link)?;
+    let cloud = CloudConfig::from_args(&args.link)?.map(|c| c.expecting(&lm));
     let name = lm.name.clone();
     let backend = EdgeBackend::new(std::sync::Arc::new(lm), cloud, args.link.backend_options(1)?)?;
     let (prompt_tokens, t0) = (prompt.len(), std::time::Instant::now());

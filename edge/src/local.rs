@@ -1,9 +1,8 @@
 //! Loading a local model with its tokenizer and chat template.
 
 use anyhow::Context;
-use ouro_common::chat::{encode_conversation, ChatError, ChatTemplate, Message, CHATML};
+use ouro_common::chat::{ChatTemplate, Message, CHATML};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::Transformer;
 use ouro_common::tokenizer::Tokenizer;
 use ouro_config::models;
 
@@ -24,15 +23,20 @@ pub fn threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-pub struct LocalModel {
-    pub name: String,
-    pub model: Transformer,
-    pub tokenizer: Tokenizer,
-    pub template: ChatTemplate,
+pub use ouro_edge::engine::LocalModel;
+
+/// Loading the engine's [`LocalModel`] by name, and prompts for the CLI.
+pub trait LoadLocal: Sized {
+    fn load(name_or_path: &str, opts: &LoadOptions) -> anyhow::Result<Self>;
+
+    /// Prompt token ids for a chat turn, or for raw text. Raw text is the
+    /// whole prompt as its author wrote it, so control tokens in it count;
+    /// in a chat turn they are text (see [`LocalModel::chat_ids`]).
+    fn prompt_ids(&self, prompt: &str, system: Option<&str>, raw: bool) -> anyhow::Result<Vec<u32>>;
 }
 
-impl LocalModel {
-    pub fn load(name_or_path: &str, opts: &LoadOptions) -> anyhow::Result<Self> {
+impl LoadLocal for LocalModel {
+    fn load(name_or_path: &str, opts: &LoadOptions) -> anyhow::Result<Self> {
         let path = models::resolve(name_or_path)?;
         let (model, ct) = gguf::load(&path, opts).with_context(|| format!("loading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(&ct).context("building the tokenizer from GGUF metadata")?;
@@ -43,10 +47,7 @@ impl LocalModel {
         Ok(Self { name: name_or_path.to_string(), model, tokenizer, template })
     }
 
-    /// Prompt token ids for a chat turn, or for raw text. Raw text is the
-    /// whole prompt as its author wrote it, so control tokens in it count;
-    /// in a chat turn they are text (see [`LocalModel::chat_ids`]).
-    pub fn prompt_ids(&self, prompt: &str, system: Option<&str>, raw: bool) -> anyhow::Result<Vec<u32>> {
+    fn prompt_ids(&self, prompt: &str, system: Option<&str>, raw: bool) -> anyhow::Result<Vec<u32>> {
         if !raw {
             let mut msgs = Vec::new();
             if let Some(s) = system {
@@ -58,24 +59,6 @@ impl LocalModel {
         let mut ids = self.bos();
         ids.extend(self.tokenizer.encode(prompt, true)?);
         Ok(ids)
-    }
-
-    /// A conversation in the chat template, with the assistant's turn
-    /// opened. Control tokens come only from the template: a message that
-    /// writes `<|im_end|>` gets that text, not the end of its turn.
-    pub fn chat_ids(&self, messages: &[Message]) -> Result<Vec<u32>, ChatError> {
-        let mut ids = self.bos();
-        ids.extend(encode_conversation(&self.template, &self.tokenizer, messages, true)?);
-        Ok(ids)
-    }
-
-    fn bos(&self) -> Vec<u32> {
-        let info = self.tokenizer.info();
-        if info.add_bos {
-            info.bos.into_iter().collect()
-        } else {
-            Vec::new()
-        }
     }
 }
 

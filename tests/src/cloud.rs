@@ -13,6 +13,11 @@ pub use ouro_edge::link::{
     generate, speculate, speculate_into, Client, Plan, QuicLink, SessionStream, SpecRequest, SpecRun, Trust,
 };
 
+/// A draft strategy by its CLI name.
+pub fn plan(name: &str) -> Plan {
+    ouro_common::spec::strategy::parse(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The token every test server accepts; [`OTHER_TOKEN`] is a second client.
 pub const TOKEN: &str = "test-token-alpha";
 pub const OTHER_TOKEN: &str = "test-token-beta";

@@ -13,4 +13,4 @@ pub mod persist;
 pub mod pool;
 
 pub use persist::PoolError;
-pub use pool::{InsertOutcome, PhrasePool, PhraseSource, PoolConfig, PoolStats, MAX_SUFFIX_MATCH};
+pub use pool::{InsertOutcome, PhrasePool, PhraseSource, PoolConfig, PoolMark, PoolStats, MAX_SUFFIX_MATCH};

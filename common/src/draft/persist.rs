@@ -10,8 +10,8 @@
 //! so the pool's invariants (bounds, no duplicate prefixes) hold even for a
 //! hand-edited file, and recency order and hit counts carry over.
 
-use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Write};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,8 +64,10 @@ struct StoredPhrase {
 
 impl PhrasePool {
     /// Writes the pool (not the current context tail, which belongs to one
-    /// request). Writes a sibling temporary file and renames it over `path`,
-    /// so a crash mid-write leaves the previous warm-start file intact.
+    /// request). Writes a fresh temporary file in the same directory and
+    /// renames it over `path`, so a crash mid-write leaves the previous
+    /// warm-start file intact, and concurrent saves never write into each
+    /// other's half-written file: the last rename wins whole.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PoolError> {
         let path = path.as_ref();
         let io_err = |source| PoolError::Io { path: path.to_path_buf(), source };
@@ -82,22 +84,18 @@ impl PhrasePool {
         phrases.sort_by_key(|p| p.tick);
         let file = PoolFile { magic: MAGIC.to_owned(), version: VERSION, config: self.config(), phrases };
 
-        let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        let result = (|| {
-            let mut out = BufWriter::new(File::create(&tmp).map_err(io_err)?);
-            serde_json::to_writer(&mut out, &file).map_err(|e| io_err(e.into()))?;
-            out.flush().map_err(io_err)?;
-            out.get_ref().sync_all().map_err(io_err)?;
-            drop(out);
-            fs::rename(&tmp, path).map_err(io_err)
-        })();
-        if result.is_err() {
-            // Best effort: a leftover temp file is harmless but untidy.
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        // Dropped on any error, which removes the temporary file.
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
+        let mut out = BufWriter::new(tmp);
+        serde_json::to_writer(&mut out, &file).map_err(|e| io_err(e.into()))?;
+        let tmp = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(io_err)?;
+        tmp.persist(path).map_err(|e| io_err(e.error))?;
+        Ok(())
     }
 
     /// Loads a pool with the config it was saved with. Every phrase must fit
@@ -166,6 +164,8 @@ fn restore(path: &Path, mut file: PoolFile, config: PoolConfig, strict: bool) ->
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     struct TempDir(PathBuf);
@@ -287,6 +287,30 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(PhrasePool::load(&bad_config), Err(PoolError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn concurrent_saves_leave_one_whole_file_and_no_temporaries() {
+        let dir = TempDir::new("concurrent");
+        let path = dir.file("pool.json");
+        let pools: Vec<PhrasePool> = (0..8u32)
+            .map(|i| {
+                let mut p = sample_pool();
+                p.add_phrase(&[900 + i, 901 + i, 902 + i], PhraseSource::VerifierOutput);
+                p
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for p in &pools {
+                for _ in 0..5 {
+                    s.spawn(|| p.save(&path).unwrap());
+                }
+            }
+        });
+        let loaded = PhrasePool::load(&path).expect("a whole file");
+        assert!(pools.iter().any(|p| p.len() == loaded.len()));
+        let names: Vec<_> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["pool.json"], "temporary files left behind");
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub enum InsertOutcome {
     Rejected,
 }
 
+/// See [`PhrasePool::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolMark(u64);
+
 /// Counts for logs and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolStats {
@@ -367,6 +371,26 @@ impl PhrasePool {
         InsertOutcome::Added
     }
 
+    /// A point in this pool's history: a copy taken now can later give back
+    /// what it learned after it ([`merge_since`](Self::merge_since)).
+    pub fn mark(&self) -> PoolMark {
+        PoolMark(self.clock)
+    }
+
+    /// Takes in what `copy` (a clone of this pool made at `since`) learned
+    /// after that: phrases it added, refreshed or hit, oldest first so their
+    /// recency order carries over, with their hits. Requests that each work
+    /// on a copy of one shared pool merge back this way without losing each
+    /// other's phrases.
+    pub fn merge_since(&mut self, copy: &PhrasePool, since: PoolMark) {
+        let mut learned: Vec<&Entry> = copy.entries().filter(|e| e.tick > since.0).collect();
+        learned.sort_by_key(|e| e.tick);
+        for e in learned {
+            self.insert(&e.tokens, e.source);
+            self.restore_usage(&e.tokens, e.hits, e.protected);
+        }
+    }
+
     /// Restores persisted usefulness onto a just-inserted phrase.
     pub(super) fn restore_usage(&mut self, tokens: &[u32], hits: u32, protected: bool) {
         let Some(&key) = tokens.first() else {
@@ -490,6 +514,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn copies_merged_back_keep_each_others_phrases_and_hits() {
+        let mut shared = pool(64, 8);
+        shared.add_phrase(&[1, 2, 3], PhraseSource::Context);
+        let mark = shared.mark();
+        let (mut a, mut b) = (shared.clone(), shared.clone());
+        a.add_phrase(&[10, 11, 12], PhraseSource::VerifierOutput);
+        a.record_hit(&[1, 2, 3]);
+        b.add_phrase(&[20, 21], PhraseSource::DrafterLookahead);
+        shared.merge_since(&a, mark);
+        shared.merge_since(&b, mark);
+        assert_consistent(&shared);
+        assert_eq!(shared.candidates(10, 4), [&[10, 11, 12][..]]);
+        assert_eq!(shared.candidates(20, 4), [&[20, 21][..]]);
+        assert_eq!(shared.len(), 3);
+        let hit = shared.entries().find(|e| e.tokens == [1, 2, 3]).unwrap();
+        assert_eq!((hit.hits, hit.protected), (1, true));
+        // A copy that learned nothing changes nothing.
+        let before: Vec<Vec<u32>> = shared.entries().map(|e| e.tokens.clone()).collect();
+        let mark = shared.mark();
+        let idle = shared.clone();
+        shared.merge_since(&idle, mark);
+        assert_eq!(shared.entries().map(|e| e.tokens.clone()).collect::<Vec<_>>(), before);
     }
 
     #[test]

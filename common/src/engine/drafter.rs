@@ -39,6 +39,24 @@ pub struct Draft {
     pub branches: Vec<(usize, usize)>,
 }
 
+impl Draft {
+    /// Leading trunk tokens the verdict accepted.
+    pub fn trunk_accepted(&self, verdict: &Verdict) -> usize {
+        verdict.accepted.iter().zip(0..self.trunk_len).take_while(|(a, i)| *a == i).count()
+    }
+
+    /// How each branch fared, for the policy.
+    pub fn branch_feedback(&self, verdict: &Verdict) -> Vec<BranchFeedback> {
+        self.branches
+            .iter()
+            .map(|&(first, len)| BranchFeedback {
+                offered: len,
+                accepted: (first..first + len).filter(|n| verdict.accepted.contains(n)).count(),
+            })
+            .collect()
+    }
+}
+
 /// A round drafted while the previous verdict was in flight.
 pub struct Ahead {
     pub draft: Draft,
@@ -56,7 +74,9 @@ pub struct Drafter<'m> {
     cache: KvCache,
     seq: Vec<u32>,
     committed: usize,
-    pool: PhrasePool,
+    /// Borrowed, so that what this generation taught stays with the caller
+    /// even if the generation is dropped half-way.
+    pool: &'m mut PhrasePool,
     params: SamplingParams,
     rng: SamplerRng,
     cfg: DrafterConfig,
@@ -71,7 +91,7 @@ impl<'m> Drafter<'m> {
         model: &'m dyn CausalLm,
         prompt: &[u32],
         params: SamplingParams,
-        mut pool: PhrasePool,
+        pool: &'m mut PhrasePool,
         cfg: DrafterConfig,
         stop_ids: Vec<u32>,
     ) -> Result<Self, EngineError> {
@@ -110,11 +130,6 @@ impl<'m> Drafter<'m> {
         &self.seq[..self.committed]
     }
 
-    /// Gives the pool back (to persist it across requests).
-    pub fn into_pool(self) -> PhrasePool {
-        self.pool
-    }
-
     fn choose(&mut self, logits: &[f32]) -> Result<(u32, SparseDist), EngineError> {
         if self.params.is_greedy() {
             let t = argmax(logits);
@@ -140,48 +155,6 @@ impl<'m> Drafter<'m> {
         }
         let pending = self.seq[self.cache.len()..].to_vec();
         self.step(&pending)
-    }
-
-    /// Drafts one round: a trunk from the drafter (extended by whole pool
-    /// phrases the drafter agrees with), then pool phrases as side branches.
-    pub fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
-        let max_ctx = self.model.config().max_context;
-        self.seq.truncate(self.committed);
-        self.cache.truncate(self.committed);
-        let trunk_cap = plan.trunk_len.min(limits.max_nodes).min(limits.max_depth);
-        let room = max_ctx.saturating_sub(self.committed + 2);
-        let trunk_cap = trunk_cap.min(room);
-        let mut tree = DraftTree::empty(limits, vocab);
-        let mut dists = Vec::new();
-        if trunk_cap == 0 {
-            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new() });
-        }
-        let mut logits = self.step_to_end()?;
-        let mut trunk: Vec<u32> = Vec::new();
-        while trunk.len() < trunk_cap {
-            let (t, q) = self.choose(&logits)?;
-            trunk.push(t);
-            dists.push(q);
-            if trunk.len() == trunk_cap || self.stop_ids.contains(&t) {
-                break;
-            }
-            if self.cfg.use_pool && self.params.is_greedy() {
-                if let Some(next) = self.extend_by_phrase(&mut trunk, &mut dists, trunk_cap)? {
-                    logits = next;
-                    continue;
-                }
-            }
-            logits = self.step(&[t])?;
-        }
-        self.seq.extend_from_slice(&trunk);
-        for (i, &t) in trunk.iter().enumerate() {
-            tree.push(t, i.checked_sub(1))?;
-        }
-        let mut branches = Vec::new();
-        if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
-            self.add_branches(&mut tree, &mut dists, &trunk, plan, &mut branches)?;
-        }
-        Ok(Draft { tree, dists, trunk_len: trunk.len(), branches })
     }
 
     /// Checks several pool phrases continuing the trunk in one drafter pass
@@ -307,6 +280,53 @@ impl<'m> Drafter<'m> {
         }
         Ok(())
     }
+}
+
+/// The drafter model's rounds: the source of the chain, heuristic and
+/// Ouroboros strategies (`crate::spec::strategy` makes them its
+/// `DraftSource`; the engine stays below the round driver).
+impl Drafter<'_> {
+    /// Drafts one round: a trunk from the drafter (extended by whole pool
+    /// phrases the drafter agrees with), then pool phrases as side branches.
+    pub fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
+        let max_ctx = self.model.config().max_context;
+        self.seq.truncate(self.committed);
+        self.cache.truncate(self.committed);
+        let trunk_cap = plan.trunk_len.min(limits.max_nodes).min(limits.max_depth);
+        let room = max_ctx.saturating_sub(self.committed + 2);
+        let trunk_cap = trunk_cap.min(room);
+        let mut tree = DraftTree::empty(limits, vocab);
+        let mut dists = Vec::new();
+        if trunk_cap == 0 {
+            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new() });
+        }
+        let mut logits = self.step_to_end()?;
+        let mut trunk: Vec<u32> = Vec::new();
+        while trunk.len() < trunk_cap {
+            let (t, q) = self.choose(&logits)?;
+            trunk.push(t);
+            dists.push(q);
+            if trunk.len() == trunk_cap || self.stop_ids.contains(&t) {
+                break;
+            }
+            if self.cfg.use_pool && self.params.is_greedy() {
+                if let Some(next) = self.extend_by_phrase(&mut trunk, &mut dists, trunk_cap)? {
+                    logits = next;
+                    continue;
+                }
+            }
+            logits = self.step(&[t])?;
+        }
+        self.seq.extend_from_slice(&trunk);
+        for (i, &t) in trunk.iter().enumerate() {
+            tree.push(t, i.checked_sub(1))?;
+        }
+        let mut branches = Vec::new();
+        if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
+            self.add_branches(&mut tree, &mut dists, &trunk, plan, &mut branches)?;
+        }
+        Ok(Draft { tree, dists, trunk_len: trunk.len(), branches })
+    }
 
     /// Drafts the round after `current` while `current`'s verdict is in
     /// flight, betting that the verifier accepts the whole trunk and then
@@ -355,7 +375,7 @@ impl<'m> Drafter<'m> {
         let mut emitted = accepted;
         emitted.push(verdict.next_token);
         let trunk = &self.seq[self.committed..];
-        let on_trunk = verdict.accepted.iter().zip(0..draft.trunk_len).take_while(|(a, i)| *a == i).count();
+        let on_trunk = draft.trunk_accepted(verdict);
         // Cached positions stay valid as far as they hold the emitted tokens:
         // the runtime is batch-invariant, so a token's keys and values depend
         // only on the text before it. A draft-ahead bet that won keeps its whole tail, to be verified next.
@@ -379,14 +399,7 @@ impl<'m> Drafter<'m> {
                 }
             }
         }
-        let branch_feedback = draft
-            .branches
-            .iter()
-            .map(|&(first, len)| BranchFeedback {
-                offered: len,
-                accepted: (first..first + len).filter(|n| verdict.accepted.contains(n)).count(),
-            })
-            .collect();
+        let branch_feedback = draft.branch_feedback(verdict);
         if !keep_tail {
             self.seq.truncate(self.committed);
             self.seq.extend_from_slice(&emitted);

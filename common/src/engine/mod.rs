@@ -3,14 +3,13 @@
 //! - [`verifier`]: the target side of a session (what the cloud runs);
 //! - [`drafter`]: the draft side (what the edge runs): the drafter model, the
 //!   phrase pool and the tree builder;
-//! - [`spec`]: both in one process, without a network ([`SpecEngine`]).
+//!
+//! Both in one process, on the round driver, is [`crate::spec::SpecEngine`].
 
 pub mod drafter;
-pub mod spec;
 pub mod verifier;
 
 pub use drafter::{Ahead, Draft, Drafter, DrafterConfig};
-pub use spec::{DraftMode, SpecEngine, SpecStats};
 pub use verifier::{PendingVerify, VerifierSession};
 
 use crate::model::ModelError;
@@ -32,6 +31,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("the context is full ({len} of {max} tokens)")]
     ContextFull { len: usize, max: usize },
+    #[error("the {0} draft strategy needs a drafter model")]
+    NoDrafter(String),
     #[error("drafter and verifier vocabularies differ ({drafter} vs {verifier} ids)")]
     VocabMismatch { drafter: usize, verifier: usize },
 }

@@ -406,6 +406,12 @@ mod tests {
             &mut scratch,
             &mut out,
         );
-        assert!(out[0] > 1.0 && out[0] < 3.0);
+        // Scores 1 and 0 (slot 2, with its large value, is not attended):
+        // softmax weights w = 1 / (1 + e^-1) and 1 - w.
+        let w = 1.0 / (1.0 + (-1.0f32).exp());
+        let want = w * 1.0 + (1.0 - w) * 3.0;
+        for (i, o) in out.iter().enumerate() {
+            assert!((o - want).abs() < 1e-5, "component {i}: {o} != {want}");
+        }
     }
 }

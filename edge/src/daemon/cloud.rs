@@ -5,34 +5,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use ouro_edge::link::{self, Target, Transport, TransportKind, Trust};
+use std::ops::ControlFlow;
+
+use ouro_common::draft::PhrasePool;
+use ouro_common::model::CausalLm;
+use ouro_edge::engine::{Cloud, LocalModel};
+use ouro_edge::link::{self, LinkError, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1::ModelInfo;
 
 use super::config::LinkArgs;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("{0}")]
-    Link(#[from] link::LinkError),
-    #[error("{0}")]
-    Status(#[from] tonic::Status),
-    /// The cloud's model cannot verify this drafter's tokens: never retried.
-    #[error("{0}")]
-    Mismatch(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-}
-
-impl ConnectError {
-    /// The cloud refused our credentials: a configuration error, not an outage.
-    pub fn is_auth(&self) -> bool {
-        let status = match self {
-            ConnectError::Status(s) | ConnectError::Link(link::LinkError::Status(s)) => s,
-            _ => return false,
-        };
-        matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
-    }
-}
+pub use ouro_edge::engine::ConnectError;
 
 /// A connected link, whichever transport carries it.
 pub type Conn = Box<dyn Transport>;
@@ -71,9 +54,17 @@ impl CloudConfig {
             endpoint,
             transport: args.transport,
             target,
+
             wait: Duration::from_secs(args.wait_secs),
             expect: None,
         }))
+    }
+
+    /// Refuses a cloud whose tokenizer or vocabulary differs from `local`'s.
+    pub fn expecting(mut self, local: &LocalModel) -> Self {
+        let vocab = ouro_common::model::CausalLm::config(&local.model).vocab_size as u32;
+        self.expect = Some((local.tokenizer.info().identity.clone(), vocab));
+        self
     }
 
     /// Connects and checks the handshake: a cloud whose tokenizer differs
@@ -111,9 +102,25 @@ fn check_loopback(endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exponential backoff with jitter: 100 ms, doubling, capped at 5 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    let jitter = rand::random::<u64>() % (base / 2 + 1);
-    Duration::from_millis(base / 2 + jitter)
+impl Cloud for CloudConfig {
+    type Conn = Conn;
+
+    fn connect(&self) -> impl std::future::Future<Output = Result<(Conn, ModelInfo), ConnectError>> + Send {
+        CloudConfig::connect(self)
+    }
+
+    async fn speculate(
+        conn: &mut Conn,
+        drafter: &dyn CausalLm,
+        req: &SpecRequest<'_>,
+        pool: &mut PhrasePool,
+        run: &mut SpecRun,
+        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
+    ) -> Result<(), LinkError> {
+        link::speculate_into(conn, drafter, req, pool, run, on_tokens).await
+    }
+
+    fn wait(&self) -> Duration {
+        self.wait
+    }
 }

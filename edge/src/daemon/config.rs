@@ -5,18 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use ouro_common::spec::strategy;
+use ouro_edge::engine::BackendOptions;
 use ouro_edge::link::{Plan, TransportKind};
 
-/// What to do when the cloud is unreachable or lost mid-generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Fallback {
-    /// Carry on with the drafter alone, and say so in the response.
-    Local,
-    /// End the request with an error.
-    Fail,
-    /// Retry the cloud with backoff until it answers (up to --wait-secs).
-    Wait,
-}
+pub use ouro_edge::engine::Fallback;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -113,7 +106,8 @@ pub struct LinkArgs {
     /// each request, so a device's phrases survive restarts (warm start).
     #[arg(long, env = "OURO_POOL_FILE")]
     pub pool_file: Option<PathBuf>,
-    /// Drafting: `ouroboros` (phrase pool, adaptive controller) or `chainN` (fixed γ = N).
+    /// Drafting strategy: `ouroboros` (phrase pool, adaptive controller),
+    /// `chainN` (fixed γ = N), `heuristic`, or `pool` (no drafter model).
     #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
     pub draft: String,
     /// What the adaptive controller maximises: committed tokens per second
@@ -144,13 +138,27 @@ pub enum ObjectiveArg {
 
 impl LinkArgs {
     pub fn plan(&self) -> anyhow::Result<Plan> {
-        Ok(match self.draft.as_str() {
-            "ouroboros" if self.objective == ObjectiveArg::Compute => Plan::OuroborosCompute,
-            "ouroboros" => Plan::Ouroboros,
-            s => match s.strip_prefix("chain").and_then(|g| g.parse().ok()) {
-                Some(g) if g > 0 => Plan::Chain(g),
-                _ => anyhow::bail!("--draft must be `ouroboros` or `chainN`, not `{s}`"),
-            },
+        // `--objective compute` picks Ouroboros' other objective; the name
+        // table knows it as `ouroboros-compute`.
+        let name = match self.draft.as_str() {
+            "ouroboros" if self.objective == ObjectiveArg::Compute => "ouroboros-compute",
+            s => s,
+        };
+        strategy::parse(name).map_err(|e| anyhow::anyhow!("--draft: {e}"))
+    }
+}
+
+impl LinkArgs {
+    /// The engine's options; `workers` generations may run at once.
+    pub fn backend_options(&self, workers: usize) -> anyhow::Result<BackendOptions> {
+        Ok(BackendOptions {
+            fallback: self.fallback,
+            plan: self.plan()?,
+            pool_file: self.pool_file.clone(),
+            pipeline: !self.no_pipeline,
+            reprobe: std::time::Duration::from_millis(self.reprobe_ms),
+            busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
+            workers,
         })
     }
 }

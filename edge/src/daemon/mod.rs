@@ -2,10 +2,9 @@
 //!
 //! - [`config`]: options (flags, environment, TOML);
 //! - [`cloud`]: connecting to the verifier over gRPC or QUIC, with the handshake check;
-//! - [`backend`]: the generation engine behind the local OpenAI-compatible API:
-//!   speculative with the cloud, drafter-only when the cloud is gone.
+//!
+//! The engine behind the API is the library's [`ouro_edge::engine`].
 
-pub mod backend;
 pub mod cloud;
 pub mod config;
 
@@ -13,18 +12,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::local::LocalModel;
+use crate::local::LoadLocal;
 use ouro_common::model::gguf::LoadOptions;
+use ouro_edge::engine::{EdgeBackend, LocalModel};
 
 pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
     let local = Arc::new(LocalModel::load(&args.model, &LoadOptions::default())?);
-    let cloud = cloud::CloudConfig::from_args(&args.link)?;
+    let cloud = cloud::CloudConfig::from_args(&args.link)?.map(|c| c.expecting(&local));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
         let api = args.api_config()?;
         let opts = args.link.backend_options(api.max_concurrent)?;
-        let backend = Arc::new(backend::EdgeBackend::new(local, cloud, opts)?);
+        let backend = Arc::new(EdgeBackend::new(local, cloud, opts)?);
         if let Some(c) = &backend.cloud {
             // Refuse a mismatched cloud, or one that refuses our token, at
             // start-up rather than on the first request.
@@ -58,21 +58,4 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
-}
-
-// Here rather than in `config`: `backend` reads `config`, so building the
-// engine's options there would have the two modules use each other.
-impl config::LinkArgs {
-    /// The engine's options; `workers` generations may run at once.
-    pub fn backend_options(&self, workers: usize) -> anyhow::Result<backend::BackendOptions> {
-        Ok(backend::BackendOptions {
-            fallback: self.fallback,
-            plan: self.plan()?,
-            pool_file: self.pool_file.clone(),
-            pipeline: !self.no_pipeline,
-            reprobe: std::time::Duration::from_millis(self.reprobe_ms),
-            busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
-            workers,
-        })
-    }
 }

@@ -7,24 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::api::{ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
+use crate::link::{LinkError, Plan, SpecRequest, SpecRun};
 use ouro_common::chat::Message;
-use ouro_common::draft::PhrasePool;
+use ouro_common::draft::{PhrasePool, PoolMark};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::tokenizer::StreamDecoder;
-use ouro_edge::api::{ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
-use ouro_edge::link::{speculate_into, LinkError, Plan, SpecRequest, SpecRun};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use super::cloud::{backoff, CloudConfig, ConnectError};
-use super::config::Fallback;
-use crate::local::LocalModel;
+use super::cloud::{backoff, Cloud, ConnectError};
+use super::local::LocalModel;
 
-pub struct EdgeBackend {
+pub struct EdgeBackend<C: Cloud> {
     local: Arc<LocalModel>,
-    pub cloud: Option<Arc<CloudConfig>>,
+    pub cloud: Option<Arc<C>>,
     opts: Arc<BackendOptions>,
     /// What a request started now would run as (see [`Mode`]).
     mode: Arc<Mutex<Mode>>,
@@ -52,6 +51,17 @@ impl Mode {
             Mode::Unavailable => "unavailable",
         }
     }
+}
+
+/// What to do when the cloud is unreachable or lost mid-generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// Carry on with the drafter alone, and say so in the response.
+    Local,
+    /// End the request with an error.
+    Fail,
+    /// Retry the cloud with backoff until it answers (up to --wait-secs).
+    Wait,
 }
 
 /// How the engine speculates and degrades.
@@ -107,13 +117,10 @@ impl Workers {
     }
 }
 
-impl EdgeBackend {
-    pub fn new(local: Arc<LocalModel>, cloud: Option<CloudConfig>, opts: BackendOptions) -> std::io::Result<Self> {
-        let info = local.tokenizer.info();
-        let cloud = cloud.map(|mut c| {
-            c.expect = Some((info.identity.clone(), local.model.config().vocab_size as u32));
-            Arc::new(c)
-        });
+impl<C: Cloud> EdgeBackend<C> {
+    /// The engine for `local`, verified by `cloud` (none: the drafter alone).
+    pub fn new(local: Arc<LocalModel>, cloud: Option<C>, opts: BackendOptions) -> std::io::Result<Self> {
+        let cloud = cloud.map(Arc::new);
         let mode = if cloud.is_some() { Mode::Speculative } else { Mode::Local };
         Ok(Self {
             local,
@@ -173,7 +180,7 @@ fn load_pool(path: Option<&std::path::Path>) -> PhrasePool {
     }
 }
 
-impl Backend for EdgeBackend {
+impl<C: Cloud> Backend for EdgeBackend<C> {
     fn model_id(&self) -> String {
         self.local.name.clone()
     }
@@ -220,9 +227,9 @@ impl Backend for EdgeBackend {
     }
 }
 
-struct Job {
+struct Job<C: Cloud> {
     local: Arc<LocalModel>,
-    cloud: Option<Arc<CloudConfig>>,
+    cloud: Option<Arc<C>>,
     opts: Arc<BackendOptions>,
     mode: Arc<Mutex<Mode>>,
     pool: Arc<Mutex<PhrasePool>>,
@@ -311,7 +318,19 @@ fn classify(err: ConnectError) -> Failure {
     }
 }
 
-impl Job {
+impl<C: Cloud> Job<C> {
+    /// Takes in what a generation's copy of the pool learned, and saves the
+    /// result (under the lock, so saves land in the order of the merges).
+    fn merge_pool(&self, pool: &PhrasePool, mark: PoolMark) {
+        let mut shared = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        shared.merge_since(pool, mark);
+        if let Some(path) = &self.opts.pool_file {
+            if let Err(e) = shared.save(path.as_path()) {
+                tracing::warn!("saving the phrase pool to {}: {e}", path.display());
+            }
+        }
+    }
+
     async fn run(self, req: GenRequest, tx: mpsc::Sender<GenEvent>) {
         let info = self.local.tokenizer.info();
         let sampling = SamplingParams {
@@ -372,16 +391,20 @@ impl Job {
                         prompt: &committed,
                         max_new: out.room(),
                         stop_ids: &stop_ids,
-                        plan: self.opts.plan,
+                        plan: self.opts.plan.clone(),
                         sampling,
                         pipeline: self.opts.pipeline,
                         info: Some(&info),
                     };
-                    // A copy: a generation cancelled mid-way (its drafter
-                    // holding the pool) must not leave the daemon's pool empty.
-                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    // A copy, merged back when the generation ends, finished
+                    // or cancelled: concurrent requests keep each other's
+                    // phrases, and one dropped mid-way loses nothing.
+                    let (mut pool, mark) = {
+                        let shared = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                        (shared.clone(), shared.mark())
+                    };
                     let model: &dyn CausalLm = &self.local.model;
-                    let work = speculate_into(&mut conn, model, &spec, &mut pool, &mut run, |t| out.push(t));
+                    let work = C::speculate(&mut conn, model, &spec, &mut pool, &mut run, |t| out.push(t));
                     // A client that leaves while we wait on the cloud (its
                     // prefill, a verdict) ends the session now: dropping the
                     // stream tells the cloud to stop, instead of both sides
@@ -390,16 +413,9 @@ impl Job {
                         r = work => Some(r),
                         () = tx.closed() => None,
                     };
-                    if r.is_some() {
-                        if let Some(path) = &self.opts.pool_file {
-                            if let Err(e) = pool.save(path.as_path()) {
-                                tracing::warn!("saving the phrase pool to {}: {e}", path.display());
-                            }
-                        }
-                        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
-                    }
-                    if run.rtt_samples > 0 {
-                        stats.cloud_rtt_ms = Some(run.rtt_ms_sum / run.rtt_samples as f64);
+                    self.merge_pool(&pool, mark);
+                    if let Some(rtt) = run.mean_rtt_ms() {
+                        stats.cloud_rtt_ms = Some(rtt);
                     }
                     match r {
                         None => {
@@ -458,7 +474,7 @@ impl Job {
                         return;
                     }
                     Fallback::Wait => {
-                        if started.elapsed() > cloud.wait {
+                        if started.elapsed() > cloud.wait() {
                             set_mode(&self.mode, Mode::Unavailable);
                             let _ = tx.try_send(GenEvent::Error(format!("the cloud stayed unavailable: {m}")));
                             return;
@@ -482,7 +498,7 @@ impl Job {
             let _ = tx.try_send(GenEvent::Text { text: rest, tokens: 0 });
         }
         stats.rounds = run.rounds;
-        stats.drafted = run.drafted;
+        stats.drafted = run.drafted_nodes;
         stats.accepted = run.accepted;
         stats.mean_accepted = if run.rounds > 0 { run.accepted as f64 / run.rounds as f64 } else { 0.0 };
         let finish_reason = if out.stopped { OpenAiFinish::Stop } else { OpenAiFinish::Length };

@@ -1,0 +1,289 @@
+//! The round driver: plan → draft → verify → commit until the request is
+//! done. The in-process engine, the edge's link and the benchmarks' replay
+//! all run this loop; they differ only in their [`Verifier`] and their
+//! [`DraftSource`].
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use crate::controller::{DraftPlan, DraftPolicy, RoundFeedback};
+use crate::engine::Ahead;
+use crate::generate::FinishReason;
+use crate::tree::TreeLimits;
+
+use super::stats::SpecStats;
+use super::strategy::DraftSource;
+use super::verifier::Verifier;
+
+/// One generation's bounds.
+#[derive(Debug, Clone)]
+pub struct Rounds<'a> {
+    /// Every committed token so far (the verifier holds them too).
+    pub prompt_len: usize,
+    pub max_new: usize,
+    pub stop_ids: &'a [u32],
+    /// Sampled runs plan from acceptance alone (see [`drive`]).
+    pub sampled: bool,
+    /// Draft the next round while a verdict is in flight.
+    pub pipeline: bool,
+    pub limits: TreeLimits,
+    pub vocab: usize,
+    /// No round starts once the committed text is one token short of this.
+    pub max_context: usize,
+}
+
+/// Runs rounds until `max_new` tokens, a stop token, the context's end, or
+/// `on_tokens` breaking (a cancelled request). Each round's committed tokens
+/// go to `on_tokens` and into `stats`, so a caller whose verifier fails
+/// mid-way knows exactly what was committed.
+pub async fn drive<V: Verifier>(
+    verifier: &mut V,
+    source: &mut (dyn DraftSource + Send),
+    policy: &mut (dyn DraftPolicy + Send),
+    rounds: &Rounds<'_>,
+    stats: &mut SpecStats,
+    mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+) -> Result<FinishReason, V::Error> {
+    let mut generated = 0;
+    // A round drafted while the previous verdict was in flight, with its
+    // drafting time and the tokens it bets the verdict commits.
+    let mut ahead: Option<(Ahead, f64)> = None;
+    let mut finish = None;
+    // Drafting past the end of the request would be wasted work.
+    let plan_within = |policy: &dyn DraftPolicy, room: usize| {
+        let plan = policy.plan();
+        DraftPlan { trunk_len: plan.trunk_len.min(room.saturating_sub(1)), ..plan }
+    };
+    while generated < rounds.max_new {
+        if rounds.prompt_len + generated + 1 >= rounds.max_context {
+            finish = Some(FinishReason::Length);
+            break;
+        }
+        let remaining = rounds.max_new - generated;
+        let (draft, draft_ms) = match ahead.take() {
+            Some((a, ms)) => {
+                stats.ahead_used += 1;
+                (a.draft, ms)
+            }
+            None => {
+                let plan = plan_within(policy, remaining);
+                let t = Instant::now();
+                let d = source.draft(&plan, &rounds.limits, rounds.vocab)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                stats.draft_secs += ms / 1e3;
+                (d, ms)
+            }
+        };
+        let sent = Instant::now();
+        verifier.send(&draft).await?;
+        // While the verdict travels, draft the next round on the bet that
+        // this one is accepted whole.
+        let room_after = rounds.max_new.saturating_sub(generated + draft.trunk_len + 1);
+        let mut ahead_ms = None;
+        if rounds.pipeline && room_after >= 2 {
+            let plan = plan_within(policy, room_after);
+            let t = Instant::now();
+            let a = verifier.while_in_flight(|| source.draft_ahead(&draft, &plan, &rounds.limits, rounds.vocab))?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            stats.draft_secs += ms / 1e3;
+            if let Some(a) = a {
+                stats.ahead_drafted += 1;
+                ahead = Some((a, ms));
+                ahead_ms = Some(ms);
+            }
+        }
+        let t = Instant::now();
+        let reply = verifier.verdict(&draft).await?;
+        let waited_ms = t.elapsed().as_secs_f64() * 1e3;
+        let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
+        stats.wait_secs += waited_ms / 1e3;
+        stats.verify_secs += reply.compute_ms / 1e3;
+        stats.bytes_out += reply.bytes_out;
+        stats.bytes_in += reply.bytes_in;
+        stats.batch_sizes.push(reply.batch_size);
+        let verdict = reply.verdict;
+        let (on_trunk, branches) = source.commit(&draft, &verdict);
+        // A verdict that was already waiting when drafting ahead ended says
+        // only that the round trip was shorter than that drafting.
+        let rtt_ms = match ahead_ms {
+            _ if !verifier.remote() => Some(0.0),
+            Some(_) if waited_ms < 0.5 => None,
+            _ => Some((round_trip_ms - reply.compute_ms).max(0.0)),
+        };
+        if let Some(rtt) = rtt_ms.filter(|_| verifier.remote()) {
+            stats.rtt_ms_sum += rtt;
+            stats.rtt_samples += 1;
+        }
+        // Under sampling, which sample a seed yields depends on the tree
+        // shape; plans made from wall-clock timings would make seeded runs
+        // irreproducible. So sampled runs plan from acceptance alone (with
+        // the policy's default costs); greedy output cannot depend on the
+        // plan, so greedy runs use the measured costs.
+        let timed = !rounds.sampled;
+        policy.observe(&RoundFeedback {
+            offered_depth: draft.trunk_len,
+            accepted_len: on_trunk,
+            branches,
+            nodes: draft.tree.len(),
+            draft_ms: timed.then_some(draft_ms),
+            verify_ms: timed.then_some(reply.compute_ms),
+            rtt_ms: rtt_ms.filter(|_| timed),
+        });
+        stats.rounds += 1;
+        stats.drafted_nodes += draft.tree.len();
+        stats.count_accepted(verdict.accepted.len());
+
+        let mut emitted = verdict.emitted_tokens(&draft.tree);
+        if ahead.as_ref().is_some_and(|(a, _)| a.assumed != emitted) {
+            // Lost the bet; `commit` has already rolled the drafter back.
+            ahead = None;
+        }
+        emitted.truncate(remaining);
+        if let Some(i) = emitted.iter().position(|t| rounds.stop_ids.contains(t)) {
+            emitted.truncate(i + 1);
+            finish = Some(FinishReason::Stop);
+        }
+        generated += emitted.len();
+        stats.generated += emitted.len();
+        stats.tokens.extend_from_slice(&emitted);
+        if on_tokens(&emitted).is_break() {
+            finish = Some(FinishReason::Cancelled);
+        }
+        if finish.is_some() {
+            break;
+        }
+    }
+    stats.drafter_forward_passes += source.forward_passes();
+    let finish = finish.unwrap_or(FinishReason::Length);
+    stats.finish = Some(finish);
+    Ok(finish)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use super::*;
+    use crate::controller::{BranchFeedback, FixedPolicy};
+    use crate::draft::PhrasePool;
+    use crate::engine::Draft;
+    use crate::sampling::SamplingParams;
+    use crate::spec::strategy::replay::Replay;
+    use crate::spec::strategy::tests::{rounds, Oracle};
+    use crate::spec::{block_on_ready, DraftStrategy, Opening};
+
+    /// Replays `text` with every draft token right, `gamma` a round.
+    fn go(
+        text: &[u32],
+        r: &Rounds<'_>,
+        policy: &mut (dyn DraftPolicy + Send),
+        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+    ) -> (FinishReason, SpecStats) {
+        let replay = Replay { reference: text.to_vec(), gamma: 4, accept: 1.0, seed: 0 };
+        let mut pool = PhrasePool::default();
+        let at =
+            Opening { drafter: None, prompt: &[0], sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
+        let mut source = replay.open(at).unwrap();
+        let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
+        let mut stats = SpecStats::default();
+        let finish = block_on_ready(drive(&mut oracle, &mut *source, policy, r, &mut stats, on_tokens)).unwrap();
+        (finish, stats)
+    }
+
+    #[test]
+    fn a_round_is_cut_after_its_stop_token() {
+        let text: Vec<u32> = (1..=20).collect();
+        let mut seen = Vec::new();
+        let (finish, stats) = go(&text, &rounds(1, 20, &[7]), &mut FixedPolicy(4), |t| {
+            seen.extend_from_slice(t);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(finish, FinishReason::Stop);
+        assert_eq!(seen, (1..=7).collect::<Vec<_>>());
+        assert_eq!((stats.tokens, stats.generated), (seen.clone(), 7));
+    }
+
+    /// Drafts the next six tokens of its text whatever the plan says (as a
+    /// pool branch may run past the planned trunk).
+    struct Overdraft {
+        text: Vec<u32>,
+        done: usize,
+    }
+
+    impl DraftSource for Overdraft {
+        fn draft(&mut self, _: &DraftPlan, _: &TreeLimits, _: usize) -> Result<Draft, crate::engine::EngineError> {
+            let tokens = &self.text[self.done..self.done + 6];
+            let dists = tokens.iter().map(|&t| crate::sampling::SparseDist::point(t)).collect();
+            Ok(Draft { tree: crate::tree::DraftTree::chain(tokens), dists, trunk_len: 6, branches: Vec::new() })
+        }
+
+        fn commit(&mut self, draft: &Draft, verdict: &crate::verify::Verdict) -> (usize, Vec<BranchFeedback>) {
+            self.done += verdict.emitted_tokens(&draft.tree).len();
+            (draft.trunk_accepted(verdict), Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_round_is_cut_at_the_length_limit() {
+        let text: Vec<u32> = (1..=20).collect();
+        let mut source = Overdraft { text: text.clone(), done: 0 };
+        let mut oracle = Oracle { text, pos: 0 };
+        let mut stats = SpecStats::default();
+        let r = rounds(1, 3, &[]);
+        let on_tokens = |_: &[u32]| ControlFlow::Continue(());
+        let finish =
+            block_on_ready(drive(&mut oracle, &mut source, &mut FixedPolicy(2), &r, &mut stats, on_tokens)).unwrap();
+        // The round committed seven tokens; the request wanted three.
+        assert_eq!(finish, FinishReason::Length);
+        assert_eq!(stats.tokens, [1, 2, 3]);
+        assert_eq!((stats.rounds, stats.generated), (1, 3));
+    }
+
+    #[test]
+    fn the_context_end_stops_the_rounds() {
+        let text: Vec<u32> = (1..=20).collect();
+        let r = Rounds { max_context: 8, ..rounds(1, 20, &[]) };
+        let (finish, stats) = go(&text, &r, &mut FixedPolicy(2), |_| ControlFlow::Continue(()));
+        assert_eq!(finish, FinishReason::Length);
+        // Three tokens a round; a round needs two free slots past the text.
+        assert_eq!(stats.generated, 6);
+    }
+
+    #[test]
+    fn a_caller_that_breaks_cancels_after_that_round() {
+        let text: Vec<u32> = (1..=20).collect();
+        let (finish, stats) = go(&text, &rounds(1, 20, &[]), &mut FixedPolicy(4), |_| ControlFlow::Break(()));
+        assert_eq!(finish, FinishReason::Cancelled);
+        assert_eq!(stats.rounds, 1);
+        assert_eq!(stats.accept_hist, [0, 0, 0, 0, 1]);
+    }
+
+    /// Records what the driver tells it.
+    struct Recorder(Vec<RoundFeedback>);
+
+    impl DraftPolicy for Recorder {
+        fn plan(&self) -> DraftPlan {
+            DraftPlan::chain(3)
+        }
+        fn observe(&mut self, feedback: &RoundFeedback) {
+            self.0.push(feedback.clone());
+        }
+    }
+
+    #[test]
+    fn sampled_runs_plan_without_timings() {
+        let text: Vec<u32> = (1..=20).collect();
+        for sampled in [false, true] {
+            let mut rec = Recorder(Vec::new());
+            let r = Rounds { sampled, ..rounds(1, 12, &[]) };
+            go(&text, &r, &mut rec, |_| ControlFlow::Continue(()));
+            assert_eq!(rec.0.len(), 3);
+            for f in &rec.0 {
+                assert_eq!((f.offered_depth, f.accepted_len), (3, 3));
+                let timed = [f.draft_ms, f.verify_ms, f.rtt_ms].iter().all(Option::is_some);
+                let untimed = [f.draft_ms, f.verify_ms, f.rtt_ms].iter().all(Option::is_none);
+                assert!(if sampled { untimed } else { timed }, "sampled {sampled}: {f:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! How drafts are made: one [`DraftStrategy`] per file, and the one name
+//! table ([`TABLE`]) that every CLI's draft flag is parsed with.
+//!
+//! A strategy gives, for each generation, a planner (a [`DraftPolicy`]: how
+//! deep and how bushy the next draft is) and a [`DraftSource`] (builds the
+//! tree, learns from each verdict). The [round driver](super::drive) does the
+//! rest, the same for every strategy.
+//!
+//! To add one: a new file here implementing [`DraftStrategy`], and a line in
+//! [`TABLE`] (a strategy that needs inputs no flag can give, like
+//! [`replay::Replay`], is built in code instead).
+
+pub mod chain;
+pub mod heuristic;
+pub mod ouroboros;
+pub mod pool_only;
+pub mod replay;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::controller::{BranchFeedback, CostCurve, DraftPlan, DraftPolicy};
+use crate::draft::PhrasePool;
+use crate::engine::{Ahead, Draft, Drafter, DrafterConfig, EngineError};
+use crate::model::CausalLm;
+use crate::sampling::SamplingParams;
+use crate::tree::TreeLimits;
+use crate::verify::Verdict;
+
+/// Builds one generation's drafts and learns from its verdicts.
+pub trait DraftSource {
+    /// The next round's draft, shaped by `plan` within `limits`.
+    fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError>;
+
+    /// The round after `current`, drafted while `current`'s verdict is in
+    /// flight; `None` when there is nothing to bet on (the default).
+    fn draft_ahead(
+        &mut self,
+        _current: &Draft,
+        _plan: &DraftPlan,
+        _limits: &TreeLimits,
+        _vocab: usize,
+    ) -> Result<Option<Ahead>, EngineError> {
+        Ok(None)
+    }
+
+    /// Takes a verdict on `draft` in. Returns how many trunk tokens were
+    /// accepted and how each branch fared (the policy's feedback).
+    fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>);
+
+    /// Drafter model passes run so far.
+    fn forward_passes(&self) -> usize {
+        0
+    }
+}
+
+/// What a strategy may draw on for one generation.
+pub struct Opening<'a> {
+    /// The drafter model, where there is one (the benchmarks' replay runs without).
+    pub drafter: Option<&'a dyn CausalLm>,
+    /// Every committed token so far.
+    pub prompt: &'a [u32],
+    pub sampling: SamplingParams,
+    pub stop_ids: &'a [u32],
+    /// Phrases shared across requests. Borrowed, so that what a generation
+    /// learned stays in the caller's pool even if the generation is dropped
+    /// half-way (a cancelled request).
+    pub pool: &'a mut PhrasePool,
+}
+
+/// A way of drafting, chosen by name on every CLI.
+pub trait DraftStrategy: fmt::Debug + Send + Sync {
+    /// The name [`parse`] reads back.
+    fn name(&self) -> String;
+
+    /// The planner for one generation. `costs` is the verifier's own cost
+    /// curve, given only when plans may depend on measurements (greedy runs).
+    fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send>;
+
+    /// The tree builder for one generation.
+    fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown draft strategy `{given}` (one of: {})", names())]
+pub struct StrategyError {
+    pub given: String,
+}
+
+/// One row of the name table: a strategy's name, and how to build it from
+/// what follows the name (`chain4` → `"4"`; empty for a bare name).
+pub struct Entry {
+    pub name: &'static str,
+    /// How the name is written, with its parameter (`chainN`).
+    pub usage: &'static str,
+    pub about: &'static str,
+    pub build: fn(&str) -> Option<Arc<dyn DraftStrategy>>,
+}
+
+/// Every strategy a flag can name.
+pub const TABLE: &[Entry] =
+    &[chain::ENTRY, heuristic::ENTRY, ouroboros::ENTRY, ouroboros::COMPUTE_ENTRY, pool_only::ENTRY];
+
+/// Parses a draft flag (`chain4`, `heuristic`, `ouroboros`, …). Longer
+/// names are tried first, so `ouroboros-compute` is not read as `ouroboros`
+/// with a parameter.
+pub fn parse(given: &str) -> Result<Arc<dyn DraftStrategy>, StrategyError> {
+    let mut entries: Vec<&Entry> = TABLE.iter().collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.name.len()));
+    entries
+        .into_iter()
+        .find_map(|e| given.strip_prefix(e.name).and_then(e.build))
+        .ok_or_else(|| StrategyError { given: given.to_string() })
+}
+
+/// The table's names as a flag's help or error says them.
+pub fn names() -> String {
+    TABLE.iter().map(|e| e.usage).collect::<Vec<_>>().join(", ")
+}
+
+/// Builds a bare name's strategy only when nothing follows the name.
+fn bare(rest: &str, make: impl FnOnce() -> Arc<dyn DraftStrategy>) -> Option<Arc<dyn DraftStrategy>> {
+    rest.is_empty().then(make)
+}
+
+/// The drafter model's own source, with or without the phrase pool.
+fn model_source<'a>(
+    name: &str,
+    at: Opening<'a>,
+    use_pool: bool,
+) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
+    let model = at.drafter.ok_or_else(|| EngineError::NoDrafter(name.to_string()))?;
+    let cfg = DrafterConfig { use_pool, ..DrafterConfig::default() };
+    Ok(Box::new(Drafter::open(model, at.prompt, at.sampling, at.pool, cfg, at.stop_ids.to_vec())?))
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+/// The drafter model behind the chain, heuristic and Ouroboros strategies.
+impl DraftSource for Drafter<'_> {
+    fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
+        Drafter::draft(self, plan, limits, vocab)
+    }
+
+    fn draft_ahead(
+        &mut self,
+        current: &Draft,
+        plan: &DraftPlan,
+        limits: &TreeLimits,
+        vocab: usize,
+    ) -> Result<Option<Ahead>, EngineError> {
+        Drafter::draft_ahead(self, current, plan, limits, vocab)
+    }
+
+    fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
+        Drafter::commit(self, draft, verdict)
+    }
+
+    fn forward_passes(&self) -> usize {
+        Drafter::forward_passes(self)
+    }
+}

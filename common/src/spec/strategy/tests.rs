@@ -1,0 +1,182 @@
+//! Each strategy against an oracle verifier that knows the target's text.
+
+use std::ops::ControlFlow;
+
+use super::replay::Replay;
+use super::*;
+use crate::controller::{Objective, RoundFeedback};
+use crate::engine::Draft;
+use crate::generate::FinishReason;
+use crate::spec::{block_on_ready, drive, Reply, Rounds, SpecStats, Verifier};
+
+/// Greedy verification against a known continuation: a node is accepted
+/// when it says what the text says at its depth.
+pub(crate) struct Oracle {
+    pub text: Vec<u32>,
+    pub pos: usize,
+}
+
+impl Verifier for Oracle {
+    type Error = EngineError;
+
+    fn remote(&self) -> bool {
+        false
+    }
+
+    async fn send(&mut self, _draft: &Draft) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
+        let tree = &draft.tree;
+        let want = |depth: usize| self.text[self.pos + depth];
+        let mut accepted: Vec<usize> = Vec::new();
+        while let Some(n) = (0..tree.len())
+            .find(|&n| tree.parent(n) == accepted.last().copied() && tree.token(n) == want(accepted.len()))
+        {
+            accepted.push(n);
+        }
+        let depth = |mut n: usize| {
+            let mut d = 1;
+            while let Some(p) = tree.parent(n) {
+                (n, d) = (p, d + 1);
+            }
+            d
+        };
+        let target_argmax = std::iter::once(want(0)).chain((0..tree.len()).map(|n| want(depth(n)))).collect();
+        let verdict = Verdict { next_token: want(accepted.len()), accepted, target_argmax };
+        self.pos += verdict.accepted.len() + 1;
+        Ok(Reply { verdict, compute_ms: 1.0, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+    }
+}
+
+pub(crate) fn rounds(prompt_len: usize, max_new: usize, stop_ids: &[u32]) -> Rounds<'_> {
+    Rounds {
+        prompt_len,
+        max_new,
+        stop_ids,
+        sampled: false,
+        pipeline: false,
+        limits: TreeLimits { max_nodes: 64, max_depth: 32 },
+        vocab: 100,
+        max_context: usize::MAX,
+    }
+}
+
+/// Runs `strategy` after `prompt` against an oracle continuing with `text`.
+pub(crate) fn run(strategy: &dyn DraftStrategy, prompt: &[u32], text: &[u32], max_new: usize) -> SpecStats {
+    let mut pool = PhrasePool::default();
+    let mut source = strategy
+        .open(Opening { drafter: None, prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool })
+        .unwrap();
+    let mut policy = strategy.policy(None);
+    let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
+    let mut stats = SpecStats::default();
+    let r = rounds(prompt.len(), max_new, &[]);
+    block_on_ready(drive(&mut oracle, &mut *source, &mut *policy, &r, &mut stats, |_| ControlFlow::Continue(())))
+        .unwrap();
+    stats
+}
+
+fn full_accept(depth: usize) -> RoundFeedback {
+    RoundFeedback { offered_depth: depth, accepted_len: depth, ..RoundFeedback::default() }
+}
+
+#[test]
+fn every_table_name_parses_back_to_itself() {
+    for e in TABLE {
+        let given = if e.usage.ends_with('N') { format!("{}7", e.name) } else { e.name.to_string() };
+        assert_eq!(parse(&given).unwrap().name(), given);
+    }
+    for bad in ["", "chain", "chain0", "chainx", "ouroboros2", "ouroboros-", "pool-only", "Heuristic", "replay4"] {
+        let err = parse(bad).expect_err(bad).to_string();
+        assert!(err.contains("chainN, heuristic, ouroboros"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn chain_plans_gamma_whatever_the_feedback() {
+    let s = parse("chain3").unwrap();
+    let mut p = s.policy(None);
+    assert_eq!(p.plan().trunk_len, 3);
+    p.observe(&full_accept(3));
+    assert_eq!(p.plan().trunk_len, 3);
+    assert_eq!(p.plan().branches, 0);
+}
+
+#[test]
+fn heuristic_grows_after_a_full_accept_and_shrinks_after_a_miss() {
+    let s = parse("heuristic").unwrap();
+    let mut p = s.policy(None);
+    let start = p.plan().trunk_len;
+    p.observe(&full_accept(start));
+    assert_eq!(p.plan().trunk_len, start + 2);
+    p.observe(&RoundFeedback { offered_depth: start + 2, accepted_len: 1, ..RoundFeedback::default() });
+    assert_eq!(p.plan().trunk_len, start + 1);
+}
+
+#[test]
+fn ouroboros_names_its_objective() {
+    assert_eq!(
+        format!("{:?}", parse("ouroboros").unwrap()),
+        format!("{:?}", ouroboros::Ouroboros { objective: Objective::Latency })
+    );
+    assert_eq!(
+        format!("{:?}", parse("ouroboros-compute").unwrap()),
+        format!("{:?}", ouroboros::Ouroboros { objective: Objective::VerifierCompute })
+    );
+}
+
+#[test]
+fn model_strategies_without_a_drafter_are_a_clear_error() {
+    for name in ["chain4", "heuristic", "ouroboros"] {
+        let mut pool = PhrasePool::default();
+        let at = Opening {
+            drafter: None,
+            prompt: &[1, 2],
+            sampling: SamplingParams::greedy(),
+            stop_ids: &[],
+            pool: &mut pool,
+        };
+        let err = parse(name).unwrap().open(at).err().expect(name);
+        assert!(matches!(err, EngineError::NoDrafter(ref n) if n == name), "{name}: {err}");
+    }
+}
+
+#[test]
+fn pool_only_drafts_a_repeated_text_from_the_prompt() {
+    let phrase: Vec<u32> = (10..20).collect();
+    let prompt: Vec<u32> = phrase.iter().chain(&phrase).copied().collect();
+    let text: Vec<u32> = phrase.iter().cycle().take(60).copied().collect();
+    let stats = run(&pool_only::PoolOnly, &prompt, &text, 40);
+    assert_eq!(stats.tokens, text[..40]);
+    // Without drafts every round commits one token.
+    assert!(stats.rounds * 2 <= 40, "{} rounds: the pool drafted little", stats.rounds);
+    assert!(stats.accepted >= 20, "{} accepted", stats.accepted);
+}
+
+#[test]
+fn pool_only_with_nothing_to_offer_falls_back_to_one_token_a_round() {
+    let text: Vec<u32> = (30..60).collect();
+    let stats = run(&pool_only::PoolOnly, &[1, 2, 3], &text, 10);
+    assert_eq!(stats.tokens, text[..10]);
+    assert_eq!((stats.rounds, stats.accepted), (10, 0));
+}
+
+#[test]
+fn replay_commits_the_reference_at_any_acceptance() {
+    let reference: Vec<u32> = (1..=30).collect();
+    let replay = |accept| Replay { reference: reference.clone(), gamma: 4, accept, seed: 3 };
+    let all = run(&replay(1.0), &[0], &reference, reference.len());
+    assert_eq!(all.tokens, reference);
+    // Four accepted and the verifier's own token a round.
+    assert_eq!(all.rounds, 6);
+    assert_eq!(all.accepted, 24);
+    let none = run(&replay(0.0), &[0], &reference, reference.len());
+    assert_eq!(none.tokens, reference);
+    assert_eq!((none.rounds, none.accepted), (30, 0));
+    let half = run(&replay(0.5), &[0], &reference, reference.len());
+    assert_eq!(half.tokens, reference);
+    assert!(half.accepted > 0 && half.accepted < 24, "{}", half.accepted);
+    assert_eq!(half.finish, Some(FinishReason::Length));
+}

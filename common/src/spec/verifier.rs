@@ -1,0 +1,103 @@
+//! The verifier seam: what the [round driver](super::drive) needs from
+//! whatever checks its drafts, and the in-process implementation.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::engine::{Draft, EngineError, VerifierSession};
+use crate::verify::Verdict;
+
+/// A verdict and what it cost.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub verdict: Verdict,
+    /// The verifier's compute for this round, ms.
+    pub compute_ms: f64,
+    /// Sessions that shared the verifier's pass.
+    pub batch_size: u32,
+    /// Payload bytes of the round and of its verdict (0 in process).
+    pub bytes_out: usize,
+    pub bytes_in: usize,
+}
+
+/// Checks drafts, one round at a time: `send` a draft, then `verdict` for
+/// it. The driver drafts the next round between the two, so a remote
+/// verifier should only start the round in `send` and wait in `verdict`.
+pub trait Verifier {
+    type Error: From<EngineError>;
+
+    /// Whether rounds cross a network, so that round trips mean something.
+    fn remote(&self) -> bool;
+
+    /// Starts verifying `draft`.
+    fn send(&mut self, draft: &Draft) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Waits for the verdict on the draft last sent, which is passed again.
+    fn verdict(&mut self, draft: &Draft) -> impl Future<Output = Result<Reply, Self::Error>>;
+
+    /// Runs CPU-bound drafting while a verdict is in flight. A remote
+    /// verifier lets its transport keep moving bytes meanwhile.
+    fn while_in_flight<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// The target model in this process.
+pub struct InProcessVerifier<'m> {
+    pub session: VerifierSession<'m>,
+}
+
+impl Verifier for InProcessVerifier<'_> {
+    type Error = EngineError;
+
+    fn remote(&self) -> bool {
+        false
+    }
+
+    async fn send(&mut self, _draft: &Draft) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
+        let t = Instant::now();
+        let verdict = self.session.verify(&draft.tree, &draft.dists)?;
+        let compute_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok(Reply { verdict, compute_ms, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+    }
+}
+
+/// Runs a future that never waits (the in-process verifier's rounds) to
+/// completion on this thread, without a runtime.
+pub fn block_on_ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // Nothing here waits on I/O; a pending poll is only a yield.
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_ready_runs_a_future_that_yields_once() {
+        let mut polled = false;
+        let yielding = std::future::poll_fn(|cx| {
+            if polled {
+                Poll::Ready(7)
+            } else {
+                polled = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        });
+        assert_eq!(block_on_ready(yielding), 7);
+    }
+}
