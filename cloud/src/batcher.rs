@@ -274,7 +274,7 @@ fn verify_batch(model: &'static dyn CausalLm, jobs: Vec<VerifyJob>) {
 mod tests {
     use std::sync::Mutex;
 
-    use ouro_common::model::{Arch, KvCache, Logits, ModelConfig, ModelError, Result as ModelResult, SeqInput};
+    use ouro_common::model::{KvCache, Logits, ModelConfig, ModelError, Result as ModelResult, SeqInput};
 
     use super::*;
 
@@ -320,21 +320,7 @@ mod tests {
     }
 
     fn recorder(gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>) -> &'static Recorder {
-        let config = ModelConfig {
-            arch: Arch::Llama,
-            vocab_size: 10,
-            hidden_size: 4,
-            intermediate_size: 4,
-            num_layers: 1,
-            num_heads: 1,
-            num_kv_heads: 1,
-            head_dim: 4,
-            rope_theta: 10_000.0,
-            rms_norm_eps: 1e-5,
-            max_context: 64,
-            rope_interleaved: false,
-            minicpm: None,
-        };
+        let config = crate::sessions::tests::tiny_config();
         let gate = gate.map(|(s, r)| Gate { started: Mutex::new(s), release: Mutex::new(r) });
         Box::leak(Box::new(Recorder { config, passes: Mutex::new(Vec::new()), gate }))
     }

@@ -405,7 +405,7 @@ impl Drop for Reservation<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::OnceLock;
 
     use super::*;
@@ -428,25 +428,28 @@ mod tests {
         }
     }
 
+    /// The smallest valid config: one layer of width 4, ten tokens.
+    pub(crate) fn tiny_config() -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 10,
+            hidden_size: 4,
+            intermediate_size: 4,
+            num_layers: 1,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 4,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+            max_context: 64,
+            rope_interleaved: false,
+            minicpm: None,
+        }
+    }
+
     fn model() -> &'static Null {
         static M: OnceLock<Null> = OnceLock::new();
-        M.get_or_init(|| {
-            Null(ModelConfig {
-                arch: Arch::Llama,
-                vocab_size: 10,
-                hidden_size: 4,
-                intermediate_size: 4,
-                num_layers: 1,
-                num_heads: 1,
-                num_kv_heads: 1,
-                head_dim: 4,
-                rope_theta: 10_000.0,
-                rms_norm_eps: 1e-5,
-                max_context: 64,
-                rope_interleaved: false,
-                minicpm: None,
-            })
-        })
+        M.get_or_init(|| Null(tiny_config()))
     }
 
     fn verifier() -> SessionState {
