@@ -3,8 +3,8 @@
 
 use crate::controller::{BranchFeedback, DraftPlan};
 use crate::draft::{PhrasePool, PhraseSource};
-use crate::model::{AttnMask, CausalLm, KvCache, LogitsRows};
-use crate::sampling::{argmax, probs, SamplerRng, SamplingParams, SparseDist};
+use crate::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows, VocabSubset};
+use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::Verdict;
 
@@ -65,6 +65,33 @@ pub struct Ahead {
     pub assumed: Vec<u32>,
 }
 
+/// The drafter's choice from one row of its logits: the token and the
+/// distribution `q` it was drawn from (a point mass under greedy decoding).
+///
+/// With a restricted vocabulary (`subset`: the token of each column) `q` is
+/// the request's distribution renormalised over the subset, zero outside
+/// it, then cut to its `top_k` most likely ids as always; verification
+/// stays exact for any `q`, the residual distribution giving the ids the
+/// drafter cannot propose their full target probability.
+pub fn draft_choice(
+    logits: &[f32],
+    subset: Option<&VocabSubset>,
+    params: &SamplingParams,
+    top_k: usize,
+    rng: &mut SamplerRng,
+) -> Result<(u32, SparseDist), SamplingError> {
+    let token = |col: u32| subset.map_or(col, |s| s.token(col as usize));
+    if params.is_greedy() {
+        let t = token(argmax(logits));
+        return Ok((t, SparseDist::point(t)));
+    }
+    let mut q = SparseDist::from_probs_top_k(&probs(logits, params), top_k)?;
+    if let Some(s) = subset {
+        q = q.map_ids(s.ids())?;
+    }
+    Ok((q.sample(rng), q))
+}
+
 /// The edge side of a session.
 ///
 /// Invariant: `cache` holds the first `cache.len()` tokens of `seq`, and
@@ -82,6 +109,9 @@ pub struct Drafter<'m> {
     cfg: DrafterConfig,
     stop_ids: Vec<u32>,
     forward_passes: usize,
+    /// The model's restricted vocabulary, which every drafting pass then
+    /// computes instead of the whole one (FR-Spec).
+    subset: Option<VocabSubset>,
 }
 
 impl<'m> Drafter<'m> {
@@ -119,6 +149,7 @@ impl<'m> Drafter<'m> {
             cfg,
             stop_ids,
             forward_passes,
+            subset: model.draft_vocab().cloned(),
         })
     }
 
@@ -131,16 +162,29 @@ impl<'m> Drafter<'m> {
     }
 
     fn choose(&mut self, logits: &[f32]) -> Result<(u32, SparseDist), EngineError> {
-        if self.params.is_greedy() {
-            let t = argmax(logits);
-            return Ok((t, SparseDist::point(t)));
+        Ok(draft_choice(logits, self.subset.as_ref(), &self.params, self.cfg.top_k, &mut self.rng)?)
+    }
+
+    /// The drafter's greedy token after a row of its logits.
+    fn greedy(&self, logits: &[f32]) -> u32 {
+        let col = argmax(logits);
+        self.subset.as_ref().map_or(col, |s| s.token(col as usize))
+    }
+
+    fn head(&self) -> Head {
+        if self.subset.is_some() {
+            Head::Draft
+        } else {
+            Head::Full
         }
-        let q = SparseDist::from_probs_top_k(&probs(logits, &self.params), self.cfg.top_k)?;
-        Ok((q.sample(&mut self.rng), q))
     }
 
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let l = self.model.forward_causal(&mut self.cache, tokens, LogitsRows::Last)?;
+        let start = self.cache.len();
+        let positions: Vec<usize> = (start..start + tokens.len()).collect();
+        let mask = AttnMask::causal(tokens.len());
+        let head = self.head();
+        let l = self.model.forward_head(&mut self.cache, tokens, &positions, &mask, LogitsRows::Last, head)?;
         self.forward_passes += 1;
         Ok(l.last().expect("one row").to_vec())
     }
@@ -204,7 +248,8 @@ impl<'m> Drafter<'m> {
         }
         let positions: Vec<usize> = depth.iter().map(|d| start + d).collect();
         let mask = AttnMask::from_parents(&parents)?;
-        let logits = self.model.forward_masked(&mut self.cache, &tokens, &positions, &mask, LogitsRows::All)?;
+        let head = self.head();
+        let logits = self.model.forward_head(&mut self.cache, &tokens, &positions, &mask, LogitsRows::All, head)?;
         self.forward_passes += 1;
         // The drafter agrees with a phrase token when it is its own argmax
         // after the previous one: the result equals greedy drafting step by
@@ -214,7 +259,7 @@ impl<'m> Drafter<'m> {
             let mut prev_row = 0;
             let mut n = 0;
             for (j, &tok) in c.iter().enumerate() {
-                if argmax(logits.row(prev_row)) != tok {
+                if self.greedy(logits.row(prev_row)) != tok {
                     break;
                 }
                 n += 1;
@@ -353,7 +398,8 @@ impl Drafter<'_> {
         {
             return Ok(None);
         }
-        let bonus = argmax(&self.step_to_end()?);
+        let logits = self.step_to_end()?;
+        let bonus = self.greedy(&logits);
         self.seq.push(bonus);
         let base = self.committed;
         self.committed = self.seq.len();

@@ -9,7 +9,7 @@
 pub mod drafter;
 pub mod verifier;
 
-pub use drafter::{Ahead, Draft, Drafter, DrafterConfig};
+pub use drafter::{draft_choice, Ahead, Draft, Drafter, DrafterConfig};
 pub use verifier::{PendingVerify, VerifierSession};
 
 use crate::model::ModelError;

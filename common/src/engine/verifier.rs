@@ -1,7 +1,7 @@
 //! The verifier's side of one generation: its KV cache, the committed text,
 //! and one tree verification per round.
 
-use crate::model::{AttnMask, CausalLm, KvCache, Logits, LogitsRows, ModelError, SeqInput};
+use crate::model::{AttnMask, CausalLm, Head, KvCache, Logits, LogitsRows, ModelError, SeqInput};
 use crate::sampling::{SamplerRng, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::{verify_sampling, Verdict};
@@ -139,6 +139,8 @@ impl<'m> VerifierSession<'m> {
             positions: &pending.positions,
             mask: &pending.mask,
             logits: LogitsRows::All,
+            // Verification is exact only over every id.
+            head: Head::Full,
         }
     }
 
@@ -152,6 +154,10 @@ impl<'m> VerifierSession<'m> {
         logits: &Logits,
     ) -> Result<Verdict, EngineError> {
         let start = pending.start;
+        if logits.subset.is_some() || logits.vocab != self.model.config().vocab_size {
+            self.cache.truncate(start);
+            return Err(ModelError::InvalidInput("verification needs logits over the whole vocabulary".into()).into());
+        }
         self.forward_passes += 1;
         let rows: Vec<&[f32]> = (0..pending.tokens.len()).map(|i| logits.row(i)).collect();
         let verdict = match verify_sampling(tree, &rows, dists, &self.params, &mut self.rng) {

@@ -10,7 +10,8 @@ use candle_core::Device;
 
 use super::config::{Arch, MiniCpmScales, ModelConfig};
 use super::linear::{Linear, QWeight};
-use super::transformer::{Block, Transformer};
+use super::transformer::{Block, DraftHead, Transformer};
+use super::vocab::VocabSubset;
 use super::{Isa, ModelError, Result};
 use ouro_kernels::{Format, PackedMatrix};
 
@@ -240,6 +241,13 @@ impl Reader<'_> {
             .ct
             .tensor(&mut self.file, name, &Device::Cpu)
             .map_err(|e| bad(self.path, format!("cannot read tensor `{name}`: {e}")))?;
+        self.convert(name, t)
+    }
+
+    /// What a tensor becomes at load (see [`LoadOptions`]). Every conversion
+    /// works block by block within a row, so a tensor of some of a matrix's
+    /// rows converts to those rows of the converted matrix.
+    fn convert(&self, name: &str, t: QTensor) -> Result<QTensor> {
         if self.opts.dequantize && t.dtype() != GgmlDType::F32 {
             let dense = t.dequantize(&Device::Cpu)?;
             return Ok(QTensor::quantize(&dense, GgmlDType::F32)?);
@@ -320,6 +328,81 @@ impl Reader<'_> {
             file.read_exact(buf).map_err(io)
         })?;
         Ok(Some((w, (n, k))))
+    }
+
+    /// The rows `ids` (increasing) of the `[n, k]` matrix `name`, as a linear
+    /// layer of `ids.len()` outputs converted exactly as the whole matrix is
+    /// by [`Reader::linear`]. Only the selected rows are read.
+    fn linear_rows(&mut self, name: &str, ids: &[u32]) -> Result<Linear> {
+        let weight = format!("{name}.weight");
+        let Some(info) = self.ct.tensor_infos.get(&weight) else {
+            return Err(ModelError::Missing(format!("tensor {weight}")));
+        };
+        let (n, k) = info.shape.dims2()?;
+        let dtype = info.ggml_dtype;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= n) {
+            return Err(ModelError::TokenOutOfRange { token: id, vocab: n });
+        }
+        if n == 0 || k == 0 || !k.is_multiple_of(dtype.block_size()) {
+            return Err(bad(self.path, format!("`{weight}` of {n} rows of {k} values is not rows of whole blocks")));
+        }
+        let row = k / dtype.block_size() * dtype.type_size();
+        let start = self.ct.tensor_data_offset + info.offset;
+        let bias_name = format!("{name}.bias");
+        let bias = if self.has(&bias_name) {
+            let full = self.vector(&bias_name)?;
+            if full.len() != n {
+                return Err(bad(self.path, format!("`{bias_name}` has {} entries for {n} rows", full.len())));
+            }
+            Some(ids.iter().map(|&id| full[id as usize]).collect())
+        } else {
+            None
+        };
+        let path = self.path.display().to_string();
+        let io = |source| ModelError::Io { path: path.clone(), source };
+        // Ids increase, so most rows lie a little ahead of the last one:
+        // relative seeks keep the reader's buffer where an absolute one
+        // would drop it on every row.
+        let mut at: Option<u64> = None;
+        let mut read_row = |file: &mut BufReader<File>, id: u32, buf: &mut [u8]| -> Result<()> {
+            let target = start + id as u64 * row as u64;
+            match at {
+                Some(p) if target >= p => file.seek_relative((target - p) as i64).map_err(io)?,
+                _ => {
+                    file.seek(SeekFrom::Start(target)).map_err(io)?;
+                }
+            }
+            file.read_exact(buf).map_err(io)?;
+            at = Some(target + buf.len() as u64);
+            Ok(())
+        };
+        let packed = match dtype {
+            GgmlDType::Q4K if !self.opts.requantize_kquants => Some(Format::Q4K),
+            GgmlDType::Q6K if !self.opts.requantize_kquants => Some(Format::Q6K),
+            GgmlDType::Q8_0 => Some(Format::Q8_0),
+            _ => None,
+        };
+        let dims = (ids.len(), k);
+        if let (Some(format), false) = (packed, self.opts.dequantize) {
+            let file = &mut self.file;
+            let w = PackedMatrix::from_rows(format, ids.len(), k, |first, buf| {
+                for (j, chunk) in buf.chunks_exact_mut(row).enumerate() {
+                    read_row(file, ids[first + j], chunk)?;
+                }
+                Ok::<_, ModelError>(())
+            })?;
+            return Linear::from_weight(Arc::new(QWeight::Packed(w, self.isa)), dims, bias, name);
+        }
+        // Other formats go through candle's tensor type, as whole matrices
+        // do, with only the selected rows' bytes.
+        let mut bytes = vec![0u8; ids.len() * row];
+        for (&id, chunk) in ids.iter().zip(bytes.chunks_exact_mut(row)) {
+            read_row(&mut self.file, id, chunk)?;
+        }
+        let t = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &bytes, vec![ids.len(), k], &Device::Cpu)
+            .map_err(|e| bad(self.path, format!("cannot read rows of `{weight}`: {e}")))?;
+        let t = self.convert(&weight, t)?;
+        Linear::new(&t, bias, name, self.isa)
     }
 }
 
@@ -423,6 +506,27 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(Transformer, gguf_file::
     };
     let model = Transformer::new(cfg, embed, blocks, norm, lm_head)?;
     Ok((model, ct))
+}
+
+/// The restricted drafter head (FR-Spec) over `subset` for the model in
+/// `path`, whose header [`load`] returned: the selected rows of its LM head
+/// (the token embeddings, when they are tied), read from the file and
+/// converted with the same `opts` as the model, so the head's logits equal
+/// the full head's at those ids bit for bit. Give it to the model with
+/// [`Transformer::set_draft_head`].
+pub fn load_draft_head(
+    path: &Path,
+    ct: &gguf_file::Content,
+    subset: VocabSubset,
+    opts: &LoadOptions,
+) -> Result<DraftHead> {
+    let file = File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let isa = opts.isa()?;
+    let mut r = Reader { path, ct, file: BufReader::new(file), opts, isa };
+    // As in `load`: tied embeddings have no output tensor of their own.
+    let name = if r.has("output.weight") { "output" } else { "token_embd" };
+    let head = r.linear_rows(name, subset.ids())?;
+    Ok(DraftHead { subset, head })
 }
 
 #[cfg(test)]
@@ -564,6 +668,106 @@ mod tests {
         match result {
             Err(ModelError::Missing(what)) => assert_eq!(what, "tensor blk.0.attn_norm.weight"),
             other => panic!("expected a missing layer, got {other:?}"),
+        }
+    }
+
+    /// A GGUF v3 file of `tensors` (name, candle dims `[rows, cols]`, GGML
+    /// type id, raw bytes), no metadata.
+    fn gguf_with(name: &str, tensors: &[(&str, Vec<usize>, u32, Vec<u8>)]) -> std::path::PathBuf {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        let mut offset = 0u64;
+        for (tname, dims, dtype, bytes) in tensors {
+            b.extend_from_slice(&(tname.len() as u64).to_le_bytes());
+            b.extend_from_slice(tname.as_bytes());
+            b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims.iter().rev() {
+                b.extend_from_slice(&(*d as u64).to_le_bytes());
+            }
+            b.extend_from_slice(&dtype.to_le_bytes());
+            b.extend_from_slice(&offset.to_le_bytes());
+            offset += (bytes.len() as u64).next_multiple_of(32);
+        }
+        b.resize(b.len().next_multiple_of(32), 0);
+        for (_, _, _, bytes) in tensors {
+            b.extend_from_slice(bytes);
+            b.resize(b.len().next_multiple_of(32), 0);
+        }
+        let path = std::env::temp_dir().join(format!("ouro-gguf-test-{}-{name}.gguf", std::process::id()));
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    /// The restricted head's logits are the full head's at its ids, bit for
+    /// bit, in every format and load option, on every kernel path: the
+    /// columns are the file's own rows, converted and computed alike.
+    #[test]
+    fn restricted_rows_give_the_full_heads_logits_bit_for_bit() {
+        use candle_core::Tensor;
+        // 40 rows: two whole 16-column tiles and a padded one.
+        let (n, k, m) = (40usize, 256usize, 3usize);
+        let noise = |i: usize, salt: u64| {
+            // splitmix64: spread values, reproducible without a RNG crate.
+            let mut z = (i as u64).wrapping_add(salt << 32).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let weights: Vec<f32> = (0..n * k).map(|i| noise(i, 1)).collect();
+        let dense = Tensor::from_vec(weights.clone(), (n, k), &Device::Cpu).unwrap();
+        let bias: Vec<u8> = (0..n).flat_map(|i| noise(i, 2).to_le_bytes()).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| noise(i, 3)).collect();
+        let ids = [0u32, 3, 15, 16, 17, 31, 32, 39];
+        let formats = [
+            (GgmlDType::F32, 0u32),
+            (GgmlDType::F16, 1),
+            (GgmlDType::Q4_1, 3),
+            (GgmlDType::Q5_0, 6),
+            (GgmlDType::Q8_0, 8),
+            (GgmlDType::Q4K, 12),
+            (GgmlDType::Q5K, 13),
+            (GgmlDType::Q6K, 14),
+        ];
+        let options = [
+            LoadOptions::default(),
+            LoadOptions { requantize_legacy: false, ..LoadOptions::default() },
+            LoadOptions { requantize_kquants: true, ..LoadOptions::default() },
+            LoadOptions { dequantize: true, ..LoadOptions::default() },
+        ];
+        for (dtype, type_id) in formats {
+            let bytes = match dtype {
+                GgmlDType::F32 => weights.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                _ => QTensor::quantize(&dense, dtype).unwrap().data().unwrap().to_vec(),
+            };
+            let tensors = [("output.weight", vec![n, k], type_id, bytes), ("output.bias", vec![n], 0, bias.clone())];
+            let path = gguf_with(&format!("rows-{type_id}"), &tensors);
+            let ct = read_content(&path).unwrap();
+            for opts in &options {
+                for isa in Isa::available_all() {
+                    let file = BufReader::new(File::open(&path).unwrap());
+                    let mut r = Reader { path: &path, ct: &ct, file, opts, isa };
+                    let full = r.linear("output").unwrap().forward(&x, m).unwrap();
+                    let sub = r.linear_rows("output", &ids).unwrap().forward(&x, m).unwrap();
+                    for row in 0..m {
+                        for (j, &id) in ids.iter().enumerate() {
+                            let (a, b) = (sub[row * ids.len() + j], full[row * n + id as usize]);
+                            assert_eq!(a.to_bits(), b.to_bits(), "{dtype:?} {opts:?} {isa:?} row {row} id {id}");
+                        }
+                    }
+                }
+            }
+            // Ids past the matrix are refused, never read past its end.
+            let file = BufReader::new(File::open(&path).unwrap());
+            let opts = LoadOptions::default();
+            let mut r = Reader { path: &path, ct: &ct, file, opts: &opts, isa: Isa::Portable };
+            match r.linear_rows("output", &[1, n as u32]) {
+                Err(ModelError::TokenOutOfRange { token, vocab }) => assert_eq!((token, vocab), (n as u32, n)),
+                other => panic!("{dtype:?}: expected an out-of-range id, got {:?}", other.map(|_| ())),
+            }
+            std::fs::remove_file(&path).unwrap();
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`mask`]: which new tokens see which (causal chains and draft trees);
 //! - [`kv_cache`]: per-sequence keys/values with truncate and keep-path;
 //! - [`transformer`]: the llama/qwen2/minicpm decoder;
-//! - [`gguf`] and [`safetensors`]: loading from files.
+//! - [`gguf`] and [`safetensors`]: loading from files;
+//! - [`vocab`]: restricted drafter vocabularies (FR-Spec) and their ranking files.
 
 pub mod config;
 pub mod gguf;
@@ -15,12 +16,14 @@ pub mod mask;
 mod ops;
 pub mod safetensors;
 pub mod transformer;
+pub mod vocab;
 
 pub use config::{Arch, MiniCpmScales, ModelConfig};
 pub use kv_cache::KvCache;
 pub use mask::AttnMask;
 pub use ouro_kernels::Isa;
-pub use transformer::Transformer;
+pub use transformer::{DraftHead, Transformer};
+pub use vocab::{RankedVocab, VocabError, VocabSubset};
 
 /// Errors of the model runtime. Bad input is always one of these, never a panic.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum ModelError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Vocab(#[from] VocabError),
+    #[error(transparent)]
     Kernel(#[from] ouro_kernels::KernelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -66,6 +71,17 @@ pub enum LogitsRows {
     None,
 }
 
+/// Which LM head computes a sequence's logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Head {
+    /// Every token id (verification, plain decoding).
+    #[default]
+    Full,
+    /// Only the ids of the model's restricted drafter vocabulary
+    /// ([`CausalLm::draft_vocab`]); an error on a model without one.
+    Draft,
+}
+
 /// One sequence's share of a forward pass.
 pub struct SeqInput<'a> {
     pub cache: &'a mut KvCache,
@@ -75,6 +91,7 @@ pub struct SeqInput<'a> {
     /// Visibility among the new tokens; all of them see the whole cache.
     pub mask: &'a AttnMask,
     pub logits: LogitsRows,
+    pub head: Head,
 }
 
 /// Logits of the requested rows of one sequence, row-major.
@@ -82,8 +99,12 @@ pub struct SeqInput<'a> {
 pub struct Logits {
     /// Indices (among the sequence's new tokens) of the rows held here.
     pub rows: Vec<usize>,
+    /// Columns per row: the vocabulary size, or the subset's size.
     pub vocab: usize,
     pub data: Vec<f32>,
+    /// The token id of each column when a restricted head computed them
+    /// ([`Head::Draft`]); `None` when column `i` is token `i`.
+    pub subset: Option<VocabSubset>,
 }
 
 impl Logits {
@@ -94,6 +115,11 @@ impl Logits {
 
     pub fn last(&self) -> Option<&[f32]> {
         self.rows.len().checked_sub(1).map(|i| self.row(i))
+    }
+
+    /// The token id of column `col`.
+    pub fn token(&self, col: usize) -> u32 {
+        self.subset.as_ref().map_or(col as u32, |s| s.token(col))
     }
 }
 
@@ -113,6 +139,12 @@ pub trait CausalLm: Send + Sync {
     /// error no cache is changed.
     fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Logits>>;
 
+    /// The restricted vocabulary [`Head::Draft`] computes, if the model was
+    /// given one (only a drafter is; see [`vocab`]).
+    fn draft_vocab(&self) -> Option<&VocabSubset> {
+        None
+    }
+
     /// One sequence's forward pass with an explicit mask (a draft tree).
     fn forward_masked(
         &self,
@@ -122,7 +154,20 @@ pub trait CausalLm: Send + Sync {
         mask: &AttnMask,
         logits: LogitsRows,
     ) -> Result<Logits> {
-        let mut seq = [SeqInput { cache, tokens, positions, mask, logits }];
+        self.forward_head(cache, tokens, positions, mask, logits, Head::Full)
+    }
+
+    /// [`CausalLm::forward_masked`] with the logits of the given head.
+    fn forward_head(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &AttnMask,
+        logits: LogitsRows,
+        head: Head,
+    ) -> Result<Logits> {
+        let mut seq = [SeqInput { cache, tokens, positions, mask, logits, head }];
         Ok(self.forward(&mut seq)?.remove(0))
     }
 
@@ -131,5 +176,27 @@ pub trait CausalLm: Send + Sync {
         let start = cache.len();
         let positions: Vec<usize> = (start..start + tokens.len()).collect();
         self.forward_masked(cache, tokens, &positions, &AttnMask::causal(tokens.len()), logits)
+    }
+}
+
+/// A model seen without its restricted drafter vocabulary, so a drafter
+/// running on it computes every id: the same weights compared with and
+/// without FR-Spec in one process (`ouro-edge bench-spec --compare-full-vocab`).
+pub struct FullVocab<'m>(pub &'m dyn CausalLm);
+
+impl CausalLm for FullVocab<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.0.config()
+    }
+
+    fn new_cache(&self) -> KvCache {
+        self.0.new_cache()
+    }
+
+    fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<Logits>> {
+        if seqs.iter().any(|s| s.head == Head::Draft) {
+            return Err(ModelError::InvalidInput("this view of the model has no restricted vocabulary".into()));
+        }
+        self.0.forward(seqs)
     }
 }

@@ -19,4 +19,6 @@ pub enum SamplingError {
     InvalidProbability { id: u32, prob: f32 },
     #[error("token {0} appears more than once")]
     DuplicateId(u32),
+    #[error("index {id} is outside a vocabulary subset of {len} ids")]
+    IdOutOfRange { id: u32, len: usize },
 }

@@ -66,6 +66,23 @@ impl SparseDist {
         Self::normalised(v)
     }
 
+    /// The same probabilities under other ids: `ids[i]` for `i`. A
+    /// distribution over the columns of a restricted vocabulary becomes one
+    /// over token ids this way, its stored values untouched (verification
+    /// reads exactly what was sampled).
+    pub fn map_ids(&self, ids: &[u32]) -> Result<Self, SamplingError> {
+        let mut pairs = Vec::with_capacity(self.pairs.len());
+        for &(i, p) in &self.pairs {
+            let id = *ids.get(i as usize).ok_or(SamplingError::IdOutOfRange { id: i, len: ids.len() })?;
+            pairs.push((id, p));
+        }
+        pairs.sort_unstable_by_key(|&(id, _)| id);
+        if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(SamplingError::DuplicateId(w[0].0));
+        }
+        Ok(Self { pairs })
+    }
+
     fn normalised(v: Vec<(u32, f64)>) -> Result<Self, SamplingError> {
         let total: f64 = v.iter().map(|&(_, p)| p).sum();
         if !(total > 0.0 && total.is_finite()) {
@@ -171,6 +188,19 @@ mod tests {
         assert_eq!(SparseDist::from_pairs(&[(1, 0.5), (1, 0.5)]), Err(SamplingError::DuplicateId(1)));
         assert!(matches!(SparseDist::from_pairs(&[(3, -0.1)]), Err(SamplingError::InvalidProbability { id: 3, .. })));
         assert_eq!(SparseDist::from_pairs(&[]), Err(SamplingError::EmptyDistribution));
+    }
+
+    #[test]
+    fn ids_are_mapped_with_the_same_values() {
+        let d = SparseDist::from_probs_top_k(&[0.1, 0.6, 0.3], 2).unwrap();
+        let m = d.map_ids(&[40, 7, 90]).unwrap();
+        assert_eq!(m.pairs(), &[(7, d.prob(1)), (90, d.prob(2))]);
+        // The same draws, under the new names.
+        let (mut a, mut b) = (SamplerRng::new(3), SamplerRng::new(3));
+        let ids = [40, 7, 90];
+        assert!((0..1000).all(|_| ids[d.sample(&mut a) as usize] == m.sample(&mut b)));
+        assert_eq!(d.map_ids(&[1, 2]), Err(SamplingError::IdOutOfRange { id: 2, len: 2 }));
+        assert_eq!(d.map_ids(&[1, 5, 5]), Err(SamplingError::DuplicateId(5)));
     }
 
     #[test]
