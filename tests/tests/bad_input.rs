@@ -6,7 +6,7 @@ use std::io::Write;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::{AttnMask, CausalLm, LogitsRows, ModelError, SeqInput};
+use ouro_common::model::{AttnMask, CausalLm, Head, LogitsRows, ModelError, SeqInput};
 use ouro_config::models;
 use ouro_tests::{model_path, smollm2};
 
@@ -40,6 +40,7 @@ fn position_beyond_context_is_refused() {
             positions: &[max],
             mask: &mask,
             logits: LogitsRows::Last,
+            head: Head::Full,
         }])
         .unwrap_err();
     assert!(matches!(err, ModelError::PositionOutOfRange { .. }), "{err}");
@@ -58,13 +59,25 @@ fn mismatched_inputs_are_refused() {
             positions: &[0],
             mask: &mask,
             logits: LogitsRows::All,
+            head: Head::Full,
         }])
         .unwrap_err();
     assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
     let err = model
-        .forward(&mut [SeqInput { cache: &mut c, tokens: &[1], positions: &[0], mask: &mask, logits: LogitsRows::All }])
+        .forward(&mut [SeqInput {
+            cache: &mut c,
+            tokens: &[1],
+            positions: &[0],
+            mask: &mask,
+            logits: LogitsRows::All,
+            head: Head::Full,
+        }])
         .unwrap_err();
     assert!(matches!(err, ModelError::InvalidMask(_)), "{err}");
+    // Restricted-vocabulary logits from a model that has no such head.
+    let one = AttnMask::causal(1);
+    let err = model.forward_head(&mut c, &[1], &[0], &one, LogitsRows::Last, Head::Draft).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
     let err = model.forward_causal(&mut c, &[], LogitsRows::All).unwrap_err();
     assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
 }

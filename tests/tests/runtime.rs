@@ -1,7 +1,7 @@
 //! The model runtime on a real model (SmolLM2-135M): tree attention, batch
 //! invariance, rollback and keep-path.
 
-use ouro_common::model::{AttnMask, CausalLm, KvCache, Logits, LogitsRows, SeqInput};
+use ouro_common::model::{AttnMask, CausalLm, Head, KvCache, Logits, LogitsRows, SeqInput};
 use ouro_common::sampling::argmax;
 use ouro_tests::{max_abs_diff, reference_prompts, smollm2};
 
@@ -104,8 +104,8 @@ fn sequences_batched_together_equal_each_alone() {
     let (m1, m2) = (AttnMask::causal(p1.len()), AttnMask::causal(p2.len()));
     let out = model
         .forward(&mut [
-            SeqInput { cache: &mut d1, tokens: p1, positions: &pos1, mask: &m1, logits: LogitsRows::Last },
-            SeqInput { cache: &mut d2, tokens: p2, positions: &pos2, mask: &m2, logits: LogitsRows::Last },
+            SeqInput { cache: &mut d1, tokens: p1, positions: &pos1, mask: &m1, logits: LogitsRows::Last, head: Head::Full },
+            SeqInput { cache: &mut d2, tokens: p2, positions: &pos2, mask: &m2, logits: LogitsRows::Last, head: Head::Full },
         ])
         .unwrap();
     assert!(out[0].last().unwrap() == alone1.last().unwrap());

@@ -455,3 +455,31 @@ impl Drafter<'_> {
         (on_trunk, branch_feedback)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_over_a_subset_name_token_ids() {
+        let subset = VocabSubset::new(vec![90, 3, 41, 7], 100).unwrap();
+        // Columns are ids 3, 7, 41, 90; column 2 (id 41) is the largest.
+        let logits = [0.5, 1.0, 3.0, 2.0];
+        let mut rng = SamplerRng::new(0);
+        let greedy = SamplingParams::greedy();
+        assert_eq!(draft_choice(&logits, Some(&subset), &greedy, 8, &mut rng).unwrap(), (41, SparseDist::point(41)));
+        assert_eq!(draft_choice(&logits, None, &greedy, 8, &mut rng).unwrap().0, 2);
+        // A tie goes to the lower id, as it would over the full vocabulary.
+        let tied = [0.0, 3.0, 3.0, 1.0];
+        assert_eq!(draft_choice(&tied, Some(&subset), &greedy, 8, &mut rng).unwrap().0, 7);
+
+        let params = SamplingParams::with_temperature(1.0, 0);
+        let (t, q) = draft_choice(&logits, Some(&subset), &params, 3, &mut rng).unwrap();
+        let plain = SparseDist::from_probs_top_k(&probs(&logits, &params), 3).unwrap();
+        assert_eq!(q.pairs().iter().map(|p| p.0).collect::<Vec<_>>(), vec![7, 41, 90]);
+        assert_eq!(q.pairs().iter().map(|p| p.1).collect::<Vec<_>>(), plain.pairs().iter().map(|p| p.1).collect::<Vec<_>>());
+        assert!(subset.contains(t) && q.prob(t) > 0.0);
+        // Ids outside the subset are never drafted.
+        assert_eq!(q.prob(8), 0.0);
+    }
+}

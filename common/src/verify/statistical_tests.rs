@@ -2,7 +2,8 @@
 //!
 //! A hash-defined target over 8 tokens meets adversarial drafters (overly
 //! sharp q, q disjoint from p, point masses, without-replacement siblings, a
-//! greedy trunk with sampled siblings) on trees of depth up to 3 with 1 to 3
+//! greedy trunk with sampled siblings, a drafter restricted to half the
+//! vocabulary as FR-Spec's is) on trees of depth up to 3 with 1 to 3
 //! children per node. Whole generation rounds are simulated until two tokens
 //! are emitted, and the first token and the first two tokens are compared with
 //! the exact target distribution by a chi-square test. The same harness must
@@ -15,6 +16,8 @@ use std::rc::Rc;
 use super::chi_square::chi_square_p_value;
 use super::sampling::{verify_with_rule, Rule};
 use super::synthetic::{hash_ctx, unit};
+use crate::engine::draft_choice;
+use crate::model::VocabSubset;
 use crate::sampling::{argmax, probs_f64, SamplerRng, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeLimits};
 
@@ -54,7 +57,15 @@ enum Drafter {
     TrunkThenSharp,
     /// Each node picks one of the above by its context's hash.
     Mixed,
+    /// i.i.d. siblings from the drafter's own code path over a restricted
+    /// vocabulary ([`RESTRICTED`]): q is its distribution renormalised over
+    /// the subset and cut to the top 3, so half the ids, most of them
+    /// possible under p, are never drafted.
+    Restricted,
 }
+
+/// The ids a [`Drafter::Restricted`] drafter computes logits for.
+const RESTRICTED: [u32; 4] = [1, 2, 4, 6];
 
 const PURE: [Drafter; 5] =
     [Drafter::Sharp, Drafter::Disjoint, Drafter::Points, Drafter::WithoutReplacement, Drafter::TrunkThenSharp];
@@ -79,6 +90,8 @@ struct Node {
     q: SparseDist,
     /// First deterministic token (Points, TrunkThenSharp).
     fixed: u32,
+    /// The drafter's logits over [`RESTRICTED`] (Restricted).
+    restricted: Vec<f32>,
 }
 
 impl Harness {
@@ -116,7 +129,21 @@ impl Harness {
                 .collect();
             SparseDist::from_probs_top_k(&w, 3).unwrap()
         };
+        let restricted = match kind {
+            // Near p where p is possible, with noise, as a smaller model's.
+            Drafter::Restricted => RESTRICTED
+                .iter()
+                .map(|&i| {
+                    let i = i as usize;
+                    let base = if logits[i].is_finite() { logits[i] as f64 } else { -1.0 };
+                    (2.0 * (base + unit(h, 500 + i as u64) - 0.5)) as f32
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let (q, fixed) = match kind {
+            // Drawn fresh per child by the drafter's own code.
+            Drafter::Restricted => (SparseDist::point(RESTRICTED[0]), 0),
             Drafter::Sharp => (sharp(), 0),
             Drafter::Disjoint => {
                 let p = self.p(ctx);
@@ -138,7 +165,7 @@ impl Harness {
             Drafter::TrunkThenSharp => (sharp(), argmax(&logits)),
             Drafter::Mixed => unreachable!("resolved above"),
         };
-        Node { logits, kind, k, q, fixed }
+        Node { logits, kind, k, q, fixed, restricted }
     }
 
     /// Fresh children of `node`: `(token, q it was drawn from)`.
@@ -170,6 +197,10 @@ impl Harness {
                 let mut out = vec![(node.fixed, SparseDist::point(node.fixed))];
                 out.extend((1..k).map(|_| (q.sample(rng), q.clone())));
                 out
+            }
+            Drafter::Restricted => {
+                let subset = VocabSubset::new(RESTRICTED.to_vec(), V).unwrap();
+                (0..k).map(|_| draft_choice(&node.restricted, Some(&subset), &self.params, 3, rng).unwrap()).collect()
             }
             Drafter::Mixed => unreachable!("resolved when the node was made"),
         }
@@ -275,6 +306,27 @@ fn lossless_with_each_adversarial_drafter() {
     }
 }
 
+/// FR-Spec: a drafter that cannot propose half the ids. The ids outside its
+/// subset come only from the residual distribution, and must still appear
+/// with exactly the target's probability.
+#[test]
+fn lossless_with_a_restricted_vocabulary_drafter() {
+    for (params, depth, seed) in [(plain(), 3, 20), (filtered(), 2, 21)] {
+        assert_lossless(Drafter::Restricted, params, depth, seed);
+        let h = Harness::new(Drafter::Restricted, params, depth);
+        // The test has teeth here: outside ids are possible and do come out.
+        let (first, _) = h.run(Rule::Lossless, 20_000, seed);
+        let p1 = h.p(&[ROOT]);
+        let outside: Vec<usize> = (0..V).filter(|i| !RESTRICTED.contains(&(*i as u32)) && p1[*i] > 0.01).collect();
+        assert!(!outside.is_empty(), "{params:?}: p puts no mass outside the subset");
+        assert!(outside.iter().all(|&i| first[i] > 0), "{params:?}: {first:?} against p {p1:?}");
+        // And the drafter itself never proposes them.
+        let mut rng = SamplerRng::new(seed);
+        let (tree, _, _) = h.round(&[ROOT], &mut rng);
+        assert!((0..tree.len()).all(|n| RESTRICTED.contains(&tree.token(n))));
+    }
+}
+
 #[test]
 fn harness_catches_broken_rules() {
     // Distinct point-mass siblings make every rejection count, so both tests
@@ -286,6 +338,12 @@ fn harness_catches_broken_rules() {
         eprintln!("{rule:?}: p-values {a:.3e} {b:.3e}");
         assert!(a < ALPHA && b < ALPHA, "{rule:?} went unnoticed: p-values {a:.3e} {b:.3e}");
     }
+    // With a restricted drafter too: keeping the mass of rejected ids
+    // over-weights the subset.
+    let h = Harness::new(Drafter::Restricted, plain(), 2);
+    let (a, b) = h.p_values(Rule::NoResidual, SAMPLES, 8);
+    eprintln!("restricted, NoResidual: p-values {a:.3e} {b:.3e}");
+    assert!(a < ALPHA && b < ALPHA, "NoResidual went unnoticed with a restricted drafter: p-values {a:.3e} {b:.3e}");
 }
 
 #[test]
