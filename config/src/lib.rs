@@ -5,8 +5,11 @@
 //! - [`models`]: the pinned models (one table, `deploy/models.tsv`, which
 //!   `deploy/fetch-models.sh` reads too), where they are cached, their hashes;
 //! - [`ready`]: the machine-readable line a server prints once it listens,
-//!   which the processes that start it wait for.
+//!   which the processes that start it wait for;
+//! - [`vocab`]: the drafter's shipped restricted vocabularies (FR-Spec) and
+//!   `--draft-vocab`.
 
 pub mod file;
 pub mod models;
 pub mod ready;
+pub mod vocab;

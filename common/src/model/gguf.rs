@@ -15,6 +15,9 @@ use super::vocab::VocabSubset;
 use super::{Isa, ModelError, Result};
 use ouro_kernels::{Format, PackedMatrix};
 
+/// A GGUF file's header (metadata and tensor directory), as [`load`] returns it.
+pub use candle_core::quantized::gguf_file::Content;
+
 /// How to load a model file.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

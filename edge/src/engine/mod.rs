@@ -6,10 +6,12 @@
 //! - [`cloud`]: the [`Cloud`] seam the engine reaches the verifier through,
 //!   and how its failures are told apart;
 //! - [`local`]: the drafter model with its tokenizer and chat template;
+//! - [`draft_vocab`]: the drafter's restricted vocabulary (FR-Spec, `--draft-vocab`);
 //! - [`backend`]: the engine itself ([`EdgeBackend`]), behind [`crate::api::Backend`].
 
 pub mod backend;
 pub mod cloud;
+pub mod draft_vocab;
 pub mod local;
 
 pub use backend::{BackendOptions, EdgeBackend, Fallback, Mode};
