@@ -24,7 +24,10 @@ use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy;
+use ouro_common::tokenizer::Tokenizer;
 use ouro_config::models;
+use ouro_config::vocab::DraftVocabArgs;
+use ouro_edge::engine::draft_vocab;
 use ouro_edge::link::{self, Plan, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1;
 use tokio_stream::StreamExt;
@@ -94,6 +97,8 @@ pub struct RunArgs {
     /// Directory for results.json, report.md and the SVG plots.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub vocab: DraftVocabArgs,
 }
 
 #[derive(Args, Clone)]
@@ -330,10 +335,17 @@ impl Bench {
     }
 }
 
-fn load_drafter(name: &str) -> anyhow::Result<(Transformer, PathBuf)> {
+/// The drafter, with its restricted vocabulary (FR-Spec) when `vocab` gives
+/// one; edge-only decodes over every id all the same.
+fn load_drafter(name: &str, vocab: &DraftVocabArgs) -> anyhow::Result<(Transformer, PathBuf, String)> {
     let path = models::resolve(name)?;
-    let (m, _) = gguf::load(&path, &LoadOptions::default()).with_context(|| format!("loading {}", path.display()))?;
-    Ok((m, path))
+    let opts = LoadOptions::default();
+    let (mut m, ct) = gguf::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&ct).context("the drafter's tokenizer")?;
+    let attached = draft_vocab::attach(&mut m, &path, &ct, &tokenizer.info().identity, vocab, &opts)
+        .with_context(|| format!("--draft-vocab {}", vocab.draft_vocab))?;
+    let said = attached.map_or_else(|| "drafting over every id".to_string(), |a| a.to_string());
+    Ok((m, path, said))
 }
 
 fn model_ref(name: &str, path: &Path) -> ModelRef {
@@ -386,7 +398,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     if prompts.is_empty() {
         bail!("no question matched the categories and --max-prompt-tokens");
     }
-    let (drafter, drafter_path) = load_drafter(&args.drafter)?;
+    let (drafter, drafter_path, drafter_vocab) = load_drafter(&args.drafter, &args.vocab)?;
     let target_path = models::resolve(&args.target)?;
 
     let cloud = BenchCloud {
@@ -413,7 +425,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     sampling.validate()?;
     let greedy = sampling.is_greedy();
     println!(
-        "edge: {} on cores {:?} · cloud: {} on cores {:?} · {} prompts × {} tokens, {} · modes {}",
+        "edge: {} ({drafter_vocab}) on cores {:?} · cloud: {} on cores {:?} · {} prompts × {} tokens, {} · modes {}",
         args.drafter,
         args.edge_cores,
         args.target,

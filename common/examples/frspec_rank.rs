@@ -213,8 +213,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let keep = always(&tokenizer, vocab);
     let mut ids: Vec<u32> = keep.iter().copied().collect();
-    let mut ranked: Vec<u32> =
-        (0..vocab as u32).filter(|id| score[*id as usize] > 0.0 && !keep.contains(id)).collect();
+    let mut ranked: Vec<u32> = (0..vocab as u32).filter(|id| score[*id as usize] > 0.0 && !keep.contains(id)).collect();
     ranked.sort_by(|&a, &b| score[b as usize].total_cmp(&score[a as usize]).then(a.cmp(&b)));
     ids.extend(ranked);
     ids.truncate(args.top);
@@ -222,9 +221,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let ranking = RankedVocab { tokenizer: tokenizer.info().identity.clone(), vocab, ids };
     let name = args.gguf.file_name().map_or_else(|| args.gguf.display().to_string(), |n| n.to_string_lossy().into());
     let mut header = vec![
-        format!("FR-Spec ranking for the drafter: {} token ids of the tokenizer of {name}, most frequent first.", ranking.ids.len()),
+        format!(
+            "FR-Spec ranking for the drafter: {} token ids of the tokenizer of {name}, most frequent first.",
+            ranking.ids.len()
+        ),
         "Format and use: ouro_common::model::vocab; how it was made: deploy/vocab/README.md.".into(),
-        format!("The first {} ids are always kept (added/control tokens, stop ids, the 256 byte tokens), in id order.", keep.len()),
+        format!(
+            "The first {} ids are always kept (added/control tokens, stop ids, the 256 byte tokens), in id order.",
+            keep.len()
+        ),
         "Then by mean per-source frequency in this corpus (no benchmark data):".into(),
     ];
     header.extend(lines.iter().map(|l| format!("  {l}")));

@@ -15,8 +15,10 @@ pub struct Shipped {
 /// Every shipped ranking; `auto` takes the one made for the drafter's
 /// tokenizer. Qwen2.5's (the pinned drafter and verifier share it):
 /// deploy/vocab/README.md says how it was made.
-pub const SHIPPED: &[Shipped] =
-    &[Shipped { name: "deploy/vocab/qwen2.5-frspec-32k.txt", text: include_str!("../../deploy/vocab/qwen2.5-frspec-32k.txt") }];
+pub const SHIPPED: &[Shipped] = &[Shipped {
+    name: "deploy/vocab/qwen2.5-frspec-32k.txt",
+    text: include_str!("../../deploy/vocab/qwen2.5-frspec-32k.txt"),
+}];
 
 /// What `--draft-vocab` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +114,8 @@ mod tests {
 
     #[test]
     fn the_flag_names_auto_none_or_a_file() {
-        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().vocab;
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().vocab;
         assert_eq!(parse(&[]), DraftVocabArgs::default());
         assert_eq!(parse(&["--draft-vocab", "none"]).draft_vocab, DraftVocab::Off);
         let f = parse(&["--draft-vocab", "my.txt", "--draft-vocab-size", "16384"]);
@@ -127,7 +130,8 @@ mod tests {
         assert!(auto[0].1.contains("ouro-draft-vocab 1"));
         let off = DraftVocabArgs { draft_vocab: DraftVocab::Off, draft_vocab_size: None };
         assert!(off.candidates().unwrap().is_empty());
-        let missing = DraftVocabArgs { draft_vocab: DraftVocab::File("/nonexistent/v.txt".into()), draft_vocab_size: None };
+        let missing =
+            DraftVocabArgs { draft_vocab: DraftVocab::File("/nonexistent/v.txt".into()), draft_vocab_size: None };
         let e = missing.candidates().unwrap_err().to_string();
         assert!(e.contains("/nonexistent/v.txt"), "{e}");
     }

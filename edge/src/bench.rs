@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use clap::Args;
 use ouro_common::model::gguf::LoadOptions;
-use ouro_common::model::{CausalLm, LogitsRows};
+use ouro_common::model::{AttnMask, CausalLm, Head, LogitsRows};
 use ouro_common::sampling::argmax;
+use ouro_config::vocab::DraftVocabArgs;
 
 use crate::local::{threads, LoadLocal, LocalModel};
 
@@ -31,12 +32,45 @@ pub struct BenchArgs {
     /// Repetitions per k (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Also time decoding with the drafter's restricted LM head (FR-Spec),
+    /// step for step against the full head: `auto` has one for the Qwen2.5
+    /// models, `none` skips it.
+    #[command(flatten)]
+    pub vocab: DraftVocabArgs,
     /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
     #[arg(long)]
     pub no_requantize: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Decode speed with the full and the restricted LM head (tokens/s each),
+/// when the model has a restricted one. The two decode side by side, one
+/// step each in turn, so load from other processes lands on both alike.
+fn draft_decode(model: &dyn CausalLm, prompt: &[u32], steps: usize) -> anyhow::Result<Option<(f64, f64)>> {
+    let Some(subset) = model.draft_vocab() else { return Ok(None) };
+    let heads = [Head::Full, Head::Draft];
+    let mut caches = [model.new_cache(), model.new_cache()];
+    let mut next = [0u32; 2];
+    let mut secs = [0f64; 2];
+    for step in 0..=steps {
+        for (i, head) in heads.into_iter().enumerate() {
+            let cache = &mut caches[i];
+            let tokens = if step == 0 { prompt.to_vec() } else { vec![next[i]] };
+            let start = cache.len();
+            let positions: Vec<usize> = (start..start + tokens.len()).collect();
+            let mask = AttnMask::causal(tokens.len());
+            let t = Instant::now();
+            let logits = model.forward_head(cache, &tokens, &positions, &mask, LogitsRows::Last, head)?;
+            let col = argmax(logits.last().expect("a row"));
+            if step > 0 {
+                secs[i] += t.elapsed().as_secs_f64();
+            }
+            next[i] = if head == Head::Draft { subset.token(col as usize) } else { col };
+        }
+    }
+    Ok(Some((steps as f64 / secs[0], steps as f64 / secs[1])))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -75,7 +109,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.reps > 0 && !args.ks.is_empty(), "need at least one k and one repetition");
     let opts = LoadOptions { requantize_legacy: !args.no_requantize, ..LoadOptions::default() };
     let t0 = Instant::now();
-    let lm = LocalModel::load(&args.model, &opts)?;
+    let lm = LocalModel::load_with_vocab(&args.model, &opts, Some(&args.vocab))?;
     let load_secs = t0.elapsed().as_secs_f64();
     let model = &lm.model;
     let max_k = *args.ks.iter().max().unwrap_or(&1);
@@ -98,6 +132,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         logits = model.forward_causal(&mut cache, &[next], LogitsRows::Last)?;
     }
     let decode_tps = args.decode_tokens as f64 / t.elapsed().as_secs_f64();
+    let draft_decode = draft_decode(model, &seed, args.decode_tokens)?;
 
     // Verify-cost curve: k new tokens over the context, all rows' logits (as
     // a verification needs), rolled back after each pass.
@@ -136,6 +171,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "requantize_legacy": opts.requantize_legacy,
             "load_secs": load_secs,
             "decode_tokens_per_sec": decode_tps,
+            "draft_decode": draft_decode.map(|(full, draft)| serde_json::json!({
+                "ids": model.draft_vocab().map_or(0, |v| v.len()),
+                "full_tokens_per_sec": full,
+                "restricted_tokens_per_sec": draft,
+            })),
             "prefill_tokens_per_sec": prefill_tps,
             "kernel": kernel.name(),
             "cpu": cpu,
@@ -160,6 +200,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.context,
             rss.unwrap_or(f64::NAN)
         );
+        if let Some((full, draft)) = draft_decode {
+            let n = model.draft_vocab().map_or(0, |v| v.len());
+            println!(
+                "  decode with the drafter's restricted LM head ({n} ids) vs the full one, step for step: {draft:.1} vs {full:.1} tok/s ({:.2}x)",
+                draft / full
+            );
+        }
         println!("  verify cost over a {}-token context:", args.context);
         println!("  {:>4} {:>10} {:>8} {:>12}", "k", "ms", "c(k)/c(1)", "ms per token");
         for (k, ms) in &curve {

@@ -4,6 +4,10 @@
 //! each is reported as a ratio to target-only decoding measured in the same
 //! run. Under greedy decoding every mode's text is compared with
 //! target-only's; a mismatch is printed and fails the run.
+//!
+//! The drafter drafts over its restricted vocabulary (`--draft-vocab`,
+//! FR-Spec) when it has one; `--compare-full-vocab` runs every mode a second
+//! time over every id (`MODE/full`), on the same weights in the same run.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -17,9 +21,11 @@ use ouro_common::chat::Message;
 use ouro_common::draft::PhrasePool;
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::LoadOptions;
+use ouro_common::model::{CausalLm, FullVocab};
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy::{self, DraftStrategy};
 use ouro_common::spec::SpecEngine;
+use ouro_config::vocab::DraftVocabArgs;
 
 use crate::local::{threads, LoadLocal, LocalModel};
 
@@ -50,6 +56,12 @@ pub struct BenchSpecArgs {
     /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool).
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
+    #[command(flatten)]
+    pub vocab: DraftVocabArgs,
+    /// Also run every mode with the drafter over every id (`MODE/full`), to
+    /// compare with its restricted vocabulary in the same run.
+    #[arg(long)]
+    pub compare_full_vocab: bool,
 }
 
 /// Spec-Bench's six categories: MT-bench's sub-categories are one.
@@ -67,13 +79,29 @@ struct Totals {
     rounds: usize,
     target_passes: usize,
     mismatches: usize,
+    drafter_passes: usize,
+    draft_secs: f64,
+    accepted: usize,
+    drafted: usize,
 }
 
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
-    let modes: Vec<(String, Arc<dyn DraftStrategy>)> =
+    let parsed: Vec<(String, Arc<dyn DraftStrategy>)> =
         args.modes.iter().map(|m| strategy::parse(m).map(|d| (m.clone(), d))).collect::<Result<_, _>>()?;
     let opts = LoadOptions::default();
-    let drafter = LocalModel::load(&args.drafter, &opts)?;
+    let drafter = LocalModel::load_with_vocab(&args.drafter, &opts, Some(&args.vocab))?;
+    anyhow::ensure!(
+        !args.compare_full_vocab || drafter.model.draft_vocab().is_some(),
+        "--compare-full-vocab needs a restricted drafter vocabulary, and --draft-vocab {} gave none",
+        args.vocab.draft_vocab
+    );
+    // Each mode with the drafter as loaded, then (to compare) over every id.
+    let full = FullVocab(&drafter.model);
+    let mut modes: Vec<(String, Arc<dyn DraftStrategy>, &dyn CausalLm)> =
+        parsed.iter().map(|(n, d)| (n.clone(), d.clone(), &drafter.model as &dyn CausalLm)).collect();
+    if args.compare_full_vocab {
+        modes.extend(parsed.iter().map(|(n, d)| (format!("{n}/full"), d.clone(), &full as &dyn CausalLm)));
+    }
     let target = LocalModel::load(&args.target, &opts)?;
     let (di, ti) = (drafter.tokenizer.info(), target.tokenizer.info());
     anyhow::ensure!(
@@ -109,8 +137,9 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         sampling: SamplingParams::greedy(),
         stop_ids: ti.stop_ids.clone(),
     };
+    let vocab = drafter.model.draft_vocab().map_or("every id".to_string(), |v| format!("{} ids", v.len()));
     println!(
-        "drafter {} · target {} · {} threads · {} prompts × {} tokens, greedy",
+        "drafter {} (drafting over {vocab}) · target {} · {} threads · {} prompts × {} tokens, greedy",
         args.drafter,
         args.target,
         threads(),
@@ -121,7 +150,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
     let engines = modes
         .iter()
-        .map(|(_, mode)| SpecEngine::new(&drafter.model, &target.model, mode.clone()))
+        .map(|(_, mode, model)| SpecEngine::new(*model, &target.model, mode.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     // Each mode keeps its own pool across prompts, as one client would.
     let mut pools: Vec<PhrasePool> = modes.iter().map(|_| PhrasePool::default()).collect();
@@ -143,7 +172,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             e.tokens += reference.len();
             e.rounds += stats.forward_passes - 1;
             e.target_passes += stats.forward_passes - 1;
-            for (((name, _), engine), pool) in modes.iter().zip(&engines).zip(&mut pools) {
+            for (((name, _, _), engine), pool) in modes.iter().zip(&engines).zip(&mut pools) {
                 let mut out = Vec::new();
                 let t = Instant::now();
                 let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
@@ -160,6 +189,11 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 e.rounds += stats.rounds;
                 // The prefill pass is not a verification; leave it out as for target-only.
                 e.target_passes += stats.target_forward_passes - 1;
+                // Nor is the drafter's, whose time `draft_secs` does not hold.
+                e.drafter_passes += stats.drafter_forward_passes.saturating_sub(1);
+                e.draft_secs += stats.draft_secs;
+                e.accepted += stats.accepted;
+                e.drafted += stats.drafted_nodes;
                 if out != reference {
                     e.mismatches += 1;
                     eprintln!("MISMATCH: {name} {cat} prompt {i} differs from target-only");
@@ -176,19 +210,31 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             rounds: a.rounds + t.rounds,
             target_passes: a.target_passes + t.target_passes,
             mismatches: a.mismatches + t.mismatches,
+            drafter_passes: a.drafter_passes + t.drafter_passes,
+            draft_secs: a.draft_secs + t.draft_secs,
+            accepted: a.accepted + t.accepted,
+            drafted: a.drafted + t.drafted,
         })
     };
     let base = total(&results["target-only"]);
     let base_tps = base.tokens as f64 / base.secs;
-    println!("\n| mode | tokens/verify step | target passes/token | tok/s | vs target-only | mismatches |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "\n| mode | tokens/verify step | target passes/token | tok/s | vs target-only | drafter ms/pass | drafted nodes accepted | mismatches |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut names = vec!["target-only".to_string()];
-    names.extend(modes.iter().map(|(n, _)| n.clone()));
+    names.extend(modes.iter().map(|(n, _, _)| n.clone()));
     for n in &names {
         let t = total(&results[n]);
         let tps = t.tokens as f64 / t.secs;
+        let (draft_ms, accepted) = if t.drafter_passes > 0 {
+            let ms = format!("{:.2}", t.draft_secs * 1e3 / t.drafter_passes as f64);
+            (ms, format!("{:.1}%", 100.0 * t.accepted as f64 / t.drafted.max(1) as f64))
+        } else {
+            ("–".into(), "–".into())
+        };
         println!(
-            "| {n} | {:.2} | {:.3} | {tps:.2} | {:.2}× | {} |",
+            "| {n} | {:.2} | {:.3} | {tps:.2} | {:.2}× | {draft_ms} | {accepted} | {} |",
             t.tokens as f64 / t.rounds.max(1) as f64,
             t.target_passes as f64 / t.tokens as f64,
             tps / base_tps,

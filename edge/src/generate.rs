@@ -55,7 +55,9 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let opts = LoadOptions { requantize_legacy: !args.no_requantize, ..LoadOptions::default() };
     let t0 = std::time::Instant::now();
-    let lm = LocalModel::load(&args.model, &opts)?;
+    // Only a model that drafts (for a cloud) needs a restricted head.
+    let vocab = args.link.cloud.is_some().then_some(&args.link.vocab);
+    let lm = LocalModel::load_with_vocab(&args.model, &opts, vocab)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let prompt = lm.prompt_ids(&args.prompt, args.system.as_deref(), args.raw)?;
     if args.link.cloud.is_some() {

@@ -104,8 +104,22 @@ fn sequences_batched_together_equal_each_alone() {
     let (m1, m2) = (AttnMask::causal(p1.len()), AttnMask::causal(p2.len()));
     let out = model
         .forward(&mut [
-            SeqInput { cache: &mut d1, tokens: p1, positions: &pos1, mask: &m1, logits: LogitsRows::Last, head: Head::Full },
-            SeqInput { cache: &mut d2, tokens: p2, positions: &pos2, mask: &m2, logits: LogitsRows::Last, head: Head::Full },
+            SeqInput {
+                cache: &mut d1,
+                tokens: p1,
+                positions: &pos1,
+                mask: &m1,
+                logits: LogitsRows::Last,
+                head: Head::Full,
+            },
+            SeqInput {
+                cache: &mut d2,
+                tokens: p2,
+                positions: &pos2,
+                mask: &m2,
+                logits: LogitsRows::Last,
+                head: Head::Full,
+            },
         ])
         .unwrap();
     assert!(out[0].last().unwrap() == alone1.last().unwrap());

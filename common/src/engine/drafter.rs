@@ -477,7 +477,10 @@ mod tests {
         let (t, q) = draft_choice(&logits, Some(&subset), &params, 3, &mut rng).unwrap();
         let plain = SparseDist::from_probs_top_k(&probs(&logits, &params), 3).unwrap();
         assert_eq!(q.pairs().iter().map(|p| p.0).collect::<Vec<_>>(), vec![7, 41, 90]);
-        assert_eq!(q.pairs().iter().map(|p| p.1).collect::<Vec<_>>(), plain.pairs().iter().map(|p| p.1).collect::<Vec<_>>());
+        assert_eq!(
+            q.pairs().iter().map(|p| p.1).collect::<Vec<_>>(),
+            plain.pairs().iter().map(|p| p.1).collect::<Vec<_>>()
+        );
         assert!(subset.contains(t) && q.prob(t) > 0.0);
         // Ids outside the subset are never drafted.
         assert_eq!(q.prob(8), 0.0);

@@ -61,10 +61,15 @@ impl RankedVocab {
     /// Parses a ranking file; `source_name` (a path, or the shipped file's
     /// name) only labels errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, VocabError> {
-        let err = |line: usize, reason: String| VocabError::Parse { source_name: source_name.to_string(), line, reason };
-        let mut lines =
-            text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-        let mut next = |what: &str| lines.next().ok_or_else(|| err(text.lines().count(), format!("ends before {what}")));
+        let err =
+            |line: usize, reason: String| VocabError::Parse { source_name: source_name.to_string(), line, reason };
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+        let mut next =
+            |what: &str| lines.next().ok_or_else(|| err(text.lines().count(), format!("ends before {what}")));
         let (n, magic) = next("the `ouro-draft-vocab` line")?;
         if magic != MAGIC {
             return Err(err(n, format!("expected `{MAGIC}`, found `{}`", clip(magic))));
@@ -143,7 +148,11 @@ impl RankedVocab {
             });
         }
         if self.vocab != vocab {
-            return Err(VocabError::VocabSizeMismatch { source_name: source_name.to_string(), file: self.vocab, model: vocab });
+            return Err(VocabError::VocabSizeMismatch {
+                source_name: source_name.to_string(),
+                file: self.vocab,
+                model: vocab,
+            });
         }
         Ok(())
     }

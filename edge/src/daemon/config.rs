@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use ouro_common::spec::strategy;
+use ouro_config::vocab::DraftVocabArgs;
 use ouro_edge::engine::BackendOptions;
 use ouro_edge::link::{Plan, TransportKind};
 
@@ -110,6 +111,8 @@ pub struct LinkArgs {
     /// `chainN` (fixed γ = N), `heuristic`, or `pool` (no drafter model).
     #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
     pub draft: String,
+    #[command(flatten)]
+    pub vocab: DraftVocabArgs,
     /// What the adaptive controller maximises: committed tokens per second
     /// (`latency`) or per unit of verifier compute (`compute`).
     #[arg(long, env = "OURO_OBJECTIVE", value_enum, default_value_t = ObjectiveArg::Latency)]

@@ -17,7 +17,9 @@ use ouro_common::model::gguf::LoadOptions;
 use ouro_edge::engine::{EdgeBackend, LocalModel};
 
 pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
-    let local = Arc::new(LocalModel::load(&args.model, &LoadOptions::default())?);
+    // The model drafts whenever the cloud is up, so it gets its restricted
+    // vocabulary; its local fallback still decodes over every id.
+    let local = Arc::new(LocalModel::load_with_vocab(&args.model, &LoadOptions::default(), Some(&args.link.vocab))?);
     let cloud = cloud::CloudConfig::from_args(&args.link)?.map(|c| c.expecting(&local));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
