@@ -9,12 +9,15 @@
 //! ```
 //!
 //! Each `--source NAME=LIST` is a file listing the corpus files of one kind
-//! (one path a line, read as UTF-8, invalid bytes replaced). Every source
-//! weighs the same whatever its size: an id's score is the mean over the
-//! sources of its share of that source's tokens, so a few hundred
+//! (one path a line, read as UTF-8, invalid bytes replaced); each `--words
+//! NAME=FILE` is a word frequency list (`frequency<TAB>text` lines, the text
+//! tokenized as written, its tokens counted `frequency` times), for general
+//! language no local file holds. A source's size does not set its weight:
+//! an id's score is the weighted mean over the sources of its share of that
+//! source's tokens (weight 1 unless `--weight NAME=W`), so a few hundred
 //! megabytes of Rust cannot drown the prose. `--max-bytes N` caps what is
-//! read of each source (files in list order, the file that crosses the cap
-//! read whole).
+//! read of each file source (files in list order, the file that crosses the
+//! cap read whole).
 //!
 //! The file starts with the ids that must stay draftable whatever the
 //! corpus says, in id order: the tokenizer's added tokens (control tokens
@@ -40,9 +43,16 @@ use ouro_common::model::gguf::read_content;
 use ouro_common::model::RankedVocab;
 use ouro_common::tokenizer::{Tokenizer, TokenizerKind};
 
+enum Kind {
+    Files(Vec<PathBuf>),
+    /// `(frequency, text)` pairs.
+    Words(Vec<(f64, String)>),
+}
+
 struct Source {
     name: String,
-    files: Vec<PathBuf>,
+    kind: Kind,
+    weight: f64,
 }
 
 struct Args {
@@ -58,7 +68,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: frspec_rank --gguf MODEL.gguf --out FILE [--top 32768] [--max-bytes N] [--threads N] \
-         [--note TEXT]... --source NAME=LISTFILE..."
+         [--note TEXT]... [--weight NAME=W]... --source NAME=LISTFILE... [--words NAME=FILE]..."
     );
     std::process::exit(2)
 }
@@ -66,7 +76,7 @@ fn usage() -> ! {
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut gguf, mut out, mut top, mut max_bytes, mut threads) = (None, None, 32768, u64::MAX, 2);
-    let (mut sources, mut notes) = (Vec::new(), Vec::new());
+    let (mut sources, mut notes, mut weights) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -81,7 +91,32 @@ fn parse_args() -> Result<Args, String> {
                 let (name, list) = v.split_once('=').ok_or("--source wants NAME=LISTFILE")?;
                 let text = std::fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
                 let files = text.lines().filter(|l| !l.trim().is_empty()).map(PathBuf::from).collect();
-                sources.push(Source { name: name.to_string(), files });
+                sources.push(Source { name: name.to_string(), kind: Kind::Files(files), weight: 1.0 });
+            }
+            "--words" => {
+                let v = value()?;
+                let (name, list) = v.split_once('=').ok_or("--words wants NAME=FILE")?;
+                let text = std::fs::read_to_string(list).map_err(|e| format!("{list}: {e}"))?;
+                let mut words = Vec::new();
+                for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+                    let bad = || format!("{list}: line {}: expected `frequency<TAB>text`", n + 1);
+                    let (f, w) = line.split_once('\t').ok_or_else(bad)?;
+                    let f: f64 = f.parse().map_err(|_| bad())?;
+                    if !(f.is_finite() && f >= 0.0) {
+                        return Err(bad());
+                    }
+                    words.push((f, w.to_string()));
+                }
+                sources.push(Source { name: name.to_string(), kind: Kind::Words(words), weight: 1.0 });
+            }
+            "--weight" => {
+                let v = value()?;
+                let (name, w) = v.split_once('=').ok_or("--weight wants NAME=W")?;
+                let w: f64 = w.parse().map_err(|e| format!("--weight {v}: {e}"))?;
+                if !(w.is_finite() && w > 0.0) {
+                    return Err(format!("--weight {v}: not a positive weight"));
+                }
+                weights.push((name.to_string(), w));
             }
             "-h" | "--help" => usage(),
             other => return Err(format!("unknown argument {other}")),
@@ -91,23 +126,59 @@ fn parse_args() -> Result<Args, String> {
     if sources.is_empty() || top == 0 {
         usage();
     }
+    for (name, w) in weights {
+        let s = sources.iter_mut().find(|s| s.name == name).ok_or(format!("--weight {name}: no such source"))?;
+        s.weight = w;
+    }
     Ok(Args { gguf, top, out, max_bytes, threads: threads.max(1), sources, notes })
 }
 
 /// Token counts of one source, and what was read of it.
 struct Counts {
-    ids: Vec<u64>,
-    tokens: u64,
+    ids: Vec<f64>,
+    tokens: f64,
     bytes: u64,
     files: usize,
 }
 
+impl Counts {
+    fn new(vocab: usize) -> Self {
+        Self { ids: vec![0.0; vocab], tokens: 0.0, bytes: 0, files: 0 }
+    }
+
+    fn add(&mut self, ids: &[u32], times: f64) {
+        for &id in ids {
+            if let Some(n) = self.ids.get_mut(id as usize) {
+                *n += times;
+                self.tokens += times;
+            }
+        }
+    }
+}
+
 fn count_source(tokenizer: &Tokenizer, src: &Source, vocab: usize, args: &Args) -> Counts {
+    match &src.kind {
+        Kind::Files(files) => count_files(tokenizer, files, vocab, args),
+        Kind::Words(words) => {
+            let mut c = Counts::new(vocab);
+            for (f, text) in words {
+                if let Ok(ids) = tokenizer.encode(text, false) {
+                    c.add(&ids, *f);
+                    c.bytes += text.len() as u64;
+                    c.files += 1;
+                }
+            }
+            c
+        }
+    }
+}
+
+fn count_files(tokenizer: &Tokenizer, files: &[PathBuf], vocab: usize, args: &Args) -> Counts {
     // The files within the byte cap, in list order, so the sample does not
     // depend on the thread count.
     let mut chosen = Vec::new();
     let mut bytes = 0u64;
-    for f in &src.files {
+    for f in files {
         if bytes >= args.max_bytes {
             break;
         }
@@ -120,7 +191,7 @@ fn count_source(tokenizer: &Tokenizer, src: &Source, vocab: usize, args: &Args) 
         let workers: Vec<_> = (0..args.threads)
             .map(|_| {
                 s.spawn(|| {
-                    let mut c = Counts { ids: vec![0; vocab], tokens: 0, bytes: 0, files: 0 };
+                    let mut c = Counts::new(vocab);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(path) = chosen.get(i) else { break };
@@ -128,12 +199,7 @@ fn count_source(tokenizer: &Tokenizer, src: &Source, vocab: usize, args: &Args) 
                         let text = String::from_utf8_lossy(&raw);
                         // Control tokens written in a file are its text, as in a chat message.
                         let Ok(ids) = tokenizer.encode(&text, false) else { continue };
-                        for id in ids {
-                            if let Some(n) = c.ids.get_mut(id as usize) {
-                                *n += 1;
-                                c.tokens += 1;
-                            }
-                        }
+                        c.add(&ids, 1.0);
                         c.bytes += raw.len() as u64;
                         c.files += 1;
                     }
@@ -143,7 +209,7 @@ fn count_source(tokenizer: &Tokenizer, src: &Source, vocab: usize, args: &Args) 
             .collect();
         workers.into_iter().map(|w| w.join().expect("a counting thread panicked")).collect()
     });
-    let mut total = Counts { ids: vec![0; vocab], tokens: 0, bytes: 0, files: 0 };
+    let mut total = Counts::new(vocab);
     for p in parts {
         total.ids.iter_mut().zip(&p.ids).for_each(|(a, b)| *a += b);
         total.tokens += p.tokens;
@@ -194,21 +260,28 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut lines = Vec::new();
     for src in &args.sources {
         let c = count_source(&tokenizer, src, vocab, args);
-        if c.tokens == 0 {
+        if c.tokens <= 0.0 {
             return Err(format!("source {} produced no tokens", src.name).into());
         }
-        let distinct = c.ids.iter().filter(|&&n| n > 0).count();
-        let line = format!(
-            "{}: {} files, {:.1} MB, {} tokens, {distinct} distinct ids",
-            src.name,
-            c.files,
-            c.bytes as f64 / 1e6,
-            c.tokens
-        );
+        let distinct = c.ids.iter().filter(|&&n| n > 0.0).count();
+        let line = match src.kind {
+            Kind::Files(_) => format!(
+                "{} (weight {}): {} files, {:.1} MB, {:.0} tokens, {distinct} distinct ids",
+                src.name,
+                src.weight,
+                c.files,
+                c.bytes as f64 / 1e6,
+                c.tokens
+            ),
+            Kind::Words(_) => {
+                format!("{} (weight {}): {} weighted words, {distinct} distinct ids", src.name, src.weight, c.files)
+            }
+        };
         eprintln!("{line} ({:.0} s)", started.elapsed().as_secs_f64());
         lines.push(line);
+        let total_weight: f64 = args.sources.iter().map(|s| s.weight).sum();
         for (s, &n) in score.iter_mut().zip(&c.ids) {
-            *s += n as f64 / c.tokens as f64 / args.sources.len() as f64;
+            *s += n / c.tokens * src.weight / total_weight;
         }
     }
     let keep = always(&tokenizer, vocab);
@@ -230,11 +303,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             "The first {} ids are always kept (added/control tokens, stop ids, the 256 byte tokens), in id order.",
             keep.len()
         ),
-        "Then by mean per-source frequency in this corpus (no benchmark data):".into(),
+        "Then by weighted mean per-source frequency in this corpus (no benchmark data):".into(),
     ];
     header.extend(lines.iter().map(|l| format!("  {l}")));
     header.extend(args.notes.iter().cloned());
-    header.push(format!("These ids cover {:.2}% of the corpus's tokens (mean over sources).", covered * 100.0));
+    header.push(format!("These ids cover {:.2}% of the corpus's tokens (weighted mean over sources).", covered * 100.0));
     write(&args.out, &ranking.to_text(&header))?;
     eprintln!("wrote {} ids to {} ({:.2}% coverage)", ranking.ids.len(), args.out.display(), covered * 100.0);
     Ok(())

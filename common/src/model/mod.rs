@@ -71,15 +71,16 @@ pub enum LogitsRows {
     None,
 }
 
-/// Which LM head computes a sequence's logits.
+/// Which LM head computes a sequence's logits. (The values index a pass's
+/// per-head row lists.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Head {
     /// Every token id (verification, plain decoding).
     #[default]
-    Full,
+    Full = 0,
     /// Only the ids of the model's restricted drafter vocabulary
     /// ([`CausalLm::draft_vocab`]); an error on a model without one.
-    Draft,
+    Draft = 1,
 }
 
 /// One sequence's share of a forward pass.
