@@ -10,6 +10,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -23,9 +24,9 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
-use ouro_common::spec::strategy;
+use ouro_common::spec::{strategy, DraftStrategy, SpecStats};
 use ouro_config::models;
-use ouro_edge::link::{self, Plan, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
+use ouro_edge::link::{self, SpecRequest, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1;
 use tokio_stream::StreamExt;
 
@@ -110,7 +111,7 @@ pub struct SweepArgs {
 enum Kind {
     CloudOnly,
     EdgeOnly,
-    Speculative { plan: Plan, pipeline: bool },
+    Speculative { strategy: Arc<dyn DraftStrategy>, pipeline: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -134,10 +135,10 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
         "edge-only" if pipeline && transport == TransportKind::Grpc => Kind::EdgeOnly,
         // sd-chain is chainN with N from --gamma; other draft modes are
         // named as every CLI names a draft strategy.
-        "sd-chain" => Kind::Speculative { plan: strategy::parse(&format!("chain{gamma}"))?, pipeline },
+        "sd-chain" => Kind::Speculative { strategy: strategy::parse(&format!("chain{gamma}"))?, pipeline },
         "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining or QUIC variants"),
         _ => match strategy::parse(base) {
-            Ok(plan) => Kind::Speculative { plan, pipeline },
+            Ok(strategy) => Kind::Speculative { strategy, pipeline },
             Err(_) => bail!(
                 "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], \
                  ouroboros[-quic][-nopipe], or another draft strategy ({})[-quic][-nopipe]",
@@ -254,21 +255,21 @@ impl Bench {
         &self,
         t: &mut impl Transport,
         prompt: &[u32],
-        plan: Plan,
+        strategy: Arc<dyn DraftStrategy>,
         pipeline: bool,
-    ) -> anyhow::Result<(Clock, SpecRun)> {
+    ) -> anyhow::Result<(Clock, SpecStats)> {
         let req = SpecRequest {
             tokenizer_hash: &self.tokenizer_hash,
             prompt,
             max_new: self.max_tokens,
             stop_ids: &self.stop_ids,
-            plan,
+            strategy,
             sampling: self.sampling,
             pipeline,
             info: Some(&self.cloud_info),
         };
         let mut clock = Clock::new();
-        let mut run = SpecRun::default();
+        let mut run = SpecStats::default();
         // A fresh pool per prompt: each mode starts as cold as the others.
         let mut pool = Default::default();
         link::speculate_into(t, &self.drafter, &req, &mut pool, &mut run, |toks| {
@@ -318,11 +319,11 @@ impl Bench {
         kind: &Kind,
         t: &mut impl Transport,
         prompt: &[u32],
-    ) -> anyhow::Result<(Clock, Option<SpecRun>)> {
+    ) -> anyhow::Result<(Clock, Option<SpecStats>)> {
         match kind {
             Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
-            Kind::Speculative { plan, pipeline } => {
-                let (clock, run) = self.speculative(t, prompt, plan.clone(), *pipeline).await?;
+            Kind::Speculative { strategy, pipeline } => {
+                let (clock, run) = self.speculative(t, prompt, strategy.clone(), *pipeline).await?;
                 Ok((clock, Some(run)))
             }
             Kind::EdgeOnly => unreachable!("runs without a link"),
@@ -582,7 +583,7 @@ mod tests {
     #[test]
     fn modes_parse_with_transport_and_pipelining() {
         let speculative = |name: &str, gamma| match parse_mode(name, gamma).unwrap().kind {
-            Kind::Speculative { plan, pipeline } => (plan.name(), pipeline),
+            Kind::Speculative { strategy, pipeline } => (strategy.name(), pipeline),
             other => panic!("{name}: {other:?}"),
         };
         let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();

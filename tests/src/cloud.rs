@@ -9,12 +9,11 @@ use ouro_bench::process::CloudProcess;
 
 pub use crate::bin_path;
 
-pub use ouro_edge::link::{
-    generate, speculate, speculate_into, Client, Plan, QuicLink, SessionStream, SpecRequest, SpecRun, Trust,
-};
+pub use ouro_common::spec::SpecStats;
+pub use ouro_edge::link::{generate, speculate, speculate_into, Client, QuicLink, SessionStream, SpecRequest, Trust};
 
 /// A draft strategy by its CLI name.
-pub fn plan(name: &str) -> Plan {
+pub fn strategy(name: &str) -> std::sync::Arc<dyn ouro_common::spec::DraftStrategy> {
     ouro_common::spec::strategy::parse(name).unwrap_or_else(|e| panic!("{e}"))
 }
 

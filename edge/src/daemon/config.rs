@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use ouro_common::spec::strategy;
+use ouro_common::spec::{strategy, DraftStrategy};
 use ouro_edge::engine::BackendOptions;
-use ouro_edge::link::{Plan, TransportKind};
+use ouro_edge::link::TransportKind;
 
 pub use ouro_edge::engine::Fallback;
 
@@ -137,7 +138,7 @@ pub enum ObjectiveArg {
 }
 
 impl LinkArgs {
-    pub fn plan(&self) -> anyhow::Result<Plan> {
+    pub fn strategy(&self) -> anyhow::Result<Arc<dyn DraftStrategy>> {
         // `--objective compute` picks Ouroboros' other objective; the name
         // table knows it as `ouroboros-compute`.
         let name = match self.draft.as_str() {
@@ -153,7 +154,7 @@ impl LinkArgs {
     pub fn backend_options(&self, workers: usize) -> anyhow::Result<BackendOptions> {
         Ok(BackendOptions {
             fallback: self.fallback,
-            plan: self.plan()?,
+            strategy: self.strategy()?,
             pool_file: self.pool_file.clone(),
             pipeline: !self.no_pipeline,
             reprobe: std::time::Duration::from_millis(self.reprobe_ms),

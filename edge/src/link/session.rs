@@ -20,13 +20,6 @@ use prost::Message;
 use super::error::LinkError;
 use super::transport::{SessionStream, Transport};
 
-/// How the drafter drafts: a strategy from common's name table
-/// ([`ouro_common::spec::strategy::parse`]).
-pub type Plan = Arc<dyn DraftStrategy>;
-
-/// What a speculative generation produced: common's one run statistics.
-pub type SpecRun = SpecStats;
-
 /// One speculative generation's inputs.
 pub struct SpecRequest<'a> {
     pub tokenizer_hash: &'a str,
@@ -34,7 +27,9 @@ pub struct SpecRequest<'a> {
     pub prompt: &'a [u32],
     pub max_new: usize,
     pub stop_ids: &'a [u32],
-    pub plan: Plan,
+    /// How the drafter drafts: a strategy from common's name table
+    /// ([`ouro_common::spec::strategy::parse`]).
+    pub strategy: Arc<dyn DraftStrategy>,
     pub sampling: SamplingParams,
     /// Draft the next round while a verdict is in flight (greedy only).
     pub pipeline: bool,
@@ -51,19 +46,19 @@ pub async fn speculate(
     prompt: &[u32],
     max_new: usize,
     stop_ids: &[u32],
-    plan: Plan,
-) -> Result<SpecRun, LinkError> {
+    strategy: Arc<dyn DraftStrategy>,
+) -> Result<SpecStats, LinkError> {
     let req = SpecRequest {
         tokenizer_hash,
         prompt,
         max_new,
         stop_ids,
-        plan,
+        strategy,
         sampling: SamplingParams::greedy(),
         pipeline: true,
         info: None,
     };
-    let mut run = SpecRun::default();
+    let mut run = SpecStats::default();
     let mut pool = PhrasePool::default();
     speculate_into(client, drafter_model, &req, &mut pool, &mut run, |_| ControlFlow::Continue(())).await?;
     Ok(run)
@@ -79,7 +74,7 @@ pub async fn speculate_into(
     drafter_model: &dyn CausalLm,
     req: &SpecRequest<'_>,
     pool: &mut PhrasePool,
-    run: &mut SpecRun,
+    run: &mut SpecStats,
     on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
 ) -> Result<(), LinkError> {
     // The handshake costs a round trip; a caller that has just made it passes it in.
@@ -102,7 +97,7 @@ pub async fn speculate_into(
     };
     // The drafter prefills the prompt while the cloud prefills it too: the
     // session's Open is on its way before the drafter's blocking pass starts.
-    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.plan.open(at)) });
+    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.strategy.open(at)) });
     let mut source = source?;
     let (mut stream, opened) = session?;
     // Greedy runs plan with the cloud's own cost curve from the start, and
@@ -115,7 +110,7 @@ pub async fn speculate_into(
     } else {
         CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
     };
-    let mut policy = req.plan.policy(curve);
+    let mut policy = req.strategy.policy(curve);
     let rounds = Rounds {
         prompt_len: req.prompt.len(),
         max_new: req.max_new,
