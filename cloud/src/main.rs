@@ -229,7 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = ouro_config::listen::tcp(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let mut ready = ouro_config::ready::Ready::new("ouro-cloud", addr);
     ready.metrics = Some(metrics_addr);
@@ -302,16 +302,6 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_env("OURO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| "info".into())
-}
-
-/// A listener with a deep accept queue: tokio's `bind` asks for 128, and a
-/// burst of new connections beyond that is dropped by the kernel, each
-/// client then waiting a full SYN retry (~1 s) for even a refusal.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
 }
 
 fn main() -> anyhow::Result<()> {
