@@ -3,6 +3,7 @@
 //! while a well-behaved session runs alongside and must still finish with
 //! the right text.
 
+use ouro_edge::link::TransportKind;
 use ouro_proto::v1::{self, session_request};
 use ouro_tests::cloud::{
     self, connect, generate, speculate, speculate_into, strategy, CloudServer, QuicLink, SessionStream, SpecRequest,
@@ -481,7 +482,7 @@ async fn qwen_pair_over_the_wire_equals_generate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_carries_the_same_protocol() {
     let srv = server(&["--quic-listen", "127.0.0.1:0"]);
-    let addr = srv.quic_addr.expect("the banner names the QUIC address");
+    let addr = srv.addr_of(TransportKind::Quic).expect("the readiness line names the QUIC address");
     let mut q = QuicLink::connect(addr, "localhost", TOKEN, Trust::InsecureDev).await.expect("QUIC connect");
     let info = ouro_edge::link::Transport::info(&mut q).await.expect("info over QUIC");
     let m = smollm2();

@@ -78,7 +78,7 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_CLOUD")]
     pub cloud: Option<String>,
     /// Transport to the cloud.
-    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = TransportKind::Grpc)]
+    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = TransportKind::default())]
     pub transport: TransportKind,
     /// CA certificate (PEM) the cloud's certificate must chain to; or the cloud's own certificate.
     #[arg(long, env = "OURO_CA")]
