@@ -17,7 +17,7 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::{CausalLm, Transformer};
 use ouro_common::sampling::SamplingParams;
-use ouro_common::spec::{self, InProcessVerifier, Opening, Reply, Rounds, SpecStats, Verifier};
+use ouro_common::spec::{self, InProcessVerifier, Reply, SpecStats, Verifier};
 use ouro_common::tokenizer::{StreamDecoder, Tokenizer};
 use ouro_common::tree::TreeLimits;
 use ouro_edge::api::{Backend, GenEvent, GenRequest, OpenAiFinish};
@@ -107,14 +107,7 @@ impl Cloud for FakeCloud {
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> Result<(), LinkError> {
         let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
-        let at = Opening {
-            drafter: Some(drafter),
-            prompt: req.prompt,
-            sampling: req.sampling,
-            stop_ids: req.stop_ids,
-            pool,
-        };
-        let mut source = req.strategy.open(at)?;
+        let mut source = req.strategy.open(req.opening(drafter, pool))?;
         let mut policy = req.strategy.policy(None);
         let session = VerifierSession::open(&*conn.target, req.prompt, req.sampling, limits)?;
         if let Some(b) = conn.start_together.take() {
@@ -127,16 +120,7 @@ impl Cloud for FakeCloud {
             delay: conn.delay,
             in_verdict: conn.in_verdict.clone(),
         };
-        let rounds = Rounds {
-            prompt_len: req.prompt.len(),
-            max_new: req.max_new,
-            stop_ids: req.stop_ids,
-            sampled: !req.sampling.is_greedy(),
-            pipeline: req.pipeline,
-            limits,
-            vocab: conn.target.config().vocab_size,
-            max_context: conn.target.config().max_context,
-        };
+        let rounds = req.rounds(limits, conn.target.config().vocab_size, conn.target.config().max_context);
         spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await?;
         Ok(())
     }
