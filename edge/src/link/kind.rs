@@ -1,4 +1,4 @@
-//! The transports by name: the one place that knows them all.
+//! The transports by name: the one place on the client side that knows them all.
 
 use super::error::LinkError;
 use super::transport::{Target, Transport};
@@ -6,7 +6,8 @@ use super::{grpc, quic};
 
 /// The transports, by the name `--transport` takes. Adding one is a module
 /// beside [`super::grpc`] and [`super::quic`] with an `open` function, and
-/// a variant here.
+/// a variant here; the README's how-to lists the cloud's and the
+/// benchmark's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TransportKind {
     /// tonic over HTTP/2 (TCP): the cloud's main listener.
