@@ -315,6 +315,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 }
 
 fn main() -> anyhow::Result<()> {
+    ouro_config::memory::keep_freed_buffers();
     let cli: Cli = ouro_config::file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
         // Read by rayon's global pool when it starts; nothing has started yet.

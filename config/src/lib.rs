@@ -5,8 +5,11 @@
 //! - [`models`]: the pinned models (one table, `deploy/models.tsv`, which
 //!   `deploy/fetch-models.sh` reads too), where they are cached, their hashes;
 //! - [`ready`]: the machine-readable line a server prints once it listens,
-//!   which the processes that start it wait for.
+//!   which the processes that start it wait for;
+//! - [`memory`]: the allocator settings that keep the model runtime's large
+//!   temporaries for reuse.
 
 pub mod file;
+pub mod memory;
 pub mod models;
 pub mod ready;
