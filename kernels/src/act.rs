@@ -51,21 +51,12 @@ fn rounded(v: f32) -> f32 {
 }
 
 /// An integral float to int8 as `nearest(v).clamp(-127, 127)` gives it (a
-/// NaN, from a NaN input among finite ones, becomes 0). Spelled with
-/// compare-and-select so the loop vectorises: Rust's saturating `as` and
-/// `clamp` kept it scalar, a quarter of the time of a quantization.
+/// NaN, from a NaN input among finite ones, becomes 0), clamped as a float
+/// so the loop vectorises: the saturating `as i32` and an integer `clamp`
+/// after it kept the loop scalar, three quarters of a quantization's time.
 #[inline(always)]
 fn to_i8(r: f32) -> i8 {
-    #[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(r == r)` is the NaN test that vectorises
-    let r = if !(r == r) {
-        0.0
-    } else if r < -127.0 {
-        -127.0
-    } else if r > 127.0 {
-        127.0
-    } else {
-        r
-    };
+    let r = if r.is_nan() { 0.0 } else { r.clamp(-127.0, 127.0) };
     // SAFETY: `r` is integral (from `rounded`), finite and within ±127.
     unsafe { r.to_int_unchecked::<i32>() as i8 }
 }
