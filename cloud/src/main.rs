@@ -290,6 +290,7 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 }
 
 fn main() -> anyhow::Result<()> {
+    ouro_config::memory::keep_freed_buffers();
     let cli: Cli = ouro_config::file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
         // Read by rayon's global pool when it starts; nothing has started yet.

@@ -7,9 +7,12 @@
 //!   `deploy/fetch-models.sh` reads too), where they are cached, their hashes;
 //! - [`listen`]: the TCP listener both servers accept on, with a deep accept queue;
 //! - [`ready`]: the machine-readable line a server prints once it listens,
-//!   which the processes that start it wait for.
+//!   which the processes that start it wait for;
+//! - [`memory`]: the allocator settings that keep the model runtime's large
+//!   temporaries for reuse.
 
 pub mod file;
 pub mod listen;
+pub mod memory;
 pub mod models;
 pub mod ready;
