@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::replay::replay;
-use ouro_edge::link::{self, SessionStream};
+use ouro_edge::link::{self, SessionStream, TransportKind};
 use ouro_proto::v1;
 
 use crate::workload::{spec_bench, TextSide};
@@ -132,7 +132,7 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
         token: TOKEN,
         batch_window_ms: args.batch_window_ms,
         requantize: args.requantize,
-        quic: false,
+        transports: &[TransportKind::Grpc],
     }
     .spawn()
     .context("starting ouro-cloud")?;

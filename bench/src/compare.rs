@@ -8,8 +8,10 @@
 //! gRPC, UDP for QUIC. Modes run wave by wave (one prompt per client), so a
 //! burst of load from elsewhere on a shared machine lands on all alike.
 
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -23,12 +25,12 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
-use ouro_common::spec::strategy;
+use ouro_common::spec::{strategy, DraftStrategy, SpecStats};
 use ouro_common::tokenizer::Tokenizer;
 use ouro_config::models;
 use ouro_config::vocab::DraftVocabArgs;
 use ouro_edge::engine::draft_vocab;
-use ouro_edge::link::{self, Plan, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
+use ouro_edge::link::{self, SpecRequest, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1;
 use tokio_stream::StreamExt;
 
@@ -115,7 +117,7 @@ pub struct SweepArgs {
 enum Kind {
     CloudOnly,
     EdgeOnly,
-    Speculative { plan: Plan, pipeline: bool },
+    Speculative { strategy: Arc<dyn DraftStrategy>, pipeline: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -125,29 +127,45 @@ struct Mode {
     transport: TransportKind,
 }
 
+/// A mode names its transport by a suffix, `-` and the name `--transport`
+/// takes (`-quic`); without one it runs over the default (gRPC).
+fn split_transport(name: &str) -> (&str, TransportKind) {
+    let suffixed = TransportKind::all().iter().filter(|&&k| k != TransportKind::default());
+    suffixed
+        .into_iter()
+        .find_map(|&k| name.strip_suffix(&format!("-{}", k.name())).map(|base| (base, k)))
+        .unwrap_or((name, TransportKind::default()))
+}
+
+/// The transport suffixes a mode may take, as the usage writes them (`[-quic]`).
+fn transport_suffixes() -> String {
+    let all = TransportKind::all().iter().filter(|&&k| k != TransportKind::default());
+    all.map(|k| format!("[-{}]", k.name())).collect()
+}
+
 fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
     let (rest, pipeline) = match name.strip_suffix("-nopipe") {
         Some(r) => (r, false),
         None => (name, true),
     };
-    let (base, transport) = match rest.strip_suffix("-quic") {
-        Some(b) => (b, TransportKind::Quic),
-        None => (rest, TransportKind::Grpc),
-    };
+    let (base, transport) = split_transport(rest);
     let kind = match base {
         "cloud-only" if pipeline => Kind::CloudOnly,
-        "edge-only" if pipeline && transport == TransportKind::Grpc => Kind::EdgeOnly,
+        "edge-only" if pipeline && transport == TransportKind::default() => Kind::EdgeOnly,
         // sd-chain is chainN with N from --gamma; other draft modes are
         // named as every CLI names a draft strategy.
-        "sd-chain" => Kind::Speculative { plan: strategy::parse(&format!("chain{gamma}"))?, pipeline },
-        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining or QUIC variants"),
+        "sd-chain" => Kind::Speculative { strategy: strategy::parse(&format!("chain{gamma}"))?, pipeline },
+        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining or transport variants"),
         _ => match strategy::parse(base) {
-            Ok(plan) => Kind::Speculative { plan, pipeline },
-            Err(_) => bail!(
-                "unknown mode `{name}`: cloud-only[-quic], edge-only, sd-chain[-quic][-nopipe], \
-                 ouroboros[-quic][-nopipe], or another draft strategy ({})[-quic][-nopipe]",
-                strategy::names()
-            ),
+            Ok(strategy) => Kind::Speculative { strategy, pipeline },
+            Err(_) => {
+                let t = transport_suffixes();
+                bail!(
+                    "unknown mode `{name}`: cloud-only{t}, edge-only, sd-chain{t}[-nopipe], \
+                     ouroboros{t}[-nopipe], or another draft strategy ({}){t}[-nopipe]",
+                    strategy::names()
+                )
+            }
         },
     };
     Ok(Mode { name: name.to_string(), kind, transport })
@@ -162,29 +180,22 @@ struct Bench {
     stop_ids: Vec<u32>,
     sampling: SamplingParams,
     max_tokens: usize,
-    /// Where clients connect: the proxies' ends of the emulated link.
-    link: SocketAddrs,
+    /// Where clients connect, by transport: the proxies' ends of the emulated link.
+    link: Vec<(TransportKind, SocketAddr)>,
 }
 
-#[derive(Clone, Copy)]
-struct SocketAddrs {
-    grpc: std::net::SocketAddr,
-    quic: std::net::SocketAddr,
-}
-
-impl SocketAddrs {
+impl Bench {
     /// Where `transport` reaches the cloud, as a link target.
-    fn target(&self, transport: TransportKind) -> Target {
-        let addr = match transport {
-            TransportKind::Grpc => self.grpc,
-            TransportKind::Quic => self.quic,
+    fn target(&self, transport: TransportKind) -> anyhow::Result<Target> {
+        let Some(&(_, addr)) = self.link.iter().find(|(k, _)| *k == transport) else {
+            bail!("the cloud does not serve {transport}");
         };
-        Target {
+        Ok(Target {
             endpoint: addr.to_string(),
             token: TOKEN.into(),
             server_name: "localhost".into(),
             trust: Trust::InsecureDev,
-        }
+        })
     }
 }
 
@@ -259,21 +270,21 @@ impl Bench {
         &self,
         t: &mut impl Transport,
         prompt: &[u32],
-        plan: Plan,
+        strategy: Arc<dyn DraftStrategy>,
         pipeline: bool,
-    ) -> anyhow::Result<(Clock, SpecRun)> {
+    ) -> anyhow::Result<(Clock, SpecStats)> {
         let req = SpecRequest {
             tokenizer_hash: &self.tokenizer_hash,
             prompt,
             max_new: self.max_tokens,
             stop_ids: &self.stop_ids,
-            plan,
+            strategy,
             sampling: self.sampling,
             pipeline,
             info: Some(&self.cloud_info),
         };
         let mut clock = Clock::new();
-        let mut run = SpecRun::default();
+        let mut run = SpecStats::default();
         // A fresh pool per prompt: each mode starts as cold as the others.
         let mut pool = Default::default();
         link::speculate_into(t, &self.drafter, &req, &mut pool, &mut run, |toks| {
@@ -305,7 +316,7 @@ impl Bench {
         match &mode.kind {
             Kind::EdgeOnly => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
             kind => rt.block_on(async {
-                let mut conn = mode.transport.open(&self.link.target(mode.transport)).await?;
+                let mut conn = mode.transport.open(&self.target(mode.transport)?).await?;
                 let (clock, run) = self.dispatch(kind, &mut conn, prompt).await?;
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
                 let passes = match run {
@@ -323,11 +334,11 @@ impl Bench {
         kind: &Kind,
         t: &mut impl Transport,
         prompt: &[u32],
-    ) -> anyhow::Result<(Clock, Option<SpecRun>)> {
+    ) -> anyhow::Result<(Clock, Option<SpecStats>)> {
         match kind {
             Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
-            Kind::Speculative { plan, pipeline } => {
-                let (clock, run) = self.speculative(t, prompt, plan.clone(), *pipeline).await?;
+            Kind::Speculative { strategy, pipeline } => {
+                let (clock, run) = self.speculative(t, prompt, strategy.clone(), *pipeline).await?;
                 Ok((clock, Some(run)))
             }
             Kind::EdgeOnly => unreachable!("runs without a link"),
@@ -401,17 +412,24 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     let (drafter, drafter_path, drafter_vocab) = load_drafter(&args.drafter, &args.vocab)?;
     let target_path = models::resolve(&args.target)?;
 
+    // The cloud serves the transports the modes run over.
+    let transports: Vec<TransportKind> =
+        TransportKind::all().iter().copied().filter(|&k| modes.iter().any(|m| m.transport == k)).collect();
     let cloud = BenchCloud {
         model: &target_path,
         cores: &args.cloud_cores,
         token: TOKEN,
         batch_window_ms: args.batch_window_ms,
         requantize: args.requantize,
-        quic: true,
+        transports: &transports,
     }
     .spawn()
     .context("starting ouro-cloud")?;
-    let quic_addr = cloud.quic_addr.context("the cloud did not report a QUIC address")?;
+    let mut served = Vec::new();
+    for &kind in &transports {
+        let addr = cloud.addr_of(kind).with_context(|| format!("the cloud did not report a {kind} address"))?;
+        served.push((kind, addr));
+    }
     let setup = client_runtime()?;
     let cloud_info = setup.block_on(async {
         let mut c = link::connect(&format!("http://{}", cloud.addr), Some(TOKEN), None).await?;
@@ -449,16 +467,24 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
         stop_ids: info.stop_ids.clone(),
         sampling,
         max_tokens: args.max_tokens,
-        link: SocketAddrs { grpc: cloud.addr, quic: quic_addr },
+        link: Vec::new(),
     };
     for profile in links {
-        let (tcp, udp) = setup.block_on(async {
-            let any = "127.0.0.1:0".parse().expect("literal");
-            let tcp = Proxy::tcp(any, cloud.addr, *profile).await?;
-            let udp = Proxy::udp(any, quic_addr, *profile).await?;
-            anyhow::Ok((tcp, udp))
+        // One proxy per transport, of the kind its packets need.
+        let proxies = setup.block_on(async {
+            let mut proxies = Vec::new();
+            for &(kind, addr) in &served {
+                let any = "127.0.0.1:0".parse().expect("literal");
+                let proxy = match kind {
+                    TransportKind::Grpc => Proxy::tcp(any, addr, *profile).await?,
+                    TransportKind::Quic => Proxy::udp(any, addr, *profile).await?,
+                };
+                proxies.push((kind, proxy));
+            }
+            anyhow::Ok(proxies)
         })?;
-        bench.link = SocketAddrs { grpc: tcp.local_addr(), quic: udp.local_addr() };
+        bench.link = proxies.iter().map(|(k, p)| (*k, p.local_addr())).collect();
+        let wire_bytes = || proxies.iter().map(|(_, p)| p.stats().bytes()).sum::<u64>();
         let rtt_ms = profile.rtt().as_secs_f64() * 1e3;
         for &clients in &args.concurrency {
             let mut by_mode: Vec<Group> = modes
@@ -478,12 +504,11 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
                 for (mode, group) in modes.iter().zip(&mut by_mode) {
                     bar.set_message(format!("{} · RTT {rtt_ms:.0} ms · {clients} clients", mode.name));
                     let (cpu0, t0) = (cloud.cpu_seconds(), Instant::now());
-                    let (tcp0, udp0) = (tcp.stats(), udp.stats());
+                    let bytes0 = wire_bytes();
                     let samples = wave_of(&bench, mode, wave, &prompts)?;
-                    let (tcp1, udp1) = (tcp.stats(), udp.stats());
                     group.cloud_cpu_s += cloud.cpu_seconds() - cpu0;
                     group.wall_s += t0.elapsed().as_secs_f64();
-                    group.wire_bytes += tcp1.bytes() + udp1.bytes() - tcp0.bytes() - udp0.bytes();
+                    group.wire_bytes += wire_bytes() - bytes0;
                     for (k, mut s) in samples.into_iter().enumerate() {
                         if mode.name == BASELINE {
                             reference.push(s.tokens.clone());
@@ -520,8 +545,9 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
             groups.extend(by_mode);
         }
         setup.block_on(async {
-            tcp.shutdown().await;
-            udp.shutdown().await;
+            for (_, p) in proxies {
+                p.shutdown().await;
+            }
         });
     }
     bar.finish_and_clear();
@@ -594,7 +620,7 @@ mod tests {
     #[test]
     fn modes_parse_with_transport_and_pipelining() {
         let speculative = |name: &str, gamma| match parse_mode(name, gamma).unwrap().kind {
-            Kind::Speculative { plan, pipeline } => (plan.name(), pipeline),
+            Kind::Speculative { strategy, pipeline } => (strategy.name(), pipeline),
             other => panic!("{name}: {other:?}"),
         };
         let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();

@@ -35,6 +35,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    ouro_config::memory::keep_freed_buffers();
     match Cli::parse().command {
         Command::Cloud(args) => cloud::run(args),
         Command::Run(args) => compare::run(*args),

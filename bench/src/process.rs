@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub use ouro_config::ready::Ready;
+use ouro_edge::link::TransportKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -116,8 +117,17 @@ pub struct BenchCloud<'a> {
     pub batch_window_ms: f64,
     /// Pass `--requantize` (k-quant weights as Q8_0).
     pub requantize: bool,
-    /// Also serve QUIC.
-    pub quic: bool,
+    /// The transports to serve; gRPC, the cloud's main listener, always is.
+    pub transports: &'a [TransportKind],
+}
+
+/// The `ouro-cloud serve` flags that have it serve `kind` too, on a
+/// loopback port the kernel picks.
+pub fn serve_flags(kind: TransportKind) -> &'static [&'static str] {
+    match kind {
+        TransportKind::Grpc => &[],
+        TransportKind::Quic => &["--quic-listen", "127.0.0.1:0"],
+    }
 }
 
 impl BenchCloud<'_> {
@@ -126,7 +136,7 @@ impl BenchCloud<'_> {
         cmd.args(["--threads", &self.cores.len().to_string(), "serve", "--insecure-dev"])
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--tokens", self.token])
             .args(["--max-sessions", "64", "--batch-window-ms", &self.batch_window_ms.to_string()])
-            .args(self.quic.then_some(["--quic-listen", "127.0.0.1:0"]).into_iter().flatten())
+            .args(self.transports.iter().flat_map(|&k| serve_flags(k)))
             .args(self.requantize.then_some("--requantize"))
             .arg("--model")
             .arg(self.model)
@@ -141,8 +151,7 @@ pub struct CloudProcess {
     child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    /// Set when the server also serves QUIC (`--quic-listen`).
-    pub quic_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
 }
 
 impl CloudProcess {
@@ -154,6 +163,14 @@ impl CloudProcess {
             return Err(ProcessError::Incomplete { what: ready.service, missing: "a metrics address", line });
         };
         Ok(Self { child, addr: ready.listen, metrics_addr, quic_addr: ready.quic })
+    }
+
+    /// Where the server serves `kind`, if it does (as its readiness line says).
+    pub fn addr_of(&self, kind: TransportKind) -> Option<SocketAddr> {
+        match kind {
+            TransportKind::Grpc => Some(self.addr),
+            TransportKind::Quic => self.quic_addr,
+        }
     }
 
     pub fn pid(&self) -> u32 {

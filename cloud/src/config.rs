@@ -148,3 +148,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 }
+
+impl ServeArgs {
+    /// Every address the server listens on, by its flag: `--insecure-dev`
+    /// refuses any that is not loopback.
+    pub fn listeners(&self) -> [(&'static str, Option<SocketAddr>); 3] {
+        [
+            ("--listen", Some(self.listen)),
+            ("--quic-listen", self.quic_listen),
+            ("--metrics-listen", Some(self.metrics_listen)),
+        ]
+    }
+}

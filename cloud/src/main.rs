@@ -152,12 +152,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
         }
         _ if args.insecure_dev => {
-            let listeners = [
-                ("--listen", Some(args.listen)),
-                ("--quic-listen", args.quic_listen),
-                ("--metrics-listen", Some(args.metrics_listen)),
-            ];
-            for (flag, addr) in listeners {
+            for (flag, addr) in args.listeners() {
                 if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
                     bail!("--insecure-dev is for loopback only and is refused with {flag} {addr}");
                 }
@@ -229,24 +224,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = ouro_config::listen::tcp(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let mut ready = ouro_config::ready::Ready::new("ouro-cloud", addr);
     ready.metrics = Some(metrics_addr);
-    let quic_banner = match args.quic_listen {
-        Some(qaddr) => {
-            let material = match pem {
-                Some(p) => p,
-                None => quic::TlsMaterial::self_signed()?,
-            };
-            let endpoint = quic::bind(qaddr, &material)?;
-            let bound = endpoint.local_addr()?;
-            ready.quic = Some(bound);
-            tokio::spawn(quic::serve(endpoint, shared.clone(), tokens.clone()));
-            format!("; quic on {bound}")
-        }
-        None => String::new(),
-    };
+    // Transports beside gRPC, one line each: each binds here, serves from
+    // its own task, and puts its address in the readiness line.
+    ready.quic = quic::start(args.quic_listen, pem.as_ref(), &shared, &tokens)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerifierServer<VerifierService>>().await;
     let verifier = VerifierServer::new(VerifierService::new(shared.clone()))
@@ -266,8 +250,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     // For people; processes read the readiness line after it.
+    let also: String = ready.also_serving().map(|(name, a)| format!("; {name} on {a}")).collect();
     println!(
-        "ouro-cloud listening on {addr} ({transport}); metrics on {}{quic_banner}{admin_banner}",
+        "ouro-cloud listening on {addr} ({transport}); metrics on {}{also}{admin_banner}",
         telemetry::describe(metrics_addr)
     );
     ready.announce()?;
@@ -304,17 +289,8 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| "info".into())
 }
 
-/// A listener with a deep accept queue: tokio's `bind` asks for 128, and a
-/// burst of new connections beyond that is dropped by the kernel, each
-/// client then waiting a full SYN retry (~1 s) for even a refusal.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
-}
-
 fn main() -> anyhow::Result<()> {
+    ouro_config::memory::keep_freed_buffers();
     let cli: Cli = ouro_config::file::parse(&["serve"])?;
     if let Some(n) = cli.threads {
         // Read by rayon's global pool when it starts; nothing has started yet.

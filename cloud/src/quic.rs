@@ -66,12 +66,34 @@ fn server_config(tls: &TlsMaterial) -> Result<quinn::ServerConfig, QuicError> {
     Ok(server)
 }
 
-/// Binds the QUIC endpoint; calls are served until the endpoint is closed.
-pub fn bind(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, QuicError> {
-    quinn::Endpoint::server(server_config(tls)?, addr).map_err(|source| QuicError::Bind { addr, source })
+/// Serves the Verifier over QUIC on `addr`, when one is given: binds now,
+/// so that a taken port fails start-up, and serves from a task for the life
+/// of the process. `tls` is the gRPC listener's certificate; without one
+/// (`--insecure-dev`) a throwaway self-signed one, as QUIC has no plaintext.
+/// Returns the bound address, for the readiness line.
+pub fn start(
+    addr: Option<SocketAddr>,
+    tls: Option<&TlsMaterial>,
+    shared: &Arc<Shared>,
+    tokens: &TokenSet,
+) -> Result<Option<SocketAddr>, QuicError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let self_signed;
+    let tls = match tls {
+        Some(t) => t,
+        None => {
+            self_signed = TlsMaterial::self_signed()?;
+            &self_signed
+        }
+    };
+    let endpoint =
+        quinn::Endpoint::server(server_config(tls)?, addr).map_err(|source| QuicError::Bind { addr, source })?;
+    let bound = endpoint.local_addr().map_err(|source| QuicError::Bind { addr, source })?;
+    tokio::spawn(serve(endpoint, shared.clone(), tokens.clone()));
+    Ok(Some(bound))
 }
 
-pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tokens: TokenSet) {
+async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, tokens: TokenSet) {
     while let Some(incoming) = endpoint.accept().await {
         let (shared, tokens) = (shared.clone(), tokens.clone());
         tokio::spawn(async move {

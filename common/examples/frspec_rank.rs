@@ -307,7 +307,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     ];
     header.extend(lines.iter().map(|l| format!("  {l}")));
     header.extend(args.notes.iter().cloned());
-    header.push(format!("These ids cover {:.2}% of the corpus's tokens (weighted mean over sources).", covered * 100.0));
+    header
+        .push(format!("These ids cover {:.2}% of the corpus's tokens (weighted mean over sources).", covered * 100.0));
     write(&args.out, &ranking.to_text(&header))?;
     eprintln!("wrote {} ids to {} ({:.2}% coverage)", ranking.ids.len(), args.out.display(), covered * 100.0);
     Ok(())

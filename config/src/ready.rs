@@ -31,6 +31,11 @@ impl Ready {
         Self { service: service.into(), listen, metrics: None, quic: None }
     }
 
+    /// The transports served beside the main listener, by name (for banners).
+    pub fn also_serving(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [("quic", self.quic)].into_iter().filter_map(|(name, addr)| Some((name, addr?)))
+    }
+
     /// The line, without its newline.
     pub fn line(&self) -> String {
         serde_json::to_string(&Line { ready: self.clone() }).expect("addresses and strings serialize")
@@ -66,7 +71,10 @@ mod tests {
             r.line(),
             r#"{"ready":{"service":"ouro-cloud","listen":"127.0.0.1:7070","metrics":"127.0.0.1:9464"}}"#
         );
-        assert_eq!(Ready::parse(&format!("{}\n", r.line())), Some(r));
+        assert_eq!(Ready::parse(&format!("{}\n", r.line())), Some(r.clone()));
+        assert_eq!(r.also_serving().count(), 0);
+        r.quic = Some("127.0.0.1:7071".parse().unwrap());
+        assert_eq!(r.also_serving().collect::<Vec<_>>(), [("quic", "127.0.0.1:7071".parse().unwrap())]);
         for other in ["ouro-cloud listening on 127.0.0.1:7070", "{\"ready\":{}}", "{}", "", "{\"ready\":"] {
             assert_eq!(Ready::parse(other), None, "{other}");
         }

@@ -56,6 +56,11 @@ pub struct BenchSpecArgs {
     /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool).
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
+    /// Also write every generated text as token ids, a JSON line per prompt
+    /// and mode (`{"mode","category","prompt","tokens"}`), so that two
+    /// builds' outputs can be compared byte for byte.
+    #[arg(long)]
+    pub tokens_out: Option<PathBuf>,
     #[command(flatten)]
     pub vocab: DraftVocabArgs,
     /// Also run every mode with the drafter over every id (`MODE/full`), to
@@ -146,6 +151,22 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         per_cat.values().map(Vec::len).sum::<usize>(),
         args.max_tokens
     );
+    let mut tokens_out = match &args.tokens_out {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut record = |mode: &str, cat: &str, prompt: usize, tokens: &[u32]| -> std::io::Result<()> {
+        use std::io::Write;
+        match &mut tokens_out {
+            Some(w) => {
+                let line = serde_json::json!({"mode": mode, "category": cat, "prompt": prompt, "tokens": tokens});
+                writeln!(w, "{line}")
+            }
+            None => Ok(()),
+        }
+    };
     // results[mode][category]
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
     let engines = modes
@@ -166,6 +187,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 ControlFlow::Continue(())
             })?;
             let base_secs = t.elapsed().as_secs_f64();
+            record("target-only", cat, i, &reference)?;
             let mut line = format!("{cat} {i}: target-only {:.2} tok/s", reference.len() as f64 / base_secs);
             let e = results.entry("target-only".into()).or_default().entry(cat.clone()).or_default();
             e.secs += base_secs;
@@ -181,6 +203,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 })?;
                 *pool = back;
                 let secs = t.elapsed().as_secs_f64();
+                record(name, cat, i, &out)?;
                 line +=
                     &format!(", {name} {:.2} tok/s ({:.2}/step)", out.len() as f64 / secs, stats.tokens_per_round());
                 let e = results.entry(name.clone()).or_default().entry(cat.clone()).or_default();
@@ -202,6 +225,9 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             // Progress, and partial results should a long run be cut short.
             eprintln!("{line}");
         }
+    }
+    if let Some(mut w) = tokens_out {
+        std::io::Write::flush(&mut w)?;
     }
     let total = |m: &BTreeMap<String, Totals>| {
         m.values().fold(Totals::default(), |a, t| Totals {

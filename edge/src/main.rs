@@ -26,7 +26,7 @@ enum Command {
     /// Generate one answer, streamed to stdout with a summary line: verified by the cloud with
     /// `--cloud` (the daemon's engine), else from the local model alone.
     Generate(generate::GenerateArgs),
-    /// Measure the model runtime: decode and prefill tokens/s, the verify-cost curve c(k), peak RSS
+    /// Measure the model runtime: decode and prefill tokens/s, the verify-cost curve c(k) in wall and process CPU time, peak RSS
     /// (`OURO_KERNEL=portable|avx2|avx512` forces a kernel path; the default is the best the CPU has).
     BenchModel(bench::BenchArgs),
     /// Compare target-only decoding with speculative modes on Spec-Bench, in one process.
@@ -36,6 +36,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    ouro_config::memory::keep_freed_buffers();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OURO_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -24,9 +24,11 @@ impl Isa {
         }
     }
 
-    /// Whether this CPU can run the path.
+    /// Whether this CPU can run the path (asked per matmul and per attention
+    /// block, so the answer is looked up once).
     pub fn available(self) -> bool {
-        self.missing().is_none()
+        static HAS: std::sync::OnceLock<[bool; 3]> = std::sync::OnceLock::new();
+        HAS.get_or_init(|| Isa::ALL.map(|isa| isa.missing().is_none()))[self as usize]
     }
 
     /// The first CPU feature the path needs and this CPU lacks.

@@ -45,6 +45,7 @@
 //! it bit for bit.
 
 mod act;
+pub mod exp;
 pub mod format;
 mod isa;
 pub mod lanes;

@@ -5,17 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ouro_bench::process::CloudProcess;
+use ouro_bench::process::{serve_flags, CloudProcess};
+use ouro_edge::link::TransportKind;
 
 pub use crate::bin_path;
 
-pub use ouro_edge::link::{
-    generate, speculate, speculate_into, Client, Plan, QuicLink, SessionStream, SpecRequest, SpecRun, Trust,
-};
+pub use ouro_common::spec::SpecStats;
+pub use ouro_edge::link::{generate, speculate, speculate_into, Client, QuicLink, SessionStream, SpecRequest, Trust};
 
 /// A draft strategy by its CLI name.
-pub fn plan(name: &str) -> Plan {
+pub fn strategy(name: &str) -> std::sync::Arc<dyn ouro_common::spec::DraftStrategy> {
     ouro_common::spec::strategy::parse(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `extra` flags of [`CloudServer::start`] that serve every transport.
+pub fn every_transport() -> Vec<&'static str> {
+    TransportKind::all().iter().flat_map(|&k| serve_flags(k)).copied().collect()
 }
 
 /// The token every test server accepts; [`OTHER_TOKEN`] is a second client.

@@ -3,10 +3,11 @@
 //! while a well-behaved session runs alongside and must still finish with
 //! the right text.
 
+use ouro_edge::link::TransportKind;
 use ouro_proto::v1::{self, session_request};
 use ouro_tests::cloud::{
-    self, connect, generate, plan, speculate, speculate_into, CloudServer, QuicLink, SessionStream, SpecRequest,
-    SpecRun, Trust, OTHER_TOKEN, TOKEN,
+    self, connect, generate, speculate, speculate_into, strategy, CloudServer, QuicLink, SessionStream, SpecRequest,
+    SpecStats, Trust, OTHER_TOKEN, TOKEN,
 };
 use ouro_tests::{greedy, model_path, reference_prompts, smollm2, smollm2_f32};
 use tonic::Code;
@@ -43,7 +44,7 @@ fn well_behaved(server: &CloudServer, prompt: Vec<u32>) -> tokio::task::JoinHand
         let mut c = connect(addr, Some(TOKEN)).await;
         let h = hash(&mut c).await;
         let m = smollm2();
-        let run = speculate(&mut c, &*m, &h, &prompt, NEW, &STOP, plan("chain4")).await.expect("good session");
+        let run = speculate(&mut c, &*m, &h, &prompt, NEW, &STOP, strategy("chain4")).await.expect("good session");
         assert_eq!(run.tokens, want, "the well-behaved session's text changed");
     })
 }
@@ -71,10 +72,10 @@ async fn speculation_over_the_wire_equals_generate() {
     for prompt in prompts().iter().take(4) {
         let reference = generate(&mut c, prompt, NEW as u32, &STOP).await.expect("generate");
         assert_eq!(reference, expected(prompt), "Generate differs from in-process greedy");
-        for plan in [plan("chain4"), plan("ouroboros"), plan("ouroboros-compute")] {
-            let run = speculate(&mut c, &*m, &h, prompt, NEW, &STOP, plan.clone()).await.expect("session");
-            assert_eq!(run.tokens, reference, "{plan:?}");
-            assert!(run.rounds < run.tokens.len() || run.tokens.len() <= 1, "{plan:?}: no speculation happened");
+        for strategy in [strategy("chain4"), strategy("ouroboros"), strategy("ouroboros-compute")] {
+            let run = speculate(&mut c, &*m, &h, prompt, NEW, &STOP, strategy.clone()).await.expect("session");
+            assert_eq!(run.tokens, reference, "{strategy:?}");
+            assert!(run.rounds < run.tokens.len() || run.tokens.len() <= 1, "{strategy:?}: no speculation happened");
             bytes += run.bytes_in + run.bytes_out;
             tokens += run.tokens.len();
             (ahead_drafted, ahead_used) = (ahead_drafted + run.ahead_drafted, ahead_used + run.ahead_used);
@@ -85,12 +86,12 @@ async fn speculation_over_the_wire_equals_generate() {
             prompt,
             max_new: NEW,
             stop_ids: &STOP,
-            plan: plan("ouroboros"),
+            strategy: strategy("ouroboros"),
             sampling: ouro_common::sampling::SamplingParams::greedy(),
             pipeline: false,
             info: None,
         };
-        let (mut run, mut pool) = (SpecRun::default(), Default::default());
+        let (mut run, mut pool) = (SpecStats::default(), Default::default());
         speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))
             .await
             .expect("session");
@@ -440,7 +441,7 @@ async fn an_evicted_session_says_so_and_reopens_without_loss() {
     assert_eq!(st.code(), Code::NotFound, "{st:?}");
     assert!(st.message().contains("evicted"), "{}", st.message());
     // Re-open from the committed tokens; the text continues exactly.
-    let run = speculate(&mut c, &*m, &h, &committed, NEW - 1, &STOP, plan("chain4")).await.expect("re-opened");
+    let run = speculate(&mut c, &*m, &h, &committed, NEW - 1, &STOP, strategy("chain4")).await.expect("re-opened");
     let mut text = vec![v.next_token];
     text.extend(run.tokens);
     assert_eq!(text, want);
@@ -471,7 +472,8 @@ async fn qwen_pair_over_the_wire_equals_generate() {
     let qwen_stop = [151643, 151645];
     for (_, prompt, _) in reference_prompts("qwen2.5-coder-1.5b").into_iter().take(3) {
         let reference = generate(&mut c, &prompt, 64, &qwen_stop).await.expect("generate");
-        let run = speculate(&mut c, &drafter, &h, &prompt, 64, &qwen_stop, plan("ouroboros")).await.expect("session");
+        let run =
+            speculate(&mut c, &drafter, &h, &prompt, 64, &qwen_stop, strategy("ouroboros")).await.expect("session");
         assert_eq!(run.tokens, reference);
         println!("{} tokens in {} rounds", run.tokens.len(), run.rounds);
     }
@@ -480,15 +482,16 @@ async fn qwen_pair_over_the_wire_equals_generate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_carries_the_same_protocol() {
     let srv = server(&["--quic-listen", "127.0.0.1:0"]);
-    let addr = srv.quic_addr.expect("the banner names the QUIC address");
+    let addr = srv.addr_of(TransportKind::Quic).expect("the readiness line names the QUIC address");
     let mut q = QuicLink::connect(addr, "localhost", TOKEN, Trust::InsecureDev).await.expect("QUIC connect");
     let info = ouro_edge::link::Transport::info(&mut q).await.expect("info over QUIC");
     let m = smollm2();
     let prompt = prompts()[1].clone();
     let want = expected(&prompt);
     assert_eq!(generate(&mut q, &prompt, NEW as u32, &STOP).await.expect("generate over QUIC"), want);
-    let run =
-        speculate(&mut q, &*m, &info.tokenizer_hash, &prompt, NEW, &STOP, plan("ouroboros")).await.expect("session");
+    let run = speculate(&mut q, &*m, &info.tokenizer_hash, &prompt, NEW, &STOP, strategy("ouroboros"))
+        .await
+        .expect("session");
     assert_eq!(run.tokens, want);
     // Errors carry the same status codes as over gRPC.
     let (mut s, opened) = ouro_edge::link::Transport::open_session(

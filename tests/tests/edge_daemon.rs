@@ -5,7 +5,8 @@
 
 use ouro_common::model::gguf;
 use ouro_common::tokenizer::Tokenizer;
-use ouro_tests::cloud::{connect, generate, CloudServer, ADMIN_TOKEN, TOKEN};
+use ouro_edge::link::TransportKind;
+use ouro_tests::cloud::{connect, every_transport, generate, CloudServer, ADMIN_TOKEN, TOKEN};
 use ouro_tests::edge::{http, sse_events, EdgeServer};
 use ouro_tests::model_path;
 use serde_json::{json, Value};
@@ -33,11 +34,11 @@ async fn cloud_text(cloud: &CloudServer, max: u32) -> String {
     tok.decode(&out, true).unwrap()
 }
 
-fn edge(cloud: &CloudServer, quic: bool, extra: &[&str]) -> EdgeServer {
-    let addr = if quic { cloud.quic_addr.unwrap() } else { cloud.addr }.to_string();
-    let transport = if quic { "quic" } else { "grpc" };
-    let mut args = vec!["--model", &*Box::leak(smol().into_boxed_str()), "--cloud", &*Box::leak(addr.into_boxed_str())];
-    args.extend(["--transport", transport, "--insecure-dev", "--token", TOKEN]);
+fn edge(cloud: &CloudServer, transport: TransportKind, extra: &[&str]) -> EdgeServer {
+    let addr = cloud.addr_of(transport).unwrap_or_else(|| panic!("the cloud serves {transport}")).to_string();
+    let leak = |s: String| &*Box::leak(s.into_boxed_str());
+    let mut args = vec!["--model", leak(smol()), "--cloud", leak(addr)];
+    args.extend(["--transport", leak(transport.name()), "--insecure-dev", "--token", TOKEN]);
     if !extra.contains(&"--draft") {
         args.extend(["--draft", "chain4"]);
     }
@@ -72,23 +73,23 @@ fn streamed(body: &str) -> (String, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_text_equals_cloud_generate_over_grpc_and_quic() {
-    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--quic-listen", "127.0.0.1:0"]);
+    let cloud = CloudServer::start(&model_path("smollm2-135m"), &every_transport());
     let want = cloud_text(&cloud, NEW).await;
     let pool = std::env::temp_dir().join(format!("ouro-pool-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&pool);
-    for quic in [false, true] {
-        let e = edge(&cloud, quic, &["--draft", "ouroboros", "--pool-file", pool.to_str().unwrap()]);
+    for &transport in TransportKind::all() {
+        let e = edge(&cloud, transport, &["--draft", "ouroboros", "--pool-file", pool.to_str().unwrap()]);
         let (status, head, body) = complete(&e, NEW, false);
         assert_eq!(status, 200, "{body}");
         let (text, ouro) = text_of(&body);
-        assert_eq!(text, want, "quic={quic}");
+        assert_eq!(text, want, "{transport}");
         assert_eq!(ouro["mode"], "speculative", "{ouro}");
         assert!(ouro["rounds"].as_u64().unwrap() > 0);
         assert!(head.to_ascii_lowercase().contains("x-ouro-mode: speculative"), "{head}");
         let (status, _, body) = complete(&e, NEW, true);
         assert_eq!(status, 200);
         let (text, ouro) = streamed(&body);
-        assert_eq!(text, want, "streamed, quic={quic}");
+        assert_eq!(text, want, "streamed, {transport}");
         assert_eq!(ouro["mode"], "speculative");
     }
     // The phrase pool was saved for the next start (and loaded by the second edge).
@@ -123,7 +124,7 @@ async fn killed_cloud_falls_back_to_local_without_losing_a_token_then_recovers()
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
     let port = cloud.addr.port();
     let want = cloud_text(&cloud, 160).await;
-    let e = edge(&cloud, false, &["--fallback", "local"]);
+    let e = edge(&cloud, TransportKind::Grpc, &["--fallback", "local"]);
     // Kill the cloud once the first verified text has been streamed.
     let (mut conn, mut raw) = stream_until_text(&e, 160);
     drop(cloud);
@@ -152,7 +153,7 @@ async fn over_quic_a_killed_cloud_falls_back_to_local_without_losing_a_token() {
     // notice by its keep-alives and idle timeout, then carry on locally.
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--quic-listen", "127.0.0.1:0"]);
     let want = cloud_text(&cloud, 160).await;
-    let e = edge(&cloud, true, &["--fallback", "local"]);
+    let e = edge(&cloud, TransportKind::Quic, &["--fallback", "local"]);
     let (mut conn, mut raw) = stream_until_text(&e, 160);
     let t = std::time::Instant::now();
     drop(cloud);
@@ -169,7 +170,7 @@ async fn a_cloud_that_returns_mid_generation_takes_over_again() {
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
     let port_arg = format!("127.0.0.1:{}", cloud.addr.port());
     let want = cloud_text(&cloud, LONG).await;
-    let e = edge(&cloud, false, &["--fallback", "local", "--reprobe-ms", "50"]);
+    let e = edge(&cloud, TransportKind::Grpc, &["--fallback", "local", "--reprobe-ms", "50"]);
     let (mut conn, mut raw) = stream_until_text(&e, LONG);
     // Down, and straight back up on the same port, while the drafter writes alone.
     drop(cloud);
@@ -193,7 +194,7 @@ async fn a_cloud_that_returns_mid_generation_takes_over_again() {
 async fn an_evicted_session_is_reopened_and_the_text_is_unchanged() {
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
     let want = cloud_text(&cloud, 160).await;
-    let e = edge(&cloud, false, &["--fallback", "fail"]);
+    let e = edge(&cloud, TransportKind::Grpc, &["--fallback", "fail"]);
     let addr = e.addr;
     let req = std::thread::spawn(move || {
         let body = json!({"model": "ouro", "prompt": PROMPT, "max_tokens": 160});
@@ -285,7 +286,7 @@ async fn one_shot_generate_through_the_cloud_prints_the_clouds_text() {
 #[ignore = "needs the Qwen pair and several minutes"]
 async fn qwen_pair_through_the_api_equals_generate() {
     let target = model_path("qwen2.5-coder-1.5b");
-    let cloud = CloudServer::start(&target, &["--quic-listen", "127.0.0.1:0"]);
+    let cloud = CloudServer::start(&target, &every_transport());
     let tok = Tokenizer::from_gguf(&gguf::read_content(&target).unwrap()).unwrap();
     let info = tok.info();
     let question = "Write a Python function that returns the n-th Fibonacci number.";
@@ -295,15 +296,16 @@ async fn qwen_pair_through_the_api_equals_generate() {
     let side = ouro_bench_text(&target, question);
     let mut c = connect(cloud.addr, Some(TOKEN)).await;
     let want = tok.decode(&generate(&mut c, &side, 64, &info.stop_ids).await.unwrap(), true).unwrap();
-    for quic in [false, true] {
-        let addr = if quic { cloud.quic_addr.unwrap() } else { cloud.addr }.to_string();
+    for &transport in TransportKind::all() {
+        let addr = cloud.addr_of(transport).unwrap().to_string();
+        let name = transport.name();
         let e = EdgeServer::start(&[
             "--model",
             drafter.to_str().unwrap(),
             "--cloud",
             &addr,
             "--transport",
-            if quic { "quic" } else { "grpc" },
+            &name,
             "--insecure-dev",
             "--token",
             TOKEN,
@@ -312,9 +314,9 @@ async fn qwen_pair_through_the_api_equals_generate() {
         let (status, _, body) = http(e.addr, "POST", "/v1/chat/completions", Some(&chat));
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), want, "quic={quic}");
+        assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap(), want, "{transport}");
         assert_eq!(v["ouro"]["mode"], "speculative");
-        println!("quic={quic}: {}", v["ouro"]);
+        println!("{transport}: {}", v["ouro"]);
         let mut streamed_req = chat.clone();
         streamed_req["stream"] = json!(true);
         let (_, _, body) = http(e.addr, "POST", "/v1/chat/completions", Some(&streamed_req));
@@ -324,7 +326,7 @@ async fn qwen_pair_through_the_api_equals_generate() {
             .filter_map(|e| serde_json::from_str::<Value>(e).ok())
             .map(|v| v["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_string())
             .collect();
-        assert_eq!(text, want, "streamed, quic={quic}");
+        assert_eq!(text, want, "streamed, {transport}");
     }
 }
 

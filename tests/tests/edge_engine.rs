@@ -17,12 +17,12 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::{CausalLm, Transformer};
 use ouro_common::sampling::SamplingParams;
-use ouro_common::spec::{self, InProcessVerifier, Opening, Reply, Rounds, Verifier};
+use ouro_common::spec::{self, InProcessVerifier, Reply, SpecStats, Verifier};
 use ouro_common::tokenizer::{StreamDecoder, Tokenizer};
 use ouro_common::tree::TreeLimits;
 use ouro_edge::api::{Backend, GenEvent, GenRequest, OpenAiFinish};
 use ouro_edge::engine::{BackendOptions, Cloud, ConnectError, EdgeBackend, Fallback, LocalModel};
-use ouro_edge::link::{LinkError, SpecRequest, SpecRun};
+use ouro_edge::link::{LinkError, SpecRequest};
 use ouro_proto::v1::ModelInfo;
 use ouro_tests::{model_path, smollm2_f32};
 
@@ -103,19 +103,12 @@ impl Cloud for FakeCloud {
         drafter: &dyn CausalLm,
         req: &SpecRequest<'_>,
         pool: &mut PhrasePool,
-        run: &mut SpecRun,
+        run: &mut SpecStats,
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> Result<(), LinkError> {
         let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
-        let at = Opening {
-            drafter: Some(drafter),
-            prompt: req.prompt,
-            sampling: req.sampling,
-            stop_ids: req.stop_ids,
-            pool,
-        };
-        let mut source = req.plan.open(at)?;
-        let mut policy = req.plan.policy(None);
+        let mut source = req.strategy.open(req.opening(drafter, pool))?;
+        let mut policy = req.strategy.policy(None);
         let session = VerifierSession::open(&*conn.target, req.prompt, req.sampling, limits)?;
         if let Some(b) = conn.start_together.take() {
             tokio::task::block_in_place(|| b.wait());
@@ -127,16 +120,7 @@ impl Cloud for FakeCloud {
             delay: conn.delay,
             in_verdict: conn.in_verdict.clone(),
         };
-        let rounds = Rounds {
-            prompt_len: req.prompt.len(),
-            max_new: req.max_new,
-            stop_ids: req.stop_ids,
-            sampled: !req.sampling.is_greedy(),
-            pipeline: req.pipeline,
-            limits,
-            vocab: conn.target.config().vocab_size,
-            max_context: conn.target.config().max_context,
-        };
+        let rounds = req.rounds(limits, conn.target.config().vocab_size, conn.target.config().max_context);
         spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await?;
         Ok(())
     }
@@ -196,7 +180,7 @@ fn setup_with(
     let pool_file = dir.0.join("pool.json");
     let opts = BackendOptions {
         fallback: Fallback::Fail,
-        plan: spec::strategy::parse("ouroboros").unwrap(),
+        strategy: spec::strategy::parse("ouroboros").unwrap(),
         pool_file: Some(pool_file.clone()),
         pipeline: true,
         reprobe: Duration::from_secs(60),

@@ -5,7 +5,7 @@ use crate::controller::{BranchFeedback, DraftPlan};
 use crate::draft::{PhrasePool, PhraseSource};
 use crate::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows, VocabSubset};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, SparseDist};
-use crate::tree::{DraftTree, TreeLimits};
+use crate::tree::{DraftTree, TreeError, TreeLimits};
 use crate::verify::Verdict;
 
 use super::EngineError;
@@ -43,6 +43,19 @@ impl Draft {
     /// Leading trunk tokens the verdict accepted.
     pub fn trunk_accepted(&self, verdict: &Verdict) -> usize {
         verdict.accepted.iter().zip(0..self.trunk_len).take_while(|(a, i)| *a == i).count()
+    }
+
+    /// Hangs a pool phrase under `parent` (`None`: the root) as a branch:
+    /// point masses, as the pool's tokens are chosen, not drawn.
+    pub fn push_branch(&mut self, parent: Option<usize>, phrase: &[u32]) -> Result<(), TreeError> {
+        let first = self.tree.len();
+        let mut parent = parent;
+        for &t in phrase {
+            parent = Some(self.tree.push(t, parent)?);
+            self.dists.push(SparseDist::point(t));
+        }
+        self.branches.push((first, phrase.len()));
+        Ok(())
     }
 
     /// How each branch fared, for the policy.
@@ -284,18 +297,11 @@ impl<'m> Drafter<'m> {
         Ok(Some(logits.row(last_row).to_vec()))
     }
 
-    fn add_branches(
-        &mut self,
-        tree: &mut DraftTree,
-        dists: &mut Vec<SparseDist>,
-        trunk: &[u32],
-        plan: &DraftPlan,
-        branches: &mut Vec<(usize, usize)>,
-    ) -> Result<(), EngineError> {
-        let limits = *tree.limits();
+    fn add_branches(&mut self, draft: &mut Draft, trunk: &[u32], plan: &DraftPlan) -> Result<(), EngineError> {
+        let limits = *draft.tree.limits();
         // Near the root first: that is where a trunk most often breaks.
         for p in 0..trunk.len() {
-            if branches.len() >= plan.branches {
+            if draft.branches.len() >= plan.branches {
                 break;
             }
             let mut ctx: Vec<u32> = self.seq[self.committed.saturating_sub(3)..self.committed].to_vec();
@@ -304,23 +310,17 @@ impl<'m> Drafter<'m> {
             let conts: Vec<Vec<u32>> =
                 self.pool.continuations(&suffix, plan.branches + 1).into_iter().map(|c| c.to_vec()).collect();
             for c in conts {
-                if branches.len() >= plan.branches {
+                if draft.branches.len() >= plan.branches {
                     break;
                 }
                 if c.first() == Some(&trunk[p]) {
                     continue;
                 }
                 let len = c.len().min(plan.branch_len).min(limits.max_depth.saturating_sub(p));
-                if len == 0 || tree.len() + len > limits.max_nodes {
+                if len == 0 || draft.tree.len() + len > limits.max_nodes {
                     continue;
                 }
-                let first = tree.len();
-                let mut parent = p.checked_sub(1);
-                for &tok in &c[..len] {
-                    parent = Some(tree.push(tok, parent)?);
-                    dists.push(SparseDist::point(tok));
-                }
-                branches.push((first, len));
+                draft.push_branch(p.checked_sub(1), &c[..len])?;
             }
         }
         Ok(())
@@ -366,11 +366,11 @@ impl Drafter<'_> {
         for (i, &t) in trunk.iter().enumerate() {
             tree.push(t, i.checked_sub(1))?;
         }
-        let mut branches = Vec::new();
+        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new() };
         if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
-            self.add_branches(&mut tree, &mut dists, &trunk, plan, &mut branches)?;
+            self.add_branches(&mut draft, &trunk, plan)?;
         }
-        Ok(Draft { tree, dists, trunk_len: trunk.len(), branches })
+        Ok(draft)
     }
 
     /// Drafts the round after `current` while `current`'s verdict is in

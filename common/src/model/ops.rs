@@ -39,6 +39,21 @@ pub(crate) fn axpy4(y: &mut [f32], a: [f32; 4], x: [&[f32]; 4]) {
     }
 }
 
+/// [`axpy4`] into two outputs at once, each with its own weights: the same
+/// adds in the same order per element, the four inputs loaded once.
+#[inline(always)]
+pub(crate) fn axpy4x2(y: [&mut [f32]; 2], a: [[f32; 4]; 2], x: [&[f32]; 4]) {
+    let [y0, y1] = y;
+    let n = y0.len();
+    let y1 = &mut y1[..n];
+    let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
+    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (a[0], a[1]);
+    for i in 0..n {
+        y0[i] = (((y0[i] + a0 * x0[i]) + a1 * x1[i]) + a2 * x2[i]) + a3 * x3[i];
+        y1[i] = (((y1[i] + b0 * x0[i]) + b1 * x1[i]) + b2 * x2[i]) + b3 * x3[i];
+    }
+}
+
 /// `y += a * x`.
 #[inline(always)]
 pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
@@ -117,9 +132,17 @@ pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 fn swiglu_serial(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
+    ouro_kernels::exp::silu_mul(gate, up);
+}
+
+/// `s = e^(s - max)` for each score, returning their sum taken in order.
+/// The exponential is the kernels' own (the same bits on every path and
+/// machine, eight at a time); the sum stays sequential, so it does not
+/// depend on how the scores were computed.
+fn softmax_weights(scores: &mut [f32], max: f32) -> f32 {
+    scores.iter_mut().for_each(|s| *s -= max);
+    ouro_kernels::exp::exp_in_place(scores);
+    scores.iter().fold(0.0, |sum, &w| sum + w)
 }
 
 /// Attention of one query head over a set of key/value rows.
@@ -175,12 +198,7 @@ fn attend_any(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &
         max = max.max(v);
         scores.push(v);
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / softmax_weights(scores, max);
     out.fill(0.0);
     for (&s, &w) in slots.iter().zip(scores.iter()) {
         let v = &values[s * kv_stride + kv_offset..s * kv_stride + kv_offset + d];
@@ -250,19 +268,34 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
     let value = |s: usize| &values[s * stride + offset..s * stride + offset + d];
     for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
         let at = b * SLOT_BLOCK;
-        for (i, q) in g.queries.iter().enumerate() {
-            let sc = &mut scores[i * width + at..i * width + at + block.len()];
-            let mut quads = block.chunks_exact(4);
-            let mut out = sc.chunks_exact_mut(4);
-            for (s, o) in quads.by_ref().zip(out.by_ref()) {
-                let d4 = ouro_kernels::lanes::dot4(q, [key(s[0]), key(s[1]), key(s[2]), key(s[3])]);
-                for (o, d) in o.iter_mut().zip(d4) {
-                    *o = d * scale;
+        // Two queries at a time share each load of four keys.
+        let mut i = 0;
+        while i < nq {
+            let two = i + 1 < nq;
+            let quads = block.chunks_exact(4);
+            let tail = quads.remainder();
+            for (c, s) in quads.enumerate() {
+                let keys4 = [key(s[0]), key(s[1]), key(s[2]), key(s[3])];
+                let at = at + 4 * c;
+                if two {
+                    let d = ouro_kernels::lanes::dot2x4([g.queries[i], g.queries[i + 1]], keys4);
+                    for (r, d) in d.iter().enumerate() {
+                        let sc = &mut scores[(i + r) * width + at..(i + r) * width + at + 4];
+                        sc.iter_mut().zip(d).for_each(|(o, d)| *o = d * scale);
+                    }
+                } else {
+                    let d = ouro_kernels::lanes::dot4(g.queries[i], keys4);
+                    let sc = &mut scores[i * width + at..i * width + at + 4];
+                    sc.iter_mut().zip(d).for_each(|(o, d)| *o = d * scale);
                 }
             }
-            for (o, &s) in out.into_remainder().iter_mut().zip(quads.remainder()) {
-                *o = dot(q, key(s)) * scale;
+            let at = at + block.len() - tail.len();
+            for r in i..i + 1 + two as usize {
+                for (t, &s) in tail.iter().enumerate() {
+                    scores[r * width + at + t] = dot(g.queries[r], key(s)) * scale;
+                }
             }
+            i += 1 + two as usize;
         }
     }
     let mut inv = Vec::with_capacity(nq);
@@ -272,30 +305,37 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
         for (o, &s) in sc[nc..].iter_mut().zip(rest) {
             *o = dot(q, key(s)) * scale;
         }
-        let mut max = f32::NEG_INFINITY;
-        for &v in sc.iter() {
-            max = max.max(v);
-        }
-        let mut sum = 0f32;
-        for v in sc.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        inv.push(1.0 / sum);
+        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        inv.push(1.0 / softmax_weights(sc, max));
     }
     out.fill(0.0);
     for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
         let at = b * SLOT_BLOCK;
-        for (i, o) in out.chunks_exact_mut(d).enumerate() {
-            let w = &scores[i * width + at..i * width + at + block.len()];
-            let mut quads = block.chunks_exact(4);
-            let mut ws = w.chunks_exact(4);
-            for (s, w) in quads.by_ref().zip(ws.by_ref()) {
-                let a = [w[0] * inv[i], w[1] * inv[i], w[2] * inv[i], w[3] * inv[i]];
-                axpy4(o, a, [value(s[0]), value(s[1]), value(s[2]), value(s[3])]);
+        let quads = block.chunks_exact(4);
+        let tail = quads.remainder();
+        let weights = |i: usize, c: usize| -> [f32; 4] {
+            let w = &scores[i * width + at + 4 * c..i * width + at + 4 * c + 4];
+            [w[0] * inv[i], w[1] * inv[i], w[2] * inv[i], w[3] * inv[i]]
+        };
+        // Two outputs at a time share each load of four values.
+        let mut pairs = out.chunks_exact_mut(2 * d);
+        for (p, o) in pairs.by_ref().enumerate() {
+            let (o0, o1) = o.split_at_mut(d);
+            for (c, s) in quads.clone().enumerate() {
+                let v = [value(s[0]), value(s[1]), value(s[2]), value(s[3])];
+                axpy4x2([o0, &mut *o1], [weights(2 * p, c), weights(2 * p + 1, c)], v);
             }
-            for (&w, &s) in ws.remainder().iter().zip(quads.remainder()) {
-                axpy(o, w * inv[i], value(s));
+        }
+        let last = pairs.into_remainder();
+        if !last.is_empty() {
+            for (c, s) in quads.clone().enumerate() {
+                axpy4(last, weights(nq - 1, c), [value(s[0]), value(s[1]), value(s[2]), value(s[3])]);
+            }
+        }
+        let at = at + block.len() - tail.len();
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            for (t, &s) in tail.iter().enumerate() {
+                axpy(o, scores[i * width + at + t] * inv[i], value(s));
             }
         }
     }

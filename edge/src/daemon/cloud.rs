@@ -9,8 +9,9 @@ use std::ops::ControlFlow;
 
 use ouro_common::draft::PhrasePool;
 use ouro_common::model::CausalLm;
+use ouro_common::spec::SpecStats;
 use ouro_edge::engine::{Cloud, LocalModel};
-use ouro_edge::link::{self, LinkError, SpecRequest, SpecRun, Target, Transport, TransportKind, Trust};
+use ouro_edge::link::{self, LinkError, SpecRequest, Target, Transport, TransportKind, Trust};
 use ouro_proto::v1::ModelInfo;
 
 use super::config::LinkArgs;
@@ -114,7 +115,7 @@ impl Cloud for CloudConfig {
         drafter: &dyn CausalLm,
         req: &SpecRequest<'_>,
         pool: &mut PhrasePool,
-        run: &mut SpecRun,
+        run: &mut SpecStats,
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> Result<(), LinkError> {
         link::speculate_into(conn, drafter, req, pool, run, on_tokens).await

@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use ouro_common::spec::strategy;
+use ouro_common::spec::{strategy, DraftStrategy};
 use ouro_config::vocab::DraftVocabArgs;
 use ouro_edge::engine::BackendOptions;
-use ouro_edge::link::{Plan, TransportKind};
+use ouro_edge::link::TransportKind;
 
 pub use ouro_edge::engine::Fallback;
 
@@ -78,7 +79,7 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_CLOUD")]
     pub cloud: Option<String>,
     /// Transport to the cloud.
-    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = TransportKind::Grpc)]
+    #[arg(long, env = "OURO_TRANSPORT", value_enum, default_value_t = TransportKind::default())]
     pub transport: TransportKind,
     /// CA certificate (PEM) the cloud's certificate must chain to; or the cloud's own certificate.
     #[arg(long, env = "OURO_CA")]
@@ -140,7 +141,7 @@ pub enum ObjectiveArg {
 }
 
 impl LinkArgs {
-    pub fn plan(&self) -> anyhow::Result<Plan> {
+    pub fn strategy(&self) -> anyhow::Result<Arc<dyn DraftStrategy>> {
         // `--objective compute` picks Ouroboros' other objective; the name
         // table knows it as `ouroboros-compute`.
         let name = match self.draft.as_str() {
@@ -156,7 +157,7 @@ impl LinkArgs {
     pub fn backend_options(&self, workers: usize) -> anyhow::Result<BackendOptions> {
         Ok(BackendOptions {
             fallback: self.fallback,
-            plan: self.plan()?,
+            strategy: self.strategy()?,
             pool_file: self.pool_file.clone(),
             pipeline: !self.no_pipeline,
             reprobe: std::time::Duration::from_millis(self.reprobe_ms),

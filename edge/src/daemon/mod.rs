@@ -39,7 +39,7 @@ pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(backend.clone().watch_cloud());
         }
         let app = ouro_edge::api::router_with(backend, Some(prometheus), api);
-        let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
+        let listener = ouro_config::listen::tcp(args.listen).with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("ouro-edge listening on http://{addr}");
         ouro_config::ready::Ready::new("ouro-edge", addr).announce()?;
@@ -50,14 +50,4 @@ pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
             .await?;
         anyhow::Ok(())
     })
-}
-
-/// A listener with a deep accept queue: tokio's `bind` asks for 128, and a
-/// burst of new connections beyond that is dropped by the kernel, each
-/// client then waiting a full SYN retry (~1 s) for even a refusal.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
 }

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::api::{ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
-use crate::link::{LinkError, Plan, SpecRequest, SpecRun};
+use crate::link::{LinkError, SpecRequest};
 use ouro_common::chat::Message;
 use ouro_common::draft::{PhrasePool, PoolMark};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
+use ouro_common::spec::{DraftStrategy, SpecStats};
 use ouro_common::tokenizer::StreamDecoder;
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -68,7 +69,7 @@ pub enum Fallback {
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
     pub fallback: Fallback,
-    pub plan: Plan,
+    pub strategy: Arc<dyn DraftStrategy>,
     pub pool_file: Option<std::path::PathBuf>,
     /// Draft the next round while a verdict is in flight.
     pub pipeline: bool,
@@ -352,7 +353,7 @@ impl<C: Cloud> Job<C> {
             cancelled: false,
         };
         let mut stats = OuroStats { mode: "speculative".into(), ..OuroStats::default() };
-        let mut run = SpecRun::default();
+        let mut run = SpecStats::default();
         let mut local_only = self.cloud.is_none();
         let mut attempt = 0u32;
         let started = Instant::now();
@@ -391,7 +392,7 @@ impl<C: Cloud> Job<C> {
                         prompt: &committed,
                         max_new: out.room(),
                         stop_ids: &stop_ids,
-                        plan: self.opts.plan.clone(),
+                        strategy: self.opts.strategy.clone(),
                         sampling,
                         pipeline: self.opts.pipeline,
                         info: Some(&info),

@@ -10,7 +10,9 @@ use ouro_common::draft::PhrasePool;
 use ouro_common::model::CausalLm;
 use ouro_proto::v1::ModelInfo;
 
-use crate::link::{self, LinkError, SpecRequest, SpecRun};
+use ouro_common::spec::SpecStats;
+
+use crate::link::{self, LinkError, SpecRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -51,7 +53,7 @@ pub trait Cloud: Send + Sync + 'static {
         drafter: &dyn CausalLm,
         req: &SpecRequest<'_>,
         pool: &mut PhrasePool,
-        run: &mut SpecRun,
+        run: &mut SpecStats,
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> impl Future<Output = Result<(), LinkError>>;
 

@@ -1,4 +1,4 @@
-//! The transports by name: the one place that knows them all.
+//! The transports by name: the one place on the client side that knows them all.
 
 use super::error::LinkError;
 use super::transport::{Target, Transport};
@@ -6,16 +6,29 @@ use super::{grpc, quic};
 
 /// The transports, by the name `--transport` takes. Adding one is a module
 /// beside [`super::grpc`] and [`super::quic`] with an `open` function, and
-/// a variant here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// a variant here; the README's how-to lists the cloud's and the
+/// benchmark's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TransportKind {
-    /// tonic over HTTP/2 (TCP).
+    /// tonic over HTTP/2 (TCP): the cloud's main listener.
+    #[default]
     Grpc,
     /// quinn: length-delimited frames, one QUIC stream per call (UDP).
     Quic,
 }
 
 impl TransportKind {
+    /// Every transport.
+    pub fn all() -> &'static [TransportKind] {
+        <Self as clap::ValueEnum>::value_variants()
+    }
+
+    /// The name `--transport` takes (`grpc`, `quic`).
+    pub fn name(self) -> String {
+        let value = clap::ValueEnum::to_possible_value(&self).expect("no transport is skipped");
+        value.get_name().to_string()
+    }
+
     /// Connects to `target` over this transport.
     pub async fn open(self, target: &Target) -> Result<Box<dyn Transport>, LinkError> {
         Ok(match self {

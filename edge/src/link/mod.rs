@@ -20,7 +20,7 @@ pub use error::LinkError;
 pub use grpc::{connect, Client};
 pub use kind::TransportKind;
 pub use quic::QuicLink;
-pub use session::{speculate, speculate_into, Plan, SpecRequest, SpecRun};
+pub use session::{speculate, speculate_into, SpecRequest};
 /// What every call on the link ends with, whichever transport carries it.
 pub use tonic::{Code, Status};
 pub use transport::{generate, SessionStream, Target, Transport, Trust};

@@ -20,13 +20,6 @@ use prost::Message;
 use super::error::LinkError;
 use super::transport::{SessionStream, Transport};
 
-/// How the drafter drafts: a strategy from common's name table
-/// ([`ouro_common::spec::strategy::parse`]).
-pub type Plan = Arc<dyn DraftStrategy>;
-
-/// What a speculative generation produced: common's one run statistics.
-pub type SpecRun = SpecStats;
-
 /// One speculative generation's inputs.
 pub struct SpecRequest<'a> {
     pub tokenizer_hash: &'a str,
@@ -34,12 +27,36 @@ pub struct SpecRequest<'a> {
     pub prompt: &'a [u32],
     pub max_new: usize,
     pub stop_ids: &'a [u32],
-    pub plan: Plan,
+    /// How the drafter drafts: a strategy from common's name table
+    /// ([`ouro_common::spec::strategy::parse`]).
+    pub strategy: Arc<dyn DraftStrategy>,
     pub sampling: SamplingParams,
     /// Draft the next round while a verdict is in flight (greedy only).
     pub pipeline: bool,
     /// The cloud's handshake, if the caller already has it.
     pub info: Option<&'a v1::ModelInfo>,
+}
+
+impl SpecRequest<'_> {
+    /// Where the request's strategy starts drafting.
+    pub fn opening<'a>(&'a self, drafter: &'a dyn CausalLm, pool: &'a mut PhrasePool) -> Opening<'a> {
+        Opening { drafter: Some(drafter), prompt: self.prompt, sampling: self.sampling, stop_ids: self.stop_ids, pool }
+    }
+
+    /// The request's rounds against a verifier that takes trees within
+    /// `limits` over `vocab` token ids, and holds `max_context` tokens.
+    pub fn rounds(&self, limits: TreeLimits, vocab: usize, max_context: usize) -> Rounds<'_> {
+        Rounds {
+            prompt_len: self.prompt.len(),
+            max_new: self.max_new,
+            stop_ids: self.stop_ids,
+            sampled: !self.sampling.is_greedy(),
+            pipeline: self.pipeline,
+            limits,
+            vocab,
+            max_context,
+        }
+    }
 }
 
 /// Speculative generation over the wire: the drafter runs here, the verifier
@@ -51,19 +68,19 @@ pub async fn speculate(
     prompt: &[u32],
     max_new: usize,
     stop_ids: &[u32],
-    plan: Plan,
-) -> Result<SpecRun, LinkError> {
+    strategy: Arc<dyn DraftStrategy>,
+) -> Result<SpecStats, LinkError> {
     let req = SpecRequest {
         tokenizer_hash,
         prompt,
         max_new,
         stop_ids,
-        plan,
+        strategy,
         sampling: SamplingParams::greedy(),
         pipeline: true,
         info: None,
     };
-    let mut run = SpecRun::default();
+    let mut run = SpecStats::default();
     let mut pool = PhrasePool::default();
     speculate_into(client, drafter_model, &req, &mut pool, &mut run, |_| ControlFlow::Continue(())).await?;
     Ok(run)
@@ -79,7 +96,7 @@ pub async fn speculate_into(
     drafter_model: &dyn CausalLm,
     req: &SpecRequest<'_>,
     pool: &mut PhrasePool,
-    run: &mut SpecRun,
+    run: &mut SpecStats,
     on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
 ) -> Result<(), LinkError> {
     // The handshake costs a round trip; a caller that has just made it passes it in.
@@ -93,41 +110,26 @@ pub async fn speculate_into(
         sampling: Some((&req.sampling).into()),
         ..Default::default()
     };
-    let at = Opening {
-        drafter: Some(drafter_model),
-        prompt: req.prompt,
-        sampling: req.sampling,
-        stop_ids: req.stop_ids,
-        pool,
-    };
+    let at = req.opening(drafter_model, pool);
     // The drafter prefills the prompt while the cloud prefills it too: the
     // session's Open is on its way before the drafter's blocking pass starts.
-    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.plan.open(at)) });
+    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.strategy.open(at)) });
     let mut source = source?;
     let (mut stream, opened) = session?;
     // Greedy runs plan with the cloud's own cost curve from the start, and
     // measured rounds refine it. Sampled runs keep the default curve: which
     // sample a seed yields depends on the tree shape, so their plans must not
     // depend on anything measured.
-    let sampled = !req.sampling.is_greedy();
-    let curve = if sampled {
+    let limits = TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize };
+    // No context bound here: the cloud says when its context is full.
+    let rounds = req.rounds(limits, info.vocab_size as usize, usize::MAX);
+    let curve = if rounds.sampled {
         None
     } else {
         CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
     };
-    let mut policy = req.plan.policy(curve);
-    let rounds = Rounds {
-        prompt_len: req.prompt.len(),
-        max_new: req.max_new,
-        stop_ids: req.stop_ids,
-        sampled,
-        pipeline: req.pipeline,
-        limits: TreeLimits { max_nodes: info.max_tree_nodes as usize, max_depth: info.max_tree_depth as usize },
-        vocab: info.vocab_size as usize,
-        // The cloud says when its context is full.
-        max_context: usize::MAX,
-    };
-    let mut verifier = RemoteVerifier::new(&mut stream, opened.committed_len as usize, sampled);
+    let mut policy = req.strategy.policy(curve);
+    let mut verifier = RemoteVerifier::new(&mut stream, opened.committed_len as usize, rounds.sampled);
     spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await?;
     stream.close().await;
     Ok(())

@@ -19,7 +19,7 @@ pub mod replay;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::controller::{BranchFeedback, CostCurve, DraftPlan, DraftPolicy};
+use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy};
 use crate::draft::PhrasePool;
 use crate::engine::{Ahead, Draft, Drafter, DrafterConfig, EngineError};
 use crate::model::CausalLm;
@@ -121,6 +121,15 @@ pub fn names() -> String {
 /// Builds a bare name's strategy only when nothing follows the name.
 fn bare(rest: &str, make: impl FnOnce() -> Arc<dyn DraftStrategy>) -> Option<Arc<dyn DraftStrategy>> {
     rest.is_empty().then(make)
+}
+
+/// The adaptive controller as a planner, starting from the verifier's
+/// measured costs when they are given.
+fn adaptive(controller: Controller, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
+    Box::new(match costs {
+        Some(curve) => controller.with_cost_curve(curve),
+        None => controller,
+    })
 }
 
 /// The drafter model's own source, with or without the phrase pool.

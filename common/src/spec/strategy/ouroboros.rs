@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::controller::{Controller, ControllerConfig, CostCurve, DraftPolicy, Objective};
 use crate::engine::EngineError;
 
-use super::{bare, model_source, DraftSource, DraftStrategy, Entry, Opening};
+use super::{adaptive, bare, model_source, DraftSource, DraftStrategy, Entry, Opening};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ouroboros {
@@ -39,10 +39,7 @@ impl DraftStrategy for Ouroboros {
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
         let controller = Controller::new(ControllerConfig { objective: self.objective, ..ControllerConfig::default() })
             .expect("the default controller configuration is valid");
-        Box::new(match costs {
-            Some(curve) => controller.with_cost_curve(curve),
-            None => controller,
-        })
+        adaptive(controller, costs)
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {

@@ -12,7 +12,7 @@ use crate::sampling::SparseDist;
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::Verdict;
 
-use super::{bare, DraftSource, DraftStrategy, Entry, Opening};
+use super::{adaptive, bare, DraftSource, DraftStrategy, Entry, Opening};
 
 /// Committed tokens a lookup matches on (the pool's longest suffix match).
 const SUFFIX: usize = 3;
@@ -33,11 +33,7 @@ impl DraftStrategy for PoolOnly {
     }
 
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
-        let controller = Controller::default();
-        Box::new(match costs {
-            Some(curve) => controller.with_cost_curve(curve),
-            None => controller,
-        })
+        adaptive(Controller::default(), costs)
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
@@ -61,7 +57,6 @@ impl DraftSource for PoolSource<'_> {
     fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
-        let mut branches = Vec::new();
         let cap = plan.trunk_len.min(limits.max_depth).min(limits.max_nodes);
         let conts: Vec<Vec<u32>> =
             self.pool.continuations(&self.tail, plan.branches + 1).into_iter().map(<[u32]>::to_vec).collect();
@@ -76,21 +71,17 @@ impl DraftSource for PoolSource<'_> {
             }
             trunk_len = tree.len();
         }
+        let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new() };
         for c in conts.take(plan.branches) {
             let len = c.len().min(plan.branch_len).min(limits.max_depth);
             // A branch starting like the trunk would merge with it.
+            let tree = &draft.tree;
             if len == 0 || tree.len() + len > limits.max_nodes || (trunk_len > 0 && c[0] == tree.token(0)) {
                 continue;
             }
-            let first = tree.len();
-            let mut parent = None;
-            for &t in &c[..len] {
-                parent = Some(tree.push(t, parent)?);
-                dists.push(SparseDist::point(t));
-            }
-            branches.push((first, len));
+            draft.push_branch(None, &c[..len])?;
         }
-        Ok(Draft { tree, dists, trunk_len, branches })
+        Ok(draft)
     }
 
     fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
