@@ -30,10 +30,10 @@
 //! rank says how frequent a pair was while the tokenizer was being trained,
 //! part-way through merging, not how often the finished token appears in
 //! text. Early merges are often fragments that later merges absorb (they
-//! rarely survive as tokens of their own), and Qwen2's merges were learnt
-//! on a multilingual corpus, so a merge-order prefix spends much of its
-//! budget on scripts a Spec-Bench answer never uses. Added tokens have no
-//! merge at all.
+//! rarely survive as tokens of their own), the training corpus is not the
+//! text a drafter writes, and added tokens have no merge at all. Counting
+//! the drafter's kind of text measures the thing itself (deploy/vocab/README.md
+//! compares the two on the reference answers).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
