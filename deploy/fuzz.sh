@@ -36,7 +36,7 @@ toolchain=${OURO_FUZZ_TOOLCHAIN:-nightly}
 rss_mb=${OURO_FUZZ_RSS_MB:-2048}
 timeout=${OURO_FUZZ_TIMEOUT:-60}
 out=${OURO_FUZZ_OUT:-bench-results/fuzz}
-all=(draft_round frame gguf gguf_tokenizer api_request stop_matcher phrase_pool link_profile)
+all=(draft_round frame gguf gguf_tokenizer api_request stop_matcher phrase_pool link_profile draft_vocab)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
 for t in "${targets[@]}"; do
