@@ -69,7 +69,13 @@ async fn speculation_over_the_wire_equals_generate() {
     let m = smollm2_f32();
     let (mut bytes, mut tokens) = (0, 0);
     let (mut ahead_drafted, mut ahead_used) = (0, 0);
-    for prompt in prompts().iter().take(4) {
+    for (i, prompt) in prompts().iter().enumerate() {
+        // Four prompts, and more while drafting ahead has not yet both won
+        // and lost a bet (the assertion below): which bets win depends on
+        // the drafter's numerics, and with four prompts every one may win.
+        if i >= 4 && ahead_used > 0 && ahead_used < ahead_drafted {
+            break;
+        }
         let reference = generate(&mut c, prompt, NEW as u32, &STOP).await.expect("generate");
         assert_eq!(reference, expected(prompt), "Generate differs from in-process greedy");
         for strategy in [strategy("chain4"), strategy("ouroboros"), strategy("ouroboros-compute")] {

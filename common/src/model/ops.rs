@@ -220,9 +220,9 @@ pub(crate) struct SharedQueries<'a> {
 /// floats stay in L1 while every query of the group passes over them.
 const SLOT_BLOCK: usize = 32;
 
-/// [`attend`] for every query of `g`, into `out` (query-major, `head_dim`
+/// `attend` (the one-query reference in the tests) for every query of `g`, into `out` (query-major, `head_dim`
 /// each). Each query's scores, softmax and weighted sum follow exactly the
-/// order [`attend`] takes over `common` then `rest`, so the bits are the
+/// order `attend` takes over `common` then `rest`, so the bits are the
 /// same; only the loops are turned so a block of keys or values is read
 /// once for all the queries (6 heads × k rows for Qwen2.5's grouped
 /// attention) instead of once per query.
