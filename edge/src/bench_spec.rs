@@ -24,7 +24,7 @@ use ouro_common::model::gguf::LoadOptions;
 use ouro_common::model::{CausalLm, FullVocab};
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy::{self, DraftStrategy};
-use ouro_common::spec::SpecEngine;
+use ouro_common::spec::{PredictionError, RoundLog, SpecEngine};
 use ouro_config::vocab::DraftVocabArgs;
 
 use crate::local::{threads, LoadLocal, LocalModel};
@@ -53,7 +53,7 @@ pub struct BenchSpecArgs {
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<String>,
     /// Modes to compare with target-only: draft strategies by name (chainN
-    /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool).
+    /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool, hybrid).
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
     /// Also write every generated text as token ids, a JSON line per prompt
@@ -61,6 +61,12 @@ pub struct BenchSpecArgs {
     /// builds' outputs can be compared byte for byte.
     #[arg(long)]
     pub tokens_out: Option<PathBuf>,
+    /// Also write every round as a JSON line (`{"mode","category","prompt",
+    /// "round",...}`): the plan, what the controller predicted of it (accepted
+    /// tokens, drafting, verification, round trip, hidden drafting) and what
+    /// happened (accepted tokens, times, wall time since the last round).
+    #[arg(long)]
+    pub round_log: Option<PathBuf>,
     #[command(flatten)]
     pub vocab: DraftVocabArgs,
     /// Also run every mode with the drafter over every id (`MODE/full`), to
@@ -88,6 +94,8 @@ struct Totals {
     draft_secs: f64,
     accepted: usize,
     drafted: usize,
+    pool_rounds: usize,
+    rounds_log: Vec<RoundLog>,
 }
 
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
@@ -167,6 +175,12 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             None => Ok(()),
         }
     };
+    let mut round_log = match &args.round_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     // results[mode][category]
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
     let engines = modes
@@ -217,6 +231,19 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 e.draft_secs += stats.draft_secs;
                 e.accepted += stats.accepted;
                 e.drafted += stats.drafted_nodes;
+                e.pool_rounds += stats.pool_rounds;
+                if let Some(w) = &mut round_log {
+                    use std::io::Write;
+                    for (r, log) in stats.round_log.iter().enumerate() {
+                        let mut line = serde_json::to_value(log)?;
+                        line["mode"] = name.as_str().into();
+                        line["category"] = cat.as_str().into();
+                        line["prompt"] = i.into();
+                        line["round"] = r.into();
+                        writeln!(w, "{line}")?;
+                    }
+                }
+                e.rounds_log.extend(stats.round_log.iter().cloned());
                 if out != reference {
                     e.mismatches += 1;
                     eprintln!("MISMATCH: {name} {cat} prompt {i} differs from target-only");
@@ -227,6 +254,9 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(mut w) = tokens_out {
+        std::io::Write::flush(&mut w)?;
+    }
+    if let Some(mut w) = round_log {
         std::io::Write::flush(&mut w)?;
     }
     let total = |m: &BTreeMap<String, Totals>| {
@@ -240,6 +270,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             draft_secs: a.draft_secs + t.draft_secs,
             accepted: a.accepted + t.accepted,
             drafted: a.drafted + t.drafted,
+            pool_rounds: a.pool_rounds + t.pool_rounds,
+            rounds_log: Vec::new(),
         })
     };
     let base = total(&results["target-only"]);
@@ -282,6 +314,25 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             print!(" {:.2} / {ratio:.2}× |", t.tokens as f64 / t.rounds.max(1) as f64);
         }
         println!();
+    }
+    println!("\nThe controller's predictions against its rounds (modes with an adaptive controller):");
+    println!("| mode | rounds | pool rounds | accepted: predicted / actual (MAE) | round ms: predicted / actual wall (MAE) |");
+    println!("|---|---:|---:|---:|---:|");
+    for n in &names {
+        let logs = results[n].values().flat_map(|t| &t.rounds_log);
+        if let Some(e) = PredictionError::over(logs) {
+            println!(
+                "| {n} | {} | {} | {:.2} / {:.2} ({:.2}) | {:.1} / {:.1} ({:.1}) |",
+                e.rounds,
+                total(&results[n]).pool_rounds,
+                e.accepted_predicted,
+                e.accepted_actual,
+                e.accepted_mae,
+                e.round_ms_predicted,
+                e.round_ms_actual,
+                e.round_ms_mae
+            );
+        }
     }
     let mismatches: usize = names.iter().map(|n| total(&results[n]).mismatches).sum();
     anyhow::ensure!(mismatches == 0, "{mismatches} speculative outputs differ from target-only");

@@ -47,11 +47,11 @@ fn assert_identical(
     cfg: &GenerateConfig,
 ) {
     // Every strategy of the name table: each must keep the target's text.
-    for name in ["chain4", "heuristic", "ouroboros", "pool"] {
+    for name in ["chain4", "heuristic", "ouroboros", "pool", "hybrid"] {
         let mode = strategy::parse(name).unwrap();
         let engine = SpecEngine::new(drafter, target, mode).unwrap();
         let mut pool = PhrasePool::default();
-        let (mut rounds, mut generated, mut passes) = (0, 0, 0);
+        let (mut rounds, mut generated, mut passes, mut pool_rounds) = (0, 0, 0, 0);
         for ((category, prompt), expect) in prompts.iter().zip(expected) {
             let mut got = Vec::new();
             let (stats, p) = engine
@@ -65,13 +65,17 @@ fn assert_identical(
             rounds += stats.rounds;
             generated += stats.generated;
             passes += stats.target_forward_passes;
+            pool_rounds += stats.pool_rounds;
         }
         println!(
-            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token",
+            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token, {pool_rounds} pool rounds",
             generated as f64 / rounds as f64,
             passes as f64 / generated as f64
         );
         assert!(rounds < generated, "{name}: speculation never accepted a draft token");
+        // Only the hybrid and pool-only send pool phrases without the
+        // drafter, and they must have found some in these prompts.
+        assert_eq!(pool_rounds > 0, ["hybrid", "pool"].contains(&name), "{name}: {pool_rounds} pool rounds");
     }
 }
 

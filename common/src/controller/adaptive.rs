@@ -7,7 +7,7 @@ use super::acceptance::AcceptanceStats;
 use super::cost::CostCurve;
 use super::ema::Ema;
 use super::objective::{self, CostModel, Objective};
-use super::round::{DraftPlan, RoundFeedback};
+use super::round::{DraftPlan, Prediction, RoundFeedback};
 use super::DraftPolicy;
 
 /// Bounds and priors of a [`Controller`].
@@ -118,6 +118,9 @@ pub struct Controller {
     branch: AcceptanceStats,
     drafter_ms: Ema,
     rtt_ms: Ema,
+    /// After a round accepted whole: was the next one drafted ahead?
+    ahead_win: Ema,
+    last_full_accept: bool,
     /// Measured (or supplied) verifier costs.
     measured: Option<CostCurve>,
     /// The built-in shape of c(k), used until `measured` has two points to
@@ -149,6 +152,9 @@ impl Controller {
             // than any default.
             drafter_ms: Ema::new(config.default_drafter_ms, config.alpha, 0.0),
             rtt_ms: Ema::new(config.default_rtt_ms, config.alpha, 0.0),
+            // Nothing is hidden until a pipelined round has shown it.
+            ahead_win: Ema::new(0.0, config.alpha, 0.0),
+            last_full_accept: false,
             measured: None,
             guess: CostCurve::default(),
             current: config.default_plan(),
@@ -192,6 +198,10 @@ impl Controller {
         if let Some(ms) = feedback.rtt_ms.filter(|ms| is_time(*ms)) {
             self.rtt_ms.update(ms);
         }
+        if self.last_full_accept {
+            self.ahead_win.update(if feedback.ahead { 1.0 } else { 0.0 });
+        }
+        self.last_full_accept = feedback.full_accept();
         if let Some(ms) = feedback.verify_ms.filter(|ms| is_time(*ms)) {
             match &mut self.measured {
                 Some(curve) => curve.record(feedback.nodes, ms, self.config.alpha),
@@ -206,6 +216,18 @@ impl Controller {
     /// Expected accepted draft tokens of a plan under the current estimates.
     pub fn expected_accepted(&self, plan: &DraftPlan) -> f64 {
         objective::expected_accepted(plan, &self.trunk, &self.branch)
+    }
+
+    /// What the current estimates say a round with `plan` will do.
+    pub fn predict(&self, plan: &DraftPlan) -> Prediction {
+        let cost = self.cost_model();
+        Prediction {
+            accepted: self.expected_accepted(plan),
+            draft_ms: cost.draft_ms(plan),
+            verify_ms: cost.verifier.cost(plan.nodes()),
+            rtt_ms: cost.rtt_ms,
+            hidden_ms: cost.hidden_ms(plan, &self.trunk),
+        }
     }
 
     /// The objective's value of a plan under the current estimates.
@@ -251,6 +273,11 @@ impl Controller {
         self.rtt_ms.value()
     }
 
+    /// How often a round accepted whole was followed by one drafted ahead.
+    pub fn ahead_win(&self) -> f64 {
+        self.ahead_win.value()
+    }
+
     /// Rounds observed so far.
     pub fn rounds(&self) -> u64 {
         self.rounds
@@ -261,6 +288,7 @@ impl Controller {
             drafter_ms_per_token: self.drafter_ms.value(),
             rtt_ms: self.rtt_ms.value(),
             verifier: self.cost_curve(),
+            ahead_win: self.ahead_win.value(),
         }
     }
 
@@ -313,6 +341,10 @@ impl DraftPolicy for Controller {
 
     fn observe(&mut self, feedback: &RoundFeedback) {
         Controller::observe(self, feedback)
+    }
+
+    fn predict(&self, plan: &DraftPlan) -> Option<Prediction> {
+        Some(Controller::predict(self, plan))
     }
 }
 
@@ -379,6 +411,57 @@ mod tests {
             assert!(f.trunk_len > n.trunk_len, "rtt 2 ms: {near:?}\nrtt 400 ms: {far:?}");
         }
         assert!(mean_trunk(&far) > mean_trunk(&near) + 3.0, "{near:?}\n{far:?}");
+    }
+
+    #[test]
+    fn flat_verify_costs_give_deeper_trees_than_steep_ones() {
+        // c(16)/c(1): 1.15 against 8.5.
+        let flat =
+            final_plans(ControllerConfig::default(), |s| s.trunk_p(0.8).verifier(CostCurve::linear(50.0, 0.5)), 80);
+        let steep =
+            final_plans(ControllerConfig::default(), |s| s.trunk_p(0.8).verifier(CostCurve::linear(50.0, 25.0)), 80);
+        for (f, s) in flat.iter().zip(&steep) {
+            assert!(f.nodes() > s.nodes() && f.trunk_len > s.trunk_len, "flat {flat:?}\nsteep {steep:?}");
+        }
+        assert!(mean_trunk(&flat) >= mean_trunk(&steep) + 3.0, "flat {flat:?}\nsteep {steep:?}");
+    }
+
+    #[test]
+    fn drafting_ahead_is_priced_only_when_it_happens() {
+        // A drafter that costs a lot per token next to a flat verifier.
+        let scenario = |s: Sim| s.trunk_p(0.85).drafter_ms(30.0).rtt_ms(100.0).verifier(CostCurve::linear(40.0, 1.0));
+        let (mut serial, mut piped) =
+            (controller(ControllerConfig::default()), controller(ControllerConfig::default()));
+        scenario(Sim::new(1)).run(&mut serial, 80);
+        scenario(Sim::new(1)).pipeline(true).run(&mut piped, 80);
+        assert_eq!(serial.ahead_win(), 0.0);
+        assert!(piped.ahead_win() > 0.9, "{}", piped.ahead_win());
+        // Same acceptance and costs, so the same plan costs less only by
+        // what the flight hides: at most its drafting, more often for short
+        // trunks (a round accepted whole is what lets the next one start early).
+        let (short, long) = (DraftPlan::chain(2), DraftPlan::chain(8));
+        for plan in [short, long] {
+            let (s, p) = (serial.predict(&plan), piped.predict(&plan));
+            assert_eq!(s.hidden_ms, 0.0);
+            assert!(p.hidden_ms > 0.0 && p.hidden_ms <= p.draft_ms, "{p:?}");
+            assert!(p.round_ms() < s.round_ms(), "{s:?} {p:?}");
+        }
+        let hidden_share = |p: Prediction| p.hidden_ms / p.draft_ms;
+        assert!(hidden_share(piped.predict(&short)) > hidden_share(piped.predict(&long)));
+    }
+
+    #[test]
+    fn predictions_follow_the_estimates() {
+        let mut c = controller(ControllerConfig::default());
+        let plan = DraftPlan::chain(4);
+        let before = c.predict(&plan);
+        assert_eq!(before.hidden_ms, 0.0);
+        Sim::new(2).trunk_p(0.9).drafter_ms(10.0).rtt_ms(60.0).pipeline(true).run(&mut c, 60);
+        let p = c.predict(&plan);
+        assert!((p.draft_ms - 40.0).abs() < 1e-6 && (p.rtt_ms - 60.0).abs() < 1e-6, "{p:?}");
+        assert!(p.accepted > 2.5 && p.accepted < 4.0, "{p:?}");
+        assert!(p.hidden_ms > 0.0 && p.hidden_ms <= p.draft_ms, "{p:?}");
+        assert!((p.round_ms() - (p.draft_ms + p.verify_ms + p.rtt_ms - p.hidden_ms)).abs() < 1e-9);
     }
 
     #[test]
@@ -477,6 +560,7 @@ mod tests {
                 verify_ms: Some(-5.0),
                 rtt_ms: Some(f64::INFINITY),
                 branches: vec![BranchFeedback { offered: 0, accepted: 7 }],
+                ahead: true,
             },
             RoundFeedback::default(),
             RoundFeedback {

@@ -29,7 +29,7 @@ pub use baseline::{FixedPolicy, HeuristicPolicy};
 pub use cost::{CostCurve, CostCurveError};
 pub use ema::Ema;
 pub use objective::{CostModel, Objective};
-pub use round::{BranchFeedback, DraftPlan, RoundFeedback};
+pub use round::{BranchFeedback, DraftPlan, Prediction, RoundFeedback};
 
 /// Decides the shape of each draft from what earlier rounds showed.
 pub trait DraftPolicy {
@@ -37,4 +37,8 @@ pub trait DraftPolicy {
     fn plan(&self) -> DraftPlan;
     /// Learns from one verified round.
     fn observe(&mut self, feedback: &RoundFeedback);
+    /// What the policy expects of `plan`, for policies that model it.
+    fn predict(&self, _plan: &DraftPlan) -> Option<Prediction> {
+        None
+    }
 }

@@ -46,12 +46,34 @@ pub struct CostModel<'a> {
     pub drafter_ms_per_token: f64,
     pub rtt_ms: f64,
     pub verifier: &'a CostCurve,
+    /// How often a round whose trunk was accepted whole is followed by one
+    /// drafted ahead (0 without pipelining; below 1 when the drafter's guess
+    /// at the verifier's own token misses).
+    pub ahead_win: f64,
 }
 
 impl CostModel<'_> {
-    /// Wall-clock milliseconds of one round with this plan.
+    /// Wall-clock milliseconds of one round with this plan, every part in turn.
     pub fn round_ms(&self, plan: &DraftPlan) -> f64 {
-        self.drafter_ms_per_token * plan.trunk_len as f64 + self.rtt_ms + self.verifier.cost(plan.nodes())
+        self.draft_ms(plan) + self.rtt_ms + self.verifier.cost(plan.nodes())
+    }
+
+    pub fn draft_ms(&self, plan: &DraftPlan) -> f64 {
+        self.drafter_ms_per_token * plan.trunk_len as f64
+    }
+
+    /// Drafting expected to be hidden: a round accepted whole lets the next
+    /// one be drafted during its flight, which hides up to the flight's
+    /// length. Without this, deeper trunks look as costly as if every
+    /// round's drafting waited, and plans stay short.
+    pub fn hidden_ms(&self, plan: &DraftPlan, trunk: &AcceptanceStats) -> f64 {
+        let flight = self.rtt_ms + self.verifier.cost(plan.nodes());
+        self.ahead_win.clamp(0.0, 1.0) * trunk.survival(plan.trunk_len) * self.draft_ms(plan).min(flight)
+    }
+
+    /// [`round_ms`](Self::round_ms) less the drafting expected to be hidden.
+    pub fn expected_round_ms(&self, plan: &DraftPlan, trunk: &AcceptanceStats) -> f64 {
+        self.round_ms(plan) - self.hidden_ms(plan, trunk)
     }
 }
 
@@ -84,7 +106,7 @@ pub fn score(
 ) -> f64 {
     let tokens = expected_accepted(plan, trunk, branch) + 1.0;
     match objective {
-        Objective::Latency => 1000.0 * tokens / cost.round_ms(plan).max(MIN_COST_MS),
+        Objective::Latency => 1000.0 * tokens / cost.expected_round_ms(plan, trunk).max(MIN_COST_MS),
         Objective::VerifierCompute => tokens / cost.verifier.cost(plan.nodes()).max(MIN_COST_MS),
     }
 }
@@ -117,7 +139,7 @@ mod tests {
     fn objectives_price_different_costs() {
         let a = AcceptanceStats::new(0.8, 0.1, 16);
         let curve = CostCurve::linear(20.0, 2.0);
-        let cost = CostModel { drafter_ms_per_token: 5.0, rtt_ms: 100.0, verifier: &curve };
+        let cost = CostModel { drafter_ms_per_token: 5.0, rtt_ms: 100.0, verifier: &curve, ahead_win: 0.0 };
         let plan = DraftPlan::chain(2);
         let tokens = 1.0 + 0.8 + 0.64;
         assert_eq!(cost.round_ms(&plan), 10.0 + 100.0 + 24.0);
@@ -126,7 +148,18 @@ mod tests {
         let comp = score(&plan, Objective::VerifierCompute, &a, &a, &cost);
         assert!((comp - tokens / 24.0).abs() < 1e-12);
         let free = CostCurve::linear(0.0, 0.0);
-        let zero = CostModel { drafter_ms_per_token: 0.0, rtt_ms: 0.0, verifier: &free };
+        let zero = CostModel { drafter_ms_per_token: 0.0, rtt_ms: 0.0, verifier: &free, ahead_win: 0.0 };
         assert!(score(&plan, Objective::VerifierCompute, &a, &a, &zero).is_finite());
+
+        // Drafting ahead hides up to the flight (rtt + verify) of a round
+        // accepted whole: here all 10 ms of drafting, with probability
+        // 0.64 × 0.5.
+        let piped = CostModel { ahead_win: 0.5, ..cost };
+        assert!((piped.hidden_ms(&plan, &a) - 0.5 * 0.64 * 10.0).abs() < 1e-9);
+        assert!((piped.expected_round_ms(&plan, &a) - (134.0 - 3.2)).abs() < 1e-9);
+        assert!(score(&plan, Objective::Latency, &a, &a, &piped) > lat);
+        // It never hides more than the flight lasts.
+        let slow = CostModel { drafter_ms_per_token: 500.0, ahead_win: 1.0, ..cost };
+        assert!((slow.hidden_ms(&plan, &a) - 0.64 * 124.0).abs() < 1e-9);
     }
 }

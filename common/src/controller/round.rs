@@ -66,11 +66,36 @@ pub struct RoundFeedback {
     pub verify_ms: Option<f64>,
     /// Network round trip, excluding `verify_ms`.
     pub rtt_ms: Option<f64>,
+    /// This round was drafted while the previous verdict was in flight, so
+    /// its drafting time was hidden behind that round trip.
+    #[serde(default)]
+    pub ahead: bool,
 }
 
 impl RoundFeedback {
     /// Whether every trunk token offered was accepted.
     pub fn full_accept(&self) -> bool {
         self.offered_depth > 0 && self.accepted_len >= self.offered_depth
+    }
+}
+
+/// What a policy expected of a plan, logged beside what the round did so
+/// the cost model's error can be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Draft tokens expected to be accepted (the verifier's own token not counted).
+    pub accepted: f64,
+    pub draft_ms: f64,
+    pub verify_ms: f64,
+    pub rtt_ms: f64,
+    /// The part of `draft_ms` expected to be hidden behind the previous
+    /// round's flight (drafting ahead).
+    pub hidden_ms: f64,
+}
+
+impl Prediction {
+    /// The round's expected wall time, as the objective prices it.
+    pub fn round_ms(&self) -> f64 {
+        self.draft_ms + self.verify_ms + self.rtt_ms - self.hidden_ms
     }
 }

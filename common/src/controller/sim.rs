@@ -14,6 +14,9 @@ pub(crate) struct Sim {
     drafter_ms: f64,
     rtt_ms: f64,
     verifier: CostCurve,
+    /// Each round accepted whole is followed by one drafted ahead.
+    pipeline: bool,
+    last_full: bool,
     rng: StdRng,
 }
 
@@ -25,6 +28,8 @@ impl Sim {
             drafter_ms: 8.0,
             rtt_ms: 50.0,
             verifier: CostCurve::linear(30.0, 1.5),
+            pipeline: false,
+            last_full: false,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -44,6 +49,16 @@ impl Sim {
         self
     }
 
+    pub(crate) fn drafter_ms(mut self, ms: f64) -> Self {
+        self.drafter_ms = ms;
+        self
+    }
+
+    pub(crate) fn pipeline(mut self, on: bool) -> Self {
+        self.pipeline = on;
+        self
+    }
+
     pub(crate) fn verifier(mut self, curve: CostCurve) -> Self {
         self.verifier = curve;
         self
@@ -59,6 +74,8 @@ impl Sim {
         let branches = (0..plan.branches)
             .map(|_| BranchFeedback { offered: plan.branch_len, accepted: self.path(plan.branch_len, self.branch_p) })
             .collect();
+        let ahead = self.pipeline && self.last_full;
+        self.last_full = plan.trunk_len > 0 && accepted_len == plan.trunk_len;
         RoundFeedback {
             offered_depth: plan.trunk_len,
             accepted_len,
@@ -67,6 +84,7 @@ impl Sim {
             draft_ms: Some(self.drafter_ms * plan.trunk_len as f64),
             verify_ms: Some(self.verifier.cost(plan.nodes())),
             rtt_ms: Some(self.rtt_ms),
+            ahead,
         }
     }
 

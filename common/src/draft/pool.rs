@@ -292,22 +292,42 @@ impl PhrasePool {
     /// [`record_hit`](Self::record_hit) with the matched suffix followed by the
     /// accepted tokens.
     pub fn continuations(&self, suffix: &[u32], max: usize) -> Vec<&[u32]> {
-        let mut out: Vec<&[u32]> = Vec::new();
+        self.continuations_matching(suffix, max, 1)
+    }
+
+    /// [`continuations`](Self::continuations) whose phrase matched at least
+    /// `min_match` tokens of `suffix`: a phrase that shares only the last
+    /// token with the text is a weak guess, worth a branch but not a round
+    /// of its own.
+    pub fn continuations_matching(&self, suffix: &[u32], max: usize, min_match: usize) -> Vec<&[u32]> {
+        self.matches(suffix, max, min_match).into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// The best continuation of `suffix` with at least `min_match` matched
+    /// tokens, and the matched tokens themselves (what
+    /// [`record_hit`](Self::record_hit) wants in front of the accepted ones).
+    pub fn best_continuation<'s>(&'s self, suffix: &'s [u32], min_match: usize) -> Option<(&'s [u32], &'s [u32])> {
+        self.matches(suffix, 1, min_match).pop().map(|(m, c)| (&suffix[suffix.len() - m..], c))
+    }
+
+    /// Continuations with the number of suffix tokens each matched.
+    fn matches(&self, suffix: &[u32], max: usize, min_match: usize) -> Vec<(usize, &[u32])> {
+        let mut out: Vec<(usize, &[u32])> = Vec::new();
         if max == 0 {
             return out;
         }
         let longest = suffix.len().min(MAX_SUFFIX_MATCH);
-        for m in (1..=longest).rev() {
+        for m in (min_match.max(1)..=longest).rev() {
             let probe = &suffix[suffix.len() - m..];
             for entry in self.ranked(probe[0]) {
                 if entry.tokens.len() <= m || !entry.tokens.starts_with(probe) {
                     continue;
                 }
                 let cont = &entry.tokens[m..];
-                if out.iter().any(|o| o.starts_with(cont)) {
+                if out.iter().any(|(_, o)| o.starts_with(cont)) {
                     continue;
                 }
-                out.push(cont);
+                out.push((m, cont));
                 if out.len() == max {
                     return out;
                 }
@@ -702,6 +722,14 @@ mod tests {
         assert_eq!(p.continuations(&[0, 1, 2, 3], 2), vec![&[5, 6][..], &[7, 7][..]]);
         assert!(p.continuations(&[], 5).is_empty());
         assert!(p.continuations(&[42], 5).is_empty());
+        // Two matched tokens at least: the 1-token matches drop out.
+        assert_eq!(p.continuations_matching(&[0, 1, 2, 3], 10, 2), vec![&[5, 6][..], &[7, 7][..]]);
+        assert_eq!(p.continuations_matching(&[0, 1, 2, 3], 10, 3), vec![&[5, 6][..]]);
+        assert!(p.continuations_matching(&[0, 1, 2, 3], 10, 4).is_empty());
+        assert!(p.continuations_matching(&[9, 3], 10, 2).is_empty());
+        assert_eq!(p.best_continuation(&[0, 1, 2, 3], 2), Some((&[1, 2, 3][..], &[5, 6][..])));
+        assert_eq!(p.best_continuation(&[7, 2, 3], 2), Some((&[2, 3][..], &[7, 7][..])));
+        assert_eq!(p.best_continuation(&[7, 2, 3], 3), None);
 
         // A continuation already covered by an earlier one is dropped.
         let mut r = pool(100, 16);

@@ -2,7 +2,7 @@
 //! Ouroboros phrase pool, and the tree builder.
 
 use crate::controller::{BranchFeedback, DraftPlan};
-use crate::draft::{PhrasePool, PhraseSource};
+use crate::draft::{PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
 use crate::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows, VocabSubset};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeError, TreeLimits};
@@ -19,13 +19,24 @@ pub struct DrafterConfig {
     pub phrase_candidates: usize,
     /// Draft with the phrase pool (Ouroboros) or with the drafter alone.
     pub use_pool: bool,
+    /// Hybrid drafting: a round whose text the pool continues (on at least
+    /// [`POOL_FIRST_MATCH`] tokens, for at least [`POOL_FIRST_MIN_LEN`]) sends
+    /// the pool's phrase as the trunk without running the drafter at all; the
+    /// drafter drafts only the rounds the pool has nothing for.
+    pub pool_first: bool,
 }
 
 impl Default for DrafterConfig {
     fn default() -> Self {
-        Self { top_k: 8, phrase_candidates: 4, use_pool: true }
+        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false }
     }
 }
+
+/// Text tokens a pool phrase must match to be a hybrid round's trunk: one
+/// shared token is too weak a cue to skip the drafter for.
+pub const POOL_FIRST_MATCH: usize = 2;
+/// Shortest pool trunk worth a round without the drafter.
+pub const POOL_FIRST_MIN_LEN: usize = 2;
 
 /// One round's draft.
 pub struct Draft {
@@ -37,6 +48,10 @@ pub struct Draft {
     pub trunk_len: usize,
     /// Each branch's first node index and length.
     pub branches: Vec<(usize, usize)>,
+    /// Set when the trunk is a pool phrase sent without a drafter pass
+    /// (hybrid and pool-only drafting): the text tokens the phrase was looked
+    /// up with, so that the commit can credit it with what was accepted.
+    pub pooled: Option<Vec<u32>>,
 }
 
 impl Draft {
@@ -297,6 +312,41 @@ impl<'m> Drafter<'m> {
         Ok(Some(logits.row(last_row).to_vec()))
     }
 
+    /// A hybrid round: the pool's best continuation of the committed text as
+    /// the trunk (point masses: chosen, not drawn, so exact under sampling
+    /// too), no drafter pass. The drafter's cache falls behind by the tokens
+    /// committed this way and catches up in one pass when it drafts next.
+    fn draft_from_pool(
+        &mut self,
+        plan: &DraftPlan,
+        limits: &TreeLimits,
+        vocab: usize,
+        cap: usize,
+    ) -> Result<Option<Draft>, EngineError> {
+        let suffix = &self.seq[self.committed.saturating_sub(MAX_SUFFIX_MATCH)..self.committed];
+        let Some((matched, phrase)) = self.pool.best_continuation(suffix, POOL_FIRST_MATCH) else {
+            return Ok(None);
+        };
+        // A stop token ends the text: nothing after it can be accepted.
+        let end = phrase.iter().position(|t| self.stop_ids.contains(t)).map_or(phrase.len(), |i| i + 1);
+        let trunk = phrase[..end.min(cap)].to_vec();
+        if trunk.len() < POOL_FIRST_MIN_LEN {
+            return Ok(None);
+        }
+        let matched = matched.to_vec();
+        let mut tree = DraftTree::empty(limits, vocab);
+        for (i, &t) in trunk.iter().enumerate() {
+            tree.push(t, i.checked_sub(1))?;
+        }
+        let dists = trunk.iter().map(|&t| SparseDist::point(t)).collect();
+        self.seq.extend_from_slice(&trunk);
+        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: Some(matched) };
+        if plan.branches > 0 && plan.branch_len > 0 {
+            self.add_branches(&mut draft, &trunk, plan)?;
+        }
+        Ok(Some(draft))
+    }
+
     fn add_branches(&mut self, draft: &mut Draft, trunk: &[u32], plan: &DraftPlan) -> Result<(), EngineError> {
         let limits = *draft.tree.limits();
         // Near the root first: that is where a trunk most often breaks.
@@ -343,7 +393,12 @@ impl Drafter<'_> {
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
         if trunk_cap == 0 {
-            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new() });
+            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new(), pooled: None });
+        }
+        if self.cfg.pool_first {
+            if let Some(draft) = self.draft_from_pool(plan, limits, vocab, trunk_cap)? {
+                return Ok(draft);
+            }
         }
         let mut logits = self.step_to_end()?;
         let mut trunk: Vec<u32> = Vec::new();
@@ -366,7 +421,7 @@ impl Drafter<'_> {
         for (i, &t) in trunk.iter().enumerate() {
             tree.push(t, i.checked_sub(1))?;
         }
-        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new() };
+        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: None };
         if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
             self.add_branches(&mut draft, &trunk, plan)?;
         }
@@ -429,7 +484,12 @@ impl Drafter<'_> {
         let keep_tail = agree == emitted.len() && trunk.len() > emitted.len();
         let fed = self.cache.len().saturating_sub(self.committed);
         self.cache.truncate(self.committed + agree.min(fed));
-        if !keep_tail && trunk.len() > on_trunk + 1 {
+        if let Some(matched) = draft.pooled.as_ref().filter(|_| on_trunk > 0) {
+            let mut hit = matched.clone();
+            hit.extend_from_slice(&emitted[..on_trunk]);
+            self.pool.record_hit(&hit);
+        }
+        if !keep_tail && draft.pooled.is_none() && trunk.len() > on_trunk + 1 {
             // What the drafter would have said next: its lookahead.
             let tail = trunk[on_trunk..].to_vec();
             self.pool.add_phrase(&tail, PhraseSource::DrafterLookahead);

@@ -6,12 +6,12 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use crate::controller::{DraftPlan, DraftPolicy, RoundFeedback};
+use crate::controller::{DraftPlan, DraftPolicy, Prediction, RoundFeedback};
 use crate::engine::Ahead;
 use crate::generate::FinishReason;
 use crate::tree::TreeLimits;
 
-use super::stats::SpecStats;
+use super::stats::{RoundLog, SpecStats};
 use super::strategy::DraftSource;
 use super::verifier::Verifier;
 
@@ -46,8 +46,9 @@ pub async fn drive<V: Verifier>(
 ) -> Result<FinishReason, V::Error> {
     let mut generated = 0;
     // A round drafted while the previous verdict was in flight, with its
-    // drafting time and the tokens it bets the verdict commits.
-    let mut ahead: Option<(Ahead, f64)> = None;
+    // drafting time, its plan and what the policy expected of that plan.
+    let mut ahead: Option<(Ahead, f64, DraftPlan, Option<Prediction>)> = None;
+    let mut last_commit = Instant::now();
     let mut finish = None;
     // Drafting past the end of the request would be wasted work.
     let plan_within = |policy: &dyn DraftPolicy, room: usize| {
@@ -60,18 +61,20 @@ pub async fn drive<V: Verifier>(
             break;
         }
         let remaining = rounds.max_new - generated;
-        let (draft, draft_ms) = match ahead.take() {
-            Some((a, ms)) => {
+        let was_ahead = ahead.is_some();
+        let (draft, draft_ms, plan, predicted) = match ahead.take() {
+            Some((a, ms, plan, predicted)) => {
                 stats.ahead_used += 1;
-                (a.draft, ms)
+                (a.draft, ms, plan, predicted)
             }
             None => {
                 let plan = plan_within(policy, remaining);
+                let predicted = policy.predict(&plan);
                 let t = Instant::now();
                 let d = source.draft(&plan, &rounds.limits, rounds.vocab)?;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
-                (d, ms)
+                (d, ms, plan, predicted)
             }
         };
         let sent = Instant::now();
@@ -82,13 +85,14 @@ pub async fn drive<V: Verifier>(
         let mut ahead_ms = None;
         if rounds.pipeline && room_after >= 2 {
             let plan = plan_within(policy, room_after);
+            let predicted = policy.predict(&plan);
             let t = Instant::now();
             let a = verifier.while_in_flight(|| source.draft_ahead(&draft, &plan, &rounds.limits, rounds.vocab))?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             stats.draft_secs += ms / 1e3;
             if let Some(a) = a {
                 stats.ahead_drafted += 1;
-                ahead = Some((a, ms));
+                ahead = Some((a, ms, plan, predicted));
                 ahead_ms = Some(ms);
             }
         }
@@ -125,16 +129,32 @@ pub async fn drive<V: Verifier>(
             accepted_len: on_trunk,
             branches,
             nodes: draft.tree.len(),
-            draft_ms: timed.then_some(draft_ms),
+            // A pool phrase sent as it is says nothing about the drafter's speed.
+            draft_ms: timed.then_some(draft_ms).filter(|_| draft.pooled.is_none()),
             verify_ms: timed.then_some(reply.compute_ms),
             rtt_ms: rtt_ms.filter(|_| timed),
+            ahead: was_ahead,
         });
         stats.rounds += 1;
+        stats.pool_rounds += usize::from(draft.pooled.is_some());
         stats.drafted_nodes += draft.tree.len();
         stats.count_accepted(verdict.accepted.len());
+        stats.round_log.push(RoundLog {
+            plan,
+            predicted,
+            nodes: draft.tree.len(),
+            accepted: verdict.accepted.len(),
+            draft_ms,
+            verify_ms: reply.compute_ms,
+            rtt_ms: rtt_ms.filter(|_| verifier.remote()),
+            wall_ms: last_commit.elapsed().as_secs_f64() * 1e3,
+            ahead: was_ahead,
+            pooled: draft.pooled.is_some(),
+        });
+        last_commit = Instant::now();
 
         let mut emitted = verdict.emitted_tokens(&draft.tree);
-        if ahead.as_ref().is_some_and(|(a, _)| a.assumed != emitted) {
+        if ahead.as_ref().is_some_and(|(a, ..)| a.assumed != emitted) {
             // Lost the bet; `commit` has already rolled the drafter back.
             ahead = None;
         }
@@ -214,7 +234,13 @@ mod tests {
         fn draft(&mut self, _: &DraftPlan, _: &TreeLimits, _: usize) -> Result<Draft, crate::engine::EngineError> {
             let tokens = &self.text[self.done..self.done + 6];
             let dists = tokens.iter().map(|&t| crate::sampling::SparseDist::point(t)).collect();
-            Ok(Draft { tree: crate::tree::DraftTree::chain(tokens), dists, trunk_len: 6, branches: Vec::new() })
+            Ok(Draft {
+                tree: crate::tree::DraftTree::chain(tokens),
+                dists,
+                trunk_len: 6,
+                branches: Vec::new(),
+                pooled: None,
+            })
         }
 
         fn commit(&mut self, draft: &Draft, verdict: &crate::verify::Verdict) -> (usize, Vec<BranchFeedback>) {
@@ -256,6 +282,27 @@ mod tests {
         assert_eq!(finish, FinishReason::Cancelled);
         assert_eq!(stats.rounds, 1);
         assert_eq!(stats.accept_hist, [0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn every_round_is_logged_with_the_policy_s_prediction() {
+        let text: Vec<u32> = (1..=40).collect();
+        let r = rounds(1, 30, &[]);
+        let (_, fixed) = go(&text, &r, &mut FixedPolicy(4), |_| ControlFlow::Continue(()));
+        assert_eq!(fixed.round_log.len(), fixed.rounds);
+        assert!(fixed.round_log.iter().all(|l| l.predicted.is_none() && l.plan == DraftPlan::chain(4)));
+        assert_eq!(fixed.prediction_error(), None);
+
+        let mut controller = crate::controller::Controller::default();
+        let (_, adaptive) = go(&text, &r, &mut controller, |_| ControlFlow::Continue(()));
+        assert_eq!(adaptive.round_log.len(), adaptive.rounds);
+        assert!(adaptive.round_log.iter().all(|l| l.predicted.is_some()));
+        // The replay accepts every token it drafts, so the log's accepted
+        // counts add up to the run's.
+        assert_eq!(adaptive.round_log.iter().map(|l| l.accepted).sum::<usize>(), adaptive.accepted);
+        let e = adaptive.prediction_error().unwrap();
+        assert_eq!(e.rounds, adaptive.rounds);
+        assert!(e.accepted_actual > 0.0 && e.accepted_predicted > 0.0, "{e:?}");
     }
 
     /// Records what the driver tells it.

@@ -19,6 +19,6 @@ pub mod verifier;
 
 pub use driver::{drive, Rounds};
 pub use engine::SpecEngine;
-pub use stats::SpecStats;
+pub use stats::{PredictionError, RoundLog, SpecStats};
 pub use strategy::{DraftSource, DraftStrategy, Opening, StrategyError};
 pub use verifier::{block_on_ready, InProcessVerifier, Reply, Verifier};

@@ -1,6 +1,9 @@
 //! What a speculative run did: the one statistics type of the in-process
 //! engine, the edge's link and the benchmarks.
 
+use serde::Serialize;
+
+use crate::controller::{DraftPlan, Prediction};
 use crate::generate::FinishReason;
 
 /// Totals over the rounds of one or more [`drive`](super::drive) calls (the
@@ -39,15 +42,107 @@ pub struct SpecStats {
     /// of them were sent (the bet won).
     pub ahead_drafted: usize,
     pub ahead_used: usize,
+    /// Rounds whose trunk was a pool phrase sent without a drafter pass
+    /// (hybrid drafting).
+    pub pool_rounds: usize,
     /// `accept_hist[n]`: rounds that accepted `n` draft tokens.
     pub accept_hist: Vec<usize>,
+    /// Every round: what the policy predicted and what happened.
+    pub round_log: Vec<RoundLog>,
     pub finish: Option<FinishReason>,
+}
+
+/// One round as planned, predicted and measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundLog {
+    pub plan: DraftPlan,
+    /// The policy's expectation of `plan`, where it models one.
+    pub predicted: Option<Prediction>,
+    /// Draft nodes sent and draft tokens accepted.
+    pub nodes: usize,
+    pub accepted: usize,
+    /// Drafting time (for a round drafted ahead: while the previous verdict
+    /// was in flight).
+    pub draft_ms: f64,
+    /// Verifier compute, as measured or reported.
+    pub verify_ms: f64,
+    /// The network's share of the round trip, where one was measured.
+    pub rtt_ms: Option<f64>,
+    /// From the previous round's commit to this one's: what tokens per
+    /// second are made of. Drafting hidden behind the previous round's
+    /// flight is not in it, which is what a model that adds drafting, round
+    /// trip and verification up misses.
+    pub wall_ms: f64,
+    /// Drafted while the previous verdict was in flight.
+    pub ahead: bool,
+    /// The trunk was a pool phrase, sent without a drafter pass.
+    pub pooled: bool,
+}
+
+/// How far a policy's predictions were from its rounds, over the rounds it
+/// predicted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictionError {
+    pub rounds: usize,
+    /// Mean predicted and actual accepted draft tokens, and the mean absolute error.
+    pub accepted_predicted: f64,
+    pub accepted_actual: f64,
+    pub accepted_mae: f64,
+    /// Mean predicted round time and mean wall time per round (ms), and the
+    /// mean absolute error.
+    pub round_ms_predicted: f64,
+    pub round_ms_actual: f64,
+    pub round_ms_mae: f64,
+}
+
+impl PredictionError {
+    /// Over every predicted round of `logs`; `None` when none was predicted.
+    pub fn over<'a>(logs: impl IntoIterator<Item = &'a RoundLog>) -> Option<Self> {
+        let mut e = Self {
+            rounds: 0,
+            accepted_predicted: 0.0,
+            accepted_actual: 0.0,
+            accepted_mae: 0.0,
+            round_ms_predicted: 0.0,
+            round_ms_actual: 0.0,
+            round_ms_mae: 0.0,
+        };
+        for (log, p) in logs.into_iter().filter_map(|l| l.predicted.map(|p| (l, p))) {
+            e.rounds += 1;
+            e.accepted_predicted += p.accepted;
+            e.accepted_actual += log.accepted as f64;
+            e.accepted_mae += (p.accepted - log.accepted as f64).abs();
+            e.round_ms_predicted += p.round_ms();
+            e.round_ms_actual += log.wall_ms;
+            e.round_ms_mae += (p.round_ms() - log.wall_ms).abs();
+        }
+        if e.rounds == 0 {
+            return None;
+        }
+        let n = e.rounds as f64;
+        for v in [
+            &mut e.accepted_predicted,
+            &mut e.accepted_actual,
+            &mut e.accepted_mae,
+            &mut e.round_ms_predicted,
+            &mut e.round_ms_actual,
+            &mut e.round_ms_mae,
+        ] {
+            *v /= n;
+        }
+        Some(e)
+    }
 }
 
 impl SpecStats {
     /// Mean tokens committed per verify step (accepted + the verifier's own).
     pub fn tokens_per_round(&self) -> f64 {
         self.generated as f64 / self.rounds.max(1) as f64
+    }
+
+    /// The policy's prediction error over this run's rounds.
+    pub fn prediction_error(&self) -> Option<PredictionError> {
+        PredictionError::over(&self.round_log)
     }
 
     /// Mean measured network round trip, if any round measured one.
@@ -61,5 +156,35 @@ impl SpecStats {
             self.accept_hist.resize(n + 1, 0);
         }
         self.accept_hist[n] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(predicted: Option<(f64, f64)>, accepted: usize, wall_ms: f64) -> RoundLog {
+        RoundLog {
+            plan: DraftPlan::chain(4),
+            predicted: predicted.map(|(accepted, ms)| Prediction { accepted, draft_ms: ms, ..Prediction::default() }),
+            nodes: 4,
+            accepted,
+            draft_ms: 0.0,
+            verify_ms: 0.0,
+            rtt_ms: None,
+            wall_ms,
+            ahead: false,
+            pooled: false,
+        }
+    }
+
+    #[test]
+    fn prediction_error_averages_over_predicted_rounds_only() {
+        assert_eq!(PredictionError::over(&[log(None, 3, 10.0)]), None);
+        let logs = [log(Some((2.0, 100.0)), 4, 80.0), log(None, 0, 1.0), log(Some((3.0, 50.0)), 1, 70.0)];
+        let e = PredictionError::over(&logs).unwrap();
+        assert_eq!(e.rounds, 2);
+        assert_eq!((e.accepted_predicted, e.accepted_actual, e.accepted_mae), (2.5, 2.5, 2.0));
+        assert_eq!((e.round_ms_predicted, e.round_ms_actual, e.round_ms_mae), (75.0, 75.0, 20.0));
     }
 }

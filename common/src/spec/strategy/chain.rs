@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::controller::{CostCurve, DraftPolicy, FixedPolicy};
-use crate::engine::EngineError;
+use crate::engine::{DrafterConfig, EngineError};
 
 use super::{model_source, DraftSource, DraftStrategy, Entry, Opening};
 
@@ -32,6 +32,6 @@ impl DraftStrategy for Chain {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        model_source(&self.name(), at, false)
+        model_source(&self.name(), at, DrafterConfig { use_pool: false, ..DrafterConfig::default() })
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod heuristic;
+pub mod hybrid;
 pub mod ouroboros;
 pub mod pool_only;
 pub mod replay;
@@ -99,7 +100,7 @@ pub struct Entry {
 
 /// Every strategy a flag can name.
 pub const TABLE: &[Entry] =
-    &[chain::ENTRY, heuristic::ENTRY, ouroboros::ENTRY, ouroboros::COMPUTE_ENTRY, pool_only::ENTRY];
+    &[chain::ENTRY, heuristic::ENTRY, ouroboros::ENTRY, ouroboros::COMPUTE_ENTRY, pool_only::ENTRY, hybrid::ENTRY];
 
 /// Parses a draft flag (`chain4`, `heuristic`, `ouroboros`, …). Longer
 /// names are tried first, so `ouroboros-compute` is not read as `ouroboros`
@@ -136,10 +137,9 @@ fn adaptive(controller: Controller, costs: Option<CostCurve>) -> Box<dyn DraftPo
 fn model_source<'a>(
     name: &str,
     at: Opening<'a>,
-    use_pool: bool,
+    cfg: DrafterConfig,
 ) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
     let model = at.drafter.ok_or_else(|| EngineError::NoDrafter(name.to_string()))?;
-    let cfg = DrafterConfig { use_pool, ..DrafterConfig::default() };
     Ok(Box::new(Drafter::open(model, at.prompt, at.sampling, at.pool, cfg, at.stop_ids.to_vec())?))
 }
 

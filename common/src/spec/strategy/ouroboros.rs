@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::controller::{Controller, ControllerConfig, CostCurve, DraftPolicy, Objective};
-use crate::engine::EngineError;
+use crate::engine::{DrafterConfig, EngineError};
 
 use super::{adaptive, bare, model_source, DraftSource, DraftStrategy, Entry, Opening};
 
@@ -43,6 +43,6 @@ impl DraftStrategy for Ouroboros {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        model_source(&self.name(), at, true)
+        model_source(&self.name(), at, DrafterConfig::default())
     }
 }

@@ -129,7 +129,7 @@ fn ouroboros_names_its_objective() {
 
 #[test]
 fn model_strategies_without_a_drafter_are_a_clear_error() {
-    for name in ["chain4", "heuristic", "ouroboros"] {
+    for name in ["chain4", "heuristic", "ouroboros", "hybrid"] {
         let mut pool = PhrasePool::default();
         let at = Opening {
             drafter: None,
