@@ -241,6 +241,7 @@ impl Clock {
             target_passes,
             tokens: self.tokens,
             matches_baseline: None,
+            round_log: Vec::new(),
         }
     }
 }
@@ -319,12 +320,14 @@ impl Bench {
                 let mut conn = mode.transport.open(&self.target(mode.transport)?).await?;
                 let (clock, run) = self.dispatch(kind, &mut conn, prompt).await?;
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
-                let passes = match run {
+                let passes = match &run {
                     // Generate's first token comes from the prefill pass.
                     None => clock.tokens.len().saturating_sub(1),
                     Some(r) => r.rounds,
                 };
-                Ok(clock.sample(name, category, index, rounds, passes))
+                let mut sample = clock.sample(name, category, index, rounds, passes);
+                sample.round_log = run.map(|r| r.round_log).unwrap_or_default();
+                Ok(sample)
             }),
         }
     }

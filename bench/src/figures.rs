@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ouro_common::spec::{PredictionError, RoundLog};
 use serde::Serialize;
 
 /// One prompt generated in one mode by one client.
@@ -28,6 +29,9 @@ pub struct Sample {
     pub target_passes: usize,
     /// Under greedy decoding, whether the text equals the baseline's.
     pub matches_baseline: Option<bool>,
+    /// Speculative modes: every round as the controller planned and
+    /// predicted it, and as it happened.
+    pub round_log: Vec<RoundLog>,
 }
 
 impl Sample {
@@ -85,6 +89,8 @@ pub struct Figures {
     pub cloud_cpu_s_per_token: Option<f64>,
     pub wire_bytes_per_token: Option<f64>,
     pub mismatches: usize,
+    /// The controller's predictions against its rounds, where it predicted.
+    pub prediction: Option<PredictionError>,
 }
 
 /// The `q`-quantile (0..=1) by linear interpolation; NaN when empty.
@@ -122,6 +128,7 @@ pub fn figures<'a>(samples: impl IntoIterator<Item = &'a Sample>, cloud: Option<
         cloud_cpu_s_per_token: cloud.and_then(|(cpu, _)| per_token(cpu)),
         wire_bytes_per_token: cloud.and_then(|(_, bytes)| per_token(bytes as f64)),
         mismatches: samples.iter().filter(|s| s.matches_baseline == Some(false)).count(),
+        prediction: PredictionError::over(samples.iter().flat_map(|s| &s.round_log)),
     }
 }
 
@@ -221,7 +228,34 @@ mod tests {
             accepted_per_round: vec![],
             target_passes: rounds,
             matches_baseline: Some(true),
+            round_log: Vec::new(),
         }
+    }
+
+    #[test]
+    fn predictions_are_summed_over_every_sample_s_rounds() {
+        use ouro_common::controller::{DraftPlan, Prediction};
+        let round = |predicted: f64, accepted: usize, wall_ms: f64| RoundLog {
+            plan: DraftPlan::chain(4),
+            predicted: Some(Prediction { accepted: predicted, verify_ms: 50.0, ..Prediction::default() }),
+            nodes: 4,
+            accepted,
+            draft_ms: 0.0,
+            verify_ms: 40.0,
+            rtt_ms: None,
+            wall_ms,
+            ahead: false,
+            pooled: false,
+        };
+        let mut a = sample("ouroboros", "qa", &[0.1, 0.2], 2);
+        a.round_log = vec![round(2.0, 1, 40.0)];
+        let mut b = sample("ouroboros", "qa", &[0.1, 0.2], 2);
+        b.round_log = vec![round(1.0, 3, 80.0)];
+        let f = figures([&a, &b], None);
+        let e = f.prediction.unwrap();
+        assert_eq!((e.rounds, e.accepted_predicted, e.accepted_actual, e.accepted_mae), (2, 1.5, 2.0, 1.5));
+        assert_eq!((e.round_ms_predicted, e.round_ms_actual, e.round_ms_mae), (50.0, 60.0, 20.0));
+        assert_eq!(figures([&sample("cloud-only", "qa", &[0.1], 0)], None).prediction, None);
     }
 
     #[test]

@@ -149,6 +149,25 @@ const OVERALL: &[Column] = &[
     Column { header: "cloud CPU ms/token", text: false, cell: |r| ms(r.figures.cloud_cpu_s_per_token) },
     Column { header: "×base cloud CPU", text: false, cell: |r| num(r.vs_baseline.cloud_cpu_per_token, 2) },
     Column { header: "bytes/token", text: false, cell: |r| num(r.figures.wire_bytes_per_token, 0) },
+    // The controller's cost model against what its rounds did.
+    Column {
+        header: "predicted/actual accepted",
+        text: false,
+        cell: |r| {
+            r.figures
+                .prediction
+                .map_or("–".into(), |e| format!("{:.2}/{:.2}", e.accepted_predicted, e.accepted_actual))
+        },
+    },
+    Column {
+        header: "predicted/actual ms/round",
+        text: false,
+        cell: |r| {
+            r.figures
+                .prediction
+                .map_or("–".into(), |e| format!("{:.0}/{:.0}", e.round_ms_predicted, e.round_ms_actual))
+        },
+    },
     MISMATCHES,
 ];
 
@@ -369,6 +388,7 @@ pub(crate) mod tests {
             accepted_per_round: chunks.to_vec(),
             target_passes: chunks.len(),
             matches_baseline: Some(true),
+            round_log: Vec::new(),
         }
     }
 
@@ -487,11 +507,12 @@ pub(crate) mod tests {
         assert_eq!(num(Some(1.234), 2), "1.23");
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        // Without a baseline group there is no ratio to print.
+        // Without a baseline group there is no ratio to print, and without
+        // a round log no prediction.
         let groups = vec![group("ouroboros", 10.0, 1)];
         let table = terminal_table(&rows(&groups, "cloud-only"));
         let line = table.lines().nth(1).unwrap();
-        assert_eq!(line.matches(MISSING).count(), 2, "{table}");
+        assert_eq!(line.matches(MISSING).count(), 4, "{table}");
     }
 
     #[test]

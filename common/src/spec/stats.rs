@@ -81,7 +81,7 @@ pub struct RoundLog {
 
 /// How far a policy's predictions were from its rounds, over the rounds it
 /// predicted.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PredictionError {
     pub rounds: usize,
     /// Mean predicted and actual accepted draft tokens, and the mean absolute error.
