@@ -73,6 +73,23 @@ impl Draft {
         Ok(())
     }
 
+    /// The target's argmax after each rejected node, path by path: right
+    /// tokens that the draft put in the wrong place (Ouroboros' candidate
+    /// reuse), for the pool. Phrases shorter than two tokens say nothing a
+    /// lookup could use.
+    pub fn verifier_phrases(&self, verdict: &Verdict) -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        for path in self.tree.paths() {
+            if let Some(j) = path.iter().position(|n| !verdict.accepted.contains(n)) {
+                let phrase: Vec<u32> = path[j..].iter().map(|&n| verdict.target_argmax[n + 1]).collect();
+                if phrase.len() >= 2 {
+                    out.push(phrase);
+                }
+            }
+        }
+        out
+    }
+
     /// How each branch fared, for the policy.
     pub fn branch_feedback(&self, verdict: &Verdict) -> Vec<BranchFeedback> {
         self.branches
@@ -494,16 +511,8 @@ impl Drafter<'_> {
             let tail = trunk[on_trunk..].to_vec();
             self.pool.add_phrase(&tail, PhraseSource::DrafterLookahead);
         }
-        // The target's argmax after each rejected node: right tokens that the
-        // draft put in the wrong place (Ouroboros' candidate reuse).
-        for path in tree.paths() {
-            let first_rejected = path.iter().position(|n| !verdict.accepted.contains(n));
-            if let Some(j) = first_rejected {
-                let phrase: Vec<u32> = path[j..].iter().map(|&n| verdict.target_argmax[n + 1]).collect();
-                if phrase.len() >= 2 {
-                    self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
-                }
-            }
+        for phrase in draft.verifier_phrases(verdict) {
+            self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
         }
         let branch_feedback = draft.branch_feedback(verdict);
         if !keep_tail {

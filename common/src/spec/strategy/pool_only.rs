@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy};
-use crate::draft::PhrasePool;
+use crate::draft::{PhrasePool, PhraseSource};
 use crate::engine::{Draft, EngineError};
 use crate::sampling::SparseDist;
 use crate::tree::{DraftTree, TreeLimits};
@@ -92,6 +92,11 @@ impl DraftSource for PoolSource<'_> {
             let mut hit = self.tail.clone();
             hit.extend_from_slice(&emitted[..on_trunk]);
             self.pool.record_hit(&hit[hit.len() - on_trunk - 1..]);
+        }
+        // What the verifier said where the pool was wrong teaches the pool
+        // at once, as the drafter strategies' commit does.
+        for phrase in draft.verifier_phrases(verdict) {
+            self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
         }
         self.pool.extend_context(&emitted);
         self.tail.extend_from_slice(&emitted);

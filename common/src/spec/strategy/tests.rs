@@ -156,6 +156,25 @@ fn pool_only_drafts_a_repeated_text_from_the_prompt() {
 }
 
 #[test]
+fn pool_only_learns_what_the_verifier_said_where_it_was_wrong() {
+    let mut pool = PhrasePool::default();
+    let prompt = [5, 10, 11, 12, 13, 14, 5, 10];
+    let at =
+        Opening { drafter: None, prompt: &prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
+    let mut source = pool_only::PoolOnly.open(at).unwrap();
+    let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
+    let draft = source.draft(&DraftPlan::chain(5), &limits, 100).unwrap();
+    assert_eq!((0..draft.tree.len()).map(|n| draft.tree.token(n)).collect::<Vec<_>>(), [11, 12, 13, 14, 5]);
+    // The text goes on 11, 30, 31, 32, 33: the second node is wrong.
+    let mut oracle = Oracle { text: vec![11, 30, 31, 32, 33, 34, 35], pos: 0 };
+    let reply = block_on_ready(oracle.verdict(&draft)).unwrap();
+    source.commit(&draft, &reply.verdict);
+    drop(source);
+    // After each rejected node the verifier's argmax: 31, 32, 33, 34.
+    assert!(pool.continuations(&[31], 4).contains(&&[32, 33, 34][..]), "{:?}", pool.continuations(&[31], 4));
+}
+
+#[test]
 fn pool_only_with_nothing_to_offer_falls_back_to_one_token_a_round() {
     let text: Vec<u32> = (30..60).collect();
     let stats = run(&pool_only::PoolOnly, &[1, 2, 3], &text, 10);
