@@ -62,9 +62,10 @@ pub struct RunArgs {
     /// Skip questions longer than this many prompt tokens.
     #[arg(long, default_value_t = 300)]
     pub max_prompt_tokens: usize,
-    /// Modes: cloud-only (the baseline, always run), edge-only, sd-chain,
-    /// ouroboros; `-quic` runs a mode over QUIC, `-nopipe` waits for each
-    /// verdict before drafting again.
+    /// Modes: cloud-only (the baseline, always run), edge-only, sd-chain
+    /// (chainN with N = --gamma), or any draft strategy (chainN, heuristic,
+    /// ouroboros, ouroboros-compute, pool, hybrid); `-quic` runs a mode over
+    /// QUIC, `-nopipe` waits for each verdict before drafting again.
     #[arg(long, value_delimiter = ',', default_value = "cloud-only,edge-only,sd-chain,ouroboros,ouroboros-quic")]
     pub modes: Vec<String>,
     /// The emulated link: a profile (none, lan, wifi, 4g, intercontinental)
