@@ -95,6 +95,8 @@ struct Totals {
     accepted: usize,
     drafted: usize,
     pool_rounds: usize,
+    siblings: usize,
+    siblings_accepted: usize,
     rounds_log: Vec<RoundLog>,
 }
 
@@ -232,6 +234,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 e.accepted += stats.accepted;
                 e.drafted += stats.drafted_nodes;
                 e.pool_rounds += stats.pool_rounds;
+                e.siblings += stats.siblings;
+                e.siblings_accepted += stats.siblings_accepted;
                 if let Some(w) = &mut round_log {
                     use std::io::Write;
                     for (r, log) in stats.round_log.iter().enumerate() {
@@ -271,6 +275,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             accepted: a.accepted + t.accepted,
             drafted: a.drafted + t.drafted,
             pool_rounds: a.pool_rounds + t.pool_rounds,
+            siblings: a.siblings + t.siblings,
+            siblings_accepted: a.siblings_accepted + t.siblings_accepted,
             rounds_log: Vec::new(),
         })
     };
@@ -316,15 +322,20 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         println!();
     }
     println!("\nThe controller's predictions against its rounds (modes with an adaptive controller):");
-    println!("| mode | rounds | pool rounds | accepted: predicted / actual (MAE) | round ms: predicted / actual wall (MAE) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| mode | rounds | pool rounds | siblings accepted | accepted: predicted / actual (MAE) | round ms: predicted / actual wall (MAE) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for n in &names {
         let logs = results[n].values().flat_map(|t| &t.rounds_log);
         if let Some(e) = PredictionError::over(logs) {
+            let t = total(&results[n]);
             println!(
-                "| {n} | {} | {} | {:.2} / {:.2} ({:.2}) | {:.1} / {:.1} ({:.1}) |",
+                "| {n} | {} | {} | {} of {} | {:.2} / {:.2} ({:.2}) | {:.1} / {:.1} ({:.1}) |",
                 e.rounds,
-                total(&results[n]).pool_rounds,
+                t.pool_rounds,
+                t.siblings_accepted,
+                t.siblings,
                 e.accepted_predicted,
                 e.accepted_actual,
                 e.accepted_mae,

@@ -51,7 +51,7 @@ fn assert_identical(
         let mode = strategy::parse(name).unwrap();
         let engine = SpecEngine::new(drafter, target, mode).unwrap();
         let mut pool = PhrasePool::default();
-        let (mut rounds, mut generated, mut passes, mut pool_rounds) = (0, 0, 0, 0);
+        let (mut rounds, mut generated, mut passes, mut pool_rounds, mut siblings) = (0, 0, 0, 0, 0);
         for ((category, prompt), expect) in prompts.iter().zip(expected) {
             let mut got = Vec::new();
             let (stats, p) = engine
@@ -66,9 +66,10 @@ fn assert_identical(
             generated += stats.generated;
             passes += stats.target_forward_passes;
             pool_rounds += stats.pool_rounds;
+            siblings += stats.siblings;
         }
         println!(
-            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token, {pool_rounds} pool rounds",
+            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token, {pool_rounds} pool rounds, {siblings} siblings",
             generated as f64 / rounds as f64,
             passes as f64 / generated as f64
         );
@@ -76,6 +77,8 @@ fn assert_identical(
         // Only the hybrid and pool-only send pool phrases without the
         // drafter, and they must have found some in these prompts.
         assert_eq!(pool_rounds > 0, ["hybrid", "pool"].contains(&name), "{name}: {pool_rounds} pool rounds");
+        // Dynamic trees: the drafter's runner-ups, where it was unsure.
+        assert_eq!(siblings > 0, ["ouroboros", "hybrid"].contains(&name), "{name}: {siblings} siblings");
     }
 }
 

@@ -8,6 +8,7 @@ use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, 
 use crate::tree::{DraftTree, TreeError, TreeLimits};
 use crate::verify::Verdict;
 
+use super::siblings::{bucket, top2, SiblingStats};
 use super::EngineError;
 
 #[derive(Debug, Clone)]
@@ -24,11 +25,14 @@ pub struct DrafterConfig {
     /// the pool's phrase as the trunk without running the drafter at all; the
     /// drafter drafts only the rounds the pool has nothing for.
     pub pool_first: bool,
+    /// Dynamic trees under greedy drafting: the drafter's runner-up beside
+    /// trunk tokens it is unsure of ([`super::siblings`]).
+    pub siblings: bool,
 }
 
 impl Default for DrafterConfig {
     fn default() -> Self {
-        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false }
+        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false, siblings: false }
     }
 }
 
@@ -52,6 +56,8 @@ pub struct Draft {
     /// (hybrid and pool-only drafting): the text tokens the phrase was looked
     /// up with, so that the commit can credit it with what was accepted.
     pub pooled: Option<Vec<u32>>,
+    /// The runner-up siblings sent (dynamic trees): node and confidence bucket.
+    pub siblings: Vec<(usize, usize)>,
 }
 
 impl Draft {
@@ -157,6 +163,8 @@ pub struct Drafter<'m> {
     /// The model's restricted vocabulary, which every drafting pass then
     /// computes instead of the whole one (FR-Spec).
     subset: Option<VocabSubset>,
+    /// How the runner-up siblings of dynamic trees have fared.
+    sibling_stats: SiblingStats,
 }
 
 impl<'m> Drafter<'m> {
@@ -195,6 +203,7 @@ impl<'m> Drafter<'m> {
             stop_ids,
             forward_passes,
             subset: model.draft_vocab().cloned(),
+            sibling_stats: SiblingStats::default(),
         })
     }
 
@@ -357,7 +366,14 @@ impl<'m> Drafter<'m> {
         }
         let dists = trunk.iter().map(|&t| SparseDist::point(t)).collect();
         self.seq.extend_from_slice(&trunk);
-        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: Some(matched) };
+        let mut draft = Draft {
+            tree,
+            dists,
+            trunk_len: trunk.len(),
+            branches: Vec::new(),
+            pooled: Some(matched),
+            siblings: Vec::new(),
+        };
         if plan.branches > 0 && plan.branch_len > 0 {
             self.add_branches(&mut draft, &trunk, plan)?;
         }
@@ -410,7 +426,7 @@ impl Drafter<'_> {
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
         if trunk_cap == 0 {
-            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new(), pooled: None });
+            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new(), pooled: None, siblings: Vec::new() });
         }
         if self.cfg.pool_first {
             if let Some(draft) = self.draft_from_pool(plan, limits, vocab, trunk_cap)? {
@@ -419,8 +435,21 @@ impl Drafter<'_> {
         }
         let mut logits = self.step_to_end()?;
         let mut trunk: Vec<u32> = Vec::new();
+        // Runner-ups worth a node: (trunk position, token, confidence bucket).
+        let mut runner_ups: Vec<(usize, u32, usize)> = Vec::new();
+        let mut reach = 1.0f64;
+        let siblings = self.cfg.siblings && self.params.is_greedy();
         while trunk.len() < trunk_cap {
             let (t, q) = self.choose(&logits)?;
+            if siblings {
+                if let Some((p1, col)) = top2(&logits) {
+                    if self.sibling_stats.worth(reach, p1) {
+                        let token = self.subset.as_ref().map_or(col, |s| s.token(col as usize));
+                        runner_ups.push((trunk.len(), token, bucket(p1)));
+                    }
+                    reach *= f64::from(p1);
+                }
+            }
             trunk.push(t);
             dists.push(q);
             if trunk.len() == trunk_cap || self.stop_ids.contains(&t) {
@@ -438,7 +467,20 @@ impl Drafter<'_> {
         for (i, &t) in trunk.iter().enumerate() {
             tree.push(t, i.checked_sub(1))?;
         }
-        let mut draft = Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: None };
+        let mut draft =
+            Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: None, siblings: Vec::new() };
+        // Before the pool's branches: a runner-up is the drafter's own
+        // second choice, which a pool phrase rarely beats.
+        for (pos, token, b) in runner_ups {
+            let parent = pos.checked_sub(1);
+            let taken = (0..draft.tree.len()).any(|n| draft.tree.parent(n) == parent && draft.tree.token(n) == token);
+            if draft.tree.len() >= limits.max_nodes || taken {
+                continue;
+            }
+            let node = draft.tree.push(token, parent)?;
+            draft.dists.push(SparseDist::point(token));
+            draft.siblings.push((node, b));
+        }
         if self.cfg.use_pool && plan.branches > 0 && plan.branch_len > 0 {
             self.add_branches(&mut draft, &trunk, plan)?;
         }
@@ -513,6 +555,9 @@ impl Drafter<'_> {
         }
         for phrase in draft.verifier_phrases(verdict) {
             self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
+        }
+        for &(node, b) in &draft.siblings {
+            self.sibling_stats.record(b, verdict.accepted.contains(&node));
         }
         let branch_feedback = draft.branch_feedback(verdict);
         if !keep_tail {

@@ -7,6 +7,7 @@
 //! Both in one process, on the round driver, is [`crate::spec::SpecEngine`].
 
 pub mod drafter;
+pub mod siblings;
 pub mod verifier;
 
 pub use drafter::{draft_choice, Ahead, Draft, Drafter, DrafterConfig};

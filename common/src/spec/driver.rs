@@ -137,6 +137,8 @@ pub async fn drive<V: Verifier>(
         });
         stats.rounds += 1;
         stats.pool_rounds += usize::from(draft.pooled.is_some());
+        stats.siblings += draft.siblings.len();
+        stats.siblings_accepted += draft.siblings.iter().filter(|(n, _)| verdict.accepted.contains(n)).count();
         stats.drafted_nodes += draft.tree.len();
         stats.count_accepted(verdict.accepted.len());
         stats.round_log.push(RoundLog {
@@ -240,6 +242,7 @@ mod tests {
                 trunk_len: 6,
                 branches: Vec::new(),
                 pooled: None,
+                siblings: Vec::new(),
             })
         }
 

@@ -45,6 +45,9 @@ pub struct SpecStats {
     /// Rounds whose trunk was a pool phrase sent without a drafter pass
     /// (hybrid drafting).
     pub pool_rounds: usize,
+    /// Runner-up siblings sent (dynamic trees), and how many the verifier accepted.
+    pub siblings: usize,
+    pub siblings_accepted: usize,
     /// `accept_hist[n]`: rounds that accepted `n` draft tokens.
     pub accept_hist: Vec<usize>,
     /// Every round: what the policy predicted and what happened.

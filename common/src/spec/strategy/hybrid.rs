@@ -36,6 +36,6 @@ impl DraftStrategy for Hybrid {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        model_source(&self.name(), at, DrafterConfig { pool_first: true, ..DrafterConfig::default() })
+        model_source(&self.name(), at, DrafterConfig { pool_first: true, siblings: true, ..DrafterConfig::default() })
     }
 }

@@ -1,5 +1,7 @@
 //! Ouroboros: a drafter trunk extended by pool phrases it agrees with, pool
-//! phrases as side branches, and the adaptive controller sizing both.
+//! phrases as side branches, the drafter's runner-up beside trunk tokens it
+//! is unsure of (dynamic trees, greedy only), and the adaptive controller
+//! sizing trunk and branches.
 
 use std::sync::Arc;
 
@@ -43,6 +45,6 @@ impl DraftStrategy for Ouroboros {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        model_source(&self.name(), at, DrafterConfig::default())
+        model_source(&self.name(), at, DrafterConfig { siblings: true, ..DrafterConfig::default() })
     }
 }

@@ -72,7 +72,7 @@ impl DraftSource for PoolSource<'_> {
             trunk_len = tree.len();
         }
         let pooled = (trunk_len > 0).then(|| self.tail.clone());
-        let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new(), pooled };
+        let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new(), pooled, siblings: Vec::new() };
         for c in conts.take(plan.branches) {
             let len = c.len().min(plan.branch_len).min(limits.max_depth);
             // A branch starting like the trunk would merge with it.

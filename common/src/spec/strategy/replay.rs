@@ -65,7 +65,14 @@ impl DraftSource for ReplaySource {
             .map(|&t| if self.rng.random_bool(self.accept) { t } else { (t + 1) % vocab })
             .collect();
         let dists = tokens.iter().map(|&t| SparseDist::point(t)).collect();
-        Ok(Draft { tree: DraftTree::chain(&tokens), dists, trunk_len: n, branches: Vec::new(), pooled: None })
+        Ok(Draft {
+            tree: DraftTree::chain(&tokens),
+            dists,
+            trunk_len: n,
+            branches: Vec::new(),
+            pooled: None,
+            siblings: Vec::new(),
+        })
     }
 
     fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
