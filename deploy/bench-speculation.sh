@@ -15,7 +15,8 @@
 # env:   PROMPTS (default 6: one per category), MAX_TOKENS (128), THREADS (2),
 #        STRATEGIES (bench-spec: chain4,ouroboros,hybrid,pool),
 #        MODES (ouro-bench: cloud-only,sd-chain,ouroboros,hybrid,pool),
-#        LINKS (lan;delay=10ms;4g — `;`-separated: a link spec has commas)
+#        LINKS (lan;delay=10ms;4g — `;`-separated: a link spec has commas),
+#        TEMPERATURE (also run the first link sampled at this temperature, e.g. 0.8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results/speculation}"
@@ -41,4 +42,9 @@ for link in "${link_list[@]}"; do
   "$bin/ouro-bench" run --prompts "$prompts" --max-tokens "$max_tokens" --modes "$modes" \
     --link "$link" --edge-cores 0 --cloud-cores 1 --out "$dir"
 done
+if [ -n "${TEMPERATURE:-}" ]; then
+  echo "bench-speculation: sampled at T=$TEMPERATURE, link ${link_list[0]}" >&2
+  "$bin/ouro-bench" run --prompts "$prompts" --max-tokens "$max_tokens" --modes "$modes" \
+    --link "${link_list[0]}" --temperature "$TEMPERATURE" --edge-cores 0 --cloud-cores 1 --out "$out/run-sampled"
+fi
 echo "bench-speculation: results in $out (bench-spec.md, run-*/report.md)" >&2
