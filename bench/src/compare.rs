@@ -190,6 +190,7 @@ impl Bench {
             token: TOKEN.into(),
             server_name: "localhost".into(),
             trust: Trust::InsecureDev,
+            affinity: None,
         })
     }
 }
