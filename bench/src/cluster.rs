@@ -213,7 +213,7 @@ async fn one(
 ) -> anyhow::Result<Sample> {
     let t = Instant::now();
     let mut c = link::grpc::open(&target(endpoint, token, Some(affinity::fresh_key()))).await?;
-    let info = c.info().await?;
+    let info = Transport::info(&mut c).await?;
     let open = v1::Open { tokenizer_hash: info.tokenizer_hash, prompt: prompt.to_vec(), ..Default::default() };
     let (mut s, opened) = SessionStream::open(&mut c, open).await?;
     let mut arrivals = Vec::new();

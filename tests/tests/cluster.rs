@@ -545,3 +545,20 @@ async fn a_killed_replica_and_a_rolling_restart_lose_no_request_and_no_token() {
     println!("{served} requests across the rolling restart, every text equal to Generate's");
     assert_eq!(drained_with_sessions, 2);
 }
+
+#[test]
+fn an_affinity_key_that_is_no_header_value_is_refused_with_its_flag() {
+    for bad in ["", "two words", "naïve"] {
+        let out = Command::new(bin_path("ouro-edge"))
+            .args(["--threads", "1", "generate", "hi", "--max-tokens", "1", "--cloud", "127.0.0.1:9"])
+            .arg("--model")
+            .arg(model_path("smollm2-135m"))
+            .args(["--insecure-dev", "--token", "t", "--affinity-key", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?} accepted: {stderr}");
+        assert!(stderr.contains("--affinity-key"), "{bad:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
