@@ -80,7 +80,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(replicas: usize, model: &std::path::Path, cores: usize, token_file: &std::path::Path) -> anyhow::Result<Self> {
+    fn start(
+        replicas: usize,
+        model: &std::path::Path,
+        cores: usize,
+        token_file: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster.sh");
         let cloud = ouro_bench::process::sibling_bin("ouro-cloud")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -244,7 +249,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.accept) || args.gamma == 0 || args.prompts == 0 || args.concurrency == 0 {
         bail!("--accept must be in [0, 1]; --gamma, --prompts and --concurrency at least 1");
     }
-    if args.cloud.is_none() && args.replicas.iter().any(|&r| r == 0) {
+    if args.cloud.is_none() && args.replicas.contains(&0) {
         bail!("--replicas: every count must be at least 1");
     }
     let text = TextSide::load(&args.target)?;

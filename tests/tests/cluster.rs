@@ -37,7 +37,7 @@ struct Cluster {
     stats: SocketAddr,
     quic: String,
     replicas: Vec<Replica>,
-    _tokens: PathBuf,
+    tokens: PathBuf,
 }
 
 struct Replica {
@@ -126,7 +126,7 @@ impl Cluster {
             stats: addr(&line["ready"]["metrics"]),
             quic: c["quic"].as_str().unwrap().to_string(),
             replicas,
-            _tokens: tokens,
+            tokens,
         }
     }
 
@@ -196,6 +196,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tokens);
         signal(self.child.id(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
@@ -252,7 +253,9 @@ fn the_proxy_config_the_script_runs_is_the_one_kubernetes_ships() {
     // And every rendered overlay carries it byte for byte.
     let kubectl = Command::new("kubectl").arg("version").arg("--client").output();
     if kubectl.is_err() {
-        println!("kubectl is not installed: the rendered overlays were not compared (deploy/lint-deploy.sh renders them)");
+        println!(
+            "kubectl is not installed: the rendered overlays were not compared (deploy/lint-deploy.sh renders them)"
+        );
         return;
     }
     let overlays: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/k8s/overlays"))
@@ -328,7 +331,8 @@ async fn sessions_spread_over_replicas_and_a_resume_reaches_its_own() {
                 (cluster.target(&format!("device-{i}")), prompts[i].clone(), want[i].clone(), m.clone(), hash.clone());
             tokio::spawn(async move {
                 let mut c = grpc::open(&target).await.expect("connecting through the proxy");
-                let run = speculate(&mut c, &*m, &hash, &prompt, NEW, &STOP, strategy("chain4")).await.expect("session");
+                let run =
+                    speculate(&mut c, &*m, &hash, &prompt, NEW, &STOP, strategy("chain4")).await.expect("session");
                 assert_eq!(run.tokens, want, "device-{i}'s text differs from Generate's");
             })
         })
@@ -426,8 +430,8 @@ async fn sessions_spread_over_replicas_and_a_resume_reaches_its_own() {
 /// What the cloud alone writes for each prompt (`Generate` through the proxy), as text.
 async fn generate_texts(cluster: &Cluster, prompts: &[&str], max: u32) -> Vec<String> {
     use ouro_common::tokenizer::Tokenizer;
-    let tok = Tokenizer::from_gguf(&ouro_common::model::gguf::read_content(&model_path("smollm2-135m")).unwrap())
-        .unwrap();
+    let tok =
+        Tokenizer::from_gguf(&ouro_common::model::gguf::read_content(&model_path("smollm2-135m")).unwrap()).unwrap();
     let info = tok.info();
     let mut out = Vec::new();
     for p in prompts {
