@@ -139,6 +139,8 @@ run_replica() {
       --quic-listen "127.0.0.1:$qport" --health-listen "127.0.0.1:$hport" "${extra[@]}" >"$dir/replica-$i.out" 2>>"$dir/replica-$i.log" &
     echo $! >"$dir/replica-$i.pid.new"
     mv "$dir/replica-$i.pid.new" "$dir/replica-$i.pid"
+    # Started just as the cluster stops: cleanup may have read the old pid.
+    [ -e "$dir/stopping" ] && kill $! 2>/dev/null
     local rc=0
     wait $! || rc=$?
     [ -e "$dir/stopping" ] && break
