@@ -7,8 +7,10 @@
 # Each replica has its own gRPC, QUIC and metrics port and its own cores
 # (taskset), and is restarted when it exits, as a Deployment would: SIGTERM
 # one to see a drain and a restart, SIGKILL one to see a crash. The edge
-# connects to the proxy's address. Everything listens on loopback and
-# without TLS (development mode); TLS in Kubernetes is in deploy/k8s.
+# connects to the proxy's address. Everything listens on loopback, without
+# TLS (development mode) unless --tls-dir gives certificates, in which case
+# TLS runs as in deploy/k8s: terminated at the proxy, re-encrypted to the
+# replicas.
 # Ctrl-C or SIGTERM stops it all and removes its files.
 #
 # usage: deploy/cluster.sh [options] [-- extra `ouro-cloud serve` flags]
@@ -20,6 +22,10 @@
 #   --cores-per-replica K (OURO_CORES_PER_REPLICA, default 1): replica i runs
 #                          on cores i*K .. i*K+K-1, modulo the machine's
 #   --cloud-bin PATH      (OURO_CLOUD_BIN; default: build and use target/debug)
+#   --tls-dir DIR         (OURO_CLUSTER_TLS_DIR) TLS everywhere: DIR/verifier.crt
+#                          and verifier.key (the replicas', naming ouro-verifier),
+#                          DIR/ca.crt (what the proxy checks them against),
+#                          DIR/proxy.pem and proxy.pem.key (the proxy's, for edges)
 #   --install-only        install HAProxy and dnsmasq if missing, then exit
 #                          (exit 3 when they cannot be installed)
 #
@@ -42,6 +48,7 @@ tokens_file="${OURO_TOKENS_FILE:-}"
 listen="${OURO_PROXY_LISTEN:-127.0.0.1:7070}"
 per="${OURO_CORES_PER_REPLICA:-1}"
 cloud_bin="${OURO_CLOUD_BIN:-}"
+tls_dir="${OURO_CLUSTER_TLS_DIR:-}"
 install_only=0
 extra=()
 while [ $# -gt 0 ]; do
@@ -52,6 +59,7 @@ while [ $# -gt 0 ]; do
     --listen) listen="$2"; shift 2 ;;
     --cores-per-replica) per="$2"; shift 2 ;;
     --cloud-bin) cloud_bin="$2"; shift 2 ;;
+    --tls-dir) tls_dir="$2"; shift 2 ;;
     --install-only) install_only=1; shift ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -60,7 +68,7 @@ while [ $# -gt 0 ]; do
 done
 case "$replicas" in ''|*[!0-9]*|0) echo "cluster.sh: --replicas must be a positive number, not '$replicas'" >&2; exit 2 ;; esac
 case "$per" in ''|*[!0-9]*|0) echo "cluster.sh: --cores-per-replica must be a positive number, not '$per'" >&2; exit 2 ;; esac
-case "$listen" in 127.*:*|localhost:*|\[::1\]:*) ;; *) echo "cluster.sh: --listen $listen: loopback only (no TLS here)" >&2; exit 2 ;; esac
+case "$listen" in 127.*:*|localhost:*|\[::1\]:*) ;; *) echo "cluster.sh: --listen $listen: loopback only (the replicas are on loopback)" >&2; exit 2 ;; esac
 
 # HAProxy and dnsmasq from Debian's packages. Concurrent callers (tests)
 # take turns, and apt waits for a dpkg lock another process holds.
@@ -89,6 +97,17 @@ if [ -z "$cloud_bin" ]; then
 fi
 [ -x "$cloud_bin" ] || { echo "cluster.sh: $cloud_bin is not an executable" >&2; exit 2; }
 case "$model" in */*|*.gguf) ;; *) "$here/fetch-models.sh" "$model" >&2 ;; esac
+
+tls_flags=(--insecure-dev)
+proxy_tls=()
+if [ -n "$tls_dir" ]; then
+  for f in verifier.crt verifier.key ca.crt proxy.pem proxy.pem.key; do
+    [ -r "$tls_dir/$f" ] || { echo "cluster.sh: --tls-dir $tls_dir has no readable $f" >&2; exit 2; }
+  done
+  tls_dir="$(cd "$tls_dir" && pwd)"
+  tls_flags=(--tls-cert "$tls_dir/verifier.crt" --tls-key "$tls_dir/verifier.key")
+  proxy_tls=(OURO_PROXY_TLS_CERT="$tls_dir/proxy.pem" OURO_BACKEND_TLS_CA="$tls_dir/ca.crt" OURO_BACKEND_TLS_NAME=ouro-verifier)
+fi
 
 dir="$(mktemp -d -t ouro-cluster.XXXXXX)"
 pids=()
@@ -134,7 +153,7 @@ cores="$(nproc)"
 run_replica() {
   local i="$1" port="$2" mport="$3" qport="$4" hport="$5" set="$6"
   while [ ! -e "$dir/stopping" ]; do
-    taskset -c "$set" "$cloud_bin" --threads "$per" serve --model "$model" --insecure-dev \
+    taskset -c "$set" "$cloud_bin" --threads "$per" serve --model "$model" "${tls_flags[@]}" \
       --tokens-file "$tokens_file" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
       --quic-listen "127.0.0.1:$qport" --health-listen "127.0.0.1:$hport" "${extra[@]}" >"$dir/replica-$i.out" 2>>"$dir/replica-$i.log" &
     echo $! >"$dir/replica-$i.pid.new"
@@ -188,7 +207,7 @@ for ((i = 0; i < replicas; i++)); do
   done
 done
 
-OURO_PROXY_BIND="$listen" OURO_PROXY_STATS_BIND="127.0.0.1:$stats_port" OURO_VERIFIERS_SRV="$srv" \
+env "${proxy_tls[@]}" OURO_PROXY_BIND="$listen" OURO_PROXY_STATS_BIND="127.0.0.1:$stats_port" OURO_VERIFIERS_SRV="$srv" \
   OURO_PROXY_SLOTS="$replicas" OURO_DNS_SERVER="127.0.0.1:$dns_port" OURO_PROXY_ADMIN_SOCKET="$dir/haproxy.sock" \
   haproxy -db -f "$proxy_cfg" 2>"$dir/haproxy.log" &
 proxy_pid=$!
@@ -217,6 +236,7 @@ if [ "$up" != "$replicas" ]; then
   echo "cluster.sh: the proxy sees $up of $replicas replicas up" >&2; cat "$dir/haproxy.log" >&2; exit 1
 fi
 
-echo "ouro cluster: $replicas replicas of $model behind HAProxy on $listen (gRPC, plaintext); QUIC direct: $quic_all" >&2
+security="plaintext"; [ -n "$tls_dir" ] && security="TLS"
+echo "ouro cluster: $replicas replicas of $model behind HAProxy on $listen (gRPC, $security); QUIC direct: $quic_all" >&2
 echo "{\"ready\":{\"service\":\"ouro-cluster\",\"listen\":\"$listen\",\"metrics\":\"127.0.0.1:$stats_port\"},\"cluster\":{\"dir\":\"$dir\",\"token_file\":\"$tokens_file\",\"proxy_pid\":$proxy_pid,\"quic\":\"$quic_all\",\"replicas\":[$json_replicas]}}"
 wait "$proxy_pid"

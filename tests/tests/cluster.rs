@@ -80,6 +80,11 @@ fn proxy_installable() -> bool {
 
 impl Cluster {
     fn start(replicas: usize) -> Cluster {
+        Self::start_with(replicas, None)
+    }
+
+    /// With `tls`: `deploy/cluster.sh --tls-dir`.
+    fn start_with(replicas: usize, tls: Option<&std::path::Path>) -> Cluster {
         let tokens = std::env::temp_dir().join(format!("ouro-cluster-tokens-{}-{}", std::process::id(), free_port()));
         std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
         let proxy = format!("127.0.0.1:{}", free_port());
@@ -91,6 +96,7 @@ impl Cluster {
             .arg(&tokens)
             .arg("--cloud-bin")
             .arg(bin_path("ouro-cloud"))
+            .args(tls.map(|d| [std::ffi::OsStr::new("--tls-dir"), d.as_os_str()]).into_iter().flatten())
             .args(["--", "--cost-probe", "1,4", "--shutdown-grace-secs", "20"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -565,4 +571,42 @@ fn an_affinity_key_that_is_no_header_value_is_refused_with_its_flag() {
         assert!(stderr.contains("--affinity-key"), "{bad:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_proxy_terminates_and_re_encrypts() {
+    if !proxy_installable() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ouro-cluster-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    // The replicas' certificate is its own CA here; the proxy checks the name.
+    let verifier = cert("ouro-verifier");
+    std::fs::write(dir.join("verifier.crt"), verifier.cert.pem()).unwrap();
+    std::fs::write(dir.join("verifier.key"), verifier.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.crt"), verifier.cert.pem()).unwrap();
+    let proxy = cert("localhost");
+    std::fs::write(dir.join("proxy.pem"), proxy.cert.pem()).unwrap();
+    std::fs::write(dir.join("proxy.pem.key"), proxy.signing_key.serialize_pem()).unwrap();
+    let cluster = Cluster::start_with(1, Some(&dir));
+    let prompt = prompts()[0].clone();
+    let want = expected(&prompt);
+    let mut target = cluster.target("tls-device");
+    target.trust = Trust::Ca(proxy.cert.pem().into_bytes());
+    let mut c = grpc::open(&target).await.expect("TLS to the proxy");
+    let hash = ouro_edge::link::Transport::info(&mut c).await.expect("info through TLS").tokenizer_hash;
+    let m = smollm2();
+    let run = speculate(&mut c, &*m, &hash, &prompt, NEW, &STOP, strategy("chain4")).await.expect("session over TLS");
+    assert_eq!(run.tokens, want);
+    assert_eq!(cluster.value(0, "ouro_sessions_opened_total"), 1.0);
+    // An edge that trusts another CA does not get through.
+    target.trust = Trust::Ca(cert("localhost").cert.pem().into_bytes());
+    let refused = match grpc::open(&target).await {
+        Err(_) => true,
+        Ok(mut c) => ouro_edge::link::Transport::info(&mut c).await.is_err(),
+    };
+    assert!(refused, "the proxy's certificate was accepted by an edge that does not trust it");
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
 }
