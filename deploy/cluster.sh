@@ -4,7 +4,7 @@
 # (deploy/k8s/base/proxy/haproxy.cfg) and the same discovery (DNS SRV
 # records, here from a dnsmasq on loopback instead of a headless Service).
 #
-# Each replica has its own gRPC, QUIC and metrics port and its own cores
+# Each replica has its own gRPC, QUIC, health and metrics port, its own cores
 # (taskset), and is restarted when it exits, as a Deployment would: SIGTERM
 # one to see a drain and a restart, SIGKILL one to see a crash. The edge
 # connects to the proxy's address. Everything listens on loopback, without
