@@ -196,6 +196,7 @@ impl Bench {
             token: TOKEN.into(),
             server_name: "localhost".into(),
             trust: Trust::InsecureDev,
+            affinity: None,
         })
     }
 }

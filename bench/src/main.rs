@@ -2,6 +2,7 @@
 //! same run on the same machine.
 
 mod cloud;
+mod cluster;
 mod compare;
 mod workload;
 
@@ -20,6 +21,11 @@ enum Command {
     /// The cloud verifier's cost: verified tokens per cloud CPU-second for
     /// speculative sessions against `Generate`, at several concurrencies.
     Cloud(cloud::CloudArgs),
+    /// Verifier replicas behind the proxy (`deploy/cluster.sh`), or any
+    /// running endpoint (`--cloud ADDR`): concurrent sessions with one
+    /// affinity key each; tokens/s, TTFT and ITL percentiles, cloud CPU
+    /// per token with the proxy's counted.
+    Cluster(Box<cluster::ClusterArgs>),
     /// Every mode side by side (cloud-only, edge-only, sd-chain, ouroboros,
     /// ouroboros over QUIC) through an emulated link, with results.json, a
     /// Markdown report and SVG plots.
@@ -38,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     ouro_config::memory::keep_freed_buffers();
     match Cli::parse().command {
         Command::Cloud(args) => cloud::run(args),
+        Command::Cluster(args) => cluster::run(*args),
         Command::Run(args) => compare::run(*args),
         Command::Sweep(args) => compare::sweep(*args),
         Command::Soak(args) => soak(&args),

@@ -24,6 +24,29 @@ pub async fn replay(
     vocab: u32,
     seed: u64,
 ) -> Result<SpecStats, LinkError> {
+    let spec = ReplaySpec { gamma, accept, vocab, seed };
+    replay_with(stream, committed_len, reference, spec, |_| ControlFlow::Continue(())).await
+}
+
+/// How [`replay_with`] drafts.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplaySpec {
+    pub gamma: usize,
+    pub accept: f64,
+    pub vocab: u32,
+    pub seed: u64,
+}
+
+/// [`replay`], handing each round's committed tokens to `on_tokens` as
+/// they arrive (for latencies).
+pub async fn replay_with(
+    stream: &mut SessionStream,
+    committed_len: usize,
+    reference: &[u32],
+    spec: ReplaySpec,
+    on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
+) -> Result<SpecStats, LinkError> {
+    let ReplaySpec { gamma, accept, vocab, seed } = spec;
     let strategy = Replay { reference: reference.to_vec(), gamma, accept, seed };
     let mut pool = PhrasePool::default();
     let at = Opening { drafter: None, prompt: &[], sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
@@ -42,6 +65,6 @@ pub async fn replay(
     };
     let mut verifier = RemoteVerifier::new(stream, committed_len, false);
     let mut run = SpecStats::default();
-    spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut run, |_| ControlFlow::Continue(())).await?;
+    spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut run, on_tokens).await?;
     Ok(run)
 }

@@ -42,6 +42,13 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_QUIC_LISTEN")]
     pub quic_listen: Option<SocketAddr>,
 
+    /// Also serve `grpc.health.v1` alone, without TLS, on this TCP address:
+    /// for probes that cannot speak TLS, such as Kubernetes' gRPC probes.
+    /// It tells only whether the server is serving (`ouro.v1.Verifier` turns
+    /// NOT_SERVING when a drain starts). Port 0 picks a free port.
+    #[arg(long, env = "OURO_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// TLS certificate chain (PEM).
     #[arg(long, env = "OURO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -51,8 +58,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Serve without TLS (gRPC) and with a throwaway self-signed certificate
-    /// (QUIC). Refused unless `--listen`, `--quic-listen` and `--metrics-listen`
-    /// are all loopback addresses.
+    /// (QUIC). Refused unless `--listen`, `--quic-listen`, `--metrics-listen`
+    /// and `--health-listen` are all loopback addresses.
     #[arg(long, env = "OURO_INSECURE_DEV")]
     pub insecure_dev: bool,
 
@@ -152,11 +159,12 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Every address the server listens on, by its flag: `--insecure-dev`
     /// refuses any that is not loopback.
-    pub fn listeners(&self) -> [(&'static str, Option<SocketAddr>); 3] {
+    pub fn listeners(&self) -> [(&'static str, Option<SocketAddr>); 4] {
         [
             ("--listen", Some(self.listen)),
             ("--quic-listen", self.quic_listen),
             ("--metrics-listen", Some(self.metrics_listen)),
+            ("--health-listen", self.health_listen),
         ]
     }
 }

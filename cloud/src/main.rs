@@ -233,6 +233,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ready.quic = quic::start(args.quic_listen, pem.as_ref(), &shared, &tokens)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VerifierServer<VerifierService>>().await;
+    if let Some(at) = args.health_listen {
+        let listener = ouro_config::listen::tcp(at).with_context(|| format!("binding {at}"))?;
+        ready.health = Some(listener.local_addr()?);
+        // No shutdown of its own: during the drain it answers NOT_SERVING,
+        // and it ends with the process.
+        let probes = Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(async move {
+            if let Err(e) = probes.await {
+                tracing::error!("the health port stopped: {e}");
+            }
+        });
+    }
     let verifier = VerifierServer::new(VerifierService::new(shared.clone()))
         .max_decoding_message_size(args.max_message_bytes)
         .max_encoding_message_size(args.max_message_bytes);

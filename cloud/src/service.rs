@@ -317,6 +317,8 @@ async fn open_session(
                 open.prompt.len()
             )));
         }
+        // Behind a proxy, this shows that a resume reached its replica.
+        metrics::counter!(telemetry::SESSIONS_RESUMED).increment(1);
         return Ok((open.resume, len, last_round, true));
     }
     check_prompt(shared, &open.prompt)?;

@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const SESSIONS_OPEN: &str = "ouro_sessions_open";
 pub const SESSIONS_OPENED: &str = "ouro_sessions_opened_total";
+pub const SESSIONS_RESUMED: &str = "ouro_sessions_resumed_total";
 pub const ROUNDS: &str = "ouro_rounds_total";
 pub const ACCEPTED_PER_ROUND: &str = "ouro_accepted_tokens_per_round";
 pub const VERIFY_SECONDS: &str = "ouro_verify_seconds";

@@ -19,6 +19,9 @@ pub struct Ready {
     /// The cloud's QUIC (UDP) port, when it serves QUIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quic: Option<SocketAddr>,
+    /// The cloud's plaintext `grpc.health.v1` port, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<SocketAddr>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -28,12 +31,12 @@ struct Line {
 
 impl Ready {
     pub fn new(service: &str, listen: SocketAddr) -> Self {
-        Self { service: service.into(), listen, metrics: None, quic: None }
+        Self { service: service.into(), listen, metrics: None, quic: None, health: None }
     }
 
     /// The transports served beside the main listener, by name (for banners).
     pub fn also_serving(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
-        [("quic", self.quic)].into_iter().filter_map(|(name, addr)| Some((name, addr?)))
+        [("quic", self.quic), ("health", self.health)].into_iter().filter_map(|(name, addr)| Some((name, addr?)))
     }
 
     /// The line, without its newline.

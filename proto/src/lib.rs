@@ -16,6 +16,12 @@ pub use convert::WireError;
 /// The protocol version `proto/ouro/v1` describes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The gRPC metadata key of the client's affinity key. A proxy in front of
+/// several verifier replicas hashes on it, consistently, so that every call
+/// of one generation (a resume, a re-open after a dropped connection) reaches
+/// the replica that holds its KV cache (`deploy/k8s/base/proxy/haproxy.cfg`).
+pub const AFFINITY_HEADER: &str = "x-ouro-affinity";
+
 /// QUIC's transport settings, the same at both ends.
 pub mod quic {
     use std::time::Duration;

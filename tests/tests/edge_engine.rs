@@ -7,7 +7,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use ouro_common::chat::{ChatTemplate, CHATML};
@@ -41,6 +41,8 @@ struct FakeCloud {
     /// The pause before each verdict, and whether one is under way.
     delay: Duration,
     in_verdict: Arc<AtomicBool>,
+    /// The affinity key of every connection, in order.
+    keys: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 struct FakeConn {
@@ -86,7 +88,8 @@ impl Verifier for Distant<'_> {
 impl Cloud for FakeCloud {
     type Conn = FakeConn;
 
-    async fn connect(&self) -> Result<(FakeConn, ModelInfo), ConnectError> {
+    async fn connect(&self, affinity: Option<&str>) -> Result<(FakeConn, ModelInfo), ConnectError> {
+        self.keys.lock().unwrap().push(affinity.map(str::to_string));
         let session = self.sessions.fetch_add(1, Ordering::SeqCst);
         let conn = FakeConn {
             target: self.target.clone(),
@@ -142,6 +145,7 @@ struct Setup {
     local: Arc<LocalModel>,
     sessions: Arc<AtomicUsize>,
     in_verdict: Arc<AtomicBool>,
+    keys: Arc<Mutex<Vec<Option<String>>>>,
     _dir: TempDir,
     pool_file: std::path::PathBuf,
 }
@@ -160,6 +164,7 @@ fn setup_with(
     let local = Arc::new(local());
     let sessions = Arc::new(AtomicUsize::new(0));
     let in_verdict = Arc::new(AtomicBool::new(false));
+    let keys = Arc::new(Mutex::new(Vec::new()));
     let info = ModelInfo {
         tokenizer_hash: local.tokenizer.info().identity.clone(),
         vocab_size: local.model.config().vocab_size as u32,
@@ -175,6 +180,7 @@ fn setup_with(
         start_together: start_together.map(|n| Arc::new(Barrier::new(n))),
         delay,
         in_verdict: in_verdict.clone(),
+        keys: keys.clone(),
     };
     let dir = TempDir::new(name);
     let pool_file = dir.0.join("pool.json");
@@ -188,7 +194,7 @@ fn setup_with(
         workers,
     };
     let backend = EdgeBackend::new(local.clone(), Some(cloud), opts).unwrap();
-    Setup { backend, local, sessions, in_verdict, _dir: dir, pool_file }
+    Setup { backend, local, sessions, in_verdict, keys, _dir: dir, pool_file }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -277,6 +283,10 @@ fn a_lost_session_is_reopened_from_the_committed_text() {
     assert!(done.is_some());
     assert_eq!(text, target_text(&s, &p, 32));
     assert_eq!(s.sessions.load(Ordering::SeqCst), 2, "the lost session was not re-opened once");
+    // Behind a proxy the re-open must reach the same replica: same key.
+    let keys = s.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].is_some() && keys[0] == keys[1], "the re-open carried another affinity key: {keys:?}");
 }
 
 #[test]
@@ -290,6 +300,10 @@ fn concurrent_requests_keep_each_others_phrases() {
     let pool = PhrasePool::load(&s.pool_file).expect("the pool was saved");
     assert!(knows(&pool, &a), "the first request's phrases were lost");
     assert!(knows(&pool, &b), "the second request's phrases were lost");
+    // Two generations, two keys: a proxy may spread them over replicas.
+    let keys = s.keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(Option::is_some) && keys[0] != keys[1], "{keys:?}");
 }
 
 #[test]

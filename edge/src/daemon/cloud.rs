@@ -50,7 +50,18 @@ impl CloudConfig {
             Some(ca) if !args.insecure_dev => Trust::Ca(ca),
             _ => Trust::InsecureDev,
         };
-        let target = Target { endpoint: endpoint.clone(), token, server_name: args.server_name.clone(), trust };
+        if let Some(key) = &args.affinity_key {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                anyhow::bail!("--affinity-key must be non-empty printable ASCII without spaces");
+            }
+        }
+        let target = Target {
+            endpoint: endpoint.clone(),
+            token,
+            server_name: args.server_name.clone(),
+            trust,
+            affinity: args.affinity_key.clone(),
+        };
         Ok(Some(Self {
             endpoint,
             transport: args.transport,
@@ -69,11 +80,16 @@ impl CloudConfig {
     }
 
     /// Connects and checks the handshake: a cloud whose tokenizer differs
-    /// is refused, naming both hashes.
-    pub async fn connect(&self) -> Result<(Conn, ModelInfo), ConnectError> {
+    /// is refused, naming both hashes. Calls carry `affinity` unless
+    /// `--affinity-key` fixed one for the whole device.
+    pub async fn connect(&self, affinity: Option<&str>) -> Result<(Conn, ModelInfo), ConnectError> {
         let limit = Duration::from_secs(5);
+        let mut target = self.target.clone();
+        if target.affinity.is_none() {
+            target.affinity = affinity.map(str::to_string);
+        }
         let attempt = async {
-            let mut conn = self.transport.open(&self.target).await?;
+            let mut conn = self.transport.open(&target).await?;
             let info = conn.info().await?;
             if let Some((hash, vocab)) = &self.expect {
                 if &info.tokenizer_hash != hash || info.vocab_size != *vocab {
@@ -106,8 +122,11 @@ fn check_loopback(endpoint: &str) -> anyhow::Result<()> {
 impl Cloud for CloudConfig {
     type Conn = Conn;
 
-    fn connect(&self) -> impl std::future::Future<Output = Result<(Conn, ModelInfo), ConnectError>> + Send {
-        CloudConfig::connect(self)
+    fn connect(
+        &self,
+        affinity: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<(Conn, ModelInfo), ConnectError>> + Send {
+        CloudConfig::connect(self, affinity)
     }
 
     async fn speculate(

@@ -75,7 +75,9 @@ impl ServeArgs {
 /// The cloud link and how generation uses it (shared by `serve` and `generate`).
 #[derive(Args, Debug, Clone)]
 pub struct LinkArgs {
-    /// The cloud verifier, host:port (none: drafter alone). For QUIC, its UDP port.
+    /// The cloud verifier, host:port (none: drafter alone). For QUIC, its UDP
+    /// port. Several replicas without a proxy: comma-separated, or a name
+    /// with several addresses (a headless Service); see --affinity-key.
     #[arg(long, env = "OURO_CLOUD")]
     pub cloud: Option<String>,
     /// Transport to the cloud.
@@ -92,6 +94,14 @@ pub struct LinkArgs {
     /// loopback address.
     #[arg(long, env = "OURO_INSECURE_DEV")]
     pub insecure_dev: bool,
+    /// Affinity key sent on every call (gRPC metadata `x-ouro-affinity`): a
+    /// proxy in front of several verifier replicas hashes on it, and over
+    /// QUIC, or with several `--cloud` addresses, the client picks a replica
+    /// by it. Set, it keeps all of this device's sessions on one replica
+    /// (e.g. a device id); unset, each generation gets a fresh random key,
+    /// kept for its re-opens.
+    #[arg(long, env = "OURO_AFFINITY_KEY")]
+    pub affinity_key: Option<String>,
     /// Bearer token for the cloud.
     #[arg(long, env = "OURO_CLOUD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

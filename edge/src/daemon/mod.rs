@@ -30,7 +30,7 @@ pub fn run(args: config::ServeArgs) -> anyhow::Result<()> {
         if let Some(c) = &backend.cloud {
             // Refuse a mismatched cloud, or one that refuses our token, at
             // start-up rather than on the first request.
-            match c.connect().await {
+            match c.connect(None).await {
                 Ok((_, info)) => println!("cloud: {} at {} ({})", info.model_id, c.endpoint, c.transport),
                 Err(cloud::ConnectError::Mismatch(m)) => anyhow::bail!("{m}"),
                 Err(e) if e.is_auth() => anyhow::bail!("the cloud at {} refused this edge's token: {e}", c.endpoint),

@@ -140,7 +140,7 @@ impl<C: Cloud> EdgeBackend<C> {
         let Some(cloud) = self.cloud.clone() else { return };
         loop {
             tokio::time::sleep(self.opts.reprobe).await;
-            let up = match cloud.connect().await {
+            let up = match cloud.connect(None).await {
                 Ok(_) => true,
                 // A cloud that answers but refuses us is up; the requests say why.
                 Err(ConnectError::Status(s)) | Err(ConnectError::Link(LinkError::Status(s))) => {
@@ -359,6 +359,9 @@ impl<C: Cloud> Job<C> {
         let started = Instant::now();
         let mut busy_since: Option<Instant> = None;
         let stop_ids = out.stop_ids.clone();
+        // Every connection of this generation carries one key, so behind a
+        // proxy its re-opens reach the replica that had its session.
+        let affinity = crate::link::affinity::fresh_key();
         // Speculate until done; on a lost session re-open from the committed
         // tokens; on a busy cloud wait (and then tell the client to come
         // back); on a lost cloud follow the fallback policy. With `local`,
@@ -383,7 +386,7 @@ impl<C: Cloud> Job<C> {
                 }
             }
             let cloud = self.cloud.as_ref().expect("checked above");
-            let err = match cloud.connect().await {
+            let err = match cloud.connect(Some(&affinity)).await {
                 Ok((mut conn, info)) => {
                     let mut committed = req.prompt.clone();
                     committed.extend_from_slice(&out.tokens);
@@ -524,7 +527,7 @@ impl<C: Cloud> Job<C> {
                 let mut attempt = 0;
                 loop {
                     tokio::time::sleep(every.max(backoff(attempt))).await;
-                    if cloud.connect().await.is_ok() {
+                    if cloud.connect(None).await.is_ok() {
                         back.store(true, Ordering::Release);
                         return;
                     }

@@ -44,8 +44,14 @@ pub trait Cloud: Send + Sync + 'static {
     type Conn: Send;
 
     /// Connects and checks the handshake: a cloud whose tokenizer differs
-    /// from the drafter's is a [`ConnectError::Mismatch`].
-    fn connect(&self) -> impl Future<Output = Result<(Self::Conn, ModelInfo), ConnectError>> + Send;
+    /// from the drafter's is a [`ConnectError::Mismatch`]. Every call on
+    /// the connection carries `affinity` (see [`crate::link::affinity`]):
+    /// one generation passes the same key to all its connections, so that
+    /// behind a proxy its re-opens reach the same replica.
+    fn connect(
+        &self,
+        affinity: Option<&str>,
+    ) -> impl Future<Output = Result<(Self::Conn, ModelInfo), ConnectError>> + Send;
 
     /// One speculative session on `conn`, as [`link::speculate_into`].
     fn speculate(

@@ -14,6 +14,8 @@ pub enum LinkError {
     },
     #[error("the bearer token is not a valid header value")]
     Token,
+    #[error("the affinity key is not a valid header value (printable ASCII only)")]
+    Affinity,
     #[error("cloud: {0}")]
     Status(#[from] Status),
     #[error("drafter: {0}")]

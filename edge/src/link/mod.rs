@@ -5,10 +5,12 @@
 //! - [`kind`]: the transports by name ([`TransportKind`]), and connecting one;
 //! - [`grpc`]: tonic over HTTP/2, with bearer-token auth;
 //! - [`quic`]: quinn, length-delimited frames on one stream per call;
+//! - [`affinity`]: which replica a client reaches when there are several;
 //! - [`error`]: what can go wrong on any of them;
 //! - [`session`]: speculative generation over a transport, with the drafter
 //!   from the speculative core.
 
+pub mod affinity;
 pub mod error;
 pub mod grpc;
 pub mod kind;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 use tonic::{Code, Status};
 
+use super::affinity;
 use super::error::LinkError;
 use super::transport::{BoxFuture, ResponseStream, Target, Transport, Trust};
 
@@ -26,13 +27,10 @@ pub struct QuicLink {
     token: String,
 }
 
-/// Connects to `target`, its endpoint resolved to its first address.
+/// Connects to `target`. No proxy can hash QUIC on the affinity key, so
+/// among several replicas the client picks by it itself.
 pub async fn open(target: &Target) -> Result<QuicLink, LinkError> {
-    let addr = tokio::net::lookup_host(&target.endpoint)
-        .await
-        .map_err(|e| LinkError::Address(format!("{}: {e}", target.endpoint)))?
-        .next()
-        .ok_or_else(|| LinkError::Address(target.endpoint.clone()))?;
+    let addr = affinity::resolve(&target.endpoint, target.affinity.as_deref()).await?;
     QuicLink::connect(addr, &target.server_name, &target.token, target.trust.clone()).await
 }
 

@@ -75,12 +75,18 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 /// Where the cloud is and how to trust it, whatever the transport.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `host:port`: the TCP port for gRPC, the UDP port for QUIC.
+    /// `host:port`: the TCP port for gRPC, the UDP port for QUIC. Several
+    /// replicas (comma-separated, or a name with several addresses, like a
+    /// headless Service): the client picks one by [`Target::affinity`]
+    /// (see [`super::affinity`]).
     pub endpoint: String,
     pub token: String,
     /// The name the cloud's certificate must carry.
     pub server_name: String,
     pub trust: Trust,
+    /// Sent on every call as [`super::affinity::AFFINITY_HEADER`], so that
+    /// a proxy in front of several replicas keeps it on one of them.
+    pub affinity: Option<String>,
 }
 
 /// How the client checks the server's certificate.
