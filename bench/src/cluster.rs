@@ -242,6 +242,8 @@ async fn one(
         accepted_per_round: Vec::new(),
         target_passes: run.rounds,
         tokens: run.tokens,
+        // A replay at a fixed draft length: no controller, nothing predicted.
+        round_log: Vec::new(),
     })
 }
 
