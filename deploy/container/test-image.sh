@@ -44,6 +44,12 @@ fi
 # runc and lower limits run.
 RUN=(--runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
 
+host_ca=/etc/ssl/certs/ca-certificates.crt
+[ -f "$host_ca" ] || die "no CA bundle at $host_ca (Debian: ca-certificates)"
+# Containers that fetch (pip in the image) trust what this machine trusts, for
+# the same reason; the image itself keeps Debian's bundle.
+CA=(-v "$host_ca:/etc/ssl/certs/ca-certificates.crt:ro")
+
 have_image() { podman image exists "$1" || podman pull -q "$1" >/dev/null 2>&1; }
 
 bootstrap() { # dir [include,...]
@@ -74,6 +80,9 @@ if ! have_image "$rust_image"; then
     rm -rf "$cache/rootfs-builder/usr/local/rust"
     mkdir -p "$cache/rootfs-builder/usr/local/rust"
     tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$cache/rootfs-builder/usr/local/rust" -x
+    # This machine's trust store: where registries are reached through a
+    # TLS-inspecting proxy, its CA is only there (cargo fetches crates).
+    cp "$host_ca" "$cache/rootfs-builder/etc/ssl/certs/ca-certificates.crt"
     tar -C "$cache/rootfs-builder" --exclude=./.complete -c . \
       | podman import -q --change "ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" - "$rust_image" >/dev/null
   fi
@@ -111,7 +120,7 @@ check "the default command refuses to serve without TLS (exit $status: $(tail -1
 mkdir -p "$work/models" "$work/secrets"
 chown 10001:10001 "$work/models"
 check "fetch-models.sh fills a volume as uid 10001 (pip from Debian, --target)" \
-  run -v "$work/models:/models" --network=host "$tag" /usr/local/share/ouro/fetch-models.sh smollm2-135m
+  run -v "$work/models:/models" "${CA[@]}" --network=host "$tag" /usr/local/share/ouro/fetch-models.sh smollm2-135m
 sha="$(awk -F'\t' '$1 == "smollm2-135m" { print $7 }' deploy/models.tsv)"
 check "the fetched model's sha256 is the pinned one" \
   sh -c "echo '$sha  $work/models/smollm2-135m.gguf' | sha256sum -c --quiet"
