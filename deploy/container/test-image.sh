@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds deploy/container/Containerfile with podman and checks the image:
 # non-root (uid 10001), the three binaries and nothing else in
-# /usr/local/bin, no model anywhere, the cloud refusing to start without TLS,
+# /usr/local/bin, no model anywhere, the cloud refusing to start without a
+# token or TLS,
 # the fetch script filling a volume as the init container would, and a cloud
 # (TLS, token) and an edge in two containers producing the same text as the
 # edge alone.
@@ -113,7 +114,10 @@ check "ouro-cloud, ouro-edge and ouro-bench start" \
 models="$(run "$tag" sh -c 'find / -xdev \( -name "*.gguf" -o -name "*.safetensors" \) -print; ls -A /models')"
 check "no model in the image (found: ${models:-nothing})" test -z "$models"
 run "$tag" > "$work/cmd.out" 2>&1 && status=0 || status=$?
-check "the default command refuses to serve without TLS (exit $status: $(tail -1 "$work/cmd.out"))" \
+check "the default command refuses to serve without tokens (exit $status: $(tail -1 "$work/cmd.out"))" \
+  grep -q "no bearer tokens configured" "$work/cmd.out"
+run -e OURO_TOKENS=not-a-secret "$tag" > "$work/cmd.out" 2>&1 && status=0 || status=$?
+check "and, given one, without TLS (exit $status: $(tail -1 "$work/cmd.out"))" \
   grep -q "TLS needs --tls-cert" "$work/cmd.out"
 
 # The init container's job: fetch into an empty volume owned by the image's user.
@@ -144,10 +148,13 @@ check "the cloud serves TLS from the image (ready at ${addr:-nowhere})" test -n 
 if [ -n "$addr" ]; then
   edge=(ouro-edge --threads 1 generate "Write a haiku about the sea." --model smollm2-135m --max-tokens 24)
   run --network=host -v "$work/models:/models:ro" -v "$work/secrets:/secrets:ro" "$tag" \
-    "${edge[@]}" --cloud "$addr" --ca /secrets/cert.pem --token-file /secrets/token > "$work/spec.out" 2> "$work/spec.err" \
-    || { cat "$work/spec.err" >&2; true; }
+    "${edge[@]}" --cloud "$addr" --ca /secrets/cert.pem --token-file /secrets/token --fallback fail \
+    > "$work/spec.out" 2> "$work/spec.err" || { cat "$work/spec.err" >&2; true; }
   run -v "$work/models:/models:ro" "$tag" "${edge[@]}" > "$work/local.out" 2> "$work/local.err" || cat "$work/local.err" >&2
-  check "the edge, verified by the cloud over TLS, writes text ($(wc -c < "$work/spec.out") bytes)" test -s "$work/spec.out"
+  # --fallback fail and the summary's mode: the text came through the cloud,
+  # not from the drafter alone after a failed connection.
+  check "the edge, verified by the cloud over TLS, writes text ($(wc -c < "$work/spec.out") bytes; $(tail -1 "$work/spec.err"))" \
+    sh -c "test -s '$work/spec.out' && grep -q '+ cloud: mode speculative,' '$work/spec.err'"
   check "and the same text as the same model alone" cmp -s "$work/spec.out" "$work/local.out"
 fi
 
