@@ -99,7 +99,8 @@ fn an_overlay_with_a_field_kubernetes_does_not_have_fails() {
 
 #[test]
 fn an_overlay_that_does_not_render_fails() {
-    let s = k8s_tree("render", &[("deployment.yaml", DEPLOYMENT)], &[("dev", "resources: [../../base, ../../missing]\n")]);
+    let s =
+        k8s_tree("render", &[("deployment.yaml", DEPLOYMENT)], &[("dev", "resources: [../../base, ../../missing]\n")]);
     let (ok, report) = lint_k8s(&s.0);
     assert!(!ok, "{report}");
     assert!(report.contains("k8s overlay dev does not render"), "{report}");
@@ -108,7 +109,8 @@ fn an_overlay_that_does_not_render_fails() {
 #[test]
 fn a_misspelt_built_in_kind_fails_and_a_custom_resource_passes() {
     let certificate = "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: verifier-tls}\nspec:\n  secretName: verifier-tls\n  dnsNames: [verifier]\n  issuerRef: {name: ca, kind: Issuer}\n";
-    let ok_tree = k8s_tree("kind-ok", &[("deployment.yaml", DEPLOYMENT), ("certificate.yaml", certificate)], &[("dev", OVERLAY)]);
+    let ok_tree =
+        k8s_tree("kind-ok", &[("deployment.yaml", DEPLOYMENT), ("certificate.yaml", certificate)], &[("dev", OVERLAY)]);
     let (ok, report) = lint_k8s(&ok_tree.0);
     assert!(ok, "a custom resource failed:\n{report}");
     assert!(report.contains("renders, 2 resources"), "{report}");
@@ -117,7 +119,10 @@ fn a_misspelt_built_in_kind_fails_and_a_custom_resource_passes() {
     let bad = k8s_tree("kind-bad", &[("deployment.yaml", &misspelt)], &[("dev", OVERLAY)]);
     let (ok, report) = lint_k8s(&bad.0);
     assert!(!ok, "a misspelt kind passed:\n{report}");
-    assert!(report.contains("no Kubernetes 1.33.0 schema for a built-in kind") && report.contains("Deploymnt"), "{report}");
+    assert!(
+        report.contains("no Kubernetes 1.33.0 schema for a built-in kind") && report.contains("Deploymnt"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -136,7 +141,8 @@ fn a_k8s_tree_is_skipped_only_while_it_does_not_exist() {
 #[test]
 fn a_containerfile_finding_fails() {
     let s = Scratch::new("containerfile");
-    let good = s.write("good/Containerfile", "FROM docker.io/library/debian:bookworm-slim\nUSER 10001\nCMD [\"true\"]\n");
+    let good =
+        s.write("good/Containerfile", "FROM docker.io/library/debian:bookworm-slim\nUSER 10001\nCMD [\"true\"]\n");
     let (ok, report) = lint(&["--containerfile".as_ref(), &good, &s.0.join("no-k8s")]);
     assert!(ok, "{report}");
     // An untagged base, unpinned and uncleaned apt, and root.
@@ -243,7 +249,10 @@ fn names_read(dirs: &[&str]) -> Vec<String> {
 #[test]
 fn every_variable_the_units_set_is_one_ouro_reads() {
     let read = names_read(&["edge/src", "config/src"]);
-    assert!(read.iter().any(|n| n == "OURO_CLOUD_TOKEN_FILE") && read.iter().any(|n| n == "OURO_MODEL_DIR"), "{read:?}");
+    assert!(
+        read.iter().any(|n| n == "OURO_CLOUD_TOKEN_FILE") && read.iter().any(|n| n == "OURO_MODEL_DIR"),
+        "{read:?}"
+    );
     let dir = repo_root().join("deploy/systemd");
     let mut set = Vec::new();
     for file in ["ouro-edge.service", "ouro-edge-models.service", "edge.env"] {
