@@ -130,8 +130,18 @@ check "the fetched model's sha256 is the pinned one" \
   sh -c "echo '$sha  $work/models/smollm2-135m.gguf' | sha256sum -c --quiet"
 
 # A cloud with TLS and a token in one container, the edge in another.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$work/secrets/key.pem" -out "$work/secrets/cert.pem" 2>/dev/null
+# A CA and a server certificate it signs, as an issuer would hand out: the
+# edge trusts the CA. (A certificate from a bare `openssl req -x509` carries
+# CA:TRUE, and rustls refuses a CA certificate as the server's own.)
+sec="$work/secrets"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=ouro-test-ca \
+  -keyout "$sec/ca.key" -out "$sec/ca.pem" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+  -keyout "$sec/key.pem" -out "$sec/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > "$sec/ext"
+openssl x509 -req -in "$sec/server.csr" -CA "$sec/ca.pem" -CAkey "$sec/ca.key" -CAcreateserial -days 1 \
+  -extfile "$sec/ext" -out "$sec/cert.pem" 2>/dev/null
+rm -f "$sec/ca.key"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secrets/token"
 chmod 0644 "$work/secrets/"*
 podman run -d --name "$cloud_name" "${RUN[@]}" --network=host \
@@ -148,7 +158,7 @@ check "the cloud serves TLS from the image (ready at ${addr:-nowhere})" test -n 
 if [ -n "$addr" ]; then
   edge=(ouro-edge --threads 1 generate "Write a haiku about the sea." --model smollm2-135m --max-tokens 24)
   run --network=host -v "$work/models:/models:ro" -v "$work/secrets:/secrets:ro" "$tag" \
-    "${edge[@]}" --cloud "$addr" --ca /secrets/cert.pem --token-file /secrets/token --fallback fail \
+    "${edge[@]}" --cloud "$addr" --ca /secrets/ca.pem --token-file /secrets/token --fallback fail \
     > "$work/spec.out" 2> "$work/spec.err" || { cat "$work/spec.err" >&2; true; }
   run -v "$work/models:/models:ro" "$tag" "${edge[@]}" > "$work/local.out" 2> "$work/local.err" || cat "$work/local.err" >&2
   # --fallback fail and the summary's mode: the text came through the cloud,
