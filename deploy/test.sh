@@ -21,5 +21,5 @@ cargo test --workspace -- --test-threads=2
 # figures: docs/RELIABILITY.md). Needs the nightly toolchain.
 deploy/fuzz.sh 30
 # Building the container image compiles the workspace again in release mode
-# (~10 min on two cores), so it runs only when asked.
+# (25-31 min with one job on the shared two-core machine), so it runs only when asked.
 if [ "${OURO_TEST_CONTAINER:-0}" = 1 ]; then deploy/container/test-image.sh; fi

@@ -8,7 +8,7 @@
 # edge alone.
 #
 # Not part of the default suite: the image build compiles the workspace in
-# release mode from scratch (~10 min on two cores). deploy/test.sh runs it
+# release mode from scratch (25-31 min with one job here). deploy/test.sh runs it
 # when OURO_TEST_CONTAINER=1.
 #
 # Where no container registry is reachable (only package registries are, on
