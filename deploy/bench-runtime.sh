@@ -5,6 +5,9 @@
 # Markdown table of ratios: decode tokens/s, prefill of a 256-token prompt,
 # the verify-cost curve c(k) = pass(k) / pass(1) over a 256-token context,
 # and peak RSS. Run it on an idle machine; compare ratios, not absolute times.
+# The models run with every id in their LM head (`--draft-vocab none`): these
+# are the verifier's figures, and a drafter's restricted head (FR-Spec) is
+# measured by `bench-model` itself beside the full one.
 #
 # usage: deploy/bench-runtime.sh [model...]   (default: the two Qwen models)
 # env:   THREADS (default "1 2"), KS (default 1,2,4,8,16,32,64), REPS (default 3),
@@ -23,7 +26,7 @@ trap 'rm -f "$out"' EXIT
 for m in "${models[@]}"; do
   for t in $threads; do
     echo "bench-runtime: $m, $t thread(s): ouro" >&2
-    "$bin" --threads "$t" bench-model --model "$m" --ks "$ks" --decode-tokens 32 --reps "$reps" --json |
+    "$bin" --threads "$t" bench-model --model "$m" --draft-vocab none --ks "$ks" --decode-tokens 32 --reps "$reps" --json |
       sed 's/^/ouro /' >> "$out"
     if [ -x "$peer" ]; then
       echo "bench-runtime: $m, $t thread(s): llama.cpp" >&2
