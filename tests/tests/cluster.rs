@@ -257,13 +257,12 @@ fn the_proxy_config_the_script_runs_is_the_one_kubernetes_ships() {
     let kustomization = std::fs::read_to_string(root.join("deploy/k8s/base/kustomization.yaml")).unwrap();
     assert!(kustomization.contains("- haproxy.cfg=proxy/haproxy.cfg"), "{kustomization}");
     // And every rendered overlay carries it byte for byte.
-    let kubectl = Command::new("kubectl").arg("version").arg("--client").output();
-    if kubectl.is_err() {
+    let Some(kubectl) = kubectl() else {
         println!(
             "kubectl is not installed: the rendered overlays were not compared (deploy/lint-deploy.sh renders them)"
         );
         return;
-    }
+    };
     let overlays: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/k8s/overlays"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -271,13 +270,29 @@ fn the_proxy_config_the_script_runs_is_the_one_kubernetes_ships() {
         .collect();
     assert!(overlays.len() >= 2, "{overlays:?}");
     for overlay in overlays {
-        let out = Command::new("kubectl").arg("kustomize").arg(&overlay).output().unwrap();
+        let out = Command::new(&kubectl).arg("kustomize").arg(&overlay).output().unwrap();
         assert!(out.status.success(), "{}: {}", overlay.display(), String::from_utf8_lossy(&out.stderr));
         let rendered = String::from_utf8(out.stdout).unwrap();
         let data = configmap_file(&rendered, "haproxy.cfg")
             .unwrap_or_else(|| panic!("{}: no ConfigMap with haproxy.cfg", overlay.display()));
         assert!(data == file, "{}: the rendered haproxy.cfg differs from {PROXY_CFG}", overlay.display());
     }
+}
+
+/// kubectl from deploy/lint-deploy.sh's tools (which `deploy/test.sh` fetches
+/// before the tests run), else from `PATH`.
+fn kubectl() -> Option<PathBuf> {
+    let tools = std::env::var_os("OURO_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ouro/tools")));
+    let fetched = tools.and_then(|dir| std::fs::read_dir(dir).ok()).into_iter().flatten().find_map(|e| {
+        let bin = e.ok()?.path().join("bin/kubectl");
+        bin.is_file().then_some(bin)
+    });
+    fetched.or_else(|| {
+        let on_path = Command::new("kubectl").arg("version").arg("--client").output();
+        on_path.is_ok().then(|| PathBuf::from("kubectl"))
+    })
 }
 
 /// The content of `key` in a rendered ConfigMap: YAML's literal block
