@@ -17,7 +17,7 @@ use ouro_bench::replay::replay;
 use ouro_edge::link::{self, SessionStream, TransportKind};
 use ouro_proto::v1;
 
-use crate::workload::{spec_bench, TextSide};
+use crate::workload::TextSide;
 
 const TOKEN: &str = "ouro-bench";
 
@@ -115,16 +115,11 @@ pub fn run(args: CloudArgs) -> anyhow::Result<()> {
     }
     pin_self(&args.edge_cores);
     let text = TextSide::load(&args.target)?;
-    let mut prompts = Vec::new();
-    for (_, q) in spec_bench(&args.questions, usize::MAX)? {
-        let ids = text.chat_prompt(&q)?;
-        if ids.len() <= args.max_prompt_tokens {
-            prompts.push(ids);
-        }
-        if prompts.len() == args.prompts {
-            break;
-        }
-    }
+    let prompts: Vec<Vec<u32>> = text
+        .spec_bench_prompts(&args.questions, args.prompts, args.max_prompt_tokens, &[])?
+        .into_iter()
+        .map(|(_, ids)| ids)
+        .collect();
     let model = ouro_config::models::resolve(&args.target)?;
     let cloud = BenchCloud {
         model: &model,

@@ -24,7 +24,7 @@ use ouro_bench::replay::{replay_with, ReplaySpec};
 use ouro_edge::link::{self, affinity, SessionStream, Target, Transport, Trust};
 use ouro_proto::v1;
 
-use crate::workload::{spec_bench, TextSide};
+use crate::workload::TextSide;
 
 #[derive(Args)]
 pub struct ClusterArgs {
@@ -255,16 +255,11 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         bail!("--replicas: every count must be at least 1");
     }
     let text = TextSide::load(&args.target)?;
-    let mut prompts = Vec::new();
-    for (_, q) in spec_bench(&args.questions, usize::MAX)? {
-        let ids = text.chat_prompt(&q)?;
-        if ids.len() <= args.max_prompt_tokens {
-            prompts.push(ids);
-        }
-        if prompts.len() == args.prompts {
-            break;
-        }
-    }
+    let prompts: Vec<Vec<u32>> = text
+        .spec_bench_prompts(&args.questions, args.prompts, args.max_prompt_tokens, &[])?
+        .into_iter()
+        .map(|(_, ids)| ids)
+        .collect();
     let prompts = Arc::new(prompts);
     let model = ouro_config::models::resolve(&args.target)?;
     let token_file = std::env::temp_dir().join(format!("ouro-bench-cluster-{}", std::process::id()));

@@ -34,7 +34,7 @@ use ouro_edge::link::{self, SpecRequest, Target, Transport, TransportKind, Trust
 use ouro_proto::v1;
 use tokio_stream::StreamExt;
 
-use crate::workload::{spec_bench, TextSide};
+use crate::workload::TextSide;
 
 const TOKEN: &str = "ouro-bench";
 const BASELINE: &str = "cloud-only";
@@ -398,19 +398,7 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     std::env::set_var("CANDLE_NUM_THREADS", args.edge_cores.len().to_string());
     let text = TextSide::load(&args.target)?;
     let info = text.tokenizer.info();
-    let mut prompts = Vec::new();
-    for (cat, q) in spec_bench(&args.questions, usize::MAX)? {
-        if !args.categories.is_empty() && !args.categories.contains(&cat) {
-            continue;
-        }
-        let ids = text.chat_prompt(&q)?;
-        if ids.len() <= args.max_prompt_tokens {
-            prompts.push((cat, ids));
-        }
-        if prompts.len() == args.prompts {
-            break;
-        }
-    }
+    let prompts = text.spec_bench_prompts(&args.questions, args.prompts, args.max_prompt_tokens, &args.categories)?;
     if prompts.is_empty() {
         bail!("no question matched the categories and --max-prompt-tokens");
     }

@@ -31,6 +31,32 @@ impl TextSide {
         let rendered = self.template.render(&[Message::new("user", question)], true)?;
         Ok(self.tokenizer.encode(&rendered, true)?)
     }
+
+    /// Up to `n` Spec-Bench prompts as token ids, with their categories:
+    /// round-robin over `categories` (all when empty), skipping any longer
+    /// than `max_tokens`.
+    pub fn spec_bench_prompts(
+        &self,
+        path: &Path,
+        n: usize,
+        max_tokens: usize,
+        categories: &[String],
+    ) -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+        let mut prompts = Vec::new();
+        for (cat, q) in spec_bench(path, usize::MAX)? {
+            if prompts.len() == n {
+                break;
+            }
+            if !categories.is_empty() && !categories.contains(&cat) {
+                continue;
+            }
+            let ids = self.chat_prompt(&q)?;
+            if ids.len() <= max_tokens {
+                prompts.push((cat, ids));
+            }
+        }
+        Ok(prompts)
+    }
 }
 
 /// Spec-Bench questions (first turns), taken round-robin across categories
