@@ -247,7 +247,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                         writeln!(w, "{line}")?;
                     }
                 }
-                e.rounds_log.extend(stats.round_log.iter().cloned());
+                e.rounds_log.extend(stats.round_log);
                 if out != reference {
                     e.mismatches += 1;
                     eprintln!("MISMATCH: {name} {cat} prompt {i} differs from target-only");

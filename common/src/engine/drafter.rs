@@ -8,7 +8,7 @@ use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, 
 use crate::tree::{DraftTree, TreeError, TreeLimits};
 use crate::verify::Verdict;
 
-use super::siblings::{bucket, top2, SiblingStats};
+use super::siblings::{bucket, top2, SiblingStats, MIN_GAIN};
 use super::EngineError;
 
 #[derive(Debug, Clone)]
@@ -441,7 +441,9 @@ impl Drafter<'_> {
         let siblings = self.cfg.siblings && self.params.is_greedy();
         while trunk.len() < trunk_cap {
             let (t, q) = self.choose(&logits)?;
-            if siblings {
+            // Past MIN_GAIN of reach no sibling can pay (a rate is at most
+            // 1), so the softmax over the vocabulary is skipped.
+            if siblings && reach >= MIN_GAIN {
                 if let Some((p1, col)) = top2(&logits) {
                     if self.sibling_stats.worth(reach, p1) {
                         let token = self.subset.as_ref().map_or(col, |s| s.token(col as usize));

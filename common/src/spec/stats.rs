@@ -84,7 +84,7 @@ pub struct RoundLog {
 
 /// How far a policy's predictions were from its rounds, over the rounds it
 /// predicted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct PredictionError {
     pub rounds: usize,
     /// Mean predicted and actual accepted draft tokens, and the mean absolute error.
@@ -101,15 +101,7 @@ pub struct PredictionError {
 impl PredictionError {
     /// Over every predicted round of `logs`; `None` when none was predicted.
     pub fn over<'a>(logs: impl IntoIterator<Item = &'a RoundLog>) -> Option<Self> {
-        let mut e = Self {
-            rounds: 0,
-            accepted_predicted: 0.0,
-            accepted_actual: 0.0,
-            accepted_mae: 0.0,
-            round_ms_predicted: 0.0,
-            round_ms_actual: 0.0,
-            round_ms_mae: 0.0,
-        };
+        let mut e = Self::default();
         for (log, p) in logs.into_iter().filter_map(|l| l.predicted.map(|p| (l, p))) {
             e.rounds += 1;
             e.accepted_predicted += p.accepted;
