@@ -32,8 +32,11 @@ for m in "${models[@]}"; do
       echo "bench-runtime: $m, $t thread(s): llama.cpp" >&2
       "$peer" "$model_dir/$m.gguf" "$t" 256 "$ks" "$reps" 2>/dev/null | tail -n 1 | sed "s/^/llama $m /" >> "$out"
       lb="${OURO_PEER_DIR:-$HOME/.cache/ouro/peers}/llama.cpp-0.3.36/build/bin/llama-bench"
-      "$lb" -m "$model_dir/$m.gguf" -t "$t" -p 256 -n 0 -r "$reps" -o jsonl 2>/dev/null | tail -n 1 |
-        sed "s/^/prefill $m $t /" >> "$out"
+      # This llama.cpp's repacked batch kernels die with SIGILL on AMX CPUs
+      # (the peer script says so for its passes): then prefill runs unrepacked.
+      pp="$("$lb" -m "$model_dir/$m.gguf" -t "$t" -p 256 -n 0 -r "$reps" -o jsonl 2>/dev/null)" ||
+        pp="$("$lb" -m "$model_dir/$m.gguf" -t "$t" -p 256 -n 0 -r "$reps" --repack 0 -o jsonl 2>/dev/null)"
+      echo "$pp" | tail -n 1 | sed "s/^/prefill $m $t /" >> "$out"
     fi
   done
 done

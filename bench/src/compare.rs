@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -21,6 +21,8 @@ use ouro_bench::figures::{rows, Group, Sample};
 use ouro_bench::netem::{LinkProfile, Proxy};
 use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::report::{self, Environment, ModelRef, Results};
+use ouro_common::controller::Learned;
+use ouro_common::draft::PhrasePool;
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
@@ -97,6 +99,11 @@ pub struct RunArgs {
     /// How long the cloud waits for sessions to share a pass, ms.
     #[arg(long, default_value_t = 5.0)]
     pub batch_window_ms: f64,
+    /// Keep each speculative mode's phrase pool and what its draft policy
+    /// learned from one prompt to the next, as the edge daemon does across
+    /// a device's requests. Without it every prompt starts cold.
+    #[arg(long, env = "OURO_BENCH_WARM")]
+    pub warm: bool,
     /// Directory for results.json, report.md and the SVG plots.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -126,6 +133,15 @@ struct Mode {
     name: String,
     kind: Kind,
     transport: TransportKind,
+    /// With `--warm`: what the mode's clients carry from prompt to prompt.
+    warm: Option<Arc<Mutex<Warmth>>>,
+}
+
+/// A device's warmth: its phrase pool and its draft policy's estimates.
+#[derive(Debug, Default)]
+struct Warmth {
+    pool: PhrasePool,
+    learned: Option<Learned>,
 }
 
 /// A mode names its transport by a suffix, `-` and the name `--transport`
@@ -169,7 +185,7 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
             }
         },
     };
-    Ok(Mode { name: name.to_string(), kind, transport })
+    Ok(Mode { name: name.to_string(), kind, transport, warm: None })
 }
 
 /// Everything the clients share.
@@ -275,7 +291,18 @@ impl Bench {
         prompt: &[u32],
         strategy: Arc<dyn DraftStrategy>,
         pipeline: bool,
+        warm: Option<&Mutex<Warmth>>,
     ) -> anyhow::Result<(Clock, SpecStats)> {
+        // Cold: a fresh pool per prompt, so each mode starts as cold as the
+        // others. Warm: a copy of the mode's pool, merged back afterwards as
+        // the daemon merges concurrent requests' pools.
+        let (mut pool, mark, learned) = match warm {
+            Some(w) => {
+                let w = w.lock().unwrap_or_else(|e| e.into_inner());
+                (w.pool.clone(), Some(w.pool.mark()), w.learned.clone())
+            }
+            None => (PhrasePool::default(), None, None),
+        };
         let req = SpecRequest {
             tokenizer_hash: &self.tokenizer_hash,
             prompt,
@@ -285,16 +312,23 @@ impl Bench {
             sampling: self.sampling,
             pipeline,
             info: Some(&self.cloud_info),
+            warm: learned.as_ref(),
         };
         let mut clock = Clock::new();
         let mut run = SpecStats::default();
-        // A fresh pool per prompt: each mode starts as cold as the others.
-        let mut pool = Default::default();
-        link::speculate_into(t, &self.drafter, &req, &mut pool, &mut run, |toks| {
+        let done = link::speculate_into(t, &self.drafter, &req, &mut pool, &mut run, |toks| {
             clock.push(toks);
             ControlFlow::Continue(())
         })
-        .await?;
+        .await;
+        if let (Some(w), Some(mark)) = (warm, mark) {
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            w.pool.merge_since(&pool, mark);
+            if let Some(learned) = run.learned.clone() {
+                w.learned = Some(learned);
+            }
+        }
+        done?;
         Ok((clock, run))
     }
 
@@ -320,7 +354,7 @@ impl Bench {
             Kind::EdgeOnly => Ok(self.edge_only(prompt)?.sample(name, category, index, 0, 0)),
             kind => rt.block_on(async {
                 let mut conn = mode.transport.open(&self.target(mode.transport)?).await?;
-                let (clock, run) = self.dispatch(kind, &mut conn, prompt).await?;
+                let (clock, run) = self.dispatch(kind, mode.warm.as_deref(), &mut conn, prompt).await?;
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
                 let passes = match &run {
                     // Generate's first token comes from the prefill pass.
@@ -337,13 +371,14 @@ impl Bench {
     async fn dispatch(
         &self,
         kind: &Kind,
+        warm: Option<&Mutex<Warmth>>,
         t: &mut impl Transport,
         prompt: &[u32],
     ) -> anyhow::Result<(Clock, Option<SpecStats>)> {
         match kind {
             Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
             Kind::Speculative { strategy, pipeline } => {
-                let (clock, run) = self.speculative(t, prompt, strategy.clone(), *pipeline).await?;
+                let (clock, run) = self.speculative(t, prompt, strategy.clone(), *pipeline, warm).await?;
                 Ok((clock, Some(run)))
             }
             Kind::EdgeOnly => unreachable!("runs without a link"),
@@ -392,6 +427,11 @@ fn execute(args: &RunArgs, links: &[LinkProfile]) -> anyhow::Result<()> {
     // The baseline runs first in every wave: the others are checked against it.
     modes.retain(|m| m.name != BASELINE);
     modes.insert(0, parse_mode(BASELINE, args.gamma)?);
+    if args.warm {
+        for m in modes.iter_mut().filter(|m| matches!(m.kind, Kind::Speculative { .. })) {
+            m.warm = Some(Arc::default());
+        }
+    }
     pin_self(&args.edge_cores);
     // Model threads read these once, when their pools start.
     std::env::set_var("RAYON_NUM_THREADS", args.edge_cores.len().to_string());

@@ -185,11 +185,12 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     };
     // results[mode][category]
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
-    let engines = modes
+    let mut engines = modes
         .iter()
         .map(|(_, mode, model)| SpecEngine::new(*model, &target.model, mode.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    // Each mode keeps its own pool across prompts, as one client would.
+    // Each mode keeps its own pool and what its policy learned across
+    // prompts, as one client of the edge daemon would.
     let mut pools: Vec<PhrasePool> = modes.iter().map(|_| PhrasePool::default()).collect();
     // Modes are interleaved prompt by prompt, so a burst of load from another
     // process on this shared machine lands on all of them alike.
@@ -210,7 +211,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             e.tokens += reference.len();
             e.rounds += stats.forward_passes - 1;
             e.target_passes += stats.forward_passes - 1;
-            for (((name, _, _), engine), pool) in modes.iter().zip(&engines).zip(&mut pools) {
+            for (((name, _, _), engine), pool) in modes.iter().zip(&mut engines).zip(&mut pools) {
                 let mut out = Vec::new();
                 let t = Instant::now();
                 let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
@@ -218,6 +219,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                     ControlFlow::Continue(())
                 })?;
                 *pool = back;
+                // The policy stays warm across prompts too, as in the daemon.
+                engine.warm = stats.learned.clone();
                 let secs = t.elapsed().as_secs_f64();
                 record(name, cat, i, &out)?;
                 line +=

@@ -88,6 +88,7 @@ async fn speculation_over_the_wire_equals_generate() {
         }
         // The same without drafting ahead.
         let req = SpecRequest {
+            warm: None,
             tokenizer_hash: &h,
             prompt,
             max_new: NEW,

@@ -103,6 +103,32 @@ impl ControllerConfig {
     }
 }
 
+/// What a [`Controller`] learned that outlives one generation: acceptance
+/// per depth (trunk and branches), the drafter's time per token, the round
+/// trip, how often drafting ahead hid a round, and the plan it settled on.
+///
+/// The edge carries it from one request to the next (as it carries the
+/// phrase pool), so a new generation starts where the last one ended
+/// instead of at the priors and the default four-token chain, which took a
+/// 128-token generation about a tenth of its rounds to leave. The verifier's
+/// cost curve is left out: each generation gets a fresh one from the cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learned {
+    trunk: AcceptanceStats,
+    branch: AcceptanceStats,
+    drafter_ms: Ema,
+    rtt_ms: Ema,
+    ahead_win: Ema,
+    plan: DraftPlan,
+}
+
+impl Learned {
+    /// The plan the generation ended on.
+    pub fn plan(&self) -> DraftPlan {
+        self.plan
+    }
+}
+
 /// Chooses trunk length and branches from acceptance feedback.
 ///
 /// Each [`observe`](Self::observe) updates the estimates and then moves the
@@ -181,6 +207,36 @@ impl Controller {
     /// The plan for the next round.
     pub fn plan(&self) -> DraftPlan {
         self.current
+    }
+
+    /// What this controller has learned, once it has seen a round.
+    pub fn learned(&self) -> Option<Learned> {
+        (self.rounds > 0).then(|| Learned {
+            trunk: self.trunk.clone(),
+            branch: self.branch.clone(),
+            drafter_ms: self.drafter_ms,
+            rtt_ms: self.rtt_ms,
+            ahead_win: self.ahead_win,
+            plan: self.current,
+        })
+    }
+
+    /// Starts from what an earlier generation learned. The plan is squeezed
+    /// into this controller's bounds, and re-chosen from the estimates
+    /// whenever a cost curve is set, so warmth never overrides the bounds or
+    /// the cloud's own costs.
+    pub fn warm(&mut self, learned: &Learned) {
+        self.trunk = learned.trunk.clone();
+        self.branch = learned.branch.clone();
+        self.drafter_ms = learned.drafter_ms;
+        self.rtt_ms = learned.rtt_ms;
+        self.ahead_win = learned.ahead_win;
+        let c = &self.config;
+        let trunk_len = learned.plan.trunk_len.clamp(c.min_trunk, c.max_trunk.min(c.max_nodes));
+        let branches = learned.plan.branches.min(c.max_branches);
+        let branch_len = if branches == 0 { 0 } else { learned.plan.branch_len.clamp(1, c.max_branch_len.max(1)) };
+        let plan = DraftPlan { trunk_len, branches, branch_len };
+        self.current = if plan.nodes() <= c.max_nodes { plan } else { c.default_plan() };
     }
 
     /// Learns from one verified round and updates the plan.
@@ -346,6 +402,14 @@ impl DraftPolicy for Controller {
     fn predict(&self, plan: &DraftPlan) -> Option<Prediction> {
         Some(Controller::predict(self, plan))
     }
+
+    fn learned(&self) -> Option<Learned> {
+        Controller::learned(self)
+    }
+
+    fn warm(&mut self, learned: &Learned) {
+        Controller::warm(self, learned)
+    }
 }
 
 fn is_time(ms: f64) -> bool {
@@ -360,6 +424,36 @@ mod tests {
 
     fn controller(config: ControllerConfig) -> Controller {
         Controller::new(config).unwrap()
+    }
+
+    #[test]
+    fn a_warm_start_begins_where_the_last_generation_ended() {
+        let mut first = controller(ControllerConfig::default());
+        assert!(first.learned().is_none(), "nothing learned before a round");
+        Sim::new(1).trunk_p(0.95).run(&mut first, 60);
+        let learned = first.learned().unwrap();
+        assert!(learned.plan().trunk_len > DraftPlan::DEFAULT.trunk_len, "{learned:?}");
+        let mut second = controller(ControllerConfig::default());
+        second.warm(&learned);
+        assert_eq!(second.plan(), first.plan());
+        assert_eq!(second.trunk_stats(), first.trunk_stats());
+        assert_eq!(second.drafter_ms(), first.drafter_ms());
+        // A cold controller given the same rounds ends up in the same place,
+        // only later: after five rounds the warm one is still ahead.
+        let mut cold = controller(ControllerConfig::default());
+        Sim::new(2).trunk_p(0.95).run(&mut cold, 5);
+        Sim::new(2).trunk_p(0.95).run(&mut second, 5);
+        assert!(second.plan().trunk_len > cold.plan().trunk_len, "{:?} vs {:?}", second.plan(), cold.plan());
+    }
+
+    #[test]
+    fn a_warm_plan_is_squeezed_into_the_new_bounds() {
+        let mut first = controller(ControllerConfig::default());
+        Sim::new(3).trunk_p(0.95).run(&mut first, 60);
+        let learned = first.learned().unwrap();
+        let mut tight = controller(ControllerConfig { max_trunk: 3, max_branches: 0, ..Default::default() });
+        tight.warm(&learned);
+        assert_eq!(tight.plan(), DraftPlan::chain(3));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod round;
 mod sim;
 
 pub use acceptance::AcceptanceStats;
-pub use adaptive::{Controller, ControllerConfig, ControllerError};
+pub use adaptive::{Controller, ControllerConfig, ControllerError, Learned};
 pub use baseline::{FixedPolicy, HeuristicPolicy};
 pub use cost::{CostCurve, CostCurveError};
 pub use ema::Ema;
@@ -41,4 +41,11 @@ pub trait DraftPolicy {
     fn predict(&self, _plan: &DraftPlan) -> Option<Prediction> {
         None
     }
+    /// What the policy learned that a later generation can start from
+    /// (policies that learn nothing have nothing to hand on).
+    fn learned(&self) -> Option<Learned> {
+        None
+    }
+    /// Starts from what an earlier generation learned.
+    fn warm(&mut self, _learned: &Learned) {}
 }

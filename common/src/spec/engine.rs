@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{block_on_ready, drive, DraftStrategy, InProcessVerifier, Opening, Rounds, SpecStats};
+use crate::controller::Learned;
 use crate::draft::PhrasePool;
 use crate::generate::GenerateConfig;
 use crate::model::CausalLm;
@@ -18,6 +19,10 @@ pub struct SpecEngine<'m> {
     pub target: &'m dyn CausalLm,
     pub strategy: Arc<dyn DraftStrategy>,
     pub limits: TreeLimits,
+    /// What an earlier generation's policy learned (its
+    /// [`SpecStats::learned`]): greedy generations start from it, as the
+    /// edge daemon's do across requests.
+    pub warm: Option<Learned>,
 }
 
 impl<'m> SpecEngine<'m> {
@@ -30,7 +35,7 @@ impl<'m> SpecEngine<'m> {
         if d != v {
             return Err(EngineError::VocabMismatch { drafter: d, verifier: v });
         }
-        Ok(Self { drafter, target, strategy, limits: TreeLimits { max_nodes: 64, max_depth: 32 } })
+        Ok(Self { drafter, target, strategy, limits: TreeLimits { max_nodes: 64, max_depth: 32 }, warm: None })
     }
 
     /// Generates after `prompt`, handing each round's committed tokens to
@@ -44,6 +49,10 @@ impl<'m> SpecEngine<'m> {
     ) -> Result<(SpecStats, PhrasePool), EngineError> {
         let wall = Instant::now();
         let mut policy = self.strategy.policy(None);
+        // Sampled plans must not depend on anything measured (see `drive`).
+        if let (true, Some(learned)) = (cfg.sampling.is_greedy(), &self.warm) {
+            policy.warm(learned);
+        }
         let session = VerifierSession::open(self.target, prompt, cfg.sampling, self.limits)?;
         let mut verifier = InProcessVerifier { session };
         let mut stats = SpecStats { prompt_tokens: prompt.len(), ..SpecStats::default() };
@@ -67,6 +76,7 @@ impl<'m> SpecEngine<'m> {
             };
             block_on_ready(drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut stats, on_tokens))?;
         }
+        stats.learned = policy.learned();
         stats.target_forward_passes = verifier.session.forward_passes();
         stats.wall_secs = wall.elapsed().as_secs_f64();
         Ok((stats, pool))

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::controller::{DraftPlan, Prediction};
+use crate::controller::{DraftPlan, Learned, Prediction};
 use crate::generate::FinishReason;
 
 /// Totals over the rounds of one or more [`drive`](super::drive) calls (the
@@ -52,6 +52,9 @@ pub struct SpecStats {
     pub accept_hist: Vec<usize>,
     /// Every round: what the policy predicted and what happened.
     pub round_log: Vec<RoundLog>,
+    /// What the policy had learned when the run ended, for the next
+    /// generation to start from (greedy runs of a learning policy).
+    pub learned: Option<Learned>,
     pub finish: Option<FinishReason>,
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::api::{ApiError, Backend, ChatMessage, GenEvent, GenRequest, OpenAiFinish, OuroStats};
 use crate::link::{LinkError, SpecRequest};
 use ouro_common::chat::Message;
+use ouro_common::controller::Learned;
 use ouro_common::draft::{PhrasePool, PoolMark};
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::CausalLm;
@@ -30,6 +31,10 @@ pub struct EdgeBackend<C: Cloud> {
     mode: Arc<Mutex<Mode>>,
     /// Ouroboros' phrase pool, warm across this device's requests.
     pool: Arc<Mutex<PhrasePool>>,
+    /// What the draft policy learned by the end of the latest generation
+    /// (acceptance per depth, drafter time, RTT, the plan): the next one
+    /// starts from it.
+    learned: Arc<Mutex<Option<Learned>>>,
     workers: Workers,
 }
 
@@ -128,6 +133,7 @@ impl<C: Cloud> EdgeBackend<C> {
             cloud,
             mode: Arc::new(Mutex::new(mode)),
             pool: Arc::new(Mutex::new(load_pool(opts.pool_file.as_deref()))),
+            learned: Arc::default(),
             workers: Workers::start(opts.workers)?,
             opts: Arc::new(opts),
         })
@@ -219,6 +225,7 @@ impl<C: Cloud> Backend for EdgeBackend<C> {
             opts: self.opts.clone(),
             mode: self.mode.clone(),
             pool: self.pool.clone(),
+            learned: self.learned.clone(),
         };
         let failed = tx.clone();
         if !self.workers.run(Box::new(move |rt| rt.block_on(job.run(req, tx)))) {
@@ -234,6 +241,7 @@ struct Job<C: Cloud> {
     opts: Arc<BackendOptions>,
     mode: Arc<Mutex<Mode>>,
     pool: Arc<Mutex<PhrasePool>>,
+    learned: Arc<Mutex<Option<Learned>>>,
 }
 
 /// Turns committed tokens into text events, and knows when to stop.
@@ -390,6 +398,7 @@ impl<C: Cloud> Job<C> {
                 Ok((mut conn, info)) => {
                     let mut committed = req.prompt.clone();
                     committed.extend_from_slice(&out.tokens);
+                    let warm = self.learned.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let spec = SpecRequest {
                         tokenizer_hash: &info.tokenizer_hash,
                         prompt: &committed,
@@ -399,6 +408,7 @@ impl<C: Cloud> Job<C> {
                         sampling,
                         pipeline: self.opts.pipeline,
                         info: Some(&info),
+                        warm: warm.as_ref(),
                     };
                     // A copy, merged back when the generation ends, finished
                     // or cancelled: concurrent requests keep each other's
@@ -418,6 +428,9 @@ impl<C: Cloud> Job<C> {
                         () = tx.closed() => None,
                     };
                     self.merge_pool(&pool, mark);
+                    if let Some(learned) = run.learned.take() {
+                        *self.learned.lock().unwrap_or_else(|e| e.into_inner()) = Some(learned);
+                    }
                     if let Some(rtt) = run.mean_rtt_ms() {
                         stats.cloud_rtt_ms = Some(rtt);
                     }

@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ouro_common::controller::CostCurve;
+use ouro_common::controller::{CostCurve, Learned};
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::Draft;
 use ouro_common::model::CausalLm;
@@ -35,6 +35,9 @@ pub struct SpecRequest<'a> {
     pub pipeline: bool,
     /// The cloud's handshake, if the caller already has it.
     pub info: Option<&'a v1::ModelInfo>,
+    /// What an earlier generation's policy learned: greedy runs start from
+    /// it, and leave what they learned in [`SpecStats::learned`].
+    pub warm: Option<&'a Learned>,
 }
 
 impl SpecRequest<'_> {
@@ -79,6 +82,7 @@ pub async fn speculate(
         sampling: SamplingParams::greedy(),
         pipeline: true,
         info: None,
+        warm: None,
     };
     let mut run = SpecStats::default();
     let mut pool = PhrasePool::default();
@@ -129,8 +133,15 @@ pub async fn speculate_into(
         CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
     };
     let mut policy = req.strategy.policy(curve);
+    if let (false, Some(learned)) = (rounds.sampled, req.warm) {
+        policy.warm(learned);
+    }
     let mut verifier = RemoteVerifier::new(&mut stream, opened.committed_len as usize, rounds.sampled);
-    spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await?;
+    let driven = spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await;
+    // A generation cut short (a lost link, a cancelled client) still taught
+    // the policy something.
+    run.learned = policy.learned().or(run.learned.take());
+    driven?;
     stream.close().await;
     Ok(())
 }
