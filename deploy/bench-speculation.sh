@@ -16,7 +16,9 @@
 #        STRATEGIES (bench-spec: chain4,ouroboros,hybrid,pool),
 #        MODES (ouro-bench: cloud-only,sd-chain,ouroboros,hybrid,pool),
 #        LINKS (lan;delay=10ms;4g — `;`-separated: a link spec has commas),
-#        TEMPERATURE (also run the first link sampled at this temperature, e.g. 0.8)
+#        TEMPERATURE (also run the first link sampled at this temperature, e.g. 0.8),
+#        WARM=1 (ouro-bench keeps each mode's pool and controller warm across
+#        prompts, as the edge daemon does; bench-spec always does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results/speculation}"
@@ -24,6 +26,7 @@ prompts="${PROMPTS:-6}"; max_tokens="${MAX_TOKENS:-128}"; threads="${THREADS:-2}
 strategies="${STRATEGIES:-chain4,ouroboros,hybrid,pool}"
 modes="${MODES:-cloud-only,sd-chain,ouroboros,hybrid,pool}"
 links="${LINKS:-lan;delay=10ms;4g}"
+warm=(); [ "${WARM:-0}" = 1 ] && warm=(--warm)
 mkdir -p "$out"
 deploy/fetch-models.sh qwen2.5-coder-0.5b qwen2.5-coder-1.5b >&2
 cargo build --quiet -p ouro-edge -p ouro-bench -p ouro-cloud
@@ -40,11 +43,11 @@ for link in "${link_list[@]}"; do
   dir="$out/run-$(echo "$link" | tr -c 'a-zA-Z0-9.\n' '_')"
   echo "bench-speculation: edge and cloud apart, link $link" >&2
   "$bin/ouro-bench" run --prompts "$prompts" --max-tokens "$max_tokens" --modes "$modes" \
-    --link "$link" --edge-cores 0 --cloud-cores 1 --out "$dir"
+    --link "$link" --edge-cores 0 --cloud-cores 1 --out "$dir" "${warm[@]}"
 done
 if [ -n "${TEMPERATURE:-}" ]; then
   echo "bench-speculation: sampled at T=$TEMPERATURE, link ${link_list[0]}" >&2
   "$bin/ouro-bench" run --prompts "$prompts" --max-tokens "$max_tokens" --modes "$modes" \
-    --link "${link_list[0]}" --temperature "$TEMPERATURE" --edge-cores 0 --cloud-cores 1 --out "$out/run-sampled"
+    --link "${link_list[0]}" --temperature "$TEMPERATURE" --edge-cores 0 --cloud-cores 1 --out "$out/run-sampled" "${warm[@]}"
 fi
 echo "bench-speculation: results in $out (bench-spec.md, run-*/report.md)" >&2

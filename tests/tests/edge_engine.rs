@@ -11,6 +11,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use ouro_common::chat::{ChatTemplate, CHATML};
+use ouro_common::controller::DraftPlan;
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::{Draft, VerifierSession};
 use ouro_common::generate::{generate, GenerateConfig};
@@ -43,6 +44,9 @@ struct FakeCloud {
     in_verdict: Arc<AtomicBool>,
     /// The affinity key of every connection, in order.
     keys: Arc<Mutex<Vec<Option<String>>>>,
+    /// Per session: the plan the edge's warm policy state held, if any, and
+    /// the first plan the session drafted with.
+    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
 }
 
 struct FakeConn {
@@ -51,6 +55,7 @@ struct FakeConn {
     start_together: Option<Arc<Barrier>>,
     delay: Duration,
     in_verdict: Arc<AtomicBool>,
+    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
 }
 
 /// The in-process verifier, a millisecond away.
@@ -97,6 +102,7 @@ impl Cloud for FakeCloud {
             start_together: self.start_together.clone(),
             delay: self.delay,
             in_verdict: self.in_verdict.clone(),
+            warmth: self.warmth.clone(),
         };
         Ok((conn, self.info.clone()))
     }
@@ -111,7 +117,13 @@ impl Cloud for FakeCloud {
     ) -> Result<(), LinkError> {
         let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
         let mut source = req.strategy.open(req.opening(drafter, pool))?;
+        // As the real link does: greedy sessions start from the edge's warm
+        // policy state and hand back what they learned.
         let mut policy = req.strategy.policy(None);
+        if let (true, Some(learned)) = (req.sampling.is_greedy(), req.warm) {
+            policy.warm(learned);
+        }
+        conn.warmth.lock().unwrap().push((req.warm.map(|l| l.plan()), policy.plan()));
         let session = VerifierSession::open(&*conn.target, req.prompt, req.sampling, limits)?;
         if let Some(b) = conn.start_together.take() {
             tokio::task::block_in_place(|| b.wait());
@@ -124,7 +136,9 @@ impl Cloud for FakeCloud {
             in_verdict: conn.in_verdict.clone(),
         };
         let rounds = req.rounds(limits, conn.target.config().vocab_size, conn.target.config().max_context);
-        spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await?;
+        let driven = spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await;
+        run.learned = policy.learned().or(run.learned.take());
+        driven?;
         Ok(())
     }
 
@@ -146,6 +160,7 @@ struct Setup {
     sessions: Arc<AtomicUsize>,
     in_verdict: Arc<AtomicBool>,
     keys: Arc<Mutex<Vec<Option<String>>>>,
+    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
     _dir: TempDir,
     pool_file: std::path::PathBuf,
 }
@@ -165,6 +180,7 @@ fn setup_with(
     let sessions = Arc::new(AtomicUsize::new(0));
     let in_verdict = Arc::new(AtomicBool::new(false));
     let keys = Arc::new(Mutex::new(Vec::new()));
+    let warmth = Arc::new(Mutex::new(Vec::new()));
     let info = ModelInfo {
         tokenizer_hash: local.tokenizer.info().identity.clone(),
         vocab_size: local.model.config().vocab_size as u32,
@@ -181,6 +197,7 @@ fn setup_with(
         delay,
         in_verdict: in_verdict.clone(),
         keys: keys.clone(),
+        warmth: warmth.clone(),
     };
     let dir = TempDir::new(name);
     let pool_file = dir.0.join("pool.json");
@@ -194,7 +211,7 @@ fn setup_with(
         workers,
     };
     let backend = EdgeBackend::new(local.clone(), Some(cloud), opts).unwrap();
-    Setup { backend, local, sessions, in_verdict, keys, _dir: dir, pool_file }
+    Setup { backend, local, sessions, in_verdict, keys, warmth, _dir: dir, pool_file }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -273,6 +290,22 @@ fn the_engine_speculates_the_targets_text_through_a_fake_cloud() {
     if tokens < 24 {
         assert_eq!(finish, OpenAiFinish::Stop);
     }
+}
+
+#[test]
+fn the_draft_policy_stays_warm_from_one_request_to_the_next() {
+    let s = setup("warm", 1, None, None);
+    for text in ["The three primary colours are red, yellow and", "Once upon a time, in a small village by the sea,"] {
+        let p = prompt(&s, text);
+        let (got, done) = collect(s.backend.generate(request(p.clone(), 24)));
+        assert!(done.is_some());
+        assert_eq!(got, target_text(&s, &p, 24));
+    }
+    let warmth = s.warmth.lock().unwrap().clone();
+    assert_eq!(warmth.len(), 2);
+    assert_eq!(warmth[0].0, None, "the first request had nothing to start from");
+    let learned = warmth[1].0.expect("the second request started from what the first learned");
+    assert_eq!(warmth[1].1, learned, "and drafted its first round with that plan");
 }
 
 #[test]
