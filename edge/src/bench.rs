@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// models, `none` skips it.
     #[command(flatten)]
     pub vocab: DraftVocabArgs,
-    /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
+    /// Keep Q4_0/Q4_1/Q5_1 tensors as they are instead of re-encoding them as Q8_0 (Q5_0 always runs on its own kernel).
     #[arg(long)]
     pub no_requantize: bool,
     /// Print one JSON object instead of a table.

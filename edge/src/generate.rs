@@ -45,7 +45,7 @@ pub struct GenerateArgs {
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep Q4_0/Q4_1/Q5_0/Q5_1 tensors as they are instead of re-encoding them as Q8_0.
+    /// Keep Q4_0/Q4_1/Q5_1 tensors as they are instead of re-encoding them as Q8_0 (Q5_0 always runs on its own kernel).
     #[arg(long)]
     pub no_requantize: bool,
     #[command(flatten)]

@@ -26,7 +26,7 @@ fn main() {
         (seed >> 33) as u8
     };
     let formats = std::env::var("OURO_FORMATS").unwrap_or_default();
-    for format in [Format::Q4K, Format::Q6K, Format::Q8_0] {
+    for format in [Format::Q4K, Format::Q6K, Format::Q8_0, Format::Q5_0] {
         if !formats.is_empty() && !formats.split(',').any(|f| f == format!("{format:?}")) {
             continue;
         }

@@ -8,6 +8,9 @@ pub enum Format {
     Q4K,
     Q6K,
     Q8_0,
+    /// ggml's legacy 5-bit format (the Qwen2.5 0.5B's 896-wide matrices,
+    /// whose rows are not whole K-quant superblocks).
+    Q5_0,
 }
 
 impl Format {
@@ -15,7 +18,7 @@ impl Format {
     pub const fn block(self) -> usize {
         match self {
             Format::Q4K | Format::Q6K => QK_K,
-            Format::Q8_0 => QK8_0,
+            Format::Q8_0 | Format::Q5_0 => QK8_0,
         }
     }
 
@@ -25,6 +28,7 @@ impl Format {
             Format::Q4K => 144,
             Format::Q6K => 210,
             Format::Q8_0 => 34,
+            Format::Q5_0 => 22,
         }
     }
 
@@ -34,6 +38,7 @@ impl Format {
             Format::Q4K => 2048,
             Format::Q6K => 3072,
             Format::Q8_0 => 512,
+            Format::Q5_0 => 320,
         }
     }
 
@@ -42,7 +47,7 @@ impl Format {
         match self {
             Format::Q4K => 320,
             Format::Q6K => 288,
-            Format::Q8_0 => 32,
+            Format::Q8_0 | Format::Q5_0 => 32,
         }
     }
 }

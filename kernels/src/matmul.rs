@@ -41,7 +41,7 @@ pub(crate) fn run(w: &PackedMatrix, isa: Isa, x: &Activations<'_>, y: &mut [f32]
         return Ok(());
     }
     let a = match w.format() {
-        Format::Q8_0 => x.q80(),
+        Format::Q8_0 | Format::Q5_0 => x.q80(),
         Format::Q4K | Format::Q6K => x.q8k(),
     };
     let tiles = w.tiles();

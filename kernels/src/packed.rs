@@ -16,17 +16,20 @@
 //!   high bit pairs (vector `3h + 2` holds, in bits `2t..2t+2`, the high bits
 //!   of value `16h + 4t + i`).
 //! - Q8_0: vector `g` holds value `4g + i` as int8.
+//! - Q5_0: vectors 0..4 hold low nibbles as Q4_K's (value `8g + i` low,
+//!   `8g + 4 + i` high, in vector `g`); vector 4 holds the fifth bits, value
+//!   `4t + i` in bit `t`.
 //!
 //! Meta, per block, column-contiguous so one load serves 16 lanes:
 //! - Q4_K: `sc[8][16]` u8, `m[8][16]` u8, `d[16]` f16, `dmin[16]` f16;
 //! - Q6_K: `sc[16][16]` i8, `d[16]` f16;
-//! - Q8_0: `d[16]` f16.
+//! - Q8_0, Q5_0: `d[16]` f16.
 //!
 //! Memory per column per 256 values: Q4_K 148 bytes (the file's 144 plus
-//! unpacked 6-bit scales), Q6_K 210 (as the file), Q8_0 272 (as the file).
+//! unpacked 6-bit scales), Q6_K 210 (as the file), Q8_0 272 (as the file), Q5_0 176 (as the file).
 
 pub use crate::format::Format;
-use crate::reference::{decode_q4k, decode_q6k, decode_q8_0, f16};
+use crate::reference::{decode_q4k, decode_q5_0, decode_q6k, decode_q8_0, f16};
 use crate::{KernelError, TILE};
 
 #[derive(Clone, Copy)]
@@ -109,6 +112,7 @@ impl PackedMatrix {
                         Format::Q4K => pack_q4k(src, c, q, mt),
                         Format::Q6K => pack_q6k(src, c, q, mt),
                         Format::Q8_0 => pack_q8_0(src, c, q, mt),
+                        Format::Q5_0 => pack_q5_0(src, c, q, mt),
                     }
                 }
             }
@@ -192,6 +196,12 @@ impl PackedMatrix {
                         *o = (q[(i / 4) * 64 + 4 * c + i % 4] as i8) as f32 * d;
                     }
                 }
+                Format::Q5_0 => {
+                    let d = h16(0);
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = (q5_0_value(q, c, i) as i32 - 16) as f32 * d;
+                    }
+                }
             }
         }
     }
@@ -224,6 +234,15 @@ pub(crate) fn q6k_value(q: &[u8], c: usize, i: usize) -> u8 {
     let t = (i % 16) / 4;
     let hi = (q[at(3 * h + 2, c, i % 4)] >> (2 * t)) & 3;
     lo | (hi << 4)
+}
+
+/// Q5_0 value `i` (0..32, unsigned) of column `c`.
+#[inline]
+pub(crate) fn q5_0_value(q: &[u8], c: usize, i: usize) -> u8 {
+    let (g, rest) = (i / 8, i % 8);
+    let byte = q[at(g, c, rest % 4)];
+    let lo = if rest < 4 { byte & 0xF } else { byte >> 4 };
+    lo | (((q[at(4, c, i % 4)] >> (i / 4)) & 1) << 4)
 }
 
 fn put16(meta: &mut [u8], at: usize, c: usize, v: u16) {
@@ -272,6 +291,23 @@ fn pack_q8_0(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
         for i in 0..4 {
             q[at(g, c, i)] = blk.q[4 * g + i] as u8;
         }
+    }
+    put16(meta, 0, c, blk.d);
+}
+
+fn pack_q5_0(src: &[u8], c: usize, q: &mut [u8], meta: &mut [u8]) {
+    let blk = decode_q5_0(src);
+    for g in 0..4 {
+        for i in 0..4 {
+            q[at(g, c, i)] = (blk.q[8 * g + i] & 0xF) | ((blk.q[8 * g + 4 + i] & 0xF) << 4);
+        }
+    }
+    for i in 0..4 {
+        let mut byte = 0u8;
+        for t in 0..8 {
+            byte |= (blk.q[4 * t + i] >> 4) << t;
+        }
+        q[at(4, c, i)] = byte;
     }
     put16(meta, 0, c, blk.d);
 }

@@ -37,6 +37,12 @@ pub struct Q80Block {
     pub q: [i8; QK8_0],
 }
 
+/// A Q5_0 block: `w = d·(q − 16)`, q in 0..32.
+pub struct Q50Block {
+    pub d: u16,
+    pub q: [u8; QK8_0],
+}
+
 /// ggml's `block_q4_K`: f16 d, f16 dmin, 12 bytes of 6-bit scales and
 /// minimums, 128 bytes of nibbles (each 64 values: low nibbles first).
 pub fn decode_q4k(b: &[u8]) -> Q4kBlock {
@@ -94,6 +100,18 @@ pub fn decode_q8_0(b: &[u8]) -> Q80Block {
     Q80Block { d: le16(b, 0), q }
 }
 
+/// ggml's `block_q5_0`: f16 d, 32 high bits, 16 bytes of low nibbles (value
+/// j in the low nibble of byte j, value j + 16 in its high nibble).
+pub fn decode_q5_0(b: &[u8]) -> Q50Block {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let mut q = [0u8; QK8_0];
+    for j in 0..16 {
+        q[j] = (b[6 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+        q[j + 16] = (b[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    Q50Block { d: le16(b, 0), q }
+}
+
 /// Row `r` of a `[n, k]` matrix in the file's layout, as floats, with
 /// ggml's dequantization formulas (so an embedding lookup gives the values
 /// llama.cpp gives).
@@ -126,6 +144,13 @@ pub fn dequantize_row(format: Format, bytes: &[u8], k: usize, r: usize, out: &mu
                     *o = q as f32 * d;
                 }
             }
+            Format::Q5_0 => {
+                let blk = decode_q5_0(src);
+                let d = f16(blk.d);
+                for (o, &q) in o.iter_mut().zip(&blk.q) {
+                    *o = (q as i32 - 16) as f32 * d;
+                }
+            }
         }
     }
 }
@@ -135,7 +160,7 @@ pub fn matmul(format: Format, bytes: &[u8], n: usize, k: usize, x: &Activations<
     let (block, size) = (format.block(), format.block_bytes());
     let per_row = k / block;
     let a = match format {
-        Format::Q8_0 => x.q80(),
+        Format::Q8_0 | Format::Q5_0 => x.q80(),
         _ => x.q8k(),
     };
     for r in 0..x.rows() {
@@ -166,6 +191,10 @@ pub fn matmul(format: Format, bytes: &[u8], n: usize, k: usize, x: &Activations<
                         let w = decode_q8_0(src);
                         let isum: i32 = w.q.iter().zip(xb).map(|(&p, &q)| p as i32 * q as i32).sum();
                         acc += (f16(w.d) * dx) * isum as f32;
+                    }
+                    Format::Q5_0 => {
+                        let w = decode_q5_0(src);
+                        acc += (f16(w.d) * dx) * dot(&w.q, 16, 0, 32) as f32;
                     }
                 }
             }

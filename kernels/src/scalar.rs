@@ -80,6 +80,14 @@ pub(crate) fn tile(
                         }
                         y += (h16(0) * dx) * isum as f32;
                     }
+                    Format::Q5_0 => {
+                        let x = &xq[b * 32..][..32];
+                        let mut isum = 0i32;
+                        for (i, &x) in x.iter().enumerate() {
+                            isum += (crate::packed::q5_0_value(q, c, i) as i32 - 16) * x as i32;
+                        }
+                        y += (h16(0) * dx) * isum as f32;
+                    }
                 }
             }
             *acc = y;

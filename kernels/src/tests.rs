@@ -36,7 +36,7 @@ fn ggml_matrix(format: Format, n: usize, k: usize, seed: u64) -> Vec<u8> {
                 b[2..4].copy_from_slice(&rng.scale());
             }
             Format::Q6K => b[208..210].copy_from_slice(&rng.scale()),
-            Format::Q8_0 => b[0..2].copy_from_slice(&rng.scale()),
+            Format::Q8_0 | Format::Q5_0 => b[0..2].copy_from_slice(&rng.scale()),
         }
         out.extend_from_slice(&b);
     }
@@ -51,12 +51,12 @@ fn activations(m: usize, k: usize, seed: u64) -> Vec<f32> {
 
 fn ks(format: Format) -> &'static [usize] {
     match format {
-        Format::Q8_0 => &[32, 96, 576],
+        Format::Q8_0 | Format::Q5_0 => &[32, 96, 576],
         _ => &[256, 768],
     }
 }
 
-const FORMATS: [Format; 3] = [Format::Q4K, Format::Q6K, Format::Q8_0];
+const FORMATS: [Format; 4] = [Format::Q4K, Format::Q6K, Format::Q8_0, Format::Q5_0];
 
 #[test]
 fn every_path_equals_the_reference_bit_for_bit() {
@@ -137,7 +137,7 @@ fn the_integer_recipe_is_the_dot_product_of_the_dequantized_values() {
         let acts = Activations::new(&x, m, k);
         let mut y = vec![0f32; m * n];
         reference::matmul(format, &bytes, n, k, &acts, &mut y);
-        let a = if format == Format::Q8_0 { acts.q80() } else { acts.q8k() };
+        let a = if matches!(format, Format::Q8_0 | Format::Q5_0) { acts.q80() } else { acts.q8k() };
         let mut wr = vec![0f32; k];
         for c in 0..n {
             reference::dequantize_row(format, &bytes, k, c, &mut wr);

@@ -21,9 +21,10 @@ pub use candle_core::quantized::gguf_file::Content;
 /// How to load a model file.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Re-encode Q4_0/Q4_1/Q5_0/Q5_1 tensors as Q8_0 at load time, so they
-    /// run on ouro's Q8_0 kernel (candle's for those formats are scalar):
-    /// about 1.5x their bytes, far faster (see docs/BENCHMARKS.md).
+    /// Re-encode Q4_0/Q4_1/Q5_1 tensors as Q8_0 at load time, so they run
+    /// on ouro's Q8_0 kernel (candle's for those formats are scalar): about
+    /// 1.5x their bytes, far faster (see docs/BENCHMARKS.md). Q5_0 (most of
+    /// the Qwen2.5 0.5B) has a kernel of its own and is never re-encoded.
     pub requantize_legacy: bool,
     /// Re-encode the k-quants (Q2_K–Q6_K) as Q8_0 too: Q8_0's precision for
     /// about twice the bytes. Q4_K and Q6_K have kernels of their own, so this
@@ -255,7 +256,7 @@ impl Reader<'_> {
             let dense = t.dequantize(&Device::Cpu)?;
             return Ok(QTensor::quantize(&dense, GgmlDType::F32)?);
         }
-        let legacy = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+        let legacy = matches!(t.dtype(), GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_1);
         let kquant =
             matches!(t.dtype(), GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K);
         if (legacy && self.opts.requantize_legacy) || (kquant && self.opts.requantize_kquants) {
@@ -314,6 +315,7 @@ impl Reader<'_> {
             GgmlDType::Q4K if !self.opts.requantize_kquants => Format::Q4K,
             GgmlDType::Q6K if !self.opts.requantize_kquants => Format::Q6K,
             GgmlDType::Q8_0 => Format::Q8_0,
+            GgmlDType::Q5_0 => Format::Q5_0,
             _ => return Ok(None),
         };
         if self.opts.dequantize {
@@ -383,6 +385,7 @@ impl Reader<'_> {
             GgmlDType::Q4K if !self.opts.requantize_kquants => Some(Format::Q4K),
             GgmlDType::Q6K if !self.opts.requantize_kquants => Some(Format::Q6K),
             GgmlDType::Q8_0 => Some(Format::Q8_0),
+            GgmlDType::Q5_0 => Some(Format::Q5_0),
             _ => None,
         };
         let dims = (ids.len(), k);
@@ -702,6 +705,32 @@ mod tests {
         let path = std::env::temp_dir().join(format!("ouro-gguf-test-{}-{name}.gguf", std::process::id()));
         std::fs::write(&path, b).unwrap();
         path
+    }
+
+    /// The repacked formats hold the values ggml's own dequantization gives
+    /// (candle reads the blocks as ggml does): the kernels' reference could
+    /// agree with every path and still misread a block.
+    #[test]
+    fn repacked_matrices_hold_ggmls_values() {
+        use candle_core::Tensor;
+        let (n, k) = (19usize, 512usize);
+        let weights: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 2003) as f32 / 1001.0 - 1.0) * 0.3).collect();
+        let dense = Tensor::from_vec(weights, (n, k), &Device::Cpu).unwrap();
+        for (dtype, format) in [
+            (GgmlDType::Q4K, Format::Q4K),
+            (GgmlDType::Q6K, Format::Q6K),
+            (GgmlDType::Q8_0, Format::Q8_0),
+            (GgmlDType::Q5_0, Format::Q5_0),
+        ] {
+            let q = QTensor::quantize(&dense, dtype).unwrap();
+            let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = PackedMatrix::from_ggml(format, &q.data().unwrap(), n, k).unwrap();
+            let mut row = vec![0f32; k];
+            for r in 0..n {
+                w.dequantize_row(r, &mut row);
+                assert_eq!(row, want[r * k..(r + 1) * k], "{dtype:?} row {r}");
+            }
+        }
     }
 
     /// The restricted head's logits are the full head's at its ids, bit for

@@ -60,6 +60,7 @@ pub(crate) unsafe fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, r
                 Format::Q4K => dispatch!(q4k, half, r, out),
                 Format::Q6K => dispatch!(q6k, half, r, out),
                 Format::Q8_0 => dispatch!(q8_0, half, r, out),
+                Format::Q5_0 => dispatch!(q5_0, half, r, out),
             }
         }
     }
@@ -257,6 +258,75 @@ unsafe fn q8_0<const R: usize>(
             acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s);
         }
         qp = qp.add(512);
+        mp = mp.add(32);
+    }
+    store(acc, half, out);
+}
+
+/// Bit `t` of each byte of `qh` moved to bit 4 (word shifts: what spills
+/// across a byte boundary lands outside the mask).
+#[inline(always)]
+unsafe fn fifth_bit(qh: __m256i, t: usize) -> __m256i {
+    let v = match t {
+        0 => _mm256_slli_epi16::<4>(qh),
+        1 => _mm256_slli_epi16::<3>(qh),
+        2 => _mm256_slli_epi16::<2>(qh),
+        3 => _mm256_slli_epi16::<1>(qh),
+        4 => qh,
+        5 => _mm256_srli_epi16::<1>(qh),
+        6 => _mm256_srli_epi16::<2>(qh),
+        _ => _mm256_srli_epi16::<3>(qh),
+    };
+    _mm256_and_si256(v, _mm256_set1_epi8(0x10))
+}
+
+/// Q5_0 as unsigned 5-bit weights (q + 16), the offset paid back as
+/// 16·Σx per block.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q5_0<const R: usize>(
+    w: &PackedMatrix,
+    t: usize,
+    half: usize,
+    a: &Q8Blocks,
+    r0: usize,
+    out: &mut [[f32; TILE]],
+) {
+    let nb = w.blocks();
+    let (qp, mp) = w.tile(t);
+    let (mut qp, mut mp) = (qp.add(32 * half), mp.add(16 * half));
+    let x = rows_of::<R>(a, r0);
+    let nib = _mm256_set1_epi8(0x0F);
+    let pf = if half == 0 { pf_dist() } else { 0 };
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(qp.add(64 * l), pf);
+            }
+            prefetch(mp, pf / 10);
+        }
+        let qh = load(qp.add(256));
+        let mut u = [_mm256_setzero_si256(); 8];
+        for g in 0..4 {
+            let v = load(qp.add(64 * g));
+            u[2 * g] = _mm256_or_si256(_mm256_and_si256(v, nib), fifth_bit(qh, 2 * g));
+            u[2 * g + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib), fifth_bit(qh, 2 * g + 1));
+        }
+        let d = f16x8(mp);
+        for r in 0..R {
+            let xp = x[r].add(b * 32);
+            let mut s = _mm256_set1_epi32(-16 * *a.bsum32.get_unchecked((r0 + r) * nb + b));
+            // Four pair sums of at most 31·127·2 each fit in 16 bits.
+            for q in 0..2 {
+                let mut p = _mm256_setzero_si256();
+                for (i, u) in u[4 * q..4 * q + 4].iter().enumerate() {
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(*u, bcast(xp.add(16 * q + 4 * i))));
+                }
+                s = _mm256_add_epi32(s, widen(p));
+            }
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s);
+        }
+        qp = qp.add(320);
         mp = mp.add(32);
     }
     store(acc, half, out);

@@ -80,6 +80,7 @@ pub(crate) unsafe fn tile(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, r
             Format::Q4K => group!(q4k, n, r),
             Format::Q6K => group!(q6k, n, r),
             Format::Q8_0 => group!(q8_0, n, r),
+            Format::Q5_0 => group!(q5_0, n, r),
         }
         r += n;
     }
@@ -231,6 +232,66 @@ unsafe fn q8_0<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usi
             acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s[r]);
         }
         qp = qp.add(512);
+        mp = mp.add(32);
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
+/// Bit `t` of each byte of `qh` moved to bit 4 (word shifts: what spills
+/// across a byte boundary lands outside the mask).
+#[inline(always)]
+unsafe fn fifth_bit(qh: __m512i, t: usize) -> __m512i {
+    let v = match t {
+        0 => _mm512_slli_epi16::<4>(qh),
+        1 => _mm512_slli_epi16::<3>(qh),
+        2 => _mm512_slli_epi16::<2>(qh),
+        3 => _mm512_slli_epi16::<1>(qh),
+        4 => qh,
+        5 => _mm512_srli_epi16::<1>(qh),
+        6 => _mm512_srli_epi16::<2>(qh),
+        _ => _mm512_srli_epi16::<3>(qh),
+    };
+    _mm512_and_si512(v, _mm512_set1_epi8(0x10))
+}
+
+/// Q5_0 as unsigned 5-bit weights (q + 16) for `vpdpbusd`, the offset paid
+/// back as 16·Σx per block.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn q5_0<const R: usize>(w: &PackedMatrix, t: usize, a: &Q8Blocks, r0: usize, out: &mut [[f32; TILE]]) {
+    let nb = w.blocks();
+    let (mut qp, mut mp) = w.tile(t);
+    let nib = _mm512_set1_epi8(0x0F);
+    let pf = pf_dist();
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        if pf > 0 {
+            for l in 0..5 {
+                prefetch(qp.add(64 * l), pf);
+            }
+            prefetch(mp, pf / 10);
+        }
+        let qh = load(qp.add(256));
+        let mut u = [_mm512_setzero_si512(); 8];
+        for g in 0..4 {
+            let v = load(qp.add(64 * g));
+            u[2 * g] = _mm512_or_si512(_mm512_and_si512(v, nib), fifth_bit(qh, 2 * g));
+            u[2 * g + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), nib), fifth_bit(qh, 2 * g + 1));
+        }
+        let x: [*const i8; R] = std::array::from_fn(|r| a.qs.as_ptr().add((r0 + r) * a.k + b * 32));
+        let mut s: [__m512i; R] =
+            std::array::from_fn(|r| _mm512_set1_epi32(-16 * *a.bsum32.get_unchecked((r0 + r) * nb + b)));
+        for (i, u) in u.iter().enumerate() {
+            for r in 0..R {
+                s[r] = _mm512_dpbusd_epi32(s[r], *u, bcast(x[r].add(4 * i)));
+            }
+        }
+        let d = f16x16(mp);
+        for r in 0..R {
+            acc[r] = step(acc[r], d, *a.d.get_unchecked((r0 + r) * nb + b), s[r]);
+        }
+        qp = qp.add(320);
         mp = mp.add(32);
     }
     for r in 0..R {
