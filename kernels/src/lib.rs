@@ -1,7 +1,7 @@
 //! ouro's quantized matmul kernels.
 //!
 //! `y[m, n] = x[m, k] · Wᵀ` for the GGUF weight formats the pinned models
-//! hold (Q4_K, Q6_K, Q8_0), with weights repacked once at load and
+//! hold (Q4_K, Q6_K, Q8_0, Q5_0), with weights repacked once at load and
 //! activations quantized once per matmul.
 //!
 //! # Why a crate of its own
@@ -32,7 +32,7 @@
 //!    which a portable path cannot reproduce cheaply):
 //!    - Q4_K: `acc = acc + (d·dx)·isum; acc = acc - (dmin·dx)·imin`
 //!    - Q6_K: `acc = acc + (d·dx)·isum`
-//!    - Q8_0: `acc = acc + (d·dx)·isum` (per 32-value block)
+//!    - Q8_0, Q5_0: `acc = acc + (d·dx)·isum` (per 32-value block)
 //!
 //!    where `d`, `dmin` are the weight block's f32 scales (exactly converted
 //!    from the file's f16), `dx` the activation block's scale, `isum` and

@@ -29,6 +29,10 @@ use ouro_tests::{model_path, smollm2_f32};
 
 /// The verifier in this process, with a pause before each verdict (the
 /// network) and, optionally, sessions that are lost after some rounds.
+/// Per session: the plan the edge's warm policy state held, if any, and the
+/// first plan the session drafted with.
+type Warmth = Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>;
+
 struct FakeCloud {
     target: Arc<Transformer>,
     info: ModelInfo,
@@ -44,9 +48,7 @@ struct FakeCloud {
     in_verdict: Arc<AtomicBool>,
     /// The affinity key of every connection, in order.
     keys: Arc<Mutex<Vec<Option<String>>>>,
-    /// Per session: the plan the edge's warm policy state held, if any, and
-    /// the first plan the session drafted with.
-    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
+    warmth: Warmth,
 }
 
 struct FakeConn {
@@ -55,7 +57,7 @@ struct FakeConn {
     start_together: Option<Arc<Barrier>>,
     delay: Duration,
     in_verdict: Arc<AtomicBool>,
-    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
+    warmth: Warmth,
 }
 
 /// The in-process verifier, a millisecond away.
@@ -160,7 +162,7 @@ struct Setup {
     sessions: Arc<AtomicUsize>,
     in_verdict: Arc<AtomicBool>,
     keys: Arc<Mutex<Vec<Option<String>>>>,
-    warmth: Arc<Mutex<Vec<(Option<DraftPlan>, DraftPlan)>>>,
+    warmth: Warmth,
     _dir: TempDir,
     pool_file: std::path::PathBuf,
 }

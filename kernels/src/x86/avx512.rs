@@ -5,7 +5,8 @@
 //! eight rows, each with its own accumulator (independent dependency chains
 //! keep `vpdpbusd` at its throughput, not its latency). Q4_K's minimums are
 //! applied once per superblock with `vpdpwssd` against the activations'
-//! block sums; Q6_K's −32 and Q8_0's +128 start each sub-block's sum.
+//! block sums; Q6_K's −32, Q8_0's +128 and Q5_0's −16 start each
+//! sub-block's sum.
 
 use std::arch::x86_64::*;
 
