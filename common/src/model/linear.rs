@@ -70,6 +70,7 @@ impl QWeight {
             GgmlDType::Q4K => Some(Format::Q4K),
             GgmlDType::Q6K => Some(Format::Q6K),
             GgmlDType::Q8_0 => Some(Format::Q8_0),
+            GgmlDType::Q5_0 => Some(Format::Q5_0),
             _ => None,
         };
         if let Some(format) = packed {
