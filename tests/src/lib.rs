@@ -89,6 +89,18 @@ pub fn reference_prompts(model: &str) -> Vec<(String, Vec<u32>, Vec<u32>)> {
         .collect()
 }
 
+/// What the target alone writes after `prompt` under `cfg` (the library's
+/// own decoding loop): what every speculative run must equal.
+pub fn target_only(model: &dyn CausalLm, prompt: &[u32], cfg: &ouro_common::generate::GenerateConfig) -> Vec<u32> {
+    let mut out = Vec::new();
+    ouro_common::generate::generate(model, prompt, cfg, |t| {
+        out.push(t);
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("target-only generation");
+    out
+}
+
 /// Greedy decoding with single-token steps, the reference every speculative
 /// path is compared with.
 pub fn greedy(model: &dyn CausalLm, cache: &mut KvCache, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> {

@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 
 use ouro_common::draft::PhrasePool;
-use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::generate::GenerateConfig;
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::{AttnMask, CausalLm, Head, LogitsRows, SeqInput, Transformer, VocabSubset};
 use ouro_common::sampling::SamplingParams;
@@ -14,7 +14,7 @@ use ouro_common::spec::{strategy, SpecEngine};
 use ouro_common::tokenizer::Tokenizer;
 use ouro_config::vocab::DraftVocabArgs;
 use ouro_edge::engine::draft_vocab;
-use ouro_tests::{has_model, model_path, reference_prompts};
+use ouro_tests::{has_model, model_path, reference_prompts, target_only};
 
 /// A model loaded with `opts` and given a restricted head over `ids`.
 fn restricted(name: &str, opts: &LoadOptions, ids: Vec<u32>) -> Transformer {
@@ -114,16 +114,6 @@ fn restricted_head_logits_are_the_full_heads_bit_for_bit() {
         let prompt = &reference_prompts("qwen2.5-coder-1.5b")[0].1;
         assert_head_matches(&m, &prompt[..prompt.len().min(40)], "qwen2.5-0.5b q8_0");
     }
-}
-
-fn target_only(model: &Transformer, prompt: &[u32], cfg: &GenerateConfig) -> Vec<u32> {
-    let mut out = Vec::new();
-    generate(model, prompt, cfg, |t| {
-        out.push(t);
-        ControlFlow::Continue(())
-    })
-    .unwrap();
-    out
 }
 
 /// Runs `modes` over the prompts and asserts each output equals `expected`;

@@ -121,10 +121,7 @@ impl Cloud for FakeCloud {
         let mut source = req.strategy.open(req.opening(drafter, pool))?;
         // As the real link does: greedy sessions start from the edge's warm
         // policy state and hand back what they learned.
-        let mut policy = req.strategy.policy(None);
-        if let (true, Some(learned)) = (req.sampling.is_greedy(), req.warm) {
-            policy.warm(learned);
-        }
+        let mut policy = req.strategy.warm_policy(None, req.warm, !req.sampling.is_greedy());
         conn.warmth.lock().unwrap().push((req.warm.map(|l| l.plan()), policy.plan()));
         let session = VerifierSession::open(&*conn.target, req.prompt, req.sampling, limits)?;
         if let Some(b) = conn.start_together.take() {

@@ -9,13 +9,13 @@
 use std::ops::ControlFlow;
 
 use ouro_common::draft::PhrasePool;
-use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::generate::GenerateConfig;
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy;
 use ouro_common::spec::SpecEngine;
-use ouro_tests::{model_path, reference_prompts, smollm2};
+use ouro_tests::{model_path, reference_prompts, smollm2, target_only};
 
 fn verifier() -> Transformer {
     let opts = LoadOptions { dequantize: true, ..LoadOptions::default() };
@@ -25,16 +25,6 @@ fn verifier() -> Transformer {
 fn config(sampling: SamplingParams, n: usize) -> GenerateConfig {
     // SmolLM2's end-of-turn ids; generation runs the full length otherwise.
     GenerateConfig { max_new_tokens: n, sampling, stop_ids: vec![0, 2] }
-}
-
-fn target_only(model: &Transformer, prompt: &[u32], cfg: &GenerateConfig) -> Vec<u32> {
-    let mut out = Vec::new();
-    generate(model, prompt, cfg, |t| {
-        out.push(t);
-        ControlFlow::Continue(())
-    })
-    .unwrap();
-    out
 }
 
 /// Runs every mode over the prompts, asserting byte-identical output, and

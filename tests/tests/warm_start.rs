@@ -5,10 +5,10 @@
 use std::ops::ControlFlow;
 
 use ouro_common::draft::PhrasePool;
-use ouro_common::generate::{generate, GenerateConfig};
+use ouro_common::generate::GenerateConfig;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::{strategy, SpecEngine};
-use ouro_tests::{reference_prompts, smollm2, smollm2_f32};
+use ouro_tests::{reference_prompts, smollm2, smollm2_f32, target_only};
 
 #[test]
 fn each_generation_starts_where_the_last_one_ended() {
@@ -21,12 +21,7 @@ fn each_generation_starts_where_the_last_one_ended() {
         let mut engine = SpecEngine::new(&*drafter, &*target, strategy::parse(name).unwrap()).unwrap();
         let mut pool = PhrasePool::default();
         for (i, (category, prompt, _)) in prompts.iter().take(3).enumerate() {
-            let mut want = Vec::new();
-            generate(&*target, prompt, &cfg, |t| {
-                want.push(t);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
+            let want = target_only(&*target, prompt, &cfg);
             let mut got = Vec::new();
             let (stats, back) = engine
                 .generate(prompt, &cfg, pool, |ts| {

@@ -48,11 +48,7 @@ impl<'m> SpecEngine<'m> {
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
     ) -> Result<(SpecStats, PhrasePool), EngineError> {
         let wall = Instant::now();
-        let mut policy = self.strategy.policy(None);
-        // Sampled plans must not depend on anything measured (see `drive`).
-        if let (true, Some(learned)) = (cfg.sampling.is_greedy(), &self.warm) {
-            policy.warm(learned);
-        }
+        let mut policy = self.strategy.warm_policy(None, self.warm.as_ref(), !cfg.sampling.is_greedy());
         let session = VerifierSession::open(self.target, prompt, cfg.sampling, self.limits)?;
         let mut verifier = InProcessVerifier { session };
         let mut stats = SpecStats { prompt_tokens: prompt.len(), ..SpecStats::default() };

@@ -132,10 +132,7 @@ pub async fn speculate_into(
     } else {
         CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
     };
-    let mut policy = req.strategy.policy(curve);
-    if let (false, Some(learned)) = (rounds.sampled, req.warm) {
-        policy.warm(learned);
-    }
+    let mut policy = req.strategy.warm_policy(curve, req.warm, rounds.sampled);
     let mut verifier = RemoteVerifier::new(&mut stream, opened.committed_len as usize, rounds.sampled);
     let driven = spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await;
     // A generation cut short (a lost link, a cancelled client) still taught

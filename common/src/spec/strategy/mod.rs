@@ -20,7 +20,7 @@ pub mod replay;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy};
+use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, Learned};
 use crate::draft::PhrasePool;
 use crate::engine::{Ahead, Draft, Drafter, DrafterConfig, EngineError};
 use crate::model::CausalLm;
@@ -77,6 +77,23 @@ pub trait DraftStrategy: fmt::Debug + Send + Sync {
     /// The planner for one generation. `costs` is the verifier's own cost
     /// curve, given only when plans may depend on measurements (greedy runs).
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send>;
+
+    /// [`policy`](Self::policy), starting from what an earlier generation
+    /// learned. Sampled runs start cold: which sample a seed yields depends
+    /// on the tree's shape, so their plans must not depend on anything
+    /// measured.
+    fn warm_policy(
+        &self,
+        costs: Option<CostCurve>,
+        warm: Option<&Learned>,
+        sampled: bool,
+    ) -> Box<dyn DraftPolicy + Send> {
+        let mut policy = self.policy(costs);
+        if let (false, Some(learned)) = (sampled, warm) {
+            policy.warm(learned);
+        }
+        policy
+    }
 
     /// The tree builder for one generation.
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError>;
