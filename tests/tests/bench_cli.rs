@@ -92,6 +92,25 @@ fn run_compares_every_mode_through_the_emulated_link() {
 }
 
 #[test]
+fn warm_runs_start_each_prompt_where_the_last_one_ended() {
+    // Cold, every prompt's first round uses the default plan; warm, the
+    // later prompts start on whatever plan the one before ended with.
+    let out = out_dir("warm");
+    let r = bench(
+        &["run", "--prompts", "3", "--max-tokens", "24", "--link", "lan", "--modes", "cloud-only,ouroboros", "--warm"],
+        &out,
+    );
+    let group = r["groups"].as_array().unwrap().iter().find(|g| g["mode"] == "ouroboros").unwrap();
+    let first_plans: Vec<&Value> =
+        group["samples"].as_array().unwrap().iter().map(|s| &s["round_log"][0]["plan"]).collect();
+    let cold = serde_json::json!({"trunk_len": 4, "branches": 0, "branch_len": 0});
+    assert_eq!(first_plans[0], &cold, "the first prompt starts cold");
+    assert!(first_plans[1..].iter().any(|p| *p != &cold), "no prompt started warm: {first_plans:?}");
+    assert_eq!(overall(&r, "ouroboros", 2.0)["figures"]["mismatches"], 0);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn sweep_runs_each_rtt_and_two_clients_at_once() {
     let out = out_dir("sweep");
     let r = bench(
