@@ -6,6 +6,11 @@ use super::ema::Ema;
 /// one rejection does not zero a depth, few enough that real data wins fast.
 const PRIOR_WEIGHT: f64 = 2.0;
 
+/// Share of the EMA weight with which a depth not offered in a round drifts
+/// towards the depth above: slow next to real samples (weight `alpha`), fast
+/// enough that a stale estimate heals within a few dozen rounds.
+const DRIFT: f64 = 0.5;
+
 /// Estimates `a_d = P(depth d accepted | depth d-1 accepted)` for depths
 /// 1, 2, ... of a draft path, each as an [`Ema`].
 ///
@@ -16,6 +21,12 @@ const PRIOR_WEIGHT: f64 = 2.0;
 /// A depth that was never observed borrows the estimate of the deepest
 /// observed one (or the prior if none). That is optimistic for deep drafts,
 /// which is the point: the only way to learn about depth 9 is to offer it.
+///
+/// For the same reason a depth that is no longer offered drifts back towards
+/// the depth above it. Otherwise one early rejection at depth 2 would keep a
+/// controller on one-token trunks for the rest of a generation, however
+/// often the drafter is right (seen on Spec-Bench: 60 rounds in a row of one
+/// token offered and accepted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptanceStats {
     /// Index `d - 1` holds depth d; observed depths are always contiguous
@@ -59,6 +70,11 @@ impl AcceptanceStats {
                 self.depths.push(Ema::new(start, self.alpha, PRIOR_WEIGHT));
             }
             self.depths[slot - 1].update(outcome);
+        }
+        // Depths past what was offered learned nothing this round.
+        for slot in (offered.min(self.max_depth) + 1)..=self.depths.len() {
+            let above = self.rate(slot - 1);
+            self.depths[slot - 1].relax(above, self.alpha * DRIFT);
         }
     }
 
@@ -154,6 +170,26 @@ mod tests {
         for (d, p) in truth.iter().enumerate().take(4) {
             assert!((s.rate(d + 1) - p).abs() < 0.06, "depth {}: {}", d + 1, s.rate(d + 1));
         }
+    }
+
+    #[test]
+    fn depths_no_longer_offered_drift_back_to_the_depth_above() {
+        let mut s = AcceptanceStats::new(0.5, 0.1, 8);
+        // An unlucky start: depth 2 rejected, so a controller offers 1 token.
+        s.observe(2, 1);
+        s.observe(2, 1);
+        let stale = s.rate(2);
+        for _ in 0..40 {
+            s.observe(1, 1);
+        }
+        assert!(s.rate(1) > 0.9, "{}", s.rate(1));
+        assert!(s.rate(2) > stale + 0.4, "depth 2 still at {} (was {stale})", s.rate(2));
+        assert_eq!(s.samples(2), 2, "drifting is not a sample");
+        // Offered depths are judged, not drifted: depth 2 falls again on data.
+        for _ in 0..20 {
+            s.observe(2, 1);
+        }
+        assert!(s.rate(2) < 0.2, "{}", s.rate(2));
     }
 
     #[test]

@@ -6,9 +6,13 @@ use serde::{Deserialize, Serialize};
 use super::acceptance::AcceptanceStats;
 use super::cost::CostCurve;
 use super::ema::Ema;
-use super::objective::{self, CostModel, Objective};
+use super::objective::{self, CostModel, Objective, Paths};
 use super::round::{DraftPlan, Prediction, RoundFeedback};
 use super::DraftPolicy;
+
+/// Pseudo-samples of the rescue rate's prior (0): one lucky sibling does
+/// not make every trunk look safe.
+const PRIOR_RESCUE_WEIGHT: f64 = 2.0;
 
 /// Bounds and priors of a [`Controller`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +123,7 @@ pub struct Learned {
     drafter_ms: Ema,
     rtt_ms: Ema,
     ahead_win: Ema,
+    rescue: Ema,
     plan: DraftPlan,
 }
 
@@ -146,6 +151,8 @@ pub struct Controller {
     rtt_ms: Ema,
     /// After a round accepted whole: was the next one drafted ahead?
     ahead_win: Ema,
+    /// After a trunk broke: did a runner-up sibling take over?
+    rescue: Ema,
     last_full_accept: bool,
     /// Measured (or supplied) verifier costs.
     measured: Option<CostCurve>,
@@ -180,6 +187,8 @@ impl Controller {
             rtt_ms: Ema::new(config.default_rtt_ms, config.alpha, 0.0),
             // Nothing is hidden until a pipelined round has shown it.
             ahead_win: Ema::new(0.0, config.alpha, 0.0),
+            // No sibling has caught anything until one has.
+            rescue: Ema::new(0.0, config.alpha, PRIOR_RESCUE_WEIGHT),
             last_full_accept: false,
             measured: None,
             guess: CostCurve::default(),
@@ -217,6 +226,7 @@ impl Controller {
             drafter_ms: self.drafter_ms,
             rtt_ms: self.rtt_ms,
             ahead_win: self.ahead_win,
+            rescue: self.rescue,
             plan: self.current,
         })
     }
@@ -231,6 +241,7 @@ impl Controller {
         self.drafter_ms = learned.drafter_ms;
         self.rtt_ms = learned.rtt_ms;
         self.ahead_win = learned.ahead_win;
+        self.rescue = learned.rescue;
         let c = &self.config;
         let trunk_len = learned.plan.trunk_len.clamp(c.min_trunk, c.max_trunk.min(c.max_nodes));
         let branches = learned.plan.branches.min(c.max_branches);
@@ -258,6 +269,9 @@ impl Controller {
             self.ahead_win.update(if feedback.ahead { 1.0 } else { 0.0 });
         }
         self.last_full_accept = feedback.full_accept();
+        if offered > 0 && !feedback.full_accept() {
+            self.rescue.update(if feedback.rescued { 1.0 } else { 0.0 });
+        }
         if let Some(ms) = feedback.verify_ms.filter(|ms| is_time(*ms)) {
             match &mut self.measured {
                 Some(curve) => curve.record(feedback.nodes, ms, self.config.alpha),
@@ -271,7 +285,7 @@ impl Controller {
 
     /// Expected accepted draft tokens of a plan under the current estimates.
     pub fn expected_accepted(&self, plan: &DraftPlan) -> f64 {
-        objective::expected_accepted(plan, &self.trunk, &self.branch)
+        objective::expected_accepted(plan, &self.paths())
     }
 
     /// What the current estimates say a round with `plan` will do.
@@ -288,7 +302,7 @@ impl Controller {
 
     /// The objective's value of a plan under the current estimates.
     pub fn score(&self, plan: &DraftPlan) -> f64 {
-        objective::score(plan, self.config.objective, &self.trunk, &self.branch, &self.cost_model())
+        objective::score(plan, self.config.objective, &self.paths(), &self.cost_model())
     }
 
     pub fn config(&self) -> &ControllerConfig {
@@ -337,6 +351,15 @@ impl Controller {
     /// Rounds observed so far.
     pub fn rounds(&self) -> u64 {
         self.rounds
+    }
+
+    /// Share of broken trunks a runner-up sibling took over.
+    pub fn rescue(&self) -> f64 {
+        self.rescue.value()
+    }
+
+    fn paths(&self) -> Paths<'_> {
+        Paths { trunk: &self.trunk, branch: &self.branch, rescue: self.rescue.value() }
     }
 
     fn cost_model(&self) -> CostModel<'_> {
@@ -439,10 +462,10 @@ mod tests {
         assert_eq!(second.trunk_stats(), first.trunk_stats());
         assert_eq!(second.drafter_ms(), first.drafter_ms());
         // A cold controller given the same rounds ends up in the same place,
-        // only later: after five rounds the warm one is still ahead.
+        // only later: after two rounds the warm one is still ahead.
         let mut cold = controller(ControllerConfig::default());
-        Sim::new(2).trunk_p(0.95).run(&mut cold, 5);
-        Sim::new(2).trunk_p(0.95).run(&mut second, 5);
+        Sim::new(2).trunk_p(0.95).run(&mut cold, 2);
+        Sim::new(2).trunk_p(0.95).run(&mut second, 2);
         assert!(second.plan().trunk_len > cold.plan().trunk_len, "{:?} vs {:?}", second.plan(), cold.plan());
     }
 
@@ -616,6 +639,36 @@ mod tests {
     }
 
     #[test]
+    fn an_unlucky_start_does_not_pin_the_trunk_at_one_token() {
+        // Seen on Spec-Bench: the first rounds reject, the trunk falls to one
+        // token, and then the drafter is right nearly every time.
+        let chains = ControllerConfig { max_branches: 0, ..Default::default() };
+        for seed in 0..8 {
+            let mut c = controller(chains.clone());
+            let mut sim =
+                Sim::new(seed).trunk_p(0.0).drafter_ms(25.0).rtt_ms(8.0).verifier(CostCurve::linear(80.0, 4.0));
+            sim.run(&mut c, 4);
+            assert_eq!(c.plan().trunk_len, 1, "seed {seed}: {:?}", c.plan());
+            let mut sim = sim.trunk_p(0.9).pipeline(true);
+            sim.run(&mut c, 80);
+            assert!(c.plan().trunk_len >= 3, "seed {seed}: {:?}", c.plan());
+        }
+    }
+
+    #[test]
+    fn siblings_that_catch_broken_trunks_count_in_predictions() {
+        let scenario = |s: Sim| s.trunk_p(0.6).drafter_ms(25.0).rtt_ms(8.0).verifier(CostCurve::linear(80.0, 4.0));
+        let (mut plain, mut rescued) =
+            (controller(ControllerConfig::default()), controller(ControllerConfig::default()));
+        scenario(Sim::new(3)).run(&mut plain, 100);
+        scenario(Sim::new(3)).rescue_p(0.5).run(&mut rescued, 100);
+        assert_eq!(plain.rescue(), 0.0);
+        assert!((rescued.rescue() - 0.5).abs() < 0.2, "{}", rescued.rescue());
+        let plan = DraftPlan::chain(3);
+        assert!(rescued.predict(&plan).accepted > plain.predict(&plan).accepted + 0.2);
+    }
+
+    #[test]
     fn hysteresis_holds_a_plan_against_small_gains() {
         let mut c = controller(ControllerConfig { hysteresis: 10.0, ..Default::default() });
         Sim::new(7).trunk_p(0.99).run(&mut c, 30);
@@ -655,6 +708,7 @@ mod tests {
                 rtt_ms: Some(f64::INFINITY),
                 branches: vec![BranchFeedback { offered: 0, accepted: 7 }],
                 ahead: true,
+                rescued: true,
             },
             RoundFeedback::default(),
             RoundFeedback {

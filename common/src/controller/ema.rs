@@ -35,6 +35,14 @@ impl Ema {
         self.value += weight.min(1.0) * (sample - self.value);
     }
 
+    /// Moves the estimate a share `weight` of the way to `target` without
+    /// counting a sample: what an estimate nobody measures lately drifts to.
+    pub fn relax(&mut self, target: f64, weight: f64) {
+        if target.is_finite() && weight.is_finite() {
+            self.value += weight.clamp(0.0, 1.0) * (target - self.value);
+        }
+    }
+
     pub fn value(&self) -> f64 {
         self.value
     }

@@ -70,6 +70,9 @@ pub struct RoundFeedback {
     /// its drafting time was hidden behind that round trip.
     #[serde(default)]
     pub ahead: bool,
+    /// Where the trunk broke, a runner-up sibling was the verifier's token.
+    #[serde(default)]
+    pub rescued: bool,
 }
 
 impl RoundFeedback {

@@ -11,6 +11,8 @@ use super::DraftPolicy;
 pub(crate) struct Sim {
     trunk_p: f64,
     branch_p: f64,
+    /// Where the trunk breaks, how often a runner-up sibling takes over.
+    rescue_p: f64,
     drafter_ms: f64,
     rtt_ms: f64,
     verifier: CostCurve,
@@ -25,6 +27,7 @@ impl Sim {
         Self {
             trunk_p: 0.7,
             branch_p: 0.2,
+            rescue_p: 0.0,
             drafter_ms: 8.0,
             rtt_ms: 50.0,
             verifier: CostCurve::linear(30.0, 1.5),
@@ -41,6 +44,11 @@ impl Sim {
 
     pub(crate) fn branch_p(mut self, p: f64) -> Self {
         self.branch_p = p;
+        self
+    }
+
+    pub(crate) fn rescue_p(mut self, p: f64) -> Self {
+        self.rescue_p = p;
         self
     }
 
@@ -74,6 +82,7 @@ impl Sim {
         let branches = (0..plan.branches)
             .map(|_| BranchFeedback { offered: plan.branch_len, accepted: self.path(plan.branch_len, self.branch_p) })
             .collect();
+        let rescued = accepted_len < plan.trunk_len && self.rng.random_bool(self.rescue_p);
         let ahead = self.pipeline && self.last_full;
         self.last_full = plan.trunk_len > 0 && accepted_len == plan.trunk_len;
         RoundFeedback {
@@ -85,6 +94,7 @@ impl Sim {
             verify_ms: Some(self.verifier.cost(plan.nodes())),
             rtt_ms: Some(self.rtt_ms),
             ahead,
+            rescued,
         }
     }
 

@@ -46,8 +46,9 @@ pub async fn drive<V: Verifier>(
 ) -> Result<FinishReason, V::Error> {
     let mut generated = 0;
     // A round drafted while the previous verdict was in flight, with its
-    // drafting time, its plan and what the policy expected of that plan.
-    let mut ahead: Option<(Ahead, f64, DraftPlan, Option<Prediction>)> = None;
+    // drafting time (all of it, and the trunk's share), its plan and what
+    // the policy expected of that plan.
+    let mut ahead: Option<(Ahead, f64, f64, DraftPlan, Option<Prediction>)> = None;
     let mut last_commit = Instant::now();
     let mut finish = None;
     // Drafting past the end of the request would be wasted work.
@@ -62,10 +63,10 @@ pub async fn drive<V: Verifier>(
         }
         let remaining = rounds.max_new - generated;
         let was_ahead = ahead.is_some();
-        let (draft, draft_ms, plan, predicted) = match ahead.take() {
-            Some((a, ms, plan, predicted)) => {
+        let (draft, draft_ms, trunk_ms, plan, predicted) = match ahead.take() {
+            Some((a, ms, trunk_ms, plan, predicted)) => {
                 stats.ahead_used += 1;
-                (a.draft, ms, plan, predicted)
+                (a.draft, ms, trunk_ms, plan, predicted)
             }
             None => {
                 let plan = plan_within(policy, remaining);
@@ -74,7 +75,7 @@ pub async fn drive<V: Verifier>(
                 let d = source.draft(&plan, &rounds.limits, rounds.vocab)?;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
-                (d, ms, plan, predicted)
+                (d, ms, ms, plan, predicted)
             }
         };
         let sent = Instant::now();
@@ -87,12 +88,19 @@ pub async fn drive<V: Verifier>(
             let plan = plan_within(policy, room_after);
             let predicted = policy.predict(&plan);
             let t = Instant::now();
+            let passes = source.forward_passes();
             let a = verifier.while_in_flight(|| source.draft_ahead(&draft, &plan, &rounds.limits, rounds.vocab))?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             stats.draft_secs += ms / 1e3;
             if let Some(a) = a {
                 stats.ahead_drafted += 1;
-                ahead = Some((a, ms, plan, predicted));
+                // Drafting ahead first feeds the trunk's last token (its
+                // logits give the guessed verifier token), a pass that a
+                // round drafted after its verdict folds into its first one.
+                // Left in, it would price every trunk token a pass too high.
+                let passes = source.forward_passes().saturating_sub(passes);
+                let trunk_ms = if passes >= 2 { ms * (passes - 1) as f64 / passes as f64 } else { ms };
+                ahead = Some((a, ms, trunk_ms, plan, predicted));
                 ahead_ms = Some(ms);
             }
         }
@@ -130,10 +138,11 @@ pub async fn drive<V: Verifier>(
             branches,
             nodes: draft.tree.len(),
             // A pool phrase sent as it is says nothing about the drafter's speed.
-            draft_ms: timed.then_some(draft_ms).filter(|_| draft.pooled.is_none()),
+            draft_ms: timed.then_some(trunk_ms).filter(|_| draft.pooled.is_none()),
             verify_ms: timed.then_some(reply.compute_ms),
             rtt_ms: rtt_ms.filter(|_| timed),
             ahead: was_ahead,
+            rescued: draft.siblings.iter().any(|(n, _)| verdict.accepted.contains(n)),
         });
         stats.rounds += 1;
         stats.pool_rounds += usize::from(draft.pooled.is_some());
