@@ -354,6 +354,9 @@ where
         return Ok(());
     }
     let mut draining = shared.draining.clone();
+    // What the last verified round committed: the bet a round sent ahead
+    // makes (DraftRound.assumed).
+    let mut last_emitted: Vec<u32> = Vec::new();
     loop {
         let msg = tokio::select! {
             m = next(inbound) => m?,
@@ -369,6 +372,18 @@ where
                         round.round,
                         last_round + 1
                     )));
+                }
+                if !round.assumed.is_empty() && round.assumed != last_emitted {
+                    // Drafted before the last verdict, on a guess at it that
+                    // was wrong: nothing here builds on the committed text.
+                    // Not an error; the edge sends the round again.
+                    last_round = round.round;
+                    telemetry::stale_round();
+                    let msg = v1::Verdict::stale(round.round, committed_len);
+                    if !send(tx, session_response::Msg::Verdict(msg)).await {
+                        return Ok(());
+                    }
+                    continue;
                 }
                 if round.committed_len as usize != committed_len {
                     return Err(Status::failed_precondition(format!(
@@ -407,6 +422,9 @@ where
                 };
                 committed_len = done.verifier.committed().len();
                 last_round = round.round;
+                last_emitted.clear();
+                last_emitted.extend(verdict.accepted.iter().map(|&n| round.tokens[n]));
+                last_emitted.push(verdict.next_token);
                 let evicted = shared.sessions.checkin(&id, done.verifier, last_round);
                 telemetry::evicted("memory budget", evicted.memory);
                 let emitted = verdict.accepted.len() + 1;

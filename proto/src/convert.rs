@@ -71,6 +71,7 @@ impl v1::DraftRound {
             tokens: tree.tokens().to_vec(),
             parents: tree.parents().to_vec(),
             q,
+            assumed: Vec::new(),
         }
     }
 
@@ -120,7 +121,13 @@ impl v1::Verdict {
             rejected_argmax,
             compute_us,
             batch_size,
+            stale: false,
         }
+    }
+
+    /// The answer to a round sent ahead whose bet lost.
+    pub fn stale(round: u64, committed_len: usize) -> Self {
+        Self { round, committed_len: committed_len as u32, stale: true, ..Default::default() }
     }
 
     /// The core verdict for `tree`. The argmax of accepted nodes is filled in

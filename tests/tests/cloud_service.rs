@@ -57,7 +57,7 @@ async fn open(c: &mut cloud::Client, prompt: &[u32]) -> (SessionStream, v1::Open
 }
 
 fn round(n: u64, committed: u32, tokens: Vec<u32>, parents: Vec<i32>) -> v1::DraftRound {
-    v1::DraftRound { round: n, committed_len: committed, tokens, parents, q: vec![] }
+    v1::DraftRound { round: n, committed_len: committed, tokens, parents, ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +69,7 @@ async fn speculation_over_the_wire_equals_generate() {
     let m = smollm2_f32();
     let (mut bytes, mut tokens) = (0, 0);
     let (mut ahead_drafted, mut ahead_used) = (0, 0);
+    let (mut ahead_sent, mut ahead_stale) = (0, 0);
     for (i, prompt) in prompts().iter().enumerate() {
         // Four prompts, and more while drafting ahead has not yet both won
         // and lost a bet (the assertion below): which bets win depends on
@@ -85,6 +86,7 @@ async fn speculation_over_the_wire_equals_generate() {
             bytes += run.bytes_in + run.bytes_out;
             tokens += run.tokens.len();
             (ahead_drafted, ahead_used) = (ahead_drafted + run.ahead_drafted, ahead_used + run.ahead_used);
+            (ahead_sent, ahead_stale) = (ahead_sent + run.ahead_sent, ahead_stale + run.ahead_stale);
         }
         // The same without drafting ahead.
         let req = SpecRequest {
@@ -110,6 +112,10 @@ async fn speculation_over_the_wire_equals_generate() {
     // cache and pre-drafted round sent at once; or rollback) went untested.
     println!("drafted ahead {ahead_drafted} rounds, sent {ahead_used}");
     assert!(ahead_used > 0 && ahead_used < ahead_drafted, "drafted ahead {ahead_drafted}, used {ahead_used}");
+    // Rounds drafted ahead go out before the verdict they bet on; the lost
+    // bets come back stale and are sent again, and the text is unchanged.
+    println!("sent ahead {ahead_sent}, of which stale {ahead_stale}");
+    assert!(ahead_sent > 0 && ahead_stale > 0 && ahead_stale < ahead_sent, "{ahead_sent} sent, {ahead_stale} stale");
     println!(
         "wire bytes per committed token (both directions, protobuf payloads): {:.1}",
         bytes as f64 / tokens as f64
@@ -201,6 +207,49 @@ async fn round_bookkeeping_mismatches_are_failed_precondition() {
     let st = s.round(round(1, v.committed_len, vec![5], vec![-1])).await.unwrap_err();
     assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
     good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_sent_ahead_is_verified_on_a_won_bet_and_answered_stale_on_a_lost_one() {
+    let srv = server(&[]);
+    let prompt = prompts()[1].clone();
+    let want = expected(&prompt);
+    assert!(want.len() >= 8, "{want:?}");
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let n = prompt.len() as u32;
+    let (mut s, _) = open(&mut c, &prompt).await;
+    let ahead = |r: u64, committed: u32, tokens: &[u32], assumed: &[u32]| {
+        let parents = (0..tokens.len() as i32).map(|i| i - 1).collect();
+        v1::DraftRound { assumed: assumed.to_vec(), ..round(r, committed, tokens.to_vec(), parents) }
+    };
+    // Three rounds back to back, as an edge drafting ahead sends them:
+    // round 2 bets that round 1 commits want[..3] (its two tokens and the
+    // verifier's own), which it does; round 3 bets on a wrong round 2.
+    let mut wrong = want[3..6].to_vec();
+    wrong[2] = wrong[2].wrapping_add(1) % 1000;
+    for r in [
+        round(1, n, want[..2].to_vec(), vec![-1, 0]),
+        ahead(2, n + 3, &want[3..5], &want[..3]),
+        ahead(3, n + 6, &want[6..7], &wrong),
+    ] {
+        s.send(session_request::Msg::Round(r)).await;
+    }
+    let v1 = s.verdict().await.expect("round 1");
+    assert_eq!((v1.accepted.len(), v1.committed_len, v1.stale), (2, n + 3, false));
+    let v2 = s.verdict().await.expect("round 2, sent ahead on a won bet");
+    assert_eq!((v2.accepted.len(), v2.next_token, v2.committed_len, v2.stale), (2, want[5], n + 6, false));
+    let v3 = s.verdict().await.expect("round 3, sent ahead on a lost bet");
+    assert!(v3.stale && v3.accepted.is_empty(), "{v3:?}");
+    assert_eq!((v3.round, v3.committed_len), (3, n + 6));
+    // Nothing was lost: the session goes on from what rounds 1 and 2 committed.
+    let v4 = s.round(round(4, n + 6, want[6..8].to_vec(), vec![-1, 0])).await.expect("round 4");
+    assert_eq!((v4.accepted.len(), v4.committed_len, v4.stale), (2, n + 9, false));
+    // A bet that the session's first round follows something is lost too.
+    let (mut s, _) = open(&mut c, &prompt).await;
+    let v = s.round(ahead(1, n + 1, &want[1..2], &want[..1])).await.expect("a bet with nothing before it");
+    assert!(v.stale, "{v:?}");
+    let v = s.round(round(2, n, want[..1].to_vec(), vec![-1])).await.expect("the round sent again");
+    assert_eq!((v.accepted.len(), v.stale), (1, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

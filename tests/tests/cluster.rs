@@ -380,7 +380,7 @@ async fn sessions_spread_over_replicas_and_a_resume_reaches_its_own() {
             committed_len: opened.committed_len,
             tokens: want[0][..2].to_vec(),
             parents: vec![-1, 0],
-            q: vec![],
+            ..Default::default()
         };
         let verdict = s.round(draft).await.expect("round");
         assert_eq!(verdict.accepted.len(), 2);
@@ -418,7 +418,7 @@ async fn sessions_spread_over_replicas_and_a_resume_reaches_its_own() {
         committed_len: opened.committed_len,
         tokens: want[0][3..5].to_vec(),
         parents: vec![-1, 0],
-        q: vec![],
+        ..Default::default()
     };
     let verdict = s.round(draft).await.expect("a round after the resume");
     assert_eq!(verdict.accepted.len(), 2, "the resumed session lost its place");

@@ -153,6 +153,8 @@ pub struct Controller {
     ahead_win: Ema,
     /// After a trunk broke: did a runner-up sibling take over?
     rescue: Ema,
+    /// Rounds drafted ahead were last seen sent ahead too.
+    sends_ahead: bool,
     last_full_accept: bool,
     /// Measured (or supplied) verifier costs.
     measured: Option<CostCurve>,
@@ -189,6 +191,7 @@ impl Controller {
             ahead_win: Ema::new(0.0, config.alpha, 0.0),
             // No sibling has caught anything until one has.
             rescue: Ema::new(0.0, config.alpha, PRIOR_RESCUE_WEIGHT),
+            sends_ahead: false,
             last_full_accept: false,
             measured: None,
             guess: CostCurve::default(),
@@ -267,6 +270,9 @@ impl Controller {
         }
         if self.last_full_accept {
             self.ahead_win.update(if feedback.ahead { 1.0 } else { 0.0 });
+        }
+        if feedback.ahead {
+            self.sends_ahead = feedback.sent_ahead;
         }
         self.last_full_accept = feedback.full_accept();
         if offered > 0 && !feedback.full_accept() {
@@ -368,6 +374,7 @@ impl Controller {
             rtt_ms: self.rtt_ms.value(),
             verifier: self.cost_curve(),
             ahead_win: self.ahead_win.value(),
+            sends_ahead: self.sends_ahead,
         }
     }
 
@@ -568,6 +575,20 @@ mod tests {
     }
 
     #[test]
+    fn rounds_sent_ahead_hide_the_round_trip_of_a_won_bet() {
+        let scenario = |s: Sim| s.trunk_p(0.9).drafter_ms(10.0).rtt_ms(80.0).pipeline(true);
+        let (mut late, mut early) = (controller(ControllerConfig::default()), controller(ControllerConfig::default()));
+        scenario(Sim::new(4)).run(&mut late, 60);
+        scenario(Sim::new(4)).send_ahead(true).run(&mut early, 60);
+        let plan = DraftPlan::chain(3);
+        let (l, e) = (late.predict(&plan), early.predict(&plan));
+        // Drafting was hidden either way; sent ahead, so is most of the 80 ms.
+        assert!(l.hidden_ms <= l.draft_ms + 1e-9, "{l:?}");
+        assert!(e.hidden_ms > l.hidden_ms + 40.0, "{l:?}\n{e:?}");
+        assert!(e.round_ms() < l.round_ms() - 40.0);
+    }
+
+    #[test]
     fn predictions_follow_the_estimates() {
         let mut c = controller(ControllerConfig::default());
         let plan = DraftPlan::chain(4);
@@ -708,6 +729,7 @@ mod tests {
                 rtt_ms: Some(f64::INFINITY),
                 branches: vec![BranchFeedback { offered: 0, accepted: 7 }],
                 ahead: true,
+                sent_ahead: true,
                 rescued: true,
             },
             RoundFeedback::default(),

@@ -64,6 +64,9 @@ pub struct CostModel<'a> {
     /// drafted ahead (0 without pipelining; below 1 when the drafter's guess
     /// at the verifier's own token misses).
     pub ahead_win: f64,
+    /// Rounds drafted ahead are also sent ahead of the verdict they bet on,
+    /// so a won bet is verified with no round trip before it.
+    pub sends_ahead: bool,
 }
 
 impl CostModel<'_> {
@@ -76,15 +79,19 @@ impl CostModel<'_> {
         self.drafter_ms_per_token * plan.trunk_len as f64
     }
 
-    /// Drafting expected to be hidden: a round accepted whole lets the next
-    /// one be drafted during its flight. Drafting ahead takes one pass more
-    /// than the trunk (the trunk's last token, whose logits give the guessed
-    /// verifier token), so the flight hides the trunk's drafting up to the
-    /// flight less that pass. Without this, deeper trunks look as costly as
-    /// if every round's drafting waited, and plans stay short.
+    /// Time expected to be hidden: a round accepted whole lets the next one
+    /// be drafted during its flight, and, sent ahead, verified with no round
+    /// trip before it. Such a round then costs the longer of its drafting
+    /// and its flight (just its verification if it was sent ahead); its
+    /// drafting takes one pass more than the trunk (the trunk's last token,
+    /// whose logits give the guessed verifier token). Without this, deeper
+    /// trunks look as costly as if every round's drafting waited, and plans
+    /// stay short.
     pub fn hidden_ms(&self, plan: &DraftPlan, trunk: &AcceptanceStats) -> f64 {
-        let flight = self.rtt_ms + self.verifier.cost(plan.nodes());
-        let hideable = self.draft_ms(plan).min(flight - self.drafter_ms_per_token).max(0.0);
+        let verify = self.verifier.cost(plan.nodes());
+        let drafting = self.drafter_ms_per_token * (plan.trunk_len + 1) as f64;
+        let won = if self.sends_ahead { verify.max(drafting) } else { (self.rtt_ms + verify).max(drafting) };
+        let hideable = (self.round_ms(plan) - won).max(0.0);
         self.ahead_win.clamp(0.0, 1.0) * trunk.survival(plan.trunk_len) * hideable
     }
 
@@ -188,7 +195,13 @@ mod tests {
     fn objectives_price_different_costs() {
         let a = AcceptanceStats::new(0.8, 0.1, 16);
         let curve = CostCurve::linear(20.0, 2.0);
-        let cost = CostModel { drafter_ms_per_token: 5.0, rtt_ms: 100.0, verifier: &curve, ahead_win: 0.0 };
+        let cost = CostModel {
+            drafter_ms_per_token: 5.0,
+            rtt_ms: 100.0,
+            verifier: &curve,
+            ahead_win: 0.0,
+            sends_ahead: false,
+        };
         let plan = DraftPlan::chain(2);
         let tokens = 1.0 + 0.8 + 0.64;
         assert_eq!(cost.round_ms(&plan), 10.0 + 100.0 + 24.0);
@@ -198,7 +211,8 @@ mod tests {
         let comp = score(&plan, Objective::VerifierCompute, &paths, &cost);
         assert!((comp - tokens / 24.0).abs() < 1e-12);
         let free = CostCurve::linear(0.0, 0.0);
-        let zero = CostModel { drafter_ms_per_token: 0.0, rtt_ms: 0.0, verifier: &free, ahead_win: 0.0 };
+        let zero =
+            CostModel { drafter_ms_per_token: 0.0, rtt_ms: 0.0, verifier: &free, ahead_win: 0.0, sends_ahead: false };
         assert!(score(&plan, Objective::VerifierCompute, &paths, &zero).is_finite());
 
         // Drafting ahead hides up to the flight (rtt + verify) of a round
@@ -214,5 +228,10 @@ mod tests {
         assert!((slow.hidden_ms(&plan, &a) - 0.64 * (124.0 - 50.0)).abs() < 1e-9);
         let slower = CostModel { drafter_ms_per_token: 500.0, ahead_win: 1.0, ..cost };
         assert_eq!(slower.hidden_ms(&plan, &a), 0.0);
+        // Sent ahead, a won bet also skips the round trip: all 10 ms of
+        // drafting and the 100 ms flight, with probability 0.64 × 0.5.
+        let sent = CostModel { sends_ahead: true, ..piped };
+        assert!((sent.hidden_ms(&plan, &a) - 0.5 * 0.64 * 110.0).abs() < 1e-9);
+        assert!(score(&plan, Objective::Latency, &paths, &sent) > score(&plan, Objective::Latency, &paths, &piped));
     }
 }

@@ -70,6 +70,10 @@ pub struct RoundFeedback {
     /// its drafting time was hidden behind that round trip.
     #[serde(default)]
     pub ahead: bool,
+    /// It was also sent ahead of that verdict, so a won bet skipped the
+    /// round trip too.
+    #[serde(default)]
+    pub sent_ahead: bool,
     /// Where the trunk broke, a runner-up sibling was the verifier's token.
     #[serde(default)]
     pub rescued: bool,
@@ -91,8 +95,9 @@ pub struct Prediction {
     pub draft_ms: f64,
     pub verify_ms: f64,
     pub rtt_ms: f64,
-    /// The part of `draft_ms` expected to be hidden behind the previous
-    /// round's flight (drafting ahead).
+    /// The part of the round expected to be hidden behind the previous
+    /// round's flight: drafting ahead, and with rounds sent ahead the round
+    /// trip too.
     pub hidden_ms: f64,
 }
 

@@ -18,6 +18,8 @@ pub(crate) struct Sim {
     verifier: CostCurve,
     /// Each round accepted whole is followed by one drafted ahead.
     pipeline: bool,
+    /// Rounds drafted ahead are sent ahead too: a won bet skips the round trip.
+    send_ahead: bool,
     last_full: bool,
     rng: StdRng,
 }
@@ -32,6 +34,7 @@ impl Sim {
             rtt_ms: 50.0,
             verifier: CostCurve::linear(30.0, 1.5),
             pipeline: false,
+            send_ahead: false,
             last_full: false,
             rng: StdRng::seed_from_u64(seed),
         }
@@ -67,6 +70,11 @@ impl Sim {
         self
     }
 
+    pub(crate) fn send_ahead(mut self, on: bool) -> Self {
+        self.send_ahead = on;
+        self
+    }
+
     pub(crate) fn verifier(mut self, curve: CostCurve) -> Self {
         self.verifier = curve;
         self
@@ -94,6 +102,7 @@ impl Sim {
             verify_ms: Some(self.verifier.cost(plan.nodes())),
             rtt_ms: Some(self.rtt_ms),
             ahead,
+            sent_ahead: ahead && self.send_ahead,
             rescued,
         }
     }

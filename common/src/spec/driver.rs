@@ -32,6 +32,19 @@ pub struct Rounds<'a> {
     pub max_context: usize,
 }
 
+/// A round drafted while the previous verdict was in flight.
+struct AheadRound {
+    ahead: Ahead,
+    /// Its drafting time: all of it, and the trunk's share.
+    ms: f64,
+    trunk_ms: f64,
+    plan: DraftPlan,
+    /// What the policy expected of `plan`.
+    predicted: Option<Prediction>,
+    /// When it was sent, if it went ahead of the verdict it bets on.
+    sent: Option<Instant>,
+}
+
 /// Runs rounds until `max_new` tokens, a stop token, the context's end, or
 /// `on_tokens` breaking (a cancelled request). Each round's committed tokens
 /// go to `on_tokens` and into `stats`, so a caller whose verifier fails
@@ -45,10 +58,7 @@ pub async fn drive<V: Verifier>(
     mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
 ) -> Result<FinishReason, V::Error> {
     let mut generated = 0;
-    // A round drafted while the previous verdict was in flight, with its
-    // drafting time (all of it, and the trunk's share), its plan and what
-    // the policy expected of that plan.
-    let mut ahead: Option<(Ahead, f64, f64, DraftPlan, Option<Prediction>)> = None;
+    let mut ahead: Option<AheadRound> = None;
     let mut last_commit = Instant::now();
     let mut finish = None;
     // Drafting past the end of the request would be wasted work.
@@ -63,10 +73,10 @@ pub async fn drive<V: Verifier>(
         }
         let remaining = rounds.max_new - generated;
         let was_ahead = ahead.is_some();
-        let (draft, draft_ms, trunk_ms, plan, predicted) = match ahead.take() {
-            Some((a, ms, trunk_ms, plan, predicted)) => {
+        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early) = match ahead.take() {
+            Some(a) => {
                 stats.ahead_used += 1;
-                (a.draft, ms, trunk_ms, plan, predicted)
+                (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent)
             }
             None => {
                 let plan = plan_within(policy, remaining);
@@ -75,11 +85,16 @@ pub async fn drive<V: Verifier>(
                 let d = source.draft(&plan, &rounds.limits, rounds.vocab)?;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
-                (d, ms, ms, plan, predicted)
+                (d, ms, ms, plan, predicted, None)
             }
         };
-        let sent = Instant::now();
-        verifier.send(&draft).await?;
+        let sent = match sent_early {
+            Some(at) => at,
+            None => {
+                verifier.send(&draft).await?;
+                Instant::now()
+            }
+        };
         // While the verdict travels, draft the next round on the bet that
         // this one is accepted whole.
         let room_after = rounds.max_new.saturating_sub(generated + draft.trunk_len + 1);
@@ -100,7 +115,18 @@ pub async fn drive<V: Verifier>(
                 // Left in, it would price every trunk token a pass too high.
                 let passes = source.forward_passes().saturating_sub(passes);
                 let trunk_ms = if passes >= 2 { ms * (passes - 1) as f64 / passes as f64 } else { ms };
-                ahead = Some((a, ms, trunk_ms, plan, predicted));
+                // Sent at once, the round is verified right after this one
+                // if the bet wins: no round trip in between. A bet on a
+                // text that stops would only make the verifier run past it.
+                let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
+                let sent = if early {
+                    verifier.send_ahead(&a.draft, &a.assumed).await?;
+                    stats.ahead_sent += 1;
+                    Some(Instant::now())
+                } else {
+                    None
+                };
+                ahead = Some(AheadRound { ahead: a, ms, trunk_ms, plan, predicted, sent });
                 ahead_ms = Some(ms);
             }
         }
@@ -116,9 +142,11 @@ pub async fn drive<V: Verifier>(
         let verdict = reply.verdict;
         let (on_trunk, branches) = source.commit(&draft, &verdict);
         // A verdict that was already waiting when drafting ahead ended says
-        // only that the round trip was shorter than that drafting.
+        // only that the round trip was shorter than that drafting; one for a
+        // round sent ahead waited behind the last round's verification.
         let rtt_ms = match ahead_ms {
             _ if !verifier.remote() => Some(0.0),
+            _ if sent_early.is_some() => None,
             Some(_) if waited_ms < 0.5 => None,
             _ => Some((round_trip_ms - reply.compute_ms).max(0.0)),
         };
@@ -142,6 +170,7 @@ pub async fn drive<V: Verifier>(
             verify_ms: timed.then_some(reply.compute_ms),
             rtt_ms: rtt_ms.filter(|_| timed),
             ahead: was_ahead,
+            sent_ahead: sent_early.is_some(),
             rescued: draft.siblings.iter().any(|(n, _)| verdict.accepted.contains(n)),
         });
         stats.rounds += 1;
@@ -165,9 +194,10 @@ pub async fn drive<V: Verifier>(
         last_commit = Instant::now();
 
         let mut emitted = verdict.emitted_tokens(&draft.tree);
-        if ahead.as_ref().is_some_and(|(a, ..)| a.assumed != emitted) {
-            // Lost the bet; `commit` has already rolled the drafter back.
-            ahead = None;
+        if let Some(lost) = ahead.take_if(|a| a.ahead.assumed != emitted) {
+            // Lost the bet; `commit` has already rolled the drafter back. A
+            // round sent ahead is answered as stale, which the verifier skips.
+            stats.ahead_stale += usize::from(lost.sent.is_some());
         }
         emitted.truncate(remaining);
         if let Some(i) = emitted.iter().position(|t| rounds.stop_ids.contains(t)) {

@@ -42,6 +42,10 @@ pub struct SpecStats {
     /// of them were sent (the bet won).
     pub ahead_drafted: usize,
     pub ahead_used: usize,
+    /// Rounds drafted ahead that were also sent ahead, before the verdict
+    /// they bet on; of those, the lost bets the verifier answered as stale.
+    pub ahead_sent: usize,
+    pub ahead_stale: usize,
     /// Rounds whose trunk was a pool phrase sent without a drafter pass
     /// (hybrid drafting).
     pub pool_rounds: usize,

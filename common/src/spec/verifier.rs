@@ -42,6 +42,23 @@ pub trait Verifier {
     fn while_in_flight<R>(&self, f: impl FnOnce() -> R) -> R {
         f()
     }
+
+    /// Whether a round drafted ahead may be sent before the verdict it
+    /// bets on ([`send_ahead`](Self::send_ahead)). Only worth it where a
+    /// round trip costs something.
+    fn sends_ahead(&self) -> bool {
+        false
+    }
+
+    /// Sends the round after the one in flight, on the bet that the one in
+    /// flight commits exactly `assumed`. The verifier checks the bet: if it
+    /// won, it verifies the round as soon as the last one is done, with no
+    /// round trip between; if not, it verifies nothing and the round's
+    /// [`verdict`](Self::verdict) is never asked for (the driver sends the
+    /// round again, rebuilt).
+    fn send_ahead(&mut self, _draft: &Draft, _assumed: &[u32]) -> impl Future<Output = Result<(), Self::Error>> {
+        async { Ok(()) }
+    }
 }
 
 /// The target model in this process.

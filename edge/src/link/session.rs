@@ -152,6 +152,8 @@ pub struct RemoteVerifier<'s> {
     committed: usize,
     /// Sampled drafts carry the drafter's distributions (q̃) for the cloud.
     sampled: bool,
+    /// Bytes sent since the last verdict (a round sent ahead is counted with
+    /// the verdict read after it was sent).
     sent_bytes: usize,
 }
 
@@ -173,13 +175,20 @@ impl Verifier for RemoteVerifier<'_> {
         self.round += 1;
         let dists = self.sampled.then_some(&draft.dists[..]);
         let msg = v1::DraftRound::from_draft(self.round, self.committed, &draft.tree, dists);
-        self.sent_bytes = msg.encoded_len();
+        self.sent_bytes += msg.encoded_len();
         self.stream.send(session_request::Msg::Round(msg)).await;
         Ok(())
     }
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, LinkError> {
-        let verdict = self.stream.verdict().await?;
+        let mut verdict = self.stream.verdict().await?;
+        // A round sent ahead on a bet that lost is answered as stale before
+        // the round sent in its place.
+        let mut stale_bytes = 0;
+        while verdict.stale {
+            stale_bytes += verdict.encoded_len();
+            verdict = self.stream.verdict().await?;
+        }
         let v = verdict.to_verdict(&draft.tree)?;
         self.committed = verdict.committed_len as usize;
         Ok(Reply {
@@ -187,12 +196,26 @@ impl Verifier for RemoteVerifier<'_> {
             compute_ms: verdict.compute_us as f64 / 1e3,
             batch_size: verdict.batch_size,
             bytes_out: std::mem::take(&mut self.sent_bytes),
-            bytes_in: verdict.encoded_len(),
+            bytes_in: verdict.encoded_len() + stale_bytes,
         })
     }
 
     fn while_in_flight<R>(&self, f: impl FnOnce() -> R) -> R {
         off_runtime(f)
+    }
+
+    fn sends_ahead(&self) -> bool {
+        // Sampled drafts are never drafted ahead (see `Drafter::draft_ahead`).
+        !self.sampled
+    }
+
+    async fn send_ahead(&mut self, draft: &Draft, assumed: &[u32]) -> Result<(), LinkError> {
+        self.round += 1;
+        let mut msg = v1::DraftRound::from_draft(self.round, self.committed + assumed.len(), &draft.tree, None);
+        msg.assumed = assumed.to_vec();
+        self.sent_bytes += msg.encoded_len();
+        self.stream.send(session_request::Msg::Round(msg)).await;
+        Ok(())
     }
 }
 
