@@ -245,6 +245,8 @@ mod tests {
             rtt_ms: None,
             wall_ms,
             ahead: false,
+            sent_ahead: false,
+            bets: 0,
             pooled: false,
         };
         let mut a = sample("ouroboros", "qa", &[0.1, 0.2], 2);

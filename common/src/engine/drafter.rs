@@ -493,11 +493,17 @@ impl Drafter<'_> {
     /// flight, betting that the verifier accepts the whole trunk and then
     /// says what the drafter would say next (the guessed bonus token).
     ///
+    /// `current` may itself be a round drafted ahead, not yet verified: the
+    /// bets then stack, each on the one before (rounds sent ahead keep the
+    /// verifier busy while verdicts travel). `current` must be the last
+    /// round drafted, so that its trunk ends the drafter's text.
+    ///
     /// Returns `None` when there is nothing to bet on: sampled runs (the
-    /// drafter's random stream must not depend on timing), an empty trunk, or
-    /// a trunk that ends the text. On a winning bet [`Drafter::commit`] keeps
-    /// the drafted-ahead tokens and their cache, and the returned draft is
-    /// sent as it is; on a losing one `commit` rolls both back.
+    /// drafter's random stream must not depend on timing), an empty trunk, a
+    /// trunk that ends the text, or a `current` that is not the last round
+    /// drafted. On a winning bet [`Drafter::commit`] keeps the drafted-ahead
+    /// tokens and their cache, and the returned draft is sent as it is; on a
+    /// losing one `commit` rolls both back.
     pub fn draft_ahead(
         &mut self,
         current: &Draft,
@@ -505,10 +511,12 @@ impl Drafter<'_> {
         limits: &TreeLimits,
         vocab: usize,
     ) -> Result<Option<Ahead>, EngineError> {
-        let trunk_end = self.committed + current.trunk_len;
+        let trunk_end = self.seq.len();
+        let trunk = &current.tree.tokens()[..current.trunk_len];
         if !self.params.is_greedy()
             || current.trunk_len == 0
-            || self.seq.len() != trunk_end
+            || trunk_end < self.committed + current.trunk_len
+            || self.seq[trunk_end - current.trunk_len..] != *trunk
             || self.stop_ids.contains(&self.seq[trunk_end - 1])
             || trunk_end + 2 >= self.model.config().max_context
         {
@@ -523,7 +531,7 @@ impl Drafter<'_> {
         // Until the verdict says otherwise only `base` tokens are committed;
         // `seq` keeps the bet (trunk, bonus, next trunk) for `commit` to judge.
         self.committed = base;
-        let mut assumed = self.seq[base..trunk_end].to_vec();
+        let mut assumed = self.seq[trunk_end - current.trunk_len..trunk_end].to_vec();
         assumed.push(bonus);
         Ok(Some(Ahead { draft: draft?, assumed }))
     }
@@ -544,7 +552,9 @@ impl Drafter<'_> {
         let agree = trunk.iter().zip(&emitted).take_while(|(a, b)| a == b).count();
         let keep_tail = agree == emitted.len() && trunk.len() > emitted.len();
         let fed = self.cache.len().saturating_sub(self.committed);
-        self.cache.truncate(self.committed + agree.min(fed));
+        // A won bet keeps every row: each was computed on text now confirmed.
+        let keep = if keep_tail { fed } else { agree.min(fed) };
+        self.cache.truncate(self.committed + keep);
         if let Some(matched) = draft.pooled.as_ref().filter(|_| on_trunk > 0) {
             let mut hit = matched.clone();
             hit.extend_from_slice(&emitted[..on_trunk]);

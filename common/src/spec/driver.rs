@@ -3,8 +3,9 @@
 //! all run this loop; they differ only in their [`Verifier`] and their
 //! [`DraftSource`].
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::controller::{DraftPlan, DraftPolicy, Prediction, RoundFeedback};
 use crate::engine::Ahead;
@@ -30,6 +31,13 @@ pub struct Rounds<'a> {
     pub vocab: usize,
     /// No round starts once the committed text is one token short of this.
     pub max_context: usize,
+}
+
+/// Most rounds drafted ahead at once (sent ahead, they stack).
+const MAX_AHEAD: usize = 4;
+
+fn ms_duration(ms: f64) -> Duration {
+    Duration::from_secs_f64((ms / 1e3).clamp(0.0, 3600.0))
 }
 
 /// A round drafted while the previous verdict was in flight.
@@ -58,7 +66,11 @@ pub async fn drive<V: Verifier>(
     mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
 ) -> Result<FinishReason, V::Error> {
     let mut generated = 0;
-    let mut ahead: Option<AheadRound> = None;
+    // Rounds drafted ahead, oldest first: each bets on the one before it,
+    // the first on the round in flight.
+    let mut queue: VecDeque<AheadRound> = VecDeque::new();
+    // The drafter's time per pass when drafting ahead, last measured.
+    let mut pass_ms: Option<f64> = None;
     let mut last_commit = Instant::now();
     let mut finish = None;
     // Drafting past the end of the request would be wasted work.
@@ -72,8 +84,8 @@ pub async fn drive<V: Verifier>(
             break;
         }
         let remaining = rounds.max_new - generated;
-        let was_ahead = ahead.is_some();
-        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early) = match ahead.take() {
+        let was_ahead = !queue.is_empty();
+        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early) = match queue.pop_front() {
             Some(a) => {
                 stats.ahead_used += 1;
                 (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent)
@@ -96,38 +108,74 @@ pub async fn drive<V: Verifier>(
             }
         };
         // While the verdict travels, draft the next round on the bet that
-        // this one is accepted whole.
-        let room_after = rounds.max_new.saturating_sub(generated + draft.trunk_len + 1);
+        // this one is accepted whole. A verifier that takes rounds sent ahead
+        // gets each at once, and the bets stack while there is time before
+        // the verdict is due: with a long round trip the verifier then has
+        // the next rounds in hand when it finishes this one.
         let mut ahead_ms = None;
-        if rounds.pipeline && room_after >= 2 {
+        // When this round's verdict should come: a round trip and its
+        // verification after it was sent, and, sent ahead, no sooner than its
+        // verification after the verdict of the round before (the verifier
+        // takes rounds in order).
+        let due = predicted.map(|p| {
+            let flight = sent + ms_duration(p.rtt_ms + p.verify_ms);
+            match sent_early {
+                Some(_) => flight.max(last_commit + ms_duration(p.verify_ms)),
+                None => flight,
+            }
+        });
+        let depth = if verifier.sends_ahead() { MAX_AHEAD } else { 1 };
+        let mut bet_tokens =
+            generated + draft.trunk_len + 1 + queue.iter().map(|a| a.ahead.draft.trunk_len + 1).sum::<usize>();
+        while rounds.pipeline && queue.len() < depth {
+            let room_after = rounds.max_new.saturating_sub(bet_tokens);
+            if room_after < 2 {
+                break;
+            }
             let plan = plan_within(policy, room_after);
+            if !queue.is_empty() {
+                // A deeper bet only if it is drafted before the verdict it
+                // stacks on is due.
+                let needed = pass_ms.map(|ms| ms_duration(ms * (plan.trunk_len + 1) as f64));
+                match (due, needed) {
+                    (Some(due), Some(needed)) if Instant::now() + needed <= due => {}
+                    _ => break,
+                }
+            }
             let predicted = policy.predict(&plan);
+            let last = queue.back().map_or(&draft, |a| &a.ahead.draft);
             let t = Instant::now();
             let passes = source.forward_passes();
-            let a = verifier.while_in_flight(|| source.draft_ahead(&draft, &plan, &rounds.limits, rounds.vocab))?;
+            let a = verifier.while_in_flight(|| source.draft_ahead(last, &plan, &rounds.limits, rounds.vocab))?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             stats.draft_secs += ms / 1e3;
-            if let Some(a) = a {
-                stats.ahead_drafted += 1;
-                // Drafting ahead first feeds the trunk's last token (its
-                // logits give the guessed verifier token), a pass that a
-                // round drafted after its verdict folds into its first one.
-                // Left in, it would price every trunk token a pass too high.
-                let passes = source.forward_passes().saturating_sub(passes);
-                let trunk_ms = if passes >= 2 { ms * (passes - 1) as f64 / passes as f64 } else { ms };
-                // Sent at once, the round is verified right after this one
-                // if the bet wins: no round trip in between. A bet on a
-                // text that stops would only make the verifier run past it.
-                let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
-                let sent = if early {
-                    verifier.send_ahead(&a.draft, &a.assumed).await?;
-                    stats.ahead_sent += 1;
-                    Some(Instant::now())
-                } else {
-                    None
-                };
-                ahead = Some(AheadRound { ahead: a, ms, trunk_ms, plan, predicted, sent });
-                ahead_ms = Some(ms);
+            let Some(a) = a else { break };
+            stats.ahead_drafted += 1;
+            // Drafting ahead first feeds the trunk's last token (its logits
+            // give the guessed verifier token), a pass that a round drafted
+            // after its verdict folds into its first one. Left in, it would
+            // price every trunk token a pass too high.
+            let passes = source.forward_passes().saturating_sub(passes);
+            pass_ms = Some(ms / passes.max(1) as f64);
+            let trunk_ms = if passes >= 2 { ms * (passes - 1) as f64 / passes as f64 } else { ms };
+            // Sent at once, the round is verified right after the one it
+            // bets on if the bet wins: no round trip in between. A bet on a
+            // text that stops would only make the verifier run past it.
+            let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
+            let sent = if early {
+                verifier.send_ahead(&a.draft, &a.assumed).await?;
+                stats.ahead_sent += 1;
+                Some(Instant::now())
+            } else {
+                None
+            };
+            bet_tokens += a.draft.trunk_len + 1;
+            queue.push_back(AheadRound { ahead: a, ms, trunk_ms, plan, predicted, sent });
+            stats.ahead_deepest = stats.ahead_deepest.max(queue.len());
+            ahead_ms = Some(ms);
+            if !early {
+                // Nothing can stack on a bet the verifier has not got.
+                break;
             }
         }
         let t = Instant::now();
@@ -189,15 +237,18 @@ pub async fn drive<V: Verifier>(
             rtt_ms: rtt_ms.filter(|_| verifier.remote()),
             wall_ms: last_commit.elapsed().as_secs_f64() * 1e3,
             ahead: was_ahead,
+            sent_ahead: sent_early.is_some(),
+            bets: queue.len(),
             pooled: draft.pooled.is_some(),
         });
         last_commit = Instant::now();
 
         let mut emitted = verdict.emitted_tokens(&draft.tree);
-        if let Some(lost) = ahead.take_if(|a| a.ahead.assumed != emitted) {
-            // Lost the bet; `commit` has already rolled the drafter back. A
-            // round sent ahead is answered as stale, which the verifier skips.
-            stats.ahead_stale += usize::from(lost.sent.is_some());
+        if queue.front().is_some_and(|a| a.ahead.assumed != emitted) {
+            // Lost the bet, and with it every bet stacked on it; `commit` has
+            // already rolled the drafter back. Rounds sent ahead are answered
+            // as stale, which the verifier skips.
+            stats.ahead_stale += queue.drain(..).filter(|a| a.sent.is_some()).count();
         }
         emitted.truncate(remaining);
         if let Some(i) = emitted.iter().position(|t| rounds.stop_ids.contains(t)) {

@@ -46,6 +46,8 @@ pub struct SpecStats {
     /// they bet on; of those, the lost bets the verifier answered as stale.
     pub ahead_sent: usize,
     pub ahead_stale: usize,
+    /// Most rounds drafted ahead at once (bets stacked on bets).
+    pub ahead_deepest: usize,
     /// Rounds whose trunk was a pool phrase sent without a drafter pass
     /// (hybrid drafting).
     pub pool_rounds: usize,
@@ -85,6 +87,11 @@ pub struct RoundLog {
     pub wall_ms: f64,
     /// Drafted while the previous verdict was in flight.
     pub ahead: bool,
+    /// And sent then too, before the verdict it bet on.
+    pub sent_ahead: bool,
+    /// Rounds drafted ahead, betting on this one and on each other, when
+    /// this round's verdict came.
+    pub bets: usize,
     /// The trunk was a pool phrase, sent without a drafter pass.
     pub pooled: bool,
 }
@@ -176,6 +183,8 @@ mod tests {
             rtt_ms: None,
             wall_ms,
             ahead: false,
+            sent_ahead: false,
+            bets: 0,
             pooled: false,
         }
     }
