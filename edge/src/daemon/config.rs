@@ -129,7 +129,8 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_OBJECTIVE", value_enum, default_value_t = ObjectiveArg::Latency)]
     pub objective: ObjectiveArg,
     /// Wait for each verdict before drafting again, instead of drafting the
-    /// next round while the verdict is in flight.
+    /// next rounds while the verdict is in flight and sending them ahead of
+    /// it (greedy requests).
     #[arg(long, env = "OURO_NO_PIPELINE")]
     pub no_pipeline: bool,
     /// While running on the drafter alone, retry the cloud this often (ms);
