@@ -112,14 +112,16 @@ fn warm_runs_start_each_prompt_where_the_last_one_ended() {
 
 #[test]
 fn over_a_long_round_trip_rounds_go_out_ahead_and_stack() {
-    // 80 ms of round trip against a few ms of drafting and verifying: the
-    // edge sends each round drafted ahead at once and stacks bets while a
-    // verdict travels, over both transports, and the text stays the cloud's.
+    // 300 ms of round trip against a few ms of drafting and verifying (a
+    // margin wide enough for a busy machine: how deep bets stack depends on
+    // how much drafting fits in a flight): the edge sends each round drafted
+    // ahead at once and stacks bets while a verdict travels, over both
+    // transports, and the text stays the cloud's.
     let out = out_dir("ahead");
     let modes = "cloud-only,ouroboros,ouroboros-quic";
-    let r = bench(&["run", "--prompts", "2", "--max-tokens", "32", "--link", "delay=40ms", "--modes", modes], &out);
+    let r = bench(&["run", "--prompts", "2", "--max-tokens", "32", "--link", "delay=150ms", "--modes", modes], &out);
     for mode in ["ouroboros", "ouroboros-quic"] {
-        assert_eq!(overall(&r, mode, 80.0)["figures"]["mismatches"], 0, "{mode}");
+        assert_eq!(overall(&r, mode, 300.0)["figures"]["mismatches"], 0, "{mode}");
         let group = r["groups"].as_array().unwrap().iter().find(|g| g["mode"] == mode).unwrap();
         let rounds: Vec<&Value> =
             group["samples"].as_array().unwrap().iter().flat_map(|s| s["round_log"].as_array().unwrap()).collect();

@@ -303,6 +303,12 @@ impl PhrasePool {
         self.matches(suffix, max, min_match).into_iter().map(|(_, c)| c).collect()
     }
 
+    /// [`continuations`](Self::continuations), each with the number of
+    /// `suffix` tokens it matched on.
+    pub fn continuations_with_match(&self, suffix: &[u32], max: usize) -> Vec<(usize, &[u32])> {
+        self.matches(suffix, max, 1)
+    }
+
     /// The best continuation of `suffix` with at least `min_match` matched
     /// tokens, and the matched tokens themselves (what
     /// [`record_hit`](Self::record_hit) wants in front of the accepted ones).

@@ -4,7 +4,6 @@
 //! only opens the session and puts the driver's drafts on the wire
 //! ([`RemoteVerifier`]).
 
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -156,16 +155,16 @@ pub struct RemoteVerifier<'s> {
     /// Bytes sent since the last verdict (a round sent ahead is counted with
     /// the verdict read after it was sent).
     sent_bytes: usize,
-    /// Rounds sent ahead and not yet answered, oldest first: round number
-    /// and the committed length each builds on (its bet and every bet
-    /// before it won).
-    bets: VecDeque<(u64, usize)>,
+    /// The committed length the last round sent builds on (for a round sent
+    /// ahead: if its bet and every bet before it win); the next bet adds its
+    /// own tokens to it.
+    tip: usize,
 }
 
 impl<'s> RemoteVerifier<'s> {
     /// A verifier on an opened session whose cloud holds `committed` tokens.
     pub fn new(stream: &'s mut SessionStream, committed: usize, sampled: bool) -> Self {
-        Self { stream, round: 0, committed, sampled, sent_bytes: 0, bets: VecDeque::new() }
+        Self { stream, round: 0, committed, sampled, sent_bytes: 0, tip: committed }
     }
 }
 
@@ -179,7 +178,7 @@ impl Verifier for RemoteVerifier<'_> {
     async fn send(&mut self, draft: &Draft) -> Result<(), LinkError> {
         self.round += 1;
         // A round sent the ordinary way follows a verdict that ended every bet.
-        self.bets.clear();
+        self.tip = self.committed;
         let dists = self.sampled.then_some(&draft.dists[..]);
         let msg = v1::DraftRound::from_draft(self.round, self.committed, &draft.tree, dists);
         self.sent_bytes += msg.encoded_len();
@@ -196,8 +195,6 @@ impl Verifier for RemoteVerifier<'_> {
             stale_bytes += verdict.encoded_len();
             verdict = self.stream.verdict().await?;
         }
-        let answered = verdict.round;
-        self.bets.retain(|&(round, _)| round > answered);
         let v = verdict.to_verdict(&draft.tree)?;
         self.committed = verdict.committed_len as usize;
         Ok(Reply {
@@ -220,10 +217,8 @@ impl Verifier for RemoteVerifier<'_> {
 
     async fn send_ahead(&mut self, draft: &Draft, assumed: &[u32]) -> Result<(), LinkError> {
         self.round += 1;
-        let base = self.bets.back().map_or(self.committed, |&(_, len)| len);
-        let builds_on = base + assumed.len();
-        self.bets.push_back((self.round, builds_on));
-        let mut msg = v1::DraftRound::from_draft(self.round, builds_on, &draft.tree, None);
+        self.tip += assumed.len();
+        let mut msg = v1::DraftRound::from_draft(self.round, self.tip, &draft.tree, None);
         msg.assumed = assumed.to_vec();
         self.sent_bytes += msg.encoded_len();
         self.stream.send(session_request::Msg::Round(msg)).await;

@@ -121,13 +121,12 @@ impl DraftSource for PoolSource<'_> {
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
         let cap = plan.trunk_len.min(limits.max_depth).min(limits.max_nodes);
-        // The first continuation is the best one; the trunk is sent only if
-        // phrases found on a match that long have paid in this text.
-        let matched = self.pool.best_continuation(&self.tail, 1).map(|(m, _)| m.len());
-        self.sent_match = matched.filter(|&m| cap > 0 && self.matches.worth(m));
-        let wanted = if self.sent_match.is_some() { plan.branches + 1 } else { 0 };
+        let found = self.pool.continuations_with_match(&self.tail, plan.branches + 1);
+        // The first continuation is the best one; the round sends phrases
+        // only if those found on a match that long have paid in this text.
+        self.sent_match = found.first().map(|&(m, _)| m).filter(|&m| cap > 0 && self.matches.worth(m));
         let conts: Vec<Vec<u32>> =
-            self.pool.continuations(&self.tail, wanted).into_iter().map(<[u32]>::to_vec).collect();
+            if self.sent_match.is_some() { found.into_iter().map(|(_, c)| c.to_vec()).collect() } else { Vec::new() };
         let mut conts = conts.into_iter();
         let mut trunk_len = 0;
         if let Some(first) = conts.next().filter(|_| cap > 0) {
