@@ -127,6 +127,54 @@ async fn speculation_over_the_wire_equals_generate() {
     }
 }
 
+/// Sampled sessions send their rounds ahead too (one bet at a time), and
+/// the cloud's verification of them stays tied to the seed: the same seed
+/// gives the same text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_rounds_go_out_ahead_and_the_seed_still_fixes_the_text() {
+    let srv = server(&[]);
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let m = smollm2_f32();
+    let (mut sent, mut stale) = (0, 0);
+    for (i, prompt) in prompts().iter().take(3).enumerate() {
+        let sampling = ouro_common::sampling::SamplingParams {
+            temperature: 0.8,
+            top_k: Some(40),
+            top_p: Some(0.95),
+            seed: 3 + i as u64,
+        };
+        let run = || async {
+            let req = SpecRequest {
+                warm: None,
+                tokenizer_hash: &h,
+                prompt,
+                max_new: NEW,
+                stop_ids: &STOP,
+                strategy: strategy("ouroboros"),
+                sampling,
+                pipeline: true,
+                info: None,
+            };
+            let (mut run, mut pool) = (SpecStats::default(), Default::default());
+            let mut c = c.clone();
+            speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))
+                .await
+                .expect("sampled session");
+            run
+        };
+        let (a, b) = (run().await, run().await);
+        assert_eq!(a.tokens, b.tokens, "prompt {i}: same seed, different text");
+        assert!(!a.tokens.is_empty() && a.tokens.len() <= NEW);
+        assert_eq!(a.ahead_sent, a.ahead_used + a.ahead_stale, "{a:?}");
+        assert!(a.ahead_deepest <= 1, "sampled bets stacked {} deep", a.ahead_deepest);
+        sent += a.ahead_sent;
+        stale += a.ahead_stale;
+    }
+    println!("sampled: sent ahead {sent}, of which stale {stale}");
+    assert!(sent > 0 && stale < sent, "{sent} sent ahead, {stale} stale");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sessions_share_passes_and_keep_their_text() {
     let srv = server(&["--batch-window-ms", "40"]);

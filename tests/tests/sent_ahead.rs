@@ -3,6 +3,9 @@
 //! does): greedy text must stay byte-identical to target-only whichever
 //! bets win.
 //!
+//! Sampled, a seed must give the same text however far off the verifier
+//! looks: one bet at a time, whatever the clock says.
+//!
 //! The verifier here is the target model in process, posing as a distant
 //! one: it reports each round as slow, so the driver believes a verdict is
 //! far off and has time to stack bets. It keeps the cloud's rule: a round
@@ -25,6 +28,8 @@ use ouro_tests::{model_path, reference_prompts, smollm2, target_only};
 struct Distant<'m> {
     session: VerifierSession<'m>,
     sent_ahead: Vec<Vec<u32>>,
+    /// What each verdict reports as its compute time.
+    compute_ms: f64,
 }
 
 impl Verifier for Distant<'_> {
@@ -40,7 +45,7 @@ impl Verifier for Distant<'_> {
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
-        Ok(Reply { verdict, compute_ms: 400.0, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply { verdict, compute_ms: self.compute_ms, batch_size: 1, bytes_out: 0, bytes_in: 0 })
     }
 
     fn sends_ahead(&self) -> bool {
@@ -53,49 +58,67 @@ impl Verifier for Distant<'_> {
     }
 }
 
+fn target() -> Transformer {
+    let opts = LoadOptions { dequantize: true, ..LoadOptions::default() };
+    gguf::load(&model_path("smollm2-135m"), &opts).unwrap().0
+}
+
+/// One Ouroboros generation through the driver against [`Distant`]; the
+/// text, its stats, and how many rounds were sent ahead.
+fn generate(
+    drafter: &dyn CausalLm,
+    target: &Transformer,
+    prompt: &[u32],
+    cfg: &GenerateConfig,
+    compute_ms: f64,
+) -> (Vec<u32>, SpecStats, usize) {
+    let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
+    let mode = strategy::parse("ouroboros").unwrap();
+    let mut pool = PhrasePool::default();
+    let sampled = !cfg.sampling.is_greedy();
+    let mut source = mode
+        .open(Opening {
+            drafter: Some(drafter),
+            prompt,
+            sampling: cfg.sampling,
+            stop_ids: &cfg.stop_ids,
+            pool: &mut pool,
+        })
+        .unwrap();
+    let mut policy = mode.warm_policy(None, None, sampled);
+    let session = VerifierSession::open(target, prompt, cfg.sampling, limits).unwrap();
+    let mut verifier = Distant { session, sent_ahead: Vec::new(), compute_ms };
+    let rounds = Rounds {
+        prompt_len: prompt.len(),
+        max_new: cfg.max_new_tokens,
+        stop_ids: &cfg.stop_ids,
+        sampled,
+        pipeline: true,
+        limits,
+        vocab: target.config().vocab_size,
+        max_context: target.config().max_context,
+    };
+    let mut stats = SpecStats::default();
+    let mut got = Vec::new();
+    block_on_ready(drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut stats, |ts| {
+        got.extend_from_slice(ts);
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    (got, stats, verifier.sent_ahead.len())
+}
+
 #[test]
 fn bets_stacked_on_bets_keep_the_targets_text() {
     let drafter = smollm2();
-    let opts = LoadOptions { dequantize: true, ..LoadOptions::default() };
-    let target: Transformer = gguf::load(&model_path("smollm2-135m"), &opts).unwrap().0;
+    let target = target();
     let cfg = GenerateConfig { max_new_tokens: 48, sampling: SamplingParams::greedy(), stop_ids: vec![0, 2] };
-    let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
     let (mut sent, mut deepest, mut used, mut stale) = (0, 0, 0, 0);
     for (category, prompt, _) in reference_prompts("smollm2-135m") {
         let expect = target_only(&target, &prompt, &cfg);
-        let mode = strategy::parse("ouroboros").unwrap();
-        let mut pool = PhrasePool::default();
-        let mut source = mode
-            .open(Opening {
-                drafter: Some(&*drafter),
-                prompt: &prompt,
-                sampling: cfg.sampling,
-                stop_ids: &cfg.stop_ids,
-                pool: &mut pool,
-            })
-            .unwrap();
-        let mut policy = mode.warm_policy(None, None, false);
-        let session = VerifierSession::open(&target, &prompt, cfg.sampling, limits).unwrap();
-        let mut verifier = Distant { session, sent_ahead: Vec::new() };
-        let rounds = Rounds {
-            prompt_len: prompt.len(),
-            max_new: cfg.max_new_tokens,
-            stop_ids: &cfg.stop_ids,
-            sampled: false,
-            pipeline: true,
-            limits,
-            vocab: target.config().vocab_size,
-            max_context: target.config().max_context,
-        };
-        let mut stats = SpecStats::default();
-        let mut got = Vec::new();
-        block_on_ready(drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut stats, |ts| {
-            got.extend_from_slice(ts);
-            ControlFlow::Continue(())
-        }))
-        .unwrap();
+        let (got, stats, sent_ahead) = generate(&*drafter, &target, &prompt, &cfg, 400.0);
         assert_eq!(got, expect, "{category}: a bet sent ahead changed the text");
-        assert_eq!(verifier.sent_ahead.len(), stats.ahead_sent);
+        assert_eq!(sent_ahead, stats.ahead_sent);
         // Every round sent ahead was either used or answered stale.
         assert_eq!(stats.ahead_sent, stats.ahead_used + stats.ahead_stale, "{category}: {stats:?}");
         sent += stats.ahead_sent;
@@ -106,6 +129,30 @@ fn bets_stacked_on_bets_keep_the_targets_text() {
     println!("sent ahead {sent} (up to {deepest} at once), used {used}, stale {stale}");
     // The verdict looked far off, so bets stacked; some won, some lost.
     assert!(deepest >= 2, "bets never stacked: {deepest}");
+    assert!(used > 0 && stale > 0, "{used} used, {stale} stale");
+}
+
+/// Sampled, bets go out one at a time, every round, so a seed gives the
+/// same text whether the verifier looks near (no time to stack) or far.
+#[test]
+fn sampled_bets_keep_the_seeds_text_whatever_the_clock_says() {
+    let drafter = smollm2();
+    let target = target();
+    let (mut sent, mut used, mut stale) = (0, 0, 0);
+    for (category, prompt, _) in reference_prompts("smollm2-135m").into_iter().take(3) {
+        let sampling = SamplingParams { temperature: 0.8, top_k: Some(40), top_p: Some(0.95), seed: 5 };
+        let cfg = GenerateConfig { max_new_tokens: 40, sampling, stop_ids: vec![0, 2] };
+        let (far, stats, sent_ahead) = generate(&*drafter, &target, &prompt, &cfg, 400.0);
+        let (near, _, _) = generate(&*drafter, &target, &prompt, &cfg, 0.0);
+        assert_eq!(far, near, "{category}: the seed's text depended on how far off the verifier looked");
+        assert_eq!(sent_ahead, stats.ahead_sent);
+        assert_eq!(stats.ahead_sent, stats.ahead_used + stats.ahead_stale, "{category}: {stats:?}");
+        assert!(stats.ahead_deepest <= 1, "{category}: sampled bets stacked {} deep", stats.ahead_deepest);
+        sent += stats.ahead_sent;
+        used += stats.ahead_used;
+        stale += stats.ahead_stale;
+    }
+    println!("sampled: sent ahead {sent}, used {used}, stale {stale}");
     assert!(used > 0 && stale > 0, "{used} used, {stale} stale");
 }
 

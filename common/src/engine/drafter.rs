@@ -498,8 +498,14 @@ impl Drafter<'_> {
     /// verifier busy while verdicts travel). `current` must be the last
     /// round drafted, so that its trunk ends the drafter's text.
     ///
-    /// Returns `None` when there is nothing to bet on: sampled runs (the
-    /// drafter's random stream must not depend on timing), an empty trunk, a
+    /// Under sampling the guess is the drafter's most likely token, and the
+    /// bet stays lossless: the round is drafted from the drafter's own random
+    /// stream, before and apart from the verifier's draws, and is verified
+    /// only on the text it was drafted for. Which rounds are drafted ahead
+    /// must then not depend on timing, or seeded text would (the driver's
+    /// business).
+    ///
+    /// Returns `None` when there is nothing to bet on: an empty trunk, a
     /// trunk that ends the text, or a `current` that is not the last round
     /// drafted. On a winning bet [`Drafter::commit`] keeps the drafted-ahead
     /// tokens and their cache, and the returned draft is sent as it is; on a
@@ -513,8 +519,7 @@ impl Drafter<'_> {
     ) -> Result<Option<Ahead>, EngineError> {
         let trunk_end = self.seq.len();
         let trunk = &current.tree.tokens()[..current.trunk_len];
-        if !self.params.is_greedy()
-            || current.trunk_len == 0
+        if current.trunk_len == 0
             || trunk_end < self.committed + current.trunk_len
             || self.seq[trunk_end - current.trunk_len..] != *trunk
             || self.stop_ids.contains(&self.seq[trunk_end - 1])

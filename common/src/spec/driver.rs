@@ -124,7 +124,11 @@ pub async fn drive<V: Verifier>(
                 None => flight,
             }
         });
-        let depth = if verifier.sends_ahead() { MAX_AHEAD } else { 1 };
+        // Bets stack as deep as the time before the verdict allows, which
+        // is measured; under sampling that would make a seeded text depend
+        // on timing, so sampled runs keep exactly one bet in flight, drafted
+        // every round whatever the clock says.
+        let depth = if verifier.sends_ahead() && !rounds.sampled { MAX_AHEAD } else { 1 };
         let mut bet_tokens =
             generated + draft.trunk_len + 1 + queue.iter().map(|a| a.ahead.draft.trunk_len + 1).sum::<usize>();
         while rounds.pipeline && queue.len() < depth {

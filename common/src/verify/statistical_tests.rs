@@ -6,7 +6,9 @@
 //! vocabulary as FR-Spec's is) on trees of depth up to 3 with 1 to 3
 //! children per node. Whole generation rounds are simulated until two tokens
 //! are emitted, and the first token and the first two tokens are compared with
-//! the exact target distribution by a chi-square test. The same harness must
+//! the exact target distribution by a chi-square test; with rounds drafted
+//! ahead on a bet about the verdict before (as the edge drafts while a
+//! verdict is in flight), the first three. The same harness must
 //! also catch deliberately broken rules, or passing would prove nothing.
 
 use std::cell::RefCell;
@@ -253,6 +255,75 @@ impl Harness {
         (first, pairs)
     }
 
+    /// The bet a round drafted ahead makes on `round` at `ctx`, as the edge
+    /// makes it: its first node accepted and then the most likely token, or
+    /// (by the context's hash) nothing accepted and the most likely token.
+    /// Any rule that does not look at the verifier's draws will do.
+    fn bet(&self, ctx: &[u32], tree: &DraftTree) -> Vec<u32> {
+        let mut assumed = Vec::new();
+        if !tree.is_empty() && !hash_ctx(SALT ^ 0xbe7, ctx).is_multiple_of(3) {
+            assumed.push(tree.token(0));
+        }
+        let mut at = ctx.to_vec();
+        at.extend_from_slice(&assumed);
+        assumed.push(argmax(&target_logits(&at)));
+        assumed
+    }
+
+    /// Counts of the first three emitted tokens when every round is drafted
+    /// ahead on a bet ([`Harness::bet`]) before the round it bets on is
+    /// verified, as the edge drafts while a verdict is in flight; and how
+    /// many rounds came from a won bet. With `checked`, a round drafted
+    /// ahead is verified only if its bet won, as the cloud does (a lost bet
+    /// is answered stale and the round drafted again); without, it is
+    /// verified against the text it assumed whatever the verdict said.
+    fn run_with_bets(&self, samples: usize, seed: u64, checked: bool) -> (Vec<u64>, usize) {
+        let mut draft_rng = SamplerRng::with_stream(seed, 1);
+        let mut verify_rng = SamplerRng::with_stream(seed, 2);
+        let mut triples = vec![0u64; V * V * V];
+        let mut won = 0;
+        for _ in 0..samples {
+            let mut ctx = vec![ROOT];
+            let mut current = self.round(&ctx, &mut draft_rng);
+            while ctx.len() < 4 {
+                let assumed = self.bet(&ctx, &current.0);
+                let mut at = ctx.clone();
+                at.extend_from_slice(&assumed);
+                let ahead = self.round(&at, &mut draft_rng);
+                let (tree, dists, rows) = &current;
+                let refs: Vec<&[f32]> = rows.iter().map(|n| n.logits.as_slice()).collect();
+                let v = verify_with_rule(tree, &refs, dists, &self.params, &mut verify_rng, Rule::Lossless).unwrap();
+                let emitted = v.emitted_tokens(tree);
+                if emitted == assumed || !checked {
+                    won += usize::from(emitted == assumed);
+                    ctx = at;
+                    current = ahead;
+                } else {
+                    ctx.extend(emitted);
+                    current = self.round(&ctx, &mut draft_rng);
+                }
+            }
+            triples[(ctx[1] as usize * V + ctx[2] as usize) * V + ctx[3] as usize] += 1;
+        }
+        (triples, won)
+    }
+
+    /// Exact target probabilities of the first three tokens.
+    fn exact_triples(&self) -> Vec<f64> {
+        let mut p3 = vec![0.0; V * V * V];
+        let p1 = self.p(&[ROOT]);
+        for a in 0..V {
+            let pa = self.p(&[ROOT, a as u32]);
+            for b in 0..V {
+                let pb = self.p(&[ROOT, a as u32, b as u32]);
+                for c in 0..V {
+                    p3[(a * V + b) * V + c] = p1[a] * pa[b] * pb[c];
+                }
+            }
+        }
+        p3
+    }
+
     /// Exact target probabilities of the first token and of the first two.
     fn exact(&self) -> (Vec<f64>, Vec<f64>) {
         let p1 = self.p(&[ROOT]);
@@ -325,6 +396,29 @@ fn lossless_with_a_restricted_vocabulary_drafter() {
         let (tree, _, _) = h.round(&[ROOT], &mut rng);
         assert!((0..tree.len()).all(|n| RESTRICTED.contains(&tree.token(n))));
     }
+}
+
+/// Rounds drafted ahead on a bet, verified only when the bet won: the
+/// drafter drew them before the verifier's draws for the round they bet on,
+/// so conditioning on a won bet leaves their distribution alone. A harness
+/// that verified them against the text they assumed after a lost bet must
+/// see the damage, or passing would prove nothing.
+#[test]
+fn lossless_with_rounds_drafted_ahead_on_bets() {
+    for (drafter, params, seed) in [(Drafter::Mixed, plain(), 30), (Drafter::Restricted, filtered(), 31)] {
+        let h = Harness::new(drafter, params, 2);
+        let (triples, won) = h.run_with_bets(SAMPLES, seed, true);
+        let p = chi_square_p_value(&triples, &h.exact_triples());
+        eprintln!("{drafter:?} with bets: p-value {p:.3e}, {won} rounds from won bets");
+        assert!(p >= ALPHA, "{drafter:?} {params:?}: p-value {p:.3e}");
+        // Both outcomes are common, so both paths are under test.
+        assert!(won > SAMPLES / 10 && won < SAMPLES * 2, "{won} won bets in {SAMPLES} runs");
+    }
+    let h = Harness::new(Drafter::Mixed, plain(), 2);
+    let (triples, _) = h.run_with_bets(SAMPLES, 32, false);
+    let p = chi_square_p_value(&triples, &h.exact_triples());
+    eprintln!("unchecked bets: p-value {p:.3e}");
+    assert!(p < ALPHA, "rounds verified on lost bets went unnoticed: p-value {p:.3e}");
 }
 
 #[test]

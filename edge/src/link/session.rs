@@ -211,14 +211,14 @@ impl Verifier for RemoteVerifier<'_> {
     }
 
     fn sends_ahead(&self) -> bool {
-        // Sampled drafts are never drafted ahead (see `Drafter::draft_ahead`).
-        !self.sampled
+        true
     }
 
     async fn send_ahead(&mut self, draft: &Draft, assumed: &[u32]) -> Result<(), LinkError> {
         self.round += 1;
         self.tip += assumed.len();
-        let mut msg = v1::DraftRound::from_draft(self.round, self.tip, &draft.tree, None);
+        let dists = self.sampled.then_some(&draft.dists[..]);
+        let mut msg = v1::DraftRound::from_draft(self.round, self.tip, &draft.tree, dists);
         msg.assumed = assumed.to_vec();
         self.sent_bytes += msg.encoded_len();
         self.stream.send(session_request::Msg::Round(msg)).await;
