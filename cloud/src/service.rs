@@ -3,14 +3,17 @@
 //! status that says what was wrong; the session's state is left as it was,
 //! so the client can re-attach and carry on.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use ouro_common::engine::EngineError;
 use ouro_common::sampling::{SamplingParams, SparseDist};
 use ouro_common::tree::DraftTree;
+use ouro_common::verify::StackedRounds;
 use ouro_proto::v1::verifier_server::Verifier;
 use ouro_proto::v1::{
     self, session_request, session_response, GenerateRequest, GenerateResponse, InfoRequest, ModelInfo, SessionRequest,
@@ -191,7 +194,12 @@ async fn next<T, S>(inbound: &mut S) -> Result<Option<T>, Status>
 where
     S: Stream<Item = Result<T, Status>> + Unpin,
 {
-    match inbound.next().await {
+    received(inbound.next().await)
+}
+
+/// What the client sent, or a status that says what was wrong with it.
+fn received<T>(item: Option<Result<T, Status>>) -> Result<Option<T>, Status> {
+    match item {
         None => Ok(None),
         Some(Ok(m)) => Ok(Some(m)),
         Some(Err(s)) if s.code() == tonic::Code::Internal || s.code() == tonic::Code::Unknown => {
@@ -199,6 +207,62 @@ where
         }
         Some(Err(s)) => Err(s),
     }
+}
+
+/// Takes in what the client has already sent, without waiting: the rounds
+/// it sent ahead, for stacking on the round about to be verified.
+fn read_ready<T, S>(inbound: &mut S, ready: &mut VecDeque<Result<Option<T>, Status>>)
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    while ready.back().is_none_or(|r| matches!(r, Ok(Some(_)))) {
+        match inbound.next().now_or_never() {
+            Some(item) => ready.push_back(received(item)),
+            None => break,
+        }
+    }
+}
+
+/// Greedy rounds sent ahead that are already in hand and bet on `first`,
+/// hung below it in one tree ([`StackedRounds`]), in round order: each must
+/// follow the one before in number and committed length, and be a valid
+/// round whose bet can still win, and the merged tree must fit in the
+/// `room` the context has left. The first that cannot stays queued and is
+/// handled on its own.
+fn stack_ready(
+    shared: &Shared,
+    first: &v1::DraftRound,
+    tree: DraftTree,
+    room: usize,
+    ready: &mut VecDeque<Result<Option<SessionRequest>, Status>>,
+) -> (StackedRounds, Vec<v1::DraftRound>) {
+    let mut stack = StackedRounds::new(tree);
+    let mut stacked: Vec<v1::DraftRound> = Vec::new();
+    let limits = shared.batcher.limits();
+    while let Some(Ok(Some(SessionRequest { msg: Some(session_request::Msg::Round(next)) }))) = ready.front() {
+        let prev = stacked.last().unwrap_or(first);
+        let fits = next.round == prev.round + 1
+            && next.q.is_empty()
+            && !next.assumed.is_empty()
+            && next.committed_len as usize == prev.committed_len as usize + next.assumed.len();
+        let tree = match next.to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k) {
+            Ok((tree, dists)) if fits && dists.is_empty() => tree,
+            _ => break,
+        };
+        // The guessed token takes a row too.
+        if stack.tree().len() + 1 + tree.len() > room {
+            break;
+        }
+        if !stack.push(&next.assumed, &tree) {
+            break;
+        }
+        let Some(Ok(Some(SessionRequest { msg: Some(session_request::Msg::Round(next)) }))) = ready.pop_front() else {
+            unreachable!("matched above")
+        };
+        telemetry::bytes(next.encoded_len(), 0);
+        stacked.push(next);
+    }
+    (stack, stacked)
 }
 
 fn check_tokenizer(shared: &Shared, hash: &str) -> Result<(), Status> {
@@ -357,10 +421,15 @@ where
     // What the last verified round committed: the bet a round sent ahead
     // makes (DraftRound.assumed).
     let mut last_emitted: Vec<u32> = Vec::new();
+    // Messages taken in early while looking for rounds to stack.
+    let mut ready = VecDeque::new();
     loop {
-        let msg = tokio::select! {
-            m = next(inbound) => m?,
-            _ = draining.wait_for(|d| *d) => return Err(shutting_down()),
+        let msg = match ready.pop_front() {
+            Some(m) => m?,
+            None => tokio::select! {
+                m = next(inbound) => m?,
+                _ = draining.wait_for(|d| *d) => return Err(shutting_down()),
+            },
         };
         let Some(msg) = msg else { return Ok(()) };
         telemetry::bytes(msg.encoded_len(), 0);
@@ -396,6 +465,17 @@ where
                     .to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                // Greedy rounds sent ahead on this one and already here are
+                // checked in its pass: the verdicts are those of the rounds
+                // one at a time, for one pass instead of several.
+                let (stack, stacked) = if verifier.sampling().is_greedy() && dists.is_empty() {
+                    read_ready(inbound, &mut ready);
+                    let room = (shared.info.max_context as usize).saturating_sub(committed_len + 1);
+                    stack_ready(shared, &round, tree, room, &mut ready)
+                } else {
+                    (StackedRounds::new(tree), Vec::new())
+                };
+                let tree = stack.tree().clone();
                 let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed_len, tree.len()));
                 telemetry::evicted("memory budget", evicted.memory);
                 let t = Instant::now();
@@ -420,21 +500,42 @@ where
                         return Err(engine_status(&e));
                     }
                 };
-                committed_len = done.verifier.committed().len();
-                last_round = round.round;
-                last_emitted.clear();
-                last_emitted.extend(verdict.accepted.iter().map(|&n| round.tokens[n]));
-                last_emitted.push(verdict.next_token);
-                let evicted = shared.sessions.checkin(&id, done.verifier, last_round);
+                let rounds: Vec<&v1::DraftRound> = std::iter::once(&round).chain(&stacked).collect();
+                let last = rounds.last().map_or(round.round, |r| r.round);
+                let evicted = shared.sessions.checkin(&id, done.verifier, last);
                 telemetry::evicted("memory budget", evicted.memory);
-                let emitted = verdict.accepted.len() + 1;
-                telemetry::round(verdict.accepted.len(), emitted, latency);
-                shared.count_tokens(1, emitted);
-                let compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
-                let msg =
-                    v1::Verdict::from_verdict(round.round, &verdict, committed_len, compute_us, done.batch_size as u32);
-                if !send(tx, session_response::Msg::Verdict(msg)).await {
-                    return Ok(());
+                shared.count_tokens(1, 0);
+                let mut compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
+                for (r, verdict) in rounds.iter().zip(stack.split(&verdict)) {
+                    last_round = r.round;
+                    let msg = match verdict {
+                        Some(verdict) => {
+                            committed_len += verdict.accepted.len() + 1;
+                            last_emitted.clear();
+                            last_emitted.extend(verdict.accepted.iter().map(|&n| r.tokens[n]));
+                            last_emitted.push(verdict.next_token);
+                            let emitted = verdict.accepted.len() + 1;
+                            telemetry::round(verdict.accepted.len(), emitted, latency);
+                            shared.count_tokens(0, emitted);
+                            if r.round != round.round {
+                                telemetry::stacked_round();
+                            }
+                            let batch = done.batch_size as u32;
+                            let mut msg =
+                                v1::Verdict::from_verdict(r.round, &verdict, committed_len, compute_us, batch);
+                            msg.pass_rounds = rounds.len() as u32;
+                            // The pass is reported once, with the first round.
+                            compute_us = 0;
+                            msg
+                        }
+                        None => {
+                            telemetry::stale_round();
+                            v1::Verdict::stale(r.round, committed_len)
+                        }
+                    };
+                    if !send(tx, session_response::Msg::Verdict(msg)).await {
+                        return Ok(());
+                    }
                 }
                 if shared.draining() {
                     return Err(shutting_down());

@@ -12,6 +12,7 @@ pub const SESSIONS_OPENED: &str = "ouro_sessions_opened_total";
 pub const SESSIONS_RESUMED: &str = "ouro_sessions_resumed_total";
 pub const ROUNDS: &str = "ouro_rounds_total";
 pub const STALE_ROUNDS: &str = "ouro_stale_rounds_total";
+pub const STACKED_ROUNDS: &str = "ouro_stacked_rounds_total";
 pub const ACCEPTED_PER_ROUND: &str = "ouro_accepted_tokens_per_round";
 pub const VERIFY_SECONDS: &str = "ouro_verify_seconds";
 pub const BATCH_SIZE: &str = "ouro_batch_size";
@@ -81,12 +82,17 @@ pub fn evicted(reason: &'static str, n: usize) {
     }
 }
 
-/// A prompt whose client left before its prefill finished.
 /// A round sent ahead on a bet that lost: answered without a pass.
 pub fn stale_round() {
     counter!(STALE_ROUNDS).increment(1);
 }
 
+/// A round sent ahead, verified in the forward pass of the round it bet on.
+pub fn stacked_round() {
+    counter!(STACKED_ROUNDS).increment(1);
+}
+
+/// A prompt whose client left before its prefill finished.
 pub fn prefill_cancelled() {
     counter!(PREFILL_CANCELLED).increment(1);
 }

@@ -122,6 +122,7 @@ impl v1::Verdict {
             compute_us,
             batch_size,
             stale: false,
+            pass_rounds: 1,
         }
     }
 

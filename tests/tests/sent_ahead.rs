@@ -45,7 +45,7 @@ impl Verifier for Distant<'_> {
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
-        Ok(Reply { verdict, compute_ms: self.compute_ms, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply { verdict, compute_ms: self.compute_ms, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
     }
 
     fn sends_ahead(&self) -> bool {

@@ -98,6 +98,10 @@ impl<'m> VerifierSession<'m> {
         &self.limits
     }
 
+    pub fn sampling(&self) -> &SamplingParams {
+        &self.params
+    }
+
     pub fn forward_passes(&self) -> usize {
         self.forward_passes
     }

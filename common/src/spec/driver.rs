@@ -219,7 +219,9 @@ pub async fn drive<V: Verifier>(
             nodes: draft.tree.len(),
             // A pool phrase sent as it is says nothing about the drafter's speed.
             draft_ms: timed.then_some(trunk_ms).filter(|_| draft.pooled.is_none()),
-            verify_ms: timed.then_some(reply.compute_ms),
+            // A pass shared with stacked rounds says nothing about this
+            // round's size.
+            verify_ms: timed.then_some(reply.compute_ms).filter(|_| !reply.shared_pass),
             rtt_ms: rtt_ms.filter(|_| timed),
             ahead: was_ahead,
             sent_ahead: sent_early.is_some(),

@@ -17,6 +17,9 @@ pub struct Reply {
     pub compute_ms: f64,
     /// Sessions that shared the verifier's pass.
     pub batch_size: u32,
+    /// The pass also checked other rounds of this session (rounds sent
+    /// ahead, stacked), so `compute_ms` does not measure this round's size.
+    pub shared_pass: bool,
     /// Payload bytes of the round and of its verdict (0 in process).
     pub bytes_out: usize,
     pub bytes_in: usize,
@@ -81,7 +84,7 @@ impl Verifier for InProcessVerifier<'_> {
         let t = Instant::now();
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
         let compute_ms = t.elapsed().as_secs_f64() * 1e3;
-        Ok(Reply { verdict, compute_ms, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply { verdict, compute_ms, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
     }
 }
 

@@ -15,6 +15,7 @@ mod greedy;
 mod residual;
 mod rows;
 mod sampling;
+mod stack;
 mod verdict;
 
 #[cfg(test)]
@@ -28,4 +29,5 @@ pub use error::VerifyError;
 pub use greedy::verify_greedy;
 pub use rows::split_rows;
 pub use sampling::verify_sampling;
+pub use stack::StackedRounds;
 pub use verdict::Verdict;

@@ -201,6 +201,7 @@ impl Verifier for RemoteVerifier<'_> {
             verdict: v,
             compute_ms: verdict.compute_us as f64 / 1e3,
             batch_size: verdict.batch_size,
+            shared_pass: verdict.pass_rounds > 1,
             bytes_out: std::mem::take(&mut self.sent_bytes),
             bytes_in: verdict.encoded_len() + stale_bytes,
         })

@@ -46,7 +46,7 @@ impl Verifier for Oracle {
         let target_argmax = std::iter::once(want(0)).chain((0..tree.len()).map(|n| want(depth(n)))).collect();
         let verdict = Verdict { next_token: want(accepted.len()), accepted, target_argmax };
         self.pos += verdict.accepted.len() + 1;
-        Ok(Reply { verdict, compute_ms: 1.0, batch_size: 1, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply { verdict, compute_ms: 1.0, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
     }
 }
 
