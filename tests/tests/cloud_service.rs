@@ -60,6 +60,16 @@ fn round(n: u64, committed: u32, tokens: Vec<u32>, parents: Vec<i32>) -> v1::Dra
     v1::DraftRound { round: n, committed_len: committed, tokens, parents, ..Default::default() }
 }
 
+/// A round sent ahead on the bet that the round before commits `assumed`.
+fn ahead(n: u64, committed: u32, tokens: Vec<u32>, parents: Vec<i32>, assumed: &[u32]) -> v1::DraftRound {
+    v1::DraftRound { assumed: assumed.to_vec(), ..round(n, committed, tokens, parents) }
+}
+
+/// Parents of a chain of `len` nodes.
+fn chain(len: usize) -> Vec<i32> {
+    (0..len as i32).map(|i| i - 1).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speculation_over_the_wire_equals_generate() {
     let srv = server(&[]);
@@ -266,10 +276,6 @@ async fn a_round_sent_ahead_is_verified_on_a_won_bet_and_answered_stale_on_a_los
     let mut c = connect(srv.addr, Some(TOKEN)).await;
     let n = prompt.len() as u32;
     let (mut s, _) = open(&mut c, &prompt).await;
-    let ahead = |r: u64, committed: u32, tokens: &[u32], assumed: &[u32]| {
-        let parents = (0..tokens.len() as i32).map(|i| i - 1).collect();
-        v1::DraftRound { assumed: assumed.to_vec(), ..round(r, committed, tokens.to_vec(), parents) }
-    };
     // Three rounds back to back, as an edge drafting ahead sends them:
     // round 2 bets that round 1 commits want[..3] (its two tokens and the
     // verifier's own), which it does; round 3 bets on a wrong round 2.
@@ -277,8 +283,8 @@ async fn a_round_sent_ahead_is_verified_on_a_won_bet_and_answered_stale_on_a_los
     wrong[2] = wrong[2].wrapping_add(1) % 1000;
     for r in [
         round(1, n, want[..2].to_vec(), vec![-1, 0]),
-        ahead(2, n + 3, &want[3..5], &want[..3]),
-        ahead(3, n + 6, &want[6..7], &wrong),
+        ahead(2, n + 3, want[3..5].to_vec(), chain(2), &want[..3]),
+        ahead(3, n + 6, want[6..7].to_vec(), chain(1), &wrong),
     ] {
         s.send(session_request::Msg::Round(r)).await;
     }
@@ -294,7 +300,10 @@ async fn a_round_sent_ahead_is_verified_on_a_won_bet_and_answered_stale_on_a_los
     assert_eq!((v4.accepted.len(), v4.committed_len, v4.stale), (2, n + 9, false));
     // A bet that the session's first round follows something is lost too.
     let (mut s, _) = open(&mut c, &prompt).await;
-    let v = s.round(ahead(1, n + 1, &want[1..2], &want[..1])).await.expect("a bet with nothing before it");
+    let v = s
+        .round(ahead(1, n + 1, want[1..2].to_vec(), chain(1), &want[..1]))
+        .await
+        .expect("a bet with nothing before it");
     assert!(v.stale, "{v:?}");
     let v = s.round(round(2, n, want[..1].to_vec(), vec![-1])).await.expect("the round sent again");
     assert_eq!((v.accepted.len(), v.stale), (1, false));
@@ -313,10 +322,6 @@ async fn rounds_sent_ahead_in_hand_are_checked_in_one_pass() {
     let mut c = connect(srv.addr, Some(TOKEN)).await;
     let n = prompt.len() as u32;
     let wrong = |t: u32| t.wrapping_add(1) % 1000;
-    let ahead = |r: u64, committed: u32, tokens: Vec<u32>, parents: Vec<i32>, assumed: &[u32]| v1::DraftRound {
-        assumed: assumed.to_vec(),
-        ..round(r, committed, tokens, parents)
-    };
     // Round 1: the right two tokens with a wrong sibling; round 2 bets on
     // it rightly, with a wrong second token; round 3 bets rightly on round
     // 2; round 4 bets wrongly on round 3, and round 5 on round 4.
