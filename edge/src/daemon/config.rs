@@ -130,7 +130,8 @@ pub struct LinkArgs {
     pub objective: ObjectiveArg,
     /// Wait for each verdict before drafting again, instead of drafting the
     /// next rounds while the verdict is in flight and sending them ahead of
-    /// it (greedy requests).
+    /// it (greedy requests stack several; sampled ones keep one in flight, so
+    /// a seed's text does not depend on timing).
     #[arg(long, env = "OURO_NO_PIPELINE")]
     pub no_pipeline: bool,
     /// While running on the drafter alone, retry the cloud this often (ms);
