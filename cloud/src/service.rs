@@ -245,10 +245,10 @@ fn stack_ready(
             && next.q.is_empty()
             && !next.assumed.is_empty()
             && next.committed_len as usize == prev.committed_len as usize + next.assumed.len();
-        let tree = match next.to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k) {
-            Ok((tree, dists)) if fits && dists.is_empty() => tree,
-            _ => break,
-        };
+        if !fits {
+            break;
+        }
+        let Ok((tree, _)) = next.to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k) else { break };
         // The guessed token takes a row too.
         if stack.tree().len() + 1 + tree.len() > room {
             break;
@@ -501,7 +501,7 @@ where
                     }
                 };
                 let rounds: Vec<&v1::DraftRound> = std::iter::once(&round).chain(&stacked).collect();
-                let last = rounds.last().map_or(round.round, |r| r.round);
+                let last = stacked.last().map_or(round.round, |r| r.round);
                 let evicted = shared.sessions.checkin(&id, done.verifier, last);
                 telemetry::evicted("memory budget", evicted.memory);
                 shared.count_tokens(1, 0);
