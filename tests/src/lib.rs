@@ -123,3 +123,4 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 pub mod cloud;
 pub mod edge;
+pub mod link;

@@ -168,26 +168,59 @@ async fn over_quic_a_killed_cloud_falls_back_to_local_without_losing_a_token() {
 async fn a_cloud_that_returns_mid_generation_takes_over_again() {
     const LONG: u32 = 480;
     let cloud = CloudServer::start(&model_path("smollm2-135m"), &[]);
-    let port_arg = format!("127.0.0.1:{}", cloud.addr.port());
     let want = cloud_text(&cloud, LONG).await;
-    let e = edge(&cloud, TransportKind::Grpc, &["--fallback", "local", "--reprobe-ms", "50"]);
+    // The outage is a link the test cuts and restores, so it ends the moment
+    // the test says: a restarted process would race its model load against
+    // the drafter finishing the text alone.
+    let link = ouro_tests::link::CutLink::start(cloud.addr);
+    let e = EdgeServer::start(&[
+        "--model",
+        &smol(),
+        "--cloud",
+        &link.addr.to_string(),
+        "--insecure-dev",
+        "--token",
+        TOKEN,
+        "--draft",
+        "chain4",
+        "--fallback",
+        "local",
+        "--reprobe-ms",
+        "50",
+    ])
+    .expect("edge starts");
     let (mut conn, mut raw) = stream_until_text(&e, LONG);
-    // Down, and straight back up on the same port, while the drafter writes alone.
-    drop(cloud);
-    let cloud = CloudServer::start(&model_path("smollm2-135m"), &["--listen", &port_arg]);
+    link.cut();
+    let t = std::time::Instant::now();
+    while health_mode(&e) != "local" {
+        assert!(t.elapsed().as_secs() < 60, "the edge never noticed the cut");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = rounds_verified(&cloud);
+    link.restore();
     conn.read_to_end(&mut raw).unwrap();
     let (text, ouro) = streamed(&ouro_tests::edge::body_of(&raw));
+    println!("generation ended {:.2} s after the cut: {ouro}", t.elapsed().as_secs_f64());
     // SmolLM2 drafts for itself, so verified and local text agree: any token
     // lost or repeated at either switch would show.
     assert_eq!(text, want, "text across both switches");
     assert_eq!(ouro["mode"], "local", "some tokens were not verified: {ouro}");
     assert!(ouro["local_tokens"].as_u64().unwrap() > 0, "{ouro}");
     assert_eq!(ouro["cloud_resumes"], 1, "speculation did not resume mid-generation: {ouro}");
-    let rounds: f64 = (cloud.metrics().lines())
+    assert!(rounds_verified(&cloud) > before, "the returned cloud verified nothing");
+}
+
+fn rounds_verified(cloud: &CloudServer) -> f64 {
+    (cloud.metrics().lines())
         .filter(|l| l.starts_with("ouro_rounds_total"))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum();
-    assert!(rounds > 0.0, "the returned cloud verified nothing");
+        .sum()
+}
+
+fn health_mode(e: &EdgeServer) -> String {
+    let (_, _, body) = http(e.addr, "GET", "/health", None);
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}"));
+    v["mode"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,15 +536,16 @@ impl<C: Cloud> Job<C> {
         let back = Arc::new(AtomicBool::new(false));
         let probe = self.cloud.clone().map(|cloud| {
             let (back, every) = (back.clone(), self.opts.reprobe);
+            // A steady interval, not a growing backoff: `--reprobe-ms` is the
+            // operator's promise of how soon a returned cloud takes over, and
+            // one connect per interval is cheap for the cloud.
             tokio::spawn(async move {
-                let mut attempt = 0;
                 loop {
-                    tokio::time::sleep(every.max(backoff(attempt))).await;
+                    tokio::time::sleep(every).await;
                     if cloud.connect(None).await.is_ok() {
                         back.store(true, Ordering::Release);
                         return;
                     }
-                    attempt += 1;
                 }
             })
         });
