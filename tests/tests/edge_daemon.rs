@@ -35,7 +35,12 @@ async fn cloud_text(cloud: &CloudServer, max: u32) -> String {
 }
 
 fn edge(cloud: &CloudServer, transport: TransportKind, extra: &[&str]) -> EdgeServer {
-    let addr = cloud.addr_of(transport).unwrap_or_else(|| panic!("the cloud serves {transport}")).to_string();
+    let addr = cloud.addr_of(transport).unwrap_or_else(|| panic!("the cloud serves {transport}"));
+    edge_at(addr, transport, extra)
+}
+
+fn edge_at(addr: std::net::SocketAddr, transport: TransportKind, extra: &[&str]) -> EdgeServer {
+    let addr = addr.to_string();
     let leak = |s: String| &*Box::leak(s.into_boxed_str());
     let mut args = vec!["--model", leak(smol()), "--cloud", leak(addr)];
     args.extend(["--transport", leak(transport.name()), "--insecure-dev", "--token", TOKEN]);
@@ -173,22 +178,7 @@ async fn a_cloud_that_returns_mid_generation_takes_over_again() {
     // the test says: a restarted process would race its model load against
     // the drafter finishing the text alone.
     let link = ouro_tests::link::CutLink::start(cloud.addr);
-    let e = EdgeServer::start(&[
-        "--model",
-        &smol(),
-        "--cloud",
-        &link.addr.to_string(),
-        "--insecure-dev",
-        "--token",
-        TOKEN,
-        "--draft",
-        "chain4",
-        "--fallback",
-        "local",
-        "--reprobe-ms",
-        "50",
-    ])
-    .expect("edge starts");
+    let e = edge_at(link.addr, TransportKind::Grpc, &["--fallback", "local", "--reprobe-ms", "50"]);
     let (mut conn, mut raw) = stream_until_text(&e, LONG);
     link.cut();
     let t = std::time::Instant::now();
