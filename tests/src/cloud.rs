@@ -101,6 +101,15 @@ impl CloudServer {
         self.process.metrics().expect("reading /metrics")
     }
 
+    /// The sum of every sample of metric `name` across its labels (0 when
+    /// it has none yet).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        (self.metrics().lines())
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// `POST`s to an `/admin` path on the metrics port with `token` (none:
     /// no authorization); returns the status and body.
     pub fn admin(&self, path: &str, token: Option<&str>) -> (u16, String) {

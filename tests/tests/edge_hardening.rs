@@ -201,13 +201,7 @@ fn a_client_that_leaves_during_the_cloud_prefill_stops_it() {
         .unwrap();
         std::thread::sleep(Duration::from_millis(500));
     } // the client leaves, as `curl -m` does
-    let counter = |name: &str| -> f64 {
-        srv.metrics()
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum()
-    };
+    let counter = |name: &str| srv.metric_sum(name);
     let mut waited = 0;
     while counter("ouro_prefill_cancelled_total") == 0.0 && counter("ouro_sessions_opened_total") == 0.0 {
         assert!(waited < 1200, "the cloud neither finished nor abandoned the prefill");

@@ -536,17 +536,13 @@ impl<C: Cloud> Job<C> {
         let back = Arc::new(AtomicBool::new(false));
         let probe = self.cloud.clone().map(|cloud| {
             let (back, every) = (back.clone(), self.opts.reprobe);
-            // A steady interval, not a growing backoff: `--reprobe-ms` is the
-            // operator's promise of how soon a returned cloud takes over, and
-            // one connect per interval is cheap for the cloud.
             tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if cloud.connect(None).await.is_ok() {
-                        back.store(true, Ordering::Release);
-                        return;
-                    }
-                }
+                let answers = || {
+                    let cloud = cloud.clone();
+                    async move { cloud.connect(None).await.is_ok() }
+                };
+                probe_until_up(every, tokio::time::sleep, answers).await;
+                back.store(true, Ordering::Release);
             })
         });
         let mut committed = req.prompt.clone();
@@ -573,5 +569,45 @@ impl<C: Cloud> Job<C> {
         }
         r?;
         Ok(back.load(Ordering::Acquire))
+    }
+}
+
+/// Tries `up` every `every` until it says the cloud answers. A steady
+/// interval, not a growing backoff: `--reprobe-ms` is the operator's promise
+/// of how soon a returned cloud takes over, and one connect per interval is
+/// cheap for the cloud.
+async fn probe_until_up<S, U>(every: Duration, mut sleep: impl FnMut(Duration) -> S, mut up: impl FnMut() -> U)
+where
+    S: std::future::Future<Output = ()>,
+    U: std::future::Future<Output = bool>,
+{
+    loop {
+        sleep(every).await;
+        if up().await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cloud_that_stays_down_is_retried_at_the_set_interval() {
+        let every = Duration::from_millis(50);
+        let mut slept = Vec::new();
+        let mut tries = 0;
+        let sleep = |d| {
+            slept.push(d);
+            std::future::ready(())
+        };
+        let up = || {
+            tries += 1;
+            std::future::ready(tries == 9)
+        };
+        probe_until_up(every, sleep, up).await;
+        assert_eq!(tries, 9);
+        assert_eq!(slept, vec![every; 9], "the probe must not back off past --reprobe-ms");
     }
 }
