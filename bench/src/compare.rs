@@ -66,7 +66,8 @@ pub struct RunArgs {
     pub max_prompt_tokens: usize,
     /// Modes: cloud-only (the baseline, always run), edge-only, sd-chain
     /// (chainN with N = --gamma), or any draft strategy (chainN, heuristic,
-    /// ouroboros, ouroboros-compute, pool, hybrid); `-quic` runs a mode over
+    /// ouroboros, ouroboros-compute, pool, hybrid; `-nocopy` after the last
+    /// four turns their copies of earlier text off); `-quic` runs a mode over
     /// QUIC, `-nopipe` waits for each verdict before drafting again.
     #[arg(long, value_delimiter = ',', default_value = "cloud-only,edge-only,sd-chain,ouroboros,ouroboros-quic")]
     pub modes: Vec<String>,

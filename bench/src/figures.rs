@@ -248,6 +248,7 @@ mod tests {
             sent_ahead: false,
             bets: 0,
             pooled: false,
+            copied: false,
         };
         let mut a = sample("ouroboros", "qa", &[0.1, 0.2], 2);
         a.round_log = vec![round(2.0, 1, 40.0)];

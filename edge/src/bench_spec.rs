@@ -53,7 +53,8 @@ pub struct BenchSpecArgs {
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<String>,
     /// Modes to compare with target-only: draft strategies by name (chainN
-    /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool, hybrid).
+    /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool, hybrid;
+    /// `-nocopy` after the last four turns their copies of earlier text off).
     #[arg(long, value_delimiter = ',', default_value = "chain4,chain8,heuristic,ouroboros")]
     pub modes: Vec<String>,
     /// Also write every generated text as token ids, a JSON line per prompt
@@ -95,6 +96,8 @@ struct Totals {
     accepted: usize,
     drafted: usize,
     pool_rounds: usize,
+    copy_rounds: usize,
+    copy_accepted: usize,
     siblings: usize,
     siblings_accepted: usize,
     rounds_log: Vec<RoundLog>,
@@ -237,6 +240,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 e.accepted += stats.accepted;
                 e.drafted += stats.drafted_nodes;
                 e.pool_rounds += stats.pool_rounds;
+                e.copy_rounds += stats.copy_rounds;
+                e.copy_accepted += stats.copy_accepted;
                 e.siblings += stats.siblings;
                 e.siblings_accepted += stats.siblings_accepted;
                 if let Some(w) = &mut round_log {
@@ -278,6 +283,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             accepted: a.accepted + t.accepted,
             drafted: a.drafted + t.drafted,
             pool_rounds: a.pool_rounds + t.pool_rounds,
+            copy_rounds: a.copy_rounds + t.copy_rounds,
+            copy_accepted: a.copy_accepted + t.copy_accepted,
             siblings: a.siblings + t.siblings,
             siblings_accepted: a.siblings_accepted + t.siblings_accepted,
             rounds_log: Vec::new(),
@@ -326,17 +333,19 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     }
     println!("\nThe controller's predictions against its rounds (modes with an adaptive controller):");
     println!(
-        "| mode | rounds | pool rounds | siblings accepted | accepted: predicted / actual (MAE) | round ms: predicted / actual wall (MAE) |"
+        "| mode | rounds | pool rounds | copies (tokens accepted) | siblings accepted | accepted: predicted / actual (MAE) | round ms: predicted / actual wall (MAE) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for n in &names {
         let logs = results[n].values().flat_map(|t| &t.rounds_log);
         if let Some(e) = PredictionError::over(logs) {
             let t = total(&results[n]);
             println!(
-                "| {n} | {} | {} | {} of {} | {:.2} / {:.2} ({:.2}) | {:.1} / {:.1} ({:.1}) |",
+                "| {n} | {} | {} | {} ({}) | {} of {} | {:.2} / {:.2} ({:.2}) | {:.1} / {:.1} ({:.1}) |",
                 e.rounds,
                 t.pool_rounds,
+                t.copy_rounds,
+                t.copy_accepted,
                 t.siblings_accepted,
                 t.siblings,
                 e.accepted_predicted,

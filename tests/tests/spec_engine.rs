@@ -41,7 +41,8 @@ fn assert_identical(
         let mode = strategy::parse(name).unwrap();
         let engine = SpecEngine::new(drafter, target, mode).unwrap();
         let mut pool = PhrasePool::default();
-        let (mut rounds, mut generated, mut passes, mut pool_rounds, mut siblings) = (0, 0, 0, 0, 0);
+        let (mut rounds, mut generated, mut passes, mut pool_rounds, mut copy_rounds, mut siblings) =
+            (0, 0, 0, 0, 0, 0);
         for ((category, prompt), expect) in prompts.iter().zip(expected) {
             let mut got = Vec::new();
             let (stats, p) = engine
@@ -56,17 +57,21 @@ fn assert_identical(
             generated += stats.generated;
             passes += stats.target_forward_passes;
             pool_rounds += stats.pool_rounds;
+            copy_rounds += stats.copy_rounds;
             siblings += stats.siblings;
         }
         println!(
-            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token, {pool_rounds} pool rounds, {siblings} siblings",
+            "{name}: {generated} tokens in {rounds} rounds ({:.2} tokens per verify step), {:.3} target passes per token, {pool_rounds} pool rounds ({copy_rounds} copies), {siblings} siblings",
             generated as f64 / rounds as f64,
             passes as f64 / generated as f64
         );
         assert!(rounds < generated, "{name}: speculation never accepted a draft token");
         // Only the hybrid and pool-only send pool phrases without the
-        // drafter, and they must have found some in these prompts.
-        assert_eq!(pool_rounds > 0, ["hybrid", "pool"].contains(&name), "{name}: {pool_rounds} pool rounds");
+        // drafter, and they must have found some in these prompts; copies of
+        // earlier text (also sent without the drafter) are the business of
+        // `copies_of_a_repeated_passage_keep_the_target_text`.
+        let phrases = pool_rounds - copy_rounds;
+        assert_eq!(phrases > 0, ["hybrid", "pool"].contains(&name), "{name}: {phrases} pool phrase rounds");
         // Dynamic trees: the drafter's runner-ups, where it was unsure.
         assert_eq!(siblings > 0, ["ouroboros", "hybrid"].contains(&name), "{name}: {siblings} siblings");
     }
@@ -82,6 +87,47 @@ fn greedy_speculation_is_byte_identical_to_target_only() {
     let prompts: Vec<(String, Vec<u32>)> = prompts.into_iter().map(|(c, p, _)| (c, p)).collect();
     let expected: Vec<Vec<u32>> = prompts.iter().map(|(_, p)| target_only(&target, p, &cfg)).collect();
     assert_identical(drafter.as_ref(), &target, &prompts, &expected, &cfg);
+}
+
+/// A prompt that quotes part of itself again: the models go on quoting,
+/// and the strategies that copy the text's earlier tokens (prompt lookup)
+/// send those copies, which must keep the target's text too.
+#[test]
+fn copies_of_a_repeated_passage_keep_the_target_text() {
+    let drafter = smollm2();
+    let target = verifier();
+    let cfg = config(SamplingParams::greedy(), 48);
+    let prompts = reference_prompts("smollm2-135m");
+    // The model's own words (a reference output, free of chat markup), then
+    // their first half again: it goes on quoting the second half.
+    let (_, _, longest) = prompts.iter().max_by_key(|(_, _, out)| out.len()).unwrap();
+    let passage: Vec<u32> = longest.iter().copied().filter(|&t| t > 16).collect();
+    let mut prompt = passage.clone();
+    prompt.extend_from_slice(&passage[..passage.len() / 2]);
+    let expected = target_only(&target, &prompt, &cfg);
+    assert!(expected.len() >= 32, "the quote ended after {} tokens", expected.len());
+    // The pool-only source and the drafter's (which hybrid shares).
+    for name in ["pool", "ouroboros"] {
+        let engine = SpecEngine::new(drafter.as_ref(), &target, strategy::parse(name).unwrap()).unwrap();
+        let mut got = Vec::new();
+        let (stats, _) = engine
+            .generate(&prompt, &cfg, PhrasePool::default(), |ts| {
+                got.extend_from_slice(ts);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(got, expected, "{name}: speculative output differs from target-only");
+        println!(
+            "{name}: {} copies, {} copied tokens accepted, {} rounds",
+            stats.copy_rounds, stats.copy_accepted, stats.rounds
+        );
+        assert!(
+            stats.copy_accepted >= 8,
+            "{name}: {} copies, {} copied tokens accepted",
+            stats.copy_rounds,
+            stats.copy_accepted
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::acceptance::AcceptanceStats;
-use super::cost::CostCurve;
+use super::cost::{CostCurve, RoundCosts};
 use super::ema::Ema;
 use super::objective::{self, CostModel, Objective, Paths};
 use super::round::{DraftPlan, Prediction, RoundFeedback};
@@ -435,6 +435,14 @@ impl DraftPolicy for Controller {
 
     fn learned(&self) -> Option<Learned> {
         Controller::learned(self)
+    }
+
+    fn round_costs(&self) -> Option<RoundCosts> {
+        let fixed_ms = match self.config.objective {
+            Objective::Latency => self.rtt_ms.value(),
+            Objective::VerifierCompute => 0.0,
+        };
+        Some(RoundCosts { verify: self.cost_curve().clone(), fixed_ms })
     }
 
     fn warm(&mut self, learned: &Learned) {

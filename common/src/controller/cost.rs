@@ -14,6 +14,16 @@ pub enum CostCurveError {
     BadCost { k: usize, ms: f64 },
 }
 
+/// What a round costs as the policy currently sees it, for drafts sized
+/// outside its plan (copies of the text, `draft::lookup`): the verify pass by
+/// draft nodes, and what a round pays whatever its size (the round trip,
+/// under the latency objective).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundCosts {
+    pub verify: CostCurve,
+    pub fixed_ms: f64,
+}
+
 /// Piecewise-linear, non-decreasing c(k) through measured points.
 ///
 /// Verifying more nodes never takes less work, so a dip between points is

@@ -26,7 +26,7 @@ mod sim;
 pub use acceptance::AcceptanceStats;
 pub use adaptive::{Controller, ControllerConfig, ControllerError, Learned};
 pub use baseline::{FixedPolicy, HeuristicPolicy};
-pub use cost::{CostCurve, CostCurveError};
+pub use cost::{CostCurve, CostCurveError, RoundCosts};
 pub use ema::Ema;
 pub use objective::{CostModel, Objective};
 pub use round::{BranchFeedback, DraftPlan, Prediction, RoundFeedback};
@@ -48,4 +48,8 @@ pub trait DraftPolicy {
     }
     /// Starts from what an earlier generation learned.
     fn warm(&mut self, _learned: &Learned) {}
+    /// What a round costs, for policies that measure it.
+    fn round_costs(&self) -> Option<RoundCosts> {
+        None
+    }
 }

@@ -1,8 +1,8 @@
 //! The drafter's side of one generation: its model and KV cache, the
 //! Ouroboros phrase pool, and the tree builder.
 
-use crate::controller::{BranchFeedback, DraftPlan};
-use crate::draft::{PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
+use crate::controller::{BranchFeedback, DraftPlan, RoundCosts};
+use crate::draft::{CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
 use crate::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows, VocabSubset};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeError, TreeLimits};
@@ -28,11 +28,15 @@ pub struct DrafterConfig {
     /// Dynamic trees under greedy drafting: the drafter's runner-up beside
     /// trunk tokens it is unsure of ([`super::siblings`]).
     pub siblings: bool,
+    /// Prompt lookup: where the text repeats itself on a long match, the
+    /// round is a copy of what followed the earlier occurrence, sized by how
+    /// such copies have held, with no drafter pass (`draft::lookup`).
+    pub copies: bool,
 }
 
 impl Default for DrafterConfig {
     fn default() -> Self {
-        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false, siblings: false }
+        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false, siblings: false, copies: false }
     }
 }
 
@@ -56,6 +60,10 @@ pub struct Draft {
     /// (hybrid and pool-only drafting): the text tokens the phrase was looked
     /// up with, so that the commit can credit it with what was accepted.
     pub pooled: Option<Vec<u32>>,
+    /// Set when the trunk is a copy of the text's earlier tokens (prompt
+    /// lookup, `draft::lookup`): the match length it was found on. Its
+    /// length came from how copies have held, not from the plan.
+    pub copied: Option<usize>,
     /// The runner-up siblings sent (dynamic trees): node and confidence bucket.
     pub siblings: Vec<(usize, usize)>,
 }
@@ -165,6 +173,10 @@ pub struct Drafter<'m> {
     subset: Option<VocabSubset>,
     /// How the runner-up siblings of dynamic trees have fared.
     sibling_stats: SiblingStats,
+    /// How copies of the text's earlier tokens have held, and what rounds
+    /// cost, which sizes them.
+    copy_stats: CopyStats,
+    costs: Option<RoundCosts>,
 }
 
 impl<'m> Drafter<'m> {
@@ -204,7 +216,15 @@ impl<'m> Drafter<'m> {
             forward_passes,
             subset: model.draft_vocab().cloned(),
             sibling_stats: SiblingStats::default(),
+            copy_stats: CopyStats::default(),
+            costs: None,
         })
+    }
+
+    /// What rounds cost now, which sizes copies (see
+    /// [`CopyStats::length`](crate::draft::CopyStats::length)).
+    pub fn price(&mut self, costs: RoundCosts) {
+        self.costs = Some(costs);
     }
 
     pub fn forward_passes(&self) -> usize {
@@ -372,10 +392,48 @@ impl<'m> Drafter<'m> {
             trunk_len: trunk.len(),
             branches: Vec::new(),
             pooled: Some(matched),
+            copied: None,
             siblings: Vec::new(),
         };
         if plan.branches > 0 && plan.branch_len > 0 {
             self.add_branches(&mut draft, &trunk, plan)?;
+        }
+        Ok(Some(draft))
+    }
+
+    /// A copy round: what followed the earlier occurrence of the committed
+    /// text's last tokens as the trunk (point masses, as pool phrases), no
+    /// drafter pass; `None` when the text does not repeat itself on a match
+    /// whose copies have held.
+    fn draft_from_copy(
+        &mut self,
+        plan: &DraftPlan,
+        limits: &TreeLimits,
+        vocab: usize,
+        cap: usize,
+    ) -> Result<Option<Draft>, EngineError> {
+        let text = &self.seq[..self.committed];
+        let Some(copy) = self.copy_stats.propose(text, cap, &self.stop_ids, self.costs.as_ref()) else {
+            return Ok(None);
+        };
+        let matched = self.seq[self.committed - copy.matched.min(MAX_SUFFIX_MATCH)..self.committed].to_vec();
+        let mut tree = DraftTree::empty(limits, vocab);
+        for (i, &t) in copy.tokens.iter().enumerate() {
+            tree.push(t, i.checked_sub(1))?;
+        }
+        let dists = copy.tokens.iter().map(|&t| SparseDist::point(t)).collect();
+        self.seq.extend_from_slice(&copy.tokens);
+        let mut draft = Draft {
+            tree,
+            dists,
+            trunk_len: copy.tokens.len(),
+            branches: Vec::new(),
+            pooled: Some(matched),
+            copied: Some(copy.matched),
+            siblings: Vec::new(),
+        };
+        if plan.branches > 0 && plan.branch_len > 0 {
+            self.add_branches(&mut draft, &copy.tokens, plan)?;
         }
         Ok(Some(draft))
     }
@@ -423,10 +481,24 @@ impl Drafter<'_> {
         let trunk_cap = plan.trunk_len.min(limits.max_nodes).min(limits.max_depth);
         let room = max_ctx.saturating_sub(self.committed + 2);
         let trunk_cap = trunk_cap.min(room);
+        if self.cfg.copies {
+            let cap = limits.max_nodes.min(limits.max_depth).min(room);
+            if let Some(draft) = self.draft_from_copy(plan, limits, vocab, cap)? {
+                return Ok(draft);
+            }
+        }
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
         if trunk_cap == 0 {
-            return Ok(Draft { tree, dists, trunk_len: 0, branches: Vec::new(), pooled: None, siblings: Vec::new() });
+            return Ok(Draft {
+                tree,
+                dists,
+                trunk_len: 0,
+                branches: Vec::new(),
+                pooled: None,
+                copied: None,
+                siblings: Vec::new(),
+            });
         }
         if self.cfg.pool_first {
             if let Some(draft) = self.draft_from_pool(plan, limits, vocab, trunk_cap)? {
@@ -469,8 +541,15 @@ impl Drafter<'_> {
         for (i, &t) in trunk.iter().enumerate() {
             tree.push(t, i.checked_sub(1))?;
         }
-        let mut draft =
-            Draft { tree, dists, trunk_len: trunk.len(), branches: Vec::new(), pooled: None, siblings: Vec::new() };
+        let mut draft = Draft {
+            tree,
+            dists,
+            trunk_len: trunk.len(),
+            branches: Vec::new(),
+            pooled: None,
+            copied: None,
+            siblings: Vec::new(),
+        };
         // Before the pool's branches: a runner-up is the drafter's own
         // second choice, which a pool phrase rarely beats.
         for (pos, token, b) in runner_ups {
@@ -572,6 +651,9 @@ impl Drafter<'_> {
         }
         for phrase in draft.verifier_phrases(verdict) {
             self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
+        }
+        if let Some(m) = draft.copied {
+            self.copy_stats.record(m, draft.trunk_len, on_trunk);
         }
         for &(node, b) in &draft.siblings {
             self.sibling_stats.record(b, verdict.accepted.contains(&node));

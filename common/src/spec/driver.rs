@@ -78,6 +78,13 @@ pub async fn drive<V: Verifier>(
         let plan = policy.plan();
         DraftPlan { trunk_len: plan.trunk_len.min(room.saturating_sub(1)), ..plan }
     };
+    // The same bound for trees sized outside the plan (copies of the text):
+    // no node deeper than the tokens the request and the context have left.
+    let limits_within = |room: usize, bet: usize| {
+        let context_left = rounds.max_context.saturating_sub(rounds.prompt_len + bet + 2);
+        let depth = rounds.limits.max_depth.min(room.saturating_sub(1)).min(context_left);
+        TreeLimits { max_depth: depth, ..rounds.limits }
+    };
     while generated < rounds.max_new {
         if rounds.prompt_len + generated + 1 >= rounds.max_context {
             finish = Some(FinishReason::Length);
@@ -85,6 +92,11 @@ pub async fn drive<V: Verifier>(
         }
         let remaining = rounds.max_new - generated;
         let was_ahead = !queue.is_empty();
+        // Copies are sized from measured costs, which a seeded sampled text
+        // must not depend on.
+        if let Some(costs) = policy.round_costs().filter(|_| !rounds.sampled) {
+            source.price(costs);
+        }
         let (draft, draft_ms, trunk_ms, plan, predicted, sent_early) = match queue.pop_front() {
             Some(a) => {
                 stats.ahead_used += 1;
@@ -94,7 +106,7 @@ pub async fn drive<V: Verifier>(
                 let plan = plan_within(policy, remaining);
                 let predicted = policy.predict(&plan);
                 let t = Instant::now();
-                let d = source.draft(&plan, &rounds.limits, rounds.vocab)?;
+                let d = source.draft(&plan, &limits_within(remaining, generated), rounds.vocab)?;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
                 (d, ms, ms, plan, predicted, None)
@@ -150,7 +162,8 @@ pub async fn drive<V: Verifier>(
             let last = queue.back().map_or(&draft, |a| &a.ahead.draft);
             let t = Instant::now();
             let passes = source.forward_passes();
-            let a = verifier.while_in_flight(|| source.draft_ahead(last, &plan, &rounds.limits, rounds.vocab))?;
+            let limits = limits_within(room_after, bet_tokens);
+            let a = verifier.while_in_flight(|| source.draft_ahead(last, &plan, &limits, rounds.vocab))?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             stats.draft_secs += ms / 1e3;
             let Some(a) = a else { break };
@@ -213,8 +226,11 @@ pub async fn drive<V: Verifier>(
         // plan, so greedy runs use the measured costs.
         let timed = !rounds.sampled;
         policy.observe(&RoundFeedback {
-            offered_depth: draft.trunk_len,
-            accepted_len: on_trunk,
+            // A copy's length is not the plan's, and copies are sent where
+            // they are likely right: the plan's acceptance must not learn
+            // from them.
+            offered_depth: if draft.copied.is_some() { 0 } else { draft.trunk_len },
+            accepted_len: if draft.copied.is_some() { 0 } else { on_trunk },
             branches,
             nodes: draft.tree.len(),
             // A pool phrase sent as it is says nothing about the drafter's speed.
@@ -229,6 +245,10 @@ pub async fn drive<V: Verifier>(
         });
         stats.rounds += 1;
         stats.pool_rounds += usize::from(draft.pooled.is_some());
+        if draft.copied.is_some() {
+            stats.copy_rounds += 1;
+            stats.copy_accepted += on_trunk;
+        }
         stats.siblings += draft.siblings.len();
         stats.siblings_accepted += draft.siblings.iter().filter(|(n, _)| verdict.accepted.contains(n)).count();
         stats.drafted_nodes += draft.tree.len();
@@ -246,6 +266,7 @@ pub async fn drive<V: Verifier>(
             sent_ahead: sent_early.is_some(),
             bets: queue.len(),
             pooled: draft.pooled.is_some(),
+            copied: draft.copied.is_some(),
         });
         last_commit = Instant::now();
 
@@ -338,6 +359,7 @@ mod tests {
                 trunk_len: 6,
                 branches: Vec::new(),
                 pooled: None,
+                copied: None,
                 siblings: Vec::new(),
             })
         }

@@ -51,6 +51,10 @@ pub struct SpecStats {
     /// Rounds whose trunk was a pool phrase sent without a drafter pass
     /// (hybrid drafting).
     pub pool_rounds: usize,
+    /// Of those, rounds whose trunk copied the text's earlier tokens (prompt
+    /// lookup), and the copied tokens the verifier accepted.
+    pub copy_rounds: usize,
+    pub copy_accepted: usize,
     /// Runner-up siblings sent (dynamic trees), and how many the verifier accepted.
     pub siblings: usize,
     pub siblings_accepted: usize,
@@ -94,6 +98,8 @@ pub struct RoundLog {
     pub bets: usize,
     /// The trunk was a pool phrase, sent without a drafter pass.
     pub pooled: bool,
+    /// The trunk was a copy of earlier text (then also `pooled`).
+    pub copied: bool,
 }
 
 /// How far a policy's predictions were from its rounds, over the rounds it
@@ -186,6 +192,7 @@ mod tests {
             sent_ahead: false,
             bets: 0,
             pooled: false,
+            copied: false,
         }
     }
 

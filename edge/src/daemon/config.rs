@@ -119,7 +119,10 @@ pub struct LinkArgs {
     #[arg(long, env = "OURO_POOL_FILE")]
     pub pool_file: Option<PathBuf>,
     /// Drafting strategy: `ouroboros` (phrase pool, adaptive controller),
-    /// `chainN` (fixed γ = N), `heuristic`, or `pool` (no drafter model).
+    /// `chainN` (fixed γ = N), `heuristic`, `hybrid` (pool phrases first,
+    /// the drafter where the pool has nothing) or `pool` (no drafter model).
+    /// `ouroboros`, `hybrid` and `pool` also copy the text's earlier tokens
+    /// where it repeats itself (prompt lookup); `-nocopy` turns that off.
     #[arg(long, env = "OURO_DRAFT", default_value = "ouroboros")]
     pub draft: String,
     #[command(flatten)]

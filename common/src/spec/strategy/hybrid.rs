@@ -14,21 +14,24 @@ use std::sync::Arc;
 use crate::controller::{Controller, CostCurve, DraftPolicy};
 use crate::engine::{DrafterConfig, EngineError};
 
-use super::{adaptive, bare, model_source, DraftSource, DraftStrategy, Entry, Opening};
+use super::{adaptive, copy_name, copying, model_source, DraftSource, DraftStrategy, Entry, Opening};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hybrid;
+pub struct Hybrid {
+    /// Copies of the text's earlier tokens on long matches (`draft::lookup`).
+    pub copies: bool,
+}
 
 pub const ENTRY: Entry = Entry {
     name: "hybrid",
-    usage: "hybrid",
-    about: "pool phrases first (no drafter pass), the drafter model where the pool has nothing",
-    build: |rest| bare(rest, || Arc::new(Hybrid)),
+    usage: "hybrid[-nocopy]",
+    about: "copies of earlier text and pool phrases first (no drafter pass), the drafter model where they have nothing",
+    build: |rest| copying(rest, |copies| Arc::new(Hybrid { copies })),
 };
 
 impl DraftStrategy for Hybrid {
     fn name(&self) -> String {
-        "hybrid".into()
+        copy_name("hybrid", self.copies)
     }
 
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
@@ -36,6 +39,10 @@ impl DraftStrategy for Hybrid {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        model_source(&self.name(), at, DrafterConfig { pool_first: true, siblings: true, ..DrafterConfig::default() })
+        model_source(
+            &self.name(),
+            at,
+            DrafterConfig { pool_first: true, siblings: true, copies: self.copies, ..DrafterConfig::default() },
+        )
     }
 }

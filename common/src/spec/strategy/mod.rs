@@ -20,7 +20,7 @@ pub mod replay;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, Learned};
+use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, Learned, RoundCosts};
 use crate::draft::PhrasePool;
 use crate::engine::{Ahead, Draft, Drafter, DrafterConfig, EngineError};
 use crate::model::CausalLm;
@@ -53,6 +53,10 @@ pub trait DraftSource {
     fn forward_passes(&self) -> usize {
         0
     }
+
+    /// What rounds cost now, for drafts a source sizes itself (copies of
+    /// the text); sources that size nothing themselves ignore it.
+    fn price(&mut self, _costs: RoundCosts) {}
 }
 
 /// What a strategy may draw on for one generation.
@@ -141,6 +145,29 @@ fn bare(rest: &str, make: impl FnOnce() -> Arc<dyn DraftStrategy>) -> Option<Arc
     rest.is_empty().then(make)
 }
 
+/// The suffix that turns prompt lookup off (`pool-nocopy`), to measure what
+/// copies bring side by side in the same run.
+const NO_COPY: &str = "-nocopy";
+
+/// Builds a strategy that copies the text's earlier tokens, or with
+/// [`NO_COPY`] after its name one that does not.
+fn copying(rest: &str, make: impl FnOnce(bool) -> Arc<dyn DraftStrategy>) -> Option<Arc<dyn DraftStrategy>> {
+    match rest {
+        "" => Some(make(true)),
+        NO_COPY => Some(make(false)),
+        _ => None,
+    }
+}
+
+/// A strategy's name as [`parse`] takes it back.
+fn copy_name(base: &str, copies: bool) -> String {
+    if copies {
+        base.to_string()
+    } else {
+        format!("{base}{NO_COPY}")
+    }
+}
+
 /// The adaptive controller as a planner, starting from the verifier's
 /// measured costs when they are given.
 fn adaptive(controller: Controller, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
@@ -185,5 +212,9 @@ impl DraftSource for Drafter<'_> {
 
     fn forward_passes(&self) -> usize {
         Drafter::forward_passes(self)
+    }
+
+    fn price(&mut self, costs: RoundCosts) {
+        Drafter::price(self, costs)
     }
 }

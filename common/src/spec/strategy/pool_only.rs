@@ -9,17 +9,21 @@
 //! decoding; so each round first asks how often phrases found on a match
 //! that long have been right in this text ([`MatchStats`]), and sends none
 //! (a plain decoding step) where they rarely are.
+//!
+//! Where the text repeats itself on more tokens than the pool matches on, the
+//! round is a copy of what followed the earlier occurrence instead
+//! (`draft::lookup`), as long as copies found on matches that long have held.
 
 use std::sync::Arc;
 
-use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy};
-use crate::draft::{PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
+use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, RoundCosts};
+use crate::draft::{CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
 use crate::engine::{Draft, EngineError};
 use crate::sampling::SparseDist;
 use crate::tree::{DraftTree, TreeLimits};
 use crate::verify::Verdict;
 
-use super::{adaptive, bare, DraftSource, DraftStrategy, Entry, Opening};
+use super::{adaptive, copy_name, copying, DraftSource, DraftStrategy, Entry, Opening};
 
 /// Committed tokens a lookup matches on (the pool's longest suffix match).
 const SUFFIX: usize = MAX_SUFFIX_MATCH;
@@ -72,18 +76,21 @@ impl MatchStats {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolOnly;
+pub struct PoolOnly {
+    /// Copies of the text's earlier tokens on long matches (`draft::lookup`).
+    pub copies: bool,
+}
 
 pub const ENTRY: Entry = Entry {
     name: "pool",
-    usage: "pool",
-    about: "no drafter model: phrase pool continuations only (prompt lookup)",
-    build: |rest| bare(rest, || Arc::new(PoolOnly)),
+    usage: "pool[-nocopy]",
+    about: "no drafter model: copies of earlier text (prompt lookup) and phrase pool continuations",
+    build: |rest| copying(rest, |copies| Arc::new(PoolOnly { copies })),
 };
 
 impl DraftStrategy for PoolOnly {
     fn name(&self) -> String {
-        "pool".into()
+        copy_name("pool", self.copies)
     }
 
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
@@ -95,25 +102,36 @@ impl DraftStrategy for PoolOnly {
             return Err(EngineError::EmptyPrompt);
         }
         at.pool.add_context(at.prompt);
-        let tail = at.prompt[at.prompt.len().saturating_sub(SUFFIX)..].to_vec();
         Ok(Box::new(PoolSource {
             pool: at.pool,
-            tail,
+            text: at.prompt.to_vec(),
             stop_ids: at.stop_ids.to_vec(),
             matches: MatchStats::default(),
             sent_match: None,
+            copies: self.copies.then(CopyStats::default),
+            costs: None,
         }))
     }
 }
 
 struct PoolSource<'a> {
     pool: &'a mut PhrasePool,
-    /// The last committed tokens, which lookups continue.
-    tail: Vec<u32>,
+    /// The committed text, whose last tokens lookups continue.
+    text: Vec<u32>,
     stop_ids: Vec<u32>,
     matches: MatchStats,
     /// The match length of the phrase sent as the last round's trunk.
     sent_match: Option<usize>,
+    /// How copies have held; `None` when the strategy does not copy.
+    copies: Option<CopyStats>,
+    costs: Option<RoundCosts>,
+}
+
+impl PoolSource<'_> {
+    /// The last committed tokens, which pool lookups continue.
+    fn tail(&self) -> &[u32] {
+        &self.text[self.text.len().saturating_sub(SUFFIX)..]
+    }
 }
 
 impl DraftSource for PoolSource<'_> {
@@ -121,26 +139,39 @@ impl DraftSource for PoolSource<'_> {
         let mut tree = DraftTree::empty(limits, vocab);
         let mut dists = Vec::new();
         let cap = plan.trunk_len.min(limits.max_depth).min(limits.max_nodes);
-        let found = self.pool.continuations_with_match(&self.tail, plan.branches + 1);
+        // A copy is sized by how copies have held, not by the plan.
+        let max_copy = limits.max_depth.min(limits.max_nodes);
+        let costs = self.costs.as_ref();
+        let copy = self.copies.as_mut().and_then(|c| c.propose(&self.text, max_copy, &self.stop_ids, costs));
+        let tail = self.tail().to_vec();
+        let found = self.pool.continuations_with_match(&tail, plan.branches + 1);
         // The first continuation is the best one; the round sends phrases
         // only if those found on a match that long have paid in this text.
-        self.sent_match = found.first().map(|&(m, _)| m).filter(|&m| cap > 0 && self.matches.worth(m));
-        let conts: Vec<Vec<u32>> =
-            if self.sent_match.is_some() { found.into_iter().map(|(_, c)| c.to_vec()).collect() } else { Vec::new() };
-        let mut conts = conts.into_iter();
-        let mut trunk_len = 0;
-        if let Some(first) = conts.next().filter(|_| cap > 0) {
-            // A stop token ends the text: nothing after it can be accepted.
-            let end = first.iter().position(|t| self.stop_ids.contains(t)).map_or(first.len(), |i| i + 1);
-            for (i, &t) in first[..end.min(cap)].iter().enumerate() {
-                tree.push(t, i.checked_sub(1))?;
-                dists.push(SparseDist::point(t));
+        self.sent_match =
+            found.first().map(|&(m, _)| m).filter(|&m| copy.is_none() && cap > 0 && self.matches.worth(m));
+        let mut conts: Vec<Vec<u32>> = found.into_iter().map(|(_, c)| c.to_vec()).collect();
+        let trunk = match (&copy, self.sent_match) {
+            (Some(copy), _) => copy.tokens.clone(),
+            (None, Some(_)) => {
+                let first = conts.remove(0);
+                // A stop token ends the text: nothing after it can be accepted.
+                let end = first.iter().position(|t| self.stop_ids.contains(t)).map_or(first.len(), |i| i + 1);
+                first[..end.min(cap)].to_vec()
             }
-            trunk_len = tree.len();
+            (None, None) => {
+                conts.clear();
+                Vec::new()
+            }
+        };
+        for (i, &t) in trunk.iter().enumerate() {
+            tree.push(t, i.checked_sub(1))?;
+            dists.push(SparseDist::point(t));
         }
-        let pooled = (trunk_len > 0).then(|| self.tail.clone());
-        let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new(), pooled, siblings: Vec::new() };
-        for c in conts.take(plan.branches) {
+        let trunk_len = trunk.len();
+        let pooled = (trunk_len > 0).then_some(tail);
+        let copied = copy.map(|c| c.matched);
+        let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new(), pooled, copied, siblings: Vec::new() };
+        for c in conts.into_iter().take(plan.branches) {
             let len = c.len().min(plan.branch_len).min(limits.max_depth);
             // A branch starting like the trunk would merge with it.
             let tree = &draft.tree;
@@ -157,9 +188,12 @@ impl DraftSource for PoolSource<'_> {
         if let Some(m) = self.sent_match.take().filter(|_| draft.trunk_len > 0) {
             self.matches.record(m, on_trunk > 0);
         }
+        if let (Some(m), Some(copies)) = (draft.copied, self.copies.as_mut()) {
+            copies.record(m, draft.trunk_len, on_trunk);
+        }
         let emitted = verdict.emitted_tokens(&draft.tree);
         if on_trunk > 0 {
-            let mut hit = self.tail.clone();
+            let mut hit = self.tail().to_vec();
             hit.extend_from_slice(&emitted[..on_trunk]);
             self.pool.record_hit(&hit[hit.len() - on_trunk - 1..]);
         }
@@ -169,10 +203,12 @@ impl DraftSource for PoolSource<'_> {
             self.pool.add_phrase(&phrase, PhraseSource::VerifierOutput);
         }
         self.pool.extend_context(&emitted);
-        self.tail.extend_from_slice(&emitted);
-        let cut = self.tail.len().saturating_sub(SUFFIX);
-        self.tail.drain(..cut);
+        self.text.extend_from_slice(&emitted);
         (on_trunk, draft.branch_feedback(verdict))
+    }
+
+    fn price(&mut self, costs: RoundCosts) {
+        self.costs = Some(costs);
     }
 }
 

@@ -71,6 +71,7 @@ impl DraftSource for ReplaySource {
             trunk_len: n,
             branches: Vec::new(),
             pooled: None,
+            copied: None,
             siblings: Vec::new(),
         })
     }

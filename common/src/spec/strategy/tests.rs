@@ -119,12 +119,42 @@ fn heuristic_grows_after_a_full_accept_and_shrinks_after_a_miss() {
 fn ouroboros_names_its_objective() {
     assert_eq!(
         format!("{:?}", parse("ouroboros").unwrap()),
-        format!("{:?}", ouroboros::Ouroboros { objective: Objective::Latency })
+        format!("{:?}", ouroboros::Ouroboros { objective: Objective::Latency, copies: true })
     );
     assert_eq!(
         format!("{:?}", parse("ouroboros-compute").unwrap()),
-        format!("{:?}", ouroboros::Ouroboros { objective: Objective::VerifierCompute })
+        format!("{:?}", ouroboros::Ouroboros { objective: Objective::VerifierCompute, copies: true })
     );
+}
+
+#[test]
+fn every_strategy_that_copies_names_its_variant_that_does_not() {
+    for base in ["pool", "hybrid", "ouroboros", "ouroboros-compute"] {
+        assert_eq!(parse(base).unwrap().name(), base);
+        let off = format!("{base}-nocopy");
+        assert_eq!(parse(&off).unwrap().name(), off);
+    }
+    assert!(parse("pool-nocopies").is_err());
+    assert!(parse("chain4-nocopy").is_err());
+}
+
+#[test]
+fn pool_only_copies_a_long_repeat_in_rounds_longer_than_its_phrases() {
+    // A 30-token passage quoted in the prompt and then again in the text:
+    // the pool's phrases (at most 8 tokens) draft it a few tokens a round,
+    // copies once the match is long enough far more.
+    let passage: Vec<u32> = (40..70).collect();
+    let mut prompt: Vec<u32> = vec![1, 2, 3];
+    prompt.extend(&passage);
+    prompt.extend([4, 5]);
+    prompt.extend(&passage[..4]);
+    let text: Vec<u32> = passage[4..].iter().chain(&[7, 8, 9, 10, 11, 12]).copied().collect();
+    let copying = run(&pool_only::PoolOnly { copies: true }, &prompt, &text, text.len());
+    let phrases = run(&pool_only::PoolOnly { copies: false }, &prompt, &text, text.len());
+    assert_eq!(copying.tokens, text);
+    assert_eq!(phrases.tokens, text);
+    assert!(copying.rounds < phrases.rounds, "copies {} rounds, phrases {}", copying.rounds, phrases.rounds);
+    assert!(copying.accepted >= 20, "{} accepted", copying.accepted);
 }
 
 #[test]
@@ -148,7 +178,7 @@ fn pool_only_drafts_a_repeated_text_from_the_prompt() {
     let phrase: Vec<u32> = (10..20).collect();
     let prompt: Vec<u32> = phrase.iter().chain(&phrase).copied().collect();
     let text: Vec<u32> = phrase.iter().cycle().take(60).copied().collect();
-    let stats = run(&pool_only::PoolOnly, &prompt, &text, 40);
+    let stats = run(&pool_only::PoolOnly { copies: false }, &prompt, &text, 40);
     assert_eq!(stats.tokens, text[..40]);
     // Without drafts every round commits one token.
     assert!(stats.rounds * 2 <= 40, "{} rounds: the pool drafted little", stats.rounds);
@@ -161,7 +191,7 @@ fn pool_only_learns_what_the_verifier_said_where_it_was_wrong() {
     let prompt = [5, 10, 11, 12, 13, 14, 5, 10];
     let at =
         Opening { drafter: None, prompt: &prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
-    let mut source = pool_only::PoolOnly.open(at).unwrap();
+    let mut source = pool_only::PoolOnly { copies: false }.open(at).unwrap();
     let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
     let draft = source.draft(&DraftPlan::chain(5), &limits, 100).unwrap();
     assert_eq!((0..draft.tree.len()).map(|n| draft.tree.token(n)).collect::<Vec<_>>(), [11, 12, 13, 14, 5]);
@@ -177,7 +207,7 @@ fn pool_only_learns_what_the_verifier_said_where_it_was_wrong() {
 #[test]
 fn pool_only_with_nothing_to_offer_falls_back_to_one_token_a_round() {
     let text: Vec<u32> = (30..60).collect();
-    let stats = run(&pool_only::PoolOnly, &[1, 2, 3], &text, 10);
+    let stats = run(&pool_only::PoolOnly { copies: false }, &[1, 2, 3], &text, 10);
     assert_eq!(stats.tokens, text[..10]);
     assert_eq!((stats.rounds, stats.accepted), (10, 0));
 }
