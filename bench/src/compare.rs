@@ -23,6 +23,7 @@ use ouro_bench::process::{pin_self, BenchCloud};
 use ouro_bench::report::{self, Environment, ModelRef, Results};
 use ouro_common::controller::Learned;
 use ouro_common::draft::PhrasePool;
+use ouro_common::engine::DEFAULT_DRAFT_WINDOW;
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::{self, LoadOptions};
 use ouro_common::model::Transformer;
@@ -314,6 +315,7 @@ impl Bench {
             pipeline,
             info: Some(&self.cloud_info),
             warm: learned.as_ref(),
+            draft_window: DEFAULT_DRAFT_WINDOW,
         };
         let mut clock = Clock::new();
         let mut run = SpecStats::default();

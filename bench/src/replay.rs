@@ -49,7 +49,14 @@ pub async fn replay_with(
     let ReplaySpec { gamma, accept, vocab, seed } = spec;
     let strategy = Replay { reference: reference.to_vec(), gamma, accept, seed };
     let mut pool = PhrasePool::default();
-    let at = Opening { drafter: None, prompt: &[], sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
+    let at = Opening {
+        drafter: None,
+        prompt: &[],
+        sampling: SamplingParams::greedy(),
+        stop_ids: &[],
+        pool: &mut pool,
+        draft_window: 0,
+    };
     let mut source = strategy.open(at)?;
     let mut policy = strategy.policy(None);
     let rounds = Rounds {

@@ -8,6 +8,9 @@
 //! The drafter drafts over its restricted vocabulary (`--draft-vocab`,
 //! FR-Spec) when it has one; `--compare-full-vocab` runs every mode a second
 //! time over every id (`MODE/full`), on the same weights in the same run.
+//! It reads the last `--draft-window` tokens of each prompt;
+//! `--compare-draft-window` runs every mode again with the drafter reading
+//! all of it (`MODE/whole`).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -19,6 +22,7 @@ use anyhow::Context;
 use clap::Args;
 use ouro_common::chat::Message;
 use ouro_common::draft::PhrasePool;
+use ouro_common::engine::DEFAULT_DRAFT_WINDOW;
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::LoadOptions;
 use ouro_common::model::{CausalLm, FullVocab};
@@ -74,6 +78,14 @@ pub struct BenchSpecArgs {
     /// compare with its restricted vocabulary in the same run.
     #[arg(long)]
     pub compare_full_vocab: bool,
+    /// The drafter reads at most this many of each prompt's last tokens (0:
+    /// all of it); verification always covers the whole prompt.
+    #[arg(long, default_value_t = DEFAULT_DRAFT_WINDOW)]
+    pub draft_window: usize,
+    /// Also run every mode with the drafter reading the whole prompt
+    /// (`MODE/whole`), to compare with `--draft-window` in the same run.
+    #[arg(long)]
+    pub compare_draft_window: bool,
 }
 
 /// Spec-Bench's six categories: MT-bench's sub-categories are one.
@@ -103,6 +115,15 @@ struct Totals {
     rounds_log: Vec<RoundLog>,
 }
 
+/// One column of the comparison: a strategy, the drafter it drafts with,
+/// and how much of each prompt that drafter reads.
+struct Mode<'a> {
+    name: String,
+    strategy: Arc<dyn DraftStrategy>,
+    drafter: &'a dyn CausalLm,
+    window: usize,
+}
+
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     let parsed: Vec<(String, Arc<dyn DraftStrategy>)> =
         args.modes.iter().map(|m| strategy::parse(m).map(|d| (m.clone(), d))).collect::<Result<_, _>>()?;
@@ -115,10 +136,20 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     );
     // Each mode with the drafter as loaded, then (to compare) over every id.
     let full = FullVocab(&drafter.model);
-    let mut modes: Vec<(String, Arc<dyn DraftStrategy>, &dyn CausalLm)> =
-        parsed.iter().map(|(n, d)| (n.clone(), d.clone(), &drafter.model as &dyn CausalLm)).collect();
+    let window = args.draft_window;
+    let loaded = &drafter.model as &dyn CausalLm;
+    let mode = |name: String, strategy: &Arc<dyn DraftStrategy>, drafter, window| Mode {
+        name,
+        strategy: strategy.clone(),
+        drafter,
+        window,
+    };
+    let mut modes: Vec<Mode> = parsed.iter().map(|(n, d)| mode(n.clone(), d, loaded, window)).collect();
     if args.compare_full_vocab {
-        modes.extend(parsed.iter().map(|(n, d)| (format!("{n}/full"), d.clone(), &full as &dyn CausalLm)));
+        modes.extend(parsed.iter().map(|(n, d)| mode(format!("{n}/full"), d, &full, window)));
+    }
+    if args.compare_draft_window {
+        modes.extend(parsed.iter().map(|(n, d)| mode(format!("{n}/whole"), d, loaded, 0)));
     }
     let target = LocalModel::load(&args.target, &opts)?;
     let (di, ti) = (drafter.tokenizer.info(), target.tokenizer.info());
@@ -190,7 +221,10 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     let mut results: BTreeMap<String, BTreeMap<String, Totals>> = BTreeMap::new();
     let mut engines = modes
         .iter()
-        .map(|(_, mode, model)| SpecEngine::new(*model, &target.model, mode.clone()))
+        .map(|m| {
+            SpecEngine::new(m.drafter, &target.model, m.strategy.clone())
+                .map(|e| SpecEngine { draft_window: m.window, ..e })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // Each mode keeps its own pool and what its policy learned across
     // prompts, as one client of the edge daemon would.
@@ -214,7 +248,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             e.tokens += reference.len();
             e.rounds += stats.forward_passes - 1;
             e.target_passes += stats.forward_passes - 1;
-            for (((name, _, _), engine), pool) in modes.iter().zip(&mut engines).zip(&mut pools) {
+            for ((Mode { name, .. }, engine), pool) in modes.iter().zip(&mut engines).zip(&mut pools) {
                 let mut out = Vec::new();
                 let t = Instant::now();
                 let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
@@ -297,7 +331,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut names = vec!["target-only".to_string()];
-    names.extend(modes.iter().map(|(n, _, _)| n.clone()));
+    names.extend(modes.iter().map(|m| m.name.clone()));
     for n in &names {
         let t = total(&results[n]);
         let tps = t.tokens as f64 / t.secs;

@@ -109,6 +109,7 @@ async fn speculation_over_the_wire_equals_generate() {
             sampling: ouro_common::sampling::SamplingParams::greedy(),
             pipeline: false,
             info: None,
+            draft_window: 0,
         };
         let (mut run, mut pool) = (SpecStats::default(), Default::default());
         speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))
@@ -165,6 +166,7 @@ async fn sampled_rounds_go_out_ahead_and_the_seed_still_fixes_the_text() {
                 sampling,
                 pipeline: true,
                 info: None,
+                draft_window: 0,
             };
             let (mut run, mut pool) = (SpecStats::default(), Default::default());
             let mut c = c.clone();

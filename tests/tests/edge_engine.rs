@@ -205,6 +205,7 @@ fn setup_with(
         strategy: spec::strategy::parse("ouroboros").unwrap(),
         pool_file: Some(pool_file.clone()),
         pipeline: true,
+        draft_window: 0,
         reprobe: Duration::from_secs(60),
         busy_wait: Duration::from_secs(1),
         workers,

@@ -83,6 +83,7 @@ fn generate(
             sampling: cfg.sampling,
             stop_ids: &cfg.stop_ids,
             pool: &mut pool,
+            draft_window: 0,
         })
         .unwrap();
     let mut policy = mode.warm_policy(None, None, sampled);

@@ -8,13 +8,16 @@
 
 use std::ops::ControlFlow;
 
+use ouro_common::controller::DraftPlan;
 use ouro_common::draft::PhrasePool;
+use ouro_common::engine::{Drafter, DrafterConfig};
 use ouro_common::generate::GenerateConfig;
 use ouro_common::model::gguf::{self, LoadOptions};
-use ouro_common::model::Transformer;
+use ouro_common::model::{CausalLm, Transformer};
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy;
 use ouro_common::spec::SpecEngine;
+use ouro_common::tree::TreeLimits;
 use ouro_tests::{model_path, reference_prompts, smollm2, target_only};
 
 fn verifier() -> Transformer {
@@ -127,6 +130,53 @@ fn copies_of_a_repeated_passage_keep_the_target_text() {
             stats.copy_rounds,
             stats.copy_accepted
         );
+    }
+}
+
+/// A drafter reading the prompt's last tokens only drafts exactly as one
+/// given only those tokens (positions restart at the window: the runtime
+/// is batch-invariant, so the logits are the same bits).
+#[test]
+fn a_windowed_drafter_drafts_as_if_given_only_the_window() {
+    let drafter = smollm2();
+    let prompts = reference_prompts("smollm2-135m");
+    let (_, prompt, _) = prompts.iter().max_by_key(|(_, p, _)| p.len()).unwrap();
+    assert!(prompt.len() > 40);
+    let trunk = |prompt: &[u32], window| {
+        let mut pool = PhrasePool::default();
+        let cfg = DrafterConfig { use_pool: false, window, ..DrafterConfig::default() };
+        let mut d = Drafter::open(drafter.as_ref(), prompt, SamplingParams::greedy(), &mut pool, cfg, vec![]).unwrap();
+        let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
+        let draft = d.draft(&DraftPlan::chain(8), &limits, drafter.config().vocab_size).unwrap();
+        draft.tree.tokens()[..draft.trunk_len].to_vec()
+    };
+    let windowed = trunk(prompt, 16);
+    assert_eq!(windowed.len(), 8);
+    assert_eq!(windowed, trunk(&prompt[prompt.len() - 16..], 0));
+}
+
+/// Speculation with the drafter reading a short window of each prompt: the
+/// text is still the target's (which reads all of it).
+#[test]
+fn a_windowed_drafter_keeps_the_target_text() {
+    let drafter = smollm2();
+    let target = verifier();
+    let cfg = config(SamplingParams::greedy(), 48);
+    for (category, prompt, _) in reference_prompts("smollm2-135m").iter().take(3) {
+        let expected = target_only(&target, prompt, &cfg);
+        for name in ["ouroboros", "hybrid"] {
+            let engine = SpecEngine::new(drafter.as_ref(), &target, strategy::parse(name).unwrap()).unwrap();
+            let engine = SpecEngine { draft_window: 16, ..engine };
+            let mut got = Vec::new();
+            let (stats, _) = engine
+                .generate(prompt, &cfg, PhrasePool::default(), |ts| {
+                    got.extend_from_slice(ts);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(got, expected, "{name} {category}: speculative output differs from target-only");
+            assert!(stats.rounds < stats.generated, "{name} {category}: no draft token accepted");
+        }
     }
 }
 

@@ -32,13 +32,30 @@ pub struct DrafterConfig {
     /// round is a copy of what followed the earlier occurrence, sized by how
     /// such copies have held, with no drafter pass (`draft::lookup`).
     pub copies: bool,
+    /// The drafter reads at most this many of the prompt's last tokens (0:
+    /// all of it). A long prompt's prefill on the drafter costs a third of
+    /// the verifier's on the same cores, or seconds of a phone's time before
+    /// the first round, for drafts that mostly hang on the last few hundred
+    /// tokens; the pool and copies still see the whole text.
+    pub window: usize,
 }
 
 impl Default for DrafterConfig {
     fn default() -> Self {
-        Self { top_k: 8, phrase_candidates: 4, use_pool: true, pool_first: false, siblings: false, copies: false }
+        Self {
+            top_k: 8,
+            phrase_candidates: 4,
+            use_pool: true,
+            pool_first: false,
+            siblings: false,
+            copies: false,
+            window: 0,
+        }
     }
 }
+
+/// The prompt tokens a drafter reads by default ([`DrafterConfig::window`]).
+pub const DEFAULT_DRAFT_WINDOW: usize = 256;
 
 /// Text tokens a pool phrase must match to be a hybrid round's trunk: one
 /// shared token is too weak a cue to skip the drafter for.
@@ -153,11 +170,14 @@ pub fn draft_choice(
 
 /// The edge side of a session.
 ///
-/// Invariant: `cache` holds the first `cache.len()` tokens of `seq`, and
-/// `seq` is the committed text followed by the trunk of the round in flight.
+/// Invariant: `cache` holds `seq[base..base + cache.len()]`, and `seq` is
+/// the committed text followed by the trunk of the round in flight.
 pub struct Drafter<'m> {
     model: &'m dyn CausalLm,
     cache: KvCache,
+    /// Where in `seq` the cache starts: the prompt tokens before it are
+    /// outside the drafter's window ([`DrafterConfig::window`]).
+    base: usize,
     seq: Vec<u32>,
     committed: usize,
     /// Borrowed, so that what this generation taught stays with the caller
@@ -199,13 +219,18 @@ impl<'m> Drafter<'m> {
         // drafting (the controller sizes drafts from it), not the prompt.
         let mut cache = model.new_cache();
         let mut forward_passes = 0;
-        if prompt.len() > 1 {
-            model.forward_causal(&mut cache, &prompt[..prompt.len() - 1], LogitsRows::None)?;
+        let base = match cfg.window {
+            0 => 0,
+            w => prompt.len().saturating_sub(w),
+        };
+        if prompt.len() > base + 1 {
+            model.forward_causal(&mut cache, &prompt[base..prompt.len() - 1], LogitsRows::None)?;
             forward_passes += 1;
         }
         Ok(Self {
             model,
             cache,
+            base,
             seq: prompt.to_vec(),
             committed: prompt.len(),
             pool,
@@ -253,6 +278,21 @@ impl<'m> Drafter<'m> {
         }
     }
 
+    /// How far into `seq` the cache reaches.
+    fn cached(&self) -> usize {
+        self.base + self.cache.len()
+    }
+
+    /// Drops the cache's rows past `seq[..len]`.
+    fn truncate_cache(&mut self, len: usize) {
+        self.cache.truncate(len.saturating_sub(self.base));
+    }
+
+    /// Tokens of context the drafter model holds after `seq[..len]`.
+    fn context(&self, len: usize) -> usize {
+        len.saturating_sub(self.base)
+    }
+
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let start = self.cache.len();
         let positions: Vec<usize> = (start..start + tokens.len()).collect();
@@ -268,10 +308,10 @@ impl<'m> Drafter<'m> {
     /// trunk, or a commit kept every emitted token) gives up its last position
     /// to be fed again, since only logits of fed rows come back.
     fn step_to_end(&mut self) -> Result<Vec<f32>, EngineError> {
-        if self.cache.len() >= self.seq.len() {
-            self.cache.truncate(self.seq.len() - 1);
+        if self.cached() >= self.seq.len() {
+            self.truncate_cache(self.seq.len() - 1);
         }
-        let pending = self.seq[self.cache.len()..].to_vec();
+        let pending = self.seq[self.cached()..].to_vec();
         self.step(&pending)
     }
 
@@ -303,7 +343,7 @@ impl<'m> Drafter<'m> {
         }
         // Row 0 is `t`; each continuation hangs under it as a chain.
         let start = self.cache.len();
-        debug_assert_eq!(start + 1, ctx_end);
+        debug_assert_eq!(self.cached() + 1, ctx_end);
         let mut tokens = vec![t];
         let mut parents = vec![-1i32];
         let mut depth = vec![0usize];
@@ -477,9 +517,9 @@ impl Drafter<'_> {
     pub fn draft(&mut self, plan: &DraftPlan, limits: &TreeLimits, vocab: usize) -> Result<Draft, EngineError> {
         let max_ctx = self.model.config().max_context;
         self.seq.truncate(self.committed);
-        self.cache.truncate(self.committed);
+        self.truncate_cache(self.committed);
         let trunk_cap = plan.trunk_len.min(limits.max_nodes).min(limits.max_depth);
-        let room = max_ctx.saturating_sub(self.committed + 2);
+        let room = max_ctx.saturating_sub(self.context(self.committed) + 2);
         let trunk_cap = trunk_cap.min(room);
         if self.cfg.copies {
             let cap = limits.max_nodes.min(limits.max_depth).min(room);
@@ -602,7 +642,7 @@ impl Drafter<'_> {
             || trunk_end < self.committed + current.trunk_len
             || self.seq[trunk_end - current.trunk_len..] != *trunk
             || self.stop_ids.contains(&self.seq[trunk_end - 1])
-            || trunk_end + 2 >= self.model.config().max_context
+            || self.context(trunk_end) + 2 >= self.model.config().max_context
         {
             return Ok(None);
         }
@@ -635,10 +675,10 @@ impl Drafter<'_> {
         // only on the text before it. A draft-ahead bet that won keeps its whole tail, to be verified next.
         let agree = trunk.iter().zip(&emitted).take_while(|(a, b)| a == b).count();
         let keep_tail = agree == emitted.len() && trunk.len() > emitted.len();
-        let fed = self.cache.len().saturating_sub(self.committed);
+        let fed = self.cached().saturating_sub(self.committed);
         // A won bet keeps every row: each was computed on text now confirmed.
         let keep = if keep_tail { fed } else { agree.min(fed) };
-        self.cache.truncate(self.committed + keep);
+        self.cache.truncate((self.committed + keep).saturating_sub(self.base));
         if let Some(matched) = draft.pooled.as_ref().filter(|_| on_trunk > 0) {
             let mut hit = matched.clone();
             hit.extend_from_slice(&emitted[..on_trunk]);

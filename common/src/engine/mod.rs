@@ -10,7 +10,7 @@ pub mod drafter;
 pub mod siblings;
 pub mod verifier;
 
-pub use drafter::{draft_choice, Ahead, Draft, Drafter, DrafterConfig};
+pub use drafter::{draft_choice, Ahead, Draft, Drafter, DrafterConfig, DEFAULT_DRAFT_WINDOW};
 pub use verifier::{PendingVerify, VerifierSession};
 
 use crate::model::ModelError;

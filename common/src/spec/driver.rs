@@ -320,8 +320,14 @@ mod tests {
     ) -> (FinishReason, SpecStats) {
         let replay = Replay { reference: text.to_vec(), gamma: 4, accept: 1.0, seed: 0 };
         let mut pool = PhrasePool::default();
-        let at =
-            Opening { drafter: None, prompt: &[0], sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
+        let at = Opening {
+            drafter: None,
+            prompt: &[0],
+            sampling: SamplingParams::greedy(),
+            stop_ids: &[],
+            pool: &mut pool,
+            draft_window: 0,
+        };
         let mut source = replay.open(at).unwrap();
         let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
         let mut stats = SpecStats::default();

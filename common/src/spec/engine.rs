@@ -12,7 +12,7 @@ use crate::generate::GenerateConfig;
 use crate::model::CausalLm;
 use crate::tree::TreeLimits;
 
-use crate::engine::{EngineError, VerifierSession};
+use crate::engine::{EngineError, VerifierSession, DEFAULT_DRAFT_WINDOW};
 
 pub struct SpecEngine<'m> {
     pub drafter: &'m dyn CausalLm,
@@ -23,6 +23,9 @@ pub struct SpecEngine<'m> {
     /// [`SpecStats::learned`]): greedy generations start from it, as the
     /// edge daemon's do across requests.
     pub warm: Option<Learned>,
+    /// The drafter reads at most this many of the prompt's last tokens
+    /// ([`DrafterConfig::window`](crate::engine::DrafterConfig::window)).
+    pub draft_window: usize,
 }
 
 impl<'m> SpecEngine<'m> {
@@ -35,7 +38,8 @@ impl<'m> SpecEngine<'m> {
         if d != v {
             return Err(EngineError::VocabMismatch { drafter: d, verifier: v });
         }
-        Ok(Self { drafter, target, strategy, limits: TreeLimits { max_nodes: 64, max_depth: 32 }, warm: None })
+        let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
+        Ok(Self { drafter, target, strategy, limits, warm: None, draft_window: DEFAULT_DRAFT_WINDOW })
     }
 
     /// Generates after `prompt`, handing each round's committed tokens to
@@ -59,6 +63,7 @@ impl<'m> SpecEngine<'m> {
                 sampling: cfg.sampling,
                 stop_ids: &cfg.stop_ids,
                 pool: &mut pool,
+                draft_window: self.draft_window,
             })?;
             let rounds = Rounds {
                 prompt_len: prompt.len(),

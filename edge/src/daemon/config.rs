@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use ouro_common::engine::DEFAULT_DRAFT_WINDOW;
 use ouro_common::spec::{strategy, DraftStrategy};
 use ouro_config::vocab::DraftVocabArgs;
 use ouro_edge::engine::BackendOptions;
@@ -137,6 +138,12 @@ pub struct LinkArgs {
     /// a seed's text does not depend on timing).
     #[arg(long, env = "OURO_NO_PIPELINE")]
     pub no_pipeline: bool,
+    /// The drafter reads at most this many of the prompt's last tokens (0:
+    /// all of it): a long prompt's prefill on the device is cut to this,
+    /// while the phrase pool and copies still see the whole text. Output is
+    /// unchanged (the cloud verifies over the whole context).
+    #[arg(long, env = "OURO_DRAFT_WINDOW", default_value_t = DEFAULT_DRAFT_WINDOW)]
+    pub draft_window: usize,
     /// While running on the drafter alone, retry the cloud this often (ms);
     /// when it answers, speculation resumes mid-generation. The daemon also
     /// probes this often while idle, so `/health` stays true.
@@ -175,6 +182,7 @@ impl LinkArgs {
             strategy: self.strategy()?,
             pool_file: self.pool_file.clone(),
             pipeline: !self.no_pipeline,
+            draft_window: self.draft_window,
             reprobe: std::time::Duration::from_millis(self.reprobe_ms),
             busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
             workers,

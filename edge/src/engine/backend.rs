@@ -78,6 +78,9 @@ pub struct BackendOptions {
     pub pool_file: Option<std::path::PathBuf>,
     /// Draft the next round while a verdict is in flight.
     pub pipeline: bool,
+    /// The drafter reads at most this many of the prompt's last tokens (0:
+    /// all of it).
+    pub draft_window: usize,
     /// How often a generation running on the drafter alone retries the cloud.
     pub reprobe: Duration,
     /// How long a request waits for a cloud that refuses it for load before
@@ -409,6 +412,7 @@ impl<C: Cloud> Job<C> {
                         pipeline: self.opts.pipeline,
                         info: Some(&info),
                         warm: warm.as_ref(),
+                        draft_window: self.opts.draft_window,
                     };
                     // A copy, merged back when the generation ends, finished
                     // or cancelled: concurrent requests keep each other's

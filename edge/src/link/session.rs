@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ouro_common::controller::{CostCurve, Learned};
 use ouro_common::draft::PhrasePool;
-use ouro_common::engine::Draft;
+use ouro_common::engine::{Draft, DEFAULT_DRAFT_WINDOW};
 use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::{self, DraftStrategy, Opening, Reply, Rounds, SpecStats, Verifier};
@@ -38,12 +38,22 @@ pub struct SpecRequest<'a> {
     /// What an earlier generation's policy learned: greedy runs start from
     /// it, and leave what they learned in [`SpecStats::learned`].
     pub warm: Option<&'a Learned>,
+    /// The drafter reads at most this many of the prompt's last tokens (0:
+    /// all of it).
+    pub draft_window: usize,
 }
 
 impl SpecRequest<'_> {
     /// Where the request's strategy starts drafting.
     pub fn opening<'a>(&'a self, drafter: &'a dyn CausalLm, pool: &'a mut PhrasePool) -> Opening<'a> {
-        Opening { drafter: Some(drafter), prompt: self.prompt, sampling: self.sampling, stop_ids: self.stop_ids, pool }
+        Opening {
+            drafter: Some(drafter),
+            prompt: self.prompt,
+            sampling: self.sampling,
+            stop_ids: self.stop_ids,
+            pool,
+            draft_window: self.draft_window,
+        }
     }
 
     /// The request's rounds against a verifier that takes trees within
@@ -83,6 +93,7 @@ pub async fn speculate(
         pipeline: true,
         info: None,
         warm: None,
+        draft_window: DEFAULT_DRAFT_WINDOW,
     };
     let mut run = SpecStats::default();
     let mut pool = PhrasePool::default();

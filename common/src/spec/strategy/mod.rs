@@ -71,6 +71,9 @@ pub struct Opening<'a> {
     /// learned stays in the caller's pool even if the generation is dropped
     /// half-way (a cancelled request).
     pub pool: &'a mut PhrasePool,
+    /// The drafter reads at most this many of the prompt's last tokens (0:
+    /// all of it; [`DrafterConfig::window`]).
+    pub draft_window: usize,
 }
 
 /// A way of drafting, chosen by name on every CLI.
@@ -184,6 +187,7 @@ fn model_source<'a>(
     cfg: DrafterConfig,
 ) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
     let model = at.drafter.ok_or_else(|| EngineError::NoDrafter(name.to_string()))?;
+    let cfg = DrafterConfig { window: at.draft_window, ..cfg };
     Ok(Box::new(Drafter::open(model, at.prompt, at.sampling, at.pool, cfg, at.stop_ids.to_vec())?))
 }
 

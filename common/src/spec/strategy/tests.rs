@@ -67,7 +67,14 @@ pub(crate) fn rounds(prompt_len: usize, max_new: usize, stop_ids: &[u32]) -> Rou
 pub(crate) fn run(strategy: &dyn DraftStrategy, prompt: &[u32], text: &[u32], max_new: usize) -> SpecStats {
     let mut pool = PhrasePool::default();
     let mut source = strategy
-        .open(Opening { drafter: None, prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool })
+        .open(Opening {
+            drafter: None,
+            prompt,
+            sampling: SamplingParams::greedy(),
+            stop_ids: &[],
+            pool: &mut pool,
+            draft_window: 0,
+        })
         .unwrap();
     let mut policy = strategy.policy(None);
     let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
@@ -167,6 +174,7 @@ fn model_strategies_without_a_drafter_are_a_clear_error() {
             sampling: SamplingParams::greedy(),
             stop_ids: &[],
             pool: &mut pool,
+            draft_window: 0,
         };
         let err = parse(name).unwrap().open(at).err().expect(name);
         assert!(matches!(err, EngineError::NoDrafter(ref n) if n == name), "{name}: {err}");
@@ -189,8 +197,14 @@ fn pool_only_drafts_a_repeated_text_from_the_prompt() {
 fn pool_only_learns_what_the_verifier_said_where_it_was_wrong() {
     let mut pool = PhrasePool::default();
     let prompt = [5, 10, 11, 12, 13, 14, 5, 10];
-    let at =
-        Opening { drafter: None, prompt: &prompt, sampling: SamplingParams::greedy(), stop_ids: &[], pool: &mut pool };
+    let at = Opening {
+        drafter: None,
+        prompt: &prompt,
+        sampling: SamplingParams::greedy(),
+        stop_ids: &[],
+        pool: &mut pool,
+        draft_window: 0,
+    };
     let mut source = pool_only::PoolOnly { copies: false }.open(at).unwrap();
     let limits = TreeLimits { max_nodes: 64, max_depth: 32 };
     let draft = source.draft(&DraftPlan::chain(5), &limits, 100).unwrap();
