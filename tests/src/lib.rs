@@ -101,6 +101,23 @@ pub fn target_only(model: &dyn CausalLm, prompt: &[u32], cfg: &ouro_common::gene
     out
 }
 
+/// What a speculative engine writes after `prompt` under `cfg`, from an
+/// empty phrase pool, and its statistics.
+pub fn speculate(
+    engine: &ouro_common::spec::SpecEngine,
+    prompt: &[u32],
+    cfg: &ouro_common::generate::GenerateConfig,
+) -> (Vec<u32>, ouro_common::spec::SpecStats) {
+    let mut out = Vec::new();
+    let (stats, _) = engine
+        .generate(prompt, cfg, Default::default(), |ts| {
+            out.extend_from_slice(ts);
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("speculative generation");
+    (out, stats)
+}
+
 /// Greedy decoding with single-token steps, the reference every speculative
 /// path is compared with.
 pub fn greedy(model: &dyn CausalLm, cache: &mut KvCache, prompt: &[u32], n: usize, stop: &[u32]) -> Vec<u32> {

@@ -177,13 +177,7 @@ fn sampled_speculation_with_a_restricted_drafter_is_reproducible() {
     let run = |seed| {
         let sampling = SamplingParams { temperature: 0.8, top_k: Some(40), top_p: Some(0.95), seed };
         let cfg = GenerateConfig { max_new_tokens: 40, sampling, stop_ids: vec![0, 2] };
-        let mut got = Vec::new();
-        let (stats, _) = engine
-            .generate(prompt, &cfg, PhrasePool::default(), |ts| {
-                got.extend_from_slice(ts);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
+        let (got, stats) = ouro_tests::speculate(&engine, prompt, &cfg);
         (got, stats.accepted)
     };
     let (a, accepted) = run(3);

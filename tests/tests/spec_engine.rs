@@ -18,7 +18,7 @@ use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::strategy;
 use ouro_common::spec::SpecEngine;
 use ouro_common::tree::TreeLimits;
-use ouro_tests::{model_path, reference_prompts, smollm2, target_only};
+use ouro_tests::{model_path, reference_prompts, smollm2, speculate, target_only};
 
 fn verifier() -> Transformer {
     let opts = LoadOptions { dequantize: true, ..LoadOptions::default() };
@@ -112,13 +112,7 @@ fn copies_of_a_repeated_passage_keep_the_target_text() {
     // The pool-only source and the drafter's (which hybrid shares).
     for name in ["pool", "ouroboros"] {
         let engine = SpecEngine::new(drafter.as_ref(), &target, strategy::parse(name).unwrap()).unwrap();
-        let mut got = Vec::new();
-        let (stats, _) = engine
-            .generate(&prompt, &cfg, PhrasePool::default(), |ts| {
-                got.extend_from_slice(ts);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
+        let (got, stats) = speculate(&engine, &prompt, &cfg);
         assert_eq!(got, expected, "{name}: speculative output differs from target-only");
         println!(
             "{name}: {} copies, {} copied tokens accepted, {} rounds",
@@ -167,13 +161,7 @@ fn a_windowed_drafter_keeps_the_target_text() {
         for name in ["ouroboros", "hybrid"] {
             let engine = SpecEngine::new(drafter.as_ref(), &target, strategy::parse(name).unwrap()).unwrap();
             let engine = SpecEngine { draft_window: 16, ..engine };
-            let mut got = Vec::new();
-            let (stats, _) = engine
-                .generate(prompt, &cfg, PhrasePool::default(), |ts| {
-                    got.extend_from_slice(ts);
-                    ControlFlow::Continue(())
-                })
-                .unwrap();
+            let (got, stats) = speculate(&engine, prompt, &cfg);
             assert_eq!(got, expected, "{name} {category}: speculative output differs from target-only");
             assert!(stats.rounds < stats.generated, "{name} {category}: no draft token accepted");
         }
@@ -188,14 +176,7 @@ fn sampled_speculation_is_reproducible_from_the_seed() {
     let engine = SpecEngine::new(drafter.as_ref(), &target, strategy::parse("ouroboros").unwrap()).unwrap();
     let run = |seed| {
         let cfg = config(SamplingParams { temperature: 0.8, top_k: Some(40), top_p: Some(0.95), seed }, 48);
-        let mut got = Vec::new();
-        engine
-            .generate(prompt, &cfg, PhrasePool::default(), |ts| {
-                got.extend_from_slice(ts);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        got
+        speculate(&engine, prompt, &cfg).0
     };
     let a = run(7);
     assert_eq!(a, run(7), "same seed, different text");

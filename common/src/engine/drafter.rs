@@ -399,9 +399,7 @@ impl<'m> Drafter<'m> {
     }
 
     /// A hybrid round: the pool's best continuation of the committed text as
-    /// the trunk (point masses: chosen, not drawn, so exact under sampling
-    /// too), no drafter pass. The drafter's cache falls behind by the tokens
-    /// committed this way and catches up in one pass when it drafts next.
+    /// the trunk, sent as it is ([`Self::sent_as_is`]).
     fn draft_from_pool(
         &mut self,
         plan: &DraftPlan,
@@ -420,31 +418,13 @@ impl<'m> Drafter<'m> {
             return Ok(None);
         }
         let matched = matched.to_vec();
-        let mut tree = DraftTree::empty(limits, vocab);
-        for (i, &t) in trunk.iter().enumerate() {
-            tree.push(t, i.checked_sub(1))?;
-        }
-        let dists = trunk.iter().map(|&t| SparseDist::point(t)).collect();
-        self.seq.extend_from_slice(&trunk);
-        let mut draft = Draft {
-            tree,
-            dists,
-            trunk_len: trunk.len(),
-            branches: Vec::new(),
-            pooled: Some(matched),
-            copied: None,
-            siblings: Vec::new(),
-        };
-        if plan.branches > 0 && plan.branch_len > 0 {
-            self.add_branches(&mut draft, &trunk, plan)?;
-        }
-        Ok(Some(draft))
+        self.sent_as_is(trunk, matched, None, plan, limits, vocab).map(Some)
     }
 
     /// A copy round: what followed the earlier occurrence of the committed
-    /// text's last tokens as the trunk (point masses, as pool phrases), no
-    /// drafter pass; `None` when the text does not repeat itself on a match
-    /// whose copies have held.
+    /// text's last tokens as the trunk, sent as it is ([`Self::sent_as_is`]);
+    /// `None` when the text does not repeat itself on a match whose copies
+    /// have held.
     fn draft_from_copy(
         &mut self,
         plan: &DraftPlan,
@@ -457,25 +437,42 @@ impl<'m> Drafter<'m> {
             return Ok(None);
         };
         let matched = self.seq[self.committed - copy.matched.min(MAX_SUFFIX_MATCH)..self.committed].to_vec();
+        self.sent_as_is(copy.tokens, matched, Some(copy.matched), plan, limits, vocab).map(Some)
+    }
+
+    /// A round whose trunk is sent as it is, with no drafter pass (a pool
+    /// phrase or a copy looked up after `matched`): point masses, as the
+    /// tokens are chosen, not drawn, so exact under sampling too. The
+    /// drafter's cache falls behind by the trunk and catches up in one pass
+    /// when it drafts next.
+    fn sent_as_is(
+        &mut self,
+        trunk: Vec<u32>,
+        matched: Vec<u32>,
+        copied: Option<usize>,
+        plan: &DraftPlan,
+        limits: &TreeLimits,
+        vocab: usize,
+    ) -> Result<Draft, EngineError> {
         let mut tree = DraftTree::empty(limits, vocab);
-        for (i, &t) in copy.tokens.iter().enumerate() {
+        for (i, &t) in trunk.iter().enumerate() {
             tree.push(t, i.checked_sub(1))?;
         }
-        let dists = copy.tokens.iter().map(|&t| SparseDist::point(t)).collect();
-        self.seq.extend_from_slice(&copy.tokens);
+        let dists = trunk.iter().map(|&t| SparseDist::point(t)).collect();
+        self.seq.extend_from_slice(&trunk);
         let mut draft = Draft {
             tree,
             dists,
-            trunk_len: copy.tokens.len(),
+            trunk_len: trunk.len(),
             branches: Vec::new(),
             pooled: Some(matched),
-            copied: Some(copy.matched),
+            copied,
             siblings: Vec::new(),
         };
         if plan.branches > 0 && plan.branch_len > 0 {
-            self.add_branches(&mut draft, &copy.tokens, plan)?;
+            self.add_branches(&mut draft, &trunk, plan)?;
         }
-        Ok(Some(draft))
+        Ok(draft)
     }
 
     fn add_branches(&mut self, draft: &mut Draft, trunk: &[u32], plan: &DraftPlan) -> Result<(), EngineError> {
