@@ -168,6 +168,7 @@ impl LinkArgs {
         // table knows it as `ouroboros-compute`.
         let name = match self.draft.as_str() {
             "ouroboros" if self.objective == ObjectiveArg::Compute => "ouroboros-compute",
+            "ouroboros-nocopy" if self.objective == ObjectiveArg::Compute => "ouroboros-compute-nocopy",
             s => s,
         };
         strategy::parse(name).map_err(|e| anyhow::anyhow!("--draft: {e}"))
@@ -187,5 +188,31 @@ impl LinkArgs {
             busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
             workers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        link: LinkArgs,
+    }
+
+    #[test]
+    fn the_compute_objective_picks_ouroboros_compute_with_or_without_copies() {
+        let cases = [
+            ("ouroboros", "ouroboros-compute"),
+            ("ouroboros-nocopy", "ouroboros-compute-nocopy"),
+            ("hybrid", "hybrid"),
+        ];
+        for (draft, want) in cases {
+            let cli = Cli::try_parse_from(["ouro-edge", "--draft", draft, "--objective", "compute"]).unwrap();
+            assert_eq!(cli.link.strategy().unwrap().name(), want, "--draft {draft}");
+        }
     }
 }
