@@ -169,9 +169,8 @@ impl CopyStats {
     pub fn propose(&mut self, text: &[u32], max: usize, stop_ids: &[u32], costs: Option<&RoundCosts>) -> Option<Copy> {
         let found = find_repeat(text, MIN_MATCH)?;
         let len = self.length(found.matched, max, costs);
-        let copy = &text[found.start..];
-        let end = copy.iter().position(|t| stop_ids.contains(t)).map_or(copy.len(), |i| i + 1);
-        let tokens = copy[..end.min(len)].to_vec();
+        let copy = super::until_stop(&text[found.start..], stop_ids);
+        let tokens = copy[..len.min(copy.len())].to_vec();
         (!tokens.is_empty()).then_some(Copy { matched: found.matched, tokens })
     }
 

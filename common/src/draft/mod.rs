@@ -18,3 +18,20 @@ pub mod pool;
 pub use lookup::{find_repeat, CopyStats, Repeat};
 pub use persist::PoolError;
 pub use pool::{InsertOutcome, PhrasePool, PhraseSource, PoolConfig, PoolMark, PoolStats, MAX_SUFFIX_MATCH};
+
+/// `tokens` up to and including the first of `stop_ids`: a stop token ends
+/// the text, so nothing drafted after it can be accepted.
+pub fn until_stop<'t>(tokens: &'t [u32], stop_ids: &[u32]) -> &'t [u32] {
+    let end = tokens.iter().position(|t| stop_ids.contains(t)).map_or(tokens.len(), |i| i + 1);
+    &tokens[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_draft_ends_at_its_first_stop_token() {
+        assert_eq!(super::until_stop(&[5, 6, 2, 7, 2], &[2]), [5, 6, 2]);
+        assert_eq!(super::until_stop(&[5, 6], &[2]), [5, 6]);
+        assert_eq!(super::until_stop(&[], &[2]), [0u32; 0]);
+    }
+}

@@ -2,7 +2,7 @@
 //! Ouroboros phrase pool, and the tree builder.
 
 use crate::controller::{BranchFeedback, DraftPlan, RoundCosts};
-use crate::draft::{CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
+use crate::draft::{until_stop, CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
 use crate::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows, VocabSubset};
 use crate::sampling::{argmax, probs, SamplerRng, SamplingError, SamplingParams, SparseDist};
 use crate::tree::{DraftTree, TreeError, TreeLimits};
@@ -411,9 +411,8 @@ impl<'m> Drafter<'m> {
         let Some((matched, phrase)) = self.pool.best_continuation(suffix, POOL_FIRST_MATCH) else {
             return Ok(None);
         };
-        // A stop token ends the text: nothing after it can be accepted.
-        let end = phrase.iter().position(|t| self.stop_ids.contains(t)).map_or(phrase.len(), |i| i + 1);
-        let trunk = phrase[..end.min(cap)].to_vec();
+        let phrase = until_stop(phrase, &self.stop_ids);
+        let trunk = phrase[..cap.min(phrase.len())].to_vec();
         if trunk.len() < POOL_FIRST_MIN_LEN {
             return Ok(None);
         }

@@ -225,12 +225,12 @@ pub async fn drive<V: Verifier>(
         // the policy's default costs); greedy output cannot depend on the
         // plan, so greedy runs use the measured costs.
         let timed = !rounds.sampled;
+        // A copy's length is not the plan's, and copies are sent where they
+        // are likely right: the plan's acceptance must not learn from them.
+        let (offered_depth, accepted_len) = if draft.copied.is_some() { (0, 0) } else { (draft.trunk_len, on_trunk) };
         policy.observe(&RoundFeedback {
-            // A copy's length is not the plan's, and copies are sent where
-            // they are likely right: the plan's acceptance must not learn
-            // from them.
-            offered_depth: if draft.copied.is_some() { 0 } else { draft.trunk_len },
-            accepted_len: if draft.copied.is_some() { 0 } else { on_trunk },
+            offered_depth,
+            accepted_len,
             branches,
             nodes: draft.tree.len(),
             // A pool phrase sent as it is says nothing about the drafter's speed.

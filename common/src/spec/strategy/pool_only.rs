@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, RoundCosts};
-use crate::draft::{CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
+use crate::draft::{until_stop, CopyStats, PhrasePool, PhraseSource, MAX_SUFFIX_MATCH};
 use crate::engine::{Draft, EngineError};
 use crate::sampling::SparseDist;
 use crate::tree::{DraftTree, TreeLimits};
@@ -150,13 +150,13 @@ impl DraftSource for PoolSource<'_> {
         self.sent_match =
             found.first().map(|&(m, _)| m).filter(|&m| copy.is_none() && cap > 0 && self.matches.worth(m));
         let mut conts: Vec<Vec<u32>> = found.into_iter().map(|(_, c)| c.to_vec()).collect();
-        let trunk = match (&copy, self.sent_match) {
-            (Some(copy), _) => copy.tokens.clone(),
+        let copied = copy.as_ref().map(|c| c.matched);
+        let trunk = match (copy, self.sent_match) {
+            (Some(copy), _) => copy.tokens,
             (None, Some(_)) => {
                 let first = conts.remove(0);
-                // A stop token ends the text: nothing after it can be accepted.
-                let end = first.iter().position(|t| self.stop_ids.contains(t)).map_or(first.len(), |i| i + 1);
-                first[..end.min(cap)].to_vec()
+                let first = until_stop(&first, &self.stop_ids);
+                first[..cap.min(first.len())].to_vec()
             }
             (None, None) => {
                 conts.clear();
@@ -169,7 +169,6 @@ impl DraftSource for PoolSource<'_> {
         }
         let trunk_len = trunk.len();
         let pooled = (trunk_len > 0).then_some(tail);
-        let copied = copy.map(|c| c.matched);
         let mut draft = Draft { tree, dists, trunk_len, branches: Vec::new(), pooled, copied, siblings: Vec::new() };
         for c in conts.into_iter().take(plan.branches) {
             let len = c.len().min(plan.branch_len).min(limits.max_depth);
