@@ -69,7 +69,8 @@ pub struct RunArgs {
     /// (chainN with N = --gamma), or any draft strategy (chainN, heuristic,
     /// ouroboros, ouroboros-compute, pool, hybrid; `-nocopy` after the last
     /// four turns their copies of earlier text off); `-quic` runs a mode over
-    /// QUIC, `-nopipe` waits for each verdict before drafting again.
+    /// QUIC, `-nopipe` waits for each verdict before drafting again, `-wait`
+    /// keeps the cloud from decoding on its own between rounds.
     #[arg(long, value_delimiter = ',', default_value = "cloud-only,edge-only,sd-chain,ouroboros,ouroboros-quic")]
     pub modes: Vec<String>,
     /// The emulated link: a profile (none, lan, wifi, 4g, intercontinental)
@@ -127,7 +128,7 @@ pub struct SweepArgs {
 enum Kind {
     CloudOnly,
     EdgeOnly,
-    Speculative { strategy: Arc<dyn DraftStrategy>, pipeline: bool },
+    Speculative { strategy: Arc<dyn DraftStrategy>, pipeline: bool, run_on: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -163,25 +164,29 @@ fn transport_suffixes() -> String {
 }
 
 fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
-    let (rest, pipeline) = match name.strip_suffix("-nopipe") {
+    let (rest, run_on) = match name.strip_suffix("-wait") {
         Some(r) => (r, false),
         None => (name, true),
     };
+    let (rest, pipeline) = match rest.strip_suffix("-nopipe") {
+        Some(r) => (r, false),
+        None => (rest, true),
+    };
     let (base, transport) = split_transport(rest);
     let kind = match base {
-        "cloud-only" if pipeline => Kind::CloudOnly,
-        "edge-only" if pipeline && transport == TransportKind::default() => Kind::EdgeOnly,
+        "cloud-only" if pipeline && run_on => Kind::CloudOnly,
+        "edge-only" if pipeline && run_on && transport == TransportKind::default() => Kind::EdgeOnly,
         // sd-chain is chainN with N from --gamma; other draft modes are
         // named as every CLI names a draft strategy.
-        "sd-chain" => Kind::Speculative { strategy: strategy::parse(&format!("chain{gamma}"))?, pipeline },
-        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining or transport variants"),
+        "sd-chain" => Kind::Speculative { strategy: strategy::parse(&format!("chain{gamma}"))?, pipeline, run_on },
+        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining, waiting or transport variants"),
         _ => match strategy::parse(base) {
-            Ok(strategy) => Kind::Speculative { strategy, pipeline },
+            Ok(strategy) => Kind::Speculative { strategy, pipeline, run_on },
             Err(_) => {
                 let t = transport_suffixes();
                 bail!(
-                    "unknown mode `{name}`: cloud-only{t}, edge-only, sd-chain{t}[-nopipe], \
-                     ouroboros{t}[-nopipe], or another draft strategy ({}){t}[-nopipe]",
+                    "unknown mode `{name}`: cloud-only{t}, edge-only, sd-chain{t}[-nopipe][-wait], \
+                     ouroboros{t}[-nopipe][-wait], or another draft strategy ({}){t}[-nopipe][-wait]",
                     strategy::names()
                 )
             }
@@ -292,7 +297,7 @@ impl Bench {
         t: &mut impl Transport,
         prompt: &[u32],
         strategy: Arc<dyn DraftStrategy>,
-        pipeline: bool,
+        (pipeline, run_on): (bool, bool),
         warm: Option<&Mutex<Warmth>>,
     ) -> anyhow::Result<(Clock, SpecStats)> {
         // Cold: a fresh pool per prompt, so each mode starts as cold as the
@@ -316,6 +321,7 @@ impl Bench {
             info: Some(&self.cloud_info),
             warm: learned.as_ref(),
             draft_window: DEFAULT_DRAFT_WINDOW,
+            run_on,
         };
         let mut clock = Clock::new();
         let mut run = SpecStats::default();
@@ -380,8 +386,8 @@ impl Bench {
     ) -> anyhow::Result<(Clock, Option<SpecStats>)> {
         match kind {
             Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
-            Kind::Speculative { strategy, pipeline } => {
-                let (clock, run) = self.speculative(t, prompt, strategy.clone(), *pipeline, warm).await?;
+            Kind::Speculative { strategy, pipeline, run_on } => {
+                let (clock, run) = self.speculative(t, prompt, strategy.clone(), (*pipeline, *run_on), warm).await?;
                 Ok((clock, Some(run)))
             }
             Kind::EdgeOnly => unreachable!("runs without a link"),
@@ -656,9 +662,13 @@ mod tests {
     #[test]
     fn modes_parse_with_transport_and_pipelining() {
         let speculative = |name: &str, gamma| match parse_mode(name, gamma).unwrap().kind {
-            Kind::Speculative { strategy, pipeline } => (strategy.name(), pipeline),
+            Kind::Speculative { strategy, pipeline, run_on: true } => (strategy.name(), pipeline),
             other => panic!("{name}: {other:?}"),
         };
+        let m = parse_mode("hybrid-quic-nopipe-wait", 4).unwrap();
+        assert!(matches!(m.kind, Kind::Speculative { pipeline: false, run_on: false, .. }), "{:?}", m.kind);
+        assert_eq!(m.transport, TransportKind::Quic);
+        assert!(matches!(parse_mode("pool-wait", 4).unwrap().kind, Kind::Speculative { run_on: false, .. }));
         let m = parse_mode("ouroboros-quic-nopipe", 4).unwrap();
         assert_eq!(m.transport, TransportKind::Quic);
         assert_eq!(speculative("ouroboros-quic-nopipe", 4), ("ouroboros".into(), false));
@@ -667,7 +677,14 @@ mod tests {
         assert_eq!(speculative("heuristic-quic", 4), ("heuristic".into(), true));
         assert_eq!(speculative("pool-nopipe", 4), ("pool".into(), false));
         assert!(matches!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly));
-        for bad in ["edge-only-quic", "cloud-only-nopipe", "chain", "ouroboros-tcp", "sd-chain-quic-x"] {
+        for bad in [
+            "edge-only-quic",
+            "cloud-only-nopipe",
+            "cloud-only-wait",
+            "chain",
+            "ouroboros-wait-quic",
+            "sd-chain-quic-x",
+        ] {
             assert!(parse_mode(bad, 4).is_err(), "{bad}");
         }
     }

@@ -249,6 +249,8 @@ mod tests {
             bets: 0,
             pooled: false,
             copied: false,
+            walked: 0,
+            ran_on: 0,
         };
         let mut a = sample("ouroboros", "qa", &[0.1, 0.2], 2);
         a.round_log = vec![round(2.0, 1, 40.0)];

@@ -69,6 +69,8 @@ pub async fn replay_with(
         limits: TreeLimits { max_nodes: usize::MAX, max_depth: usize::MAX },
         vocab: vocab as usize,
         max_context: usize::MAX,
+        // A replayed round is the load, not the gaps between rounds.
+        run_on: false,
     };
     let mut verifier = RemoteVerifier::new(stream, committed_len, false);
     let mut run = SpecStats::default();

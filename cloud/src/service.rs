@@ -7,13 +7,15 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use ouro_common::engine::EngineError;
 use ouro_common::sampling::{SamplingParams, SparseDist};
 use ouro_common::tree::DraftTree;
+use ouro_common::verify::run_on::{self, Walk};
 use ouro_common::verify::StackedRounds;
+use ouro_common::verify::Verdict;
 use ouro_proto::v1::verifier_server::Verifier;
 use ouro_proto::v1::{
     self, session_request, session_response, GenerateRequest, GenerateResponse, InfoRequest, ModelInfo, SessionRequest,
@@ -357,20 +359,42 @@ async fn send(tx: &mpsc::Sender<Result<SessionResponse, Status>>, msg: session_r
     tx.send(Ok(resp)).await.is_ok()
 }
 
+/// Most stop tokens an Open may name.
+const MAX_STOP_IDS: usize = 64;
+
+fn check_stop_ids(shared: &Shared, stop_ids: &[u32]) -> Result<(), Status> {
+    if stop_ids.len() > MAX_STOP_IDS {
+        return Err(Status::invalid_argument(format!(
+            "{} stop tokens; at most {MAX_STOP_IDS} are taken",
+            stop_ids.len()
+        )));
+    }
+    if let Some(&t) = stop_ids.iter().find(|&&t| t as usize >= shared.vocab()) {
+        return Err(Status::invalid_argument(format!("stop token {t} is outside a vocabulary of {}", shared.vocab())));
+    }
+    Ok(())
+}
+
+/// An opened session: its id, committed length, last round answered,
+/// whether it was resumed, and whether it decodes greedily.
+type OpenedSession = (String, usize, u64, bool, bool);
+
 async fn open_session(
     shared: &Shared,
     owner: &Owner,
-    open: v1::Open,
+    open: &v1::Open,
     tx: &mpsc::Sender<Result<SessionResponse, Status>>,
-) -> Result<(String, usize, u64, bool), Status> {
+) -> Result<OpenedSession, Status> {
     check_tokenizer(shared, &open.tokenizer_hash)?;
     if shared.draining() {
         return Err(shutting_down());
     }
     let params = sampling(open.sampling.as_ref())?;
+    check_stop_ids(shared, &open.stop_ids)?;
     if !open.resume.is_empty() {
         let (verifier, last_round) = shared.sessions.checkout(&open.resume, owner, true).map_err(session_status)?;
         let matches = verifier.committed() == open.prompt.as_slice();
+        let greedy = verifier.sampling().is_greedy();
         let len = verifier.committed().len();
         shared.sessions.checkin(&open.resume, verifier, last_round);
         if !matches {
@@ -383,18 +407,122 @@ async fn open_session(
         }
         // Behind a proxy, this shows that a resume reached its replica.
         metrics::counter!(telemetry::SESSIONS_RESUMED).increment(1);
-        return Ok((open.resume, len, last_round, true));
+        return Ok((open.resume.clone(), len, last_round, true, greedy));
     }
     check_prompt(shared, &open.prompt)?;
     let slot = reserve(shared, owner, open.prompt.len())?;
     let len = open.prompt.len();
-    let verifier = prefill(shared, open.prompt, params, tx.closed()).await?;
+    let verifier = prefill(shared, open.prompt.clone(), params, tx.closed()).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let evicted = slot.insert(id.clone(), verifier);
     telemetry::evicted("memory budget", evicted.memory);
     metrics::counter!(telemetry::SESSIONS_OPENED).increment(1);
     telemetry::sessions_open(shared.sessions.len());
-    Ok((id, len, 0, false))
+    Ok((id, len, 0, false, params.is_greedy()))
+}
+
+/// What a greedy session's verifier decoded on its own since the last round
+/// it answered (`DraftRound.run_on`), and how much more it may.
+struct RunOn {
+    greedy: bool,
+    stop_ids: Vec<u32>,
+    /// Tokens it may still decode alone before a round arrives.
+    budget: usize,
+    /// The committed length the last answered round left: its own tokens
+    /// follow.
+    since: usize,
+    own: Vec<u32>,
+}
+
+impl RunOn {
+    /// Whether to decode a token alone now, with `committed` tokens held.
+    fn may_step(&self, committed: usize, max_context: usize) -> bool {
+        self.greedy && self.budget > 0 && committed + 2 < max_context
+    }
+
+    fn took(&mut self, token: u32) {
+        self.own.push(token);
+        self.budget -= 1;
+        if self.stop_ids.contains(&token) {
+            self.budget = 0;
+        }
+    }
+
+    /// A round was answered and left `committed` tokens: the client knows them all.
+    fn answered(&mut self, committed: usize) {
+        self.since = committed;
+        self.own.clear();
+    }
+}
+
+/// A pass's verdict, its wall time and batch size, with the session's state
+/// checked back in at `round` (or the session dropped where the pass lost
+/// its state). `last_round` is what the session answered before, should the
+/// pass have failed.
+fn settle(
+    shared: &Shared,
+    id: &str,
+    owner: &Owner,
+    (round, last_round): (u64, u64),
+    done: Result<VerifyDone, (Option<SessionState>, Status)>,
+) -> Result<(Verdict, Duration, usize), Status> {
+    let VerifyDone { verifier, result, compute, batch_size } = match done {
+        Ok(d) => d,
+        Err((Some(verifier), status)) => {
+            shared.sessions.checkin(id, verifier, last_round);
+            return Err(status);
+        }
+        Err((None, status)) => {
+            let _ = shared.sessions.remove(id, owner);
+            return Err(status);
+        }
+    };
+    match result {
+        Ok(v) => {
+            let evicted = shared.sessions.checkin(id, verifier, round);
+            telemetry::evicted("memory budget", evicted.memory);
+            Ok((v, compute, batch_size))
+        }
+        Err(e) => {
+            shared.sessions.checkin(id, verifier, last_round);
+            Err(engine_status(&e))
+        }
+    }
+}
+
+/// Decodes one token alone for a session with nothing in hand. A message
+/// that arrives meanwhile waits in `ready` for the pass to end.
+async fn run_on_step<S>(
+    shared: &Shared,
+    id: &str,
+    owner: &Owner,
+    last_round: u64,
+    committed: usize,
+    inbound: &mut S,
+    ready: &mut VecDeque<Result<Option<SessionRequest>, Status>>,
+) -> Result<u32, Status>
+where
+    S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
+{
+    let (verifier, _) = shared.sessions.checkout(id, owner, false).map_err(session_status)?;
+    let empty = DraftTree::empty(&shared.batcher.limits(), shared.vocab());
+    let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed, 0));
+    telemetry::evicted("memory budget", evicted.memory);
+    let t = Instant::now();
+    let step = verify(shared, verifier, empty, Vec::new());
+    tokio::pin!(step);
+    let done = tokio::select! {
+        done = &mut step => done,
+        m = next(inbound) => {
+            ready.push_back(m);
+            step.await
+        }
+    };
+    drop(charge);
+    let (verdict, _, _) = settle(shared, id, owner, (last_round, last_round), done)?;
+    telemetry::run_on(t.elapsed());
+    shared.count_tokens(1, 1);
+    Ok(verdict.next_token)
 }
 
 async fn drive_session<S>(
@@ -411,19 +539,34 @@ where
     let Some(session_request::Msg::Open(open)) = first.msg else {
         return Err(Status::invalid_argument("the first message of a session must be Open"));
     };
-    let (id, mut committed_len, mut last_round, resumed) = open_session(shared, owner, open, tx).await?;
+    let (id, mut committed_len, mut last_round, resumed, greedy) = open_session(shared, owner, &open, tx).await?;
     let _attachment = Attachment { shared, id: id.clone(), _active: shared.batcher.active_guard() };
     let opened = v1::Opened { session_id: id.clone(), committed_len: committed_len as u32, resumed, last_round };
     if !send(tx, session_response::Msg::Opened(opened)).await {
         return Ok(());
     }
+    let max_context = shared.info.max_context as usize;
+    let mut run =
+        RunOn { greedy, stop_ids: open.stop_ids, budget: open.run_on as usize, since: committed_len, own: Vec::new() };
     let mut draining = shared.draining.clone();
     // What the last verified round committed: the bet a round sent ahead
     // makes (DraftRound.assumed).
     let mut last_emitted: Vec<u32> = Vec::new();
+    // Once a bet lost, every round sent ahead before the client heard of it
+    // is stale too, until a round that bets on nothing.
+    let mut bets_lost = false;
     // Messages taken in early while looking for rounds to stack.
     let mut ready = VecDeque::new();
     loop {
+        if ready.is_empty() && run.may_step(committed_len, max_context) {
+            read_ready(inbound, &mut ready);
+            if ready.is_empty() {
+                let t = run_on_step(shared, &id, owner, last_round, committed_len, inbound, &mut ready).await?;
+                committed_len += 1;
+                run.took(t);
+                continue;
+            }
+        }
         let msg = match ready.pop_front() {
             Some(m) => m?,
             None => tokio::select! {
@@ -442,11 +585,13 @@ where
                         last_round + 1
                     )));
                 }
-                if !round.assumed.is_empty() && round.assumed != last_emitted {
+                let ahead = !round.assumed.is_empty();
+                if ahead && (bets_lost || round.assumed != last_emitted) {
                     // Drafted before the last verdict, on a guess at it that
                     // was wrong: nothing here builds on the committed text.
                     // Not an error; the edge sends the round again.
                     last_round = round.round;
+                    bets_lost = true;
                     telemetry::stale_round();
                     let msg = v1::Verdict::stale(round.round, committed_len);
                     if !send(tx, session_response::Msg::Verdict(msg)).await {
@@ -454,7 +599,13 @@ where
                     }
                     continue;
                 }
-                if round.committed_len as usize != committed_len {
+                bets_lost = false;
+                // A round builds on what the client was last told, and the
+                // tokens run on since then are walked through its tree; a
+                // round sent ahead builds on exactly the round it bets on.
+                let base = round.committed_len as usize;
+                let fits = if ahead { base == run.since } else { (run.since..=committed_len).contains(&base) };
+                if !fits {
                     return Err(Status::failed_precondition(format!(
                         "the draft builds on {} committed tokens; the session has {committed_len}",
                         round.committed_len
@@ -464,13 +615,58 @@ where
                 let (tree, dists) = round
                     .to_draft(&limits, shared.vocab(), shared.limits.max_draft_top_k)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                run.budget = if run.greedy { round.run_on as usize } else { 0 };
+                if base < committed_len {
+                    let own = run.own[base - run.since..].to_vec();
+                    let walk = run_on::walk(&tree, &own).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    let (msg, emitted) = match walk {
+                        Walk::Left { path } => {
+                            // The verifier's tokens left the tree: answered
+                            // with no pass, and the bets on it are lost.
+                            let v = run_on::left_verdict(&tree, &path, &own);
+                            let mut msg = v1::Verdict::from_verdict(round.round, &v, committed_len, 0, 0);
+                            msg.ran_on = own[path.len() + 1..].to_vec();
+                            msg.walked = path.len() as u32;
+                            msg.pass_rounds = 0;
+                            bets_lost = !msg.ran_on.is_empty();
+                            telemetry::overtaken_round();
+                            (msg, v.emitted_tokens(&tree))
+                        }
+                        Walk::Reached(below) => {
+                            let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                            let memory = shared.limits.memory.round(committed_len, below.tree().len());
+                            let (charge, evicted) = shared.sessions.charge(memory);
+                            telemetry::evicted("memory budget", evicted.memory);
+                            let t = Instant::now();
+                            let done = verify(shared, verifier, below.tree().clone(), Vec::new()).await;
+                            drop(charge);
+                            let (sub, compute, batch) = settle(shared, &id, owner, (round.round, last_round), done)?;
+                            let v = below.verdict(&tree, &sub);
+                            committed_len += sub.accepted.len() + 1;
+                            telemetry::round(v.accepted.len(), sub.accepted.len() + 1, t.elapsed());
+                            shared.count_tokens(1, sub.accepted.len() + 1);
+                            let compute_us = compute.as_micros().min(u32::MAX as u128) as u32;
+                            let mut msg =
+                                v1::Verdict::from_verdict(round.round, &v, committed_len, compute_us, batch as u32);
+                            msg.walked = own.len() as u32;
+                            (msg, v.emitted_tokens(&tree))
+                        }
+                    };
+                    last_round = round.round;
+                    last_emitted = emitted;
+                    run.answered(committed_len);
+                    if !send(tx, session_response::Msg::Verdict(msg)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
                 // Greedy rounds sent ahead on this one and already here are
                 // checked in its pass: the verdicts are those of the rounds
                 // one at a time, for one pass instead of several.
                 let (stack, stacked) = if verifier.sampling().is_greedy() && dists.is_empty() {
                     read_ready(inbound, &mut ready);
-                    let room = (shared.info.max_context as usize).saturating_sub(committed_len + 1);
+                    let room = max_context.saturating_sub(committed_len + 1);
                     stack_ready(shared, &round, tree, room, &mut ready)
                 } else {
                     (StackedRounds::new(tree), Vec::new())
@@ -481,31 +677,15 @@ where
                 let t = Instant::now();
                 let done = verify(shared, verifier, tree, dists).await;
                 drop(charge);
-                let done = match done {
-                    Ok(d) => d,
-                    Err((Some(verifier), status)) => {
-                        shared.sessions.checkin(&id, verifier, last_round);
-                        return Err(status);
-                    }
-                    Err((None, status)) => {
-                        let _ = shared.sessions.remove(&id, owner);
-                        return Err(status);
-                    }
-                };
-                let latency = t.elapsed();
-                let verdict = match done.result {
-                    Ok(v) => v,
-                    Err(e) => {
-                        shared.sessions.checkin(&id, done.verifier, last_round);
-                        return Err(engine_status(&e));
-                    }
-                };
-                let rounds: Vec<&v1::DraftRound> = std::iter::once(&round).chain(&stacked).collect();
                 let last = stacked.last().map_or(round.round, |r| r.round);
-                let evicted = shared.sessions.checkin(&id, done.verifier, last);
-                telemetry::evicted("memory budget", evicted.memory);
+                let (verdict, compute, batch) = settle(shared, &id, owner, (last, last_round), done)?;
+                let latency = t.elapsed();
+                let rounds: Vec<&v1::DraftRound> = std::iter::once(&round).chain(&stacked).collect();
+                if let Some(r) = stacked.last() {
+                    run.budget = if run.greedy { r.run_on as usize } else { 0 };
+                }
                 shared.count_tokens(1, 0);
-                let mut compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
+                let mut compute_us = compute.as_micros().min(u32::MAX as u128) as u32;
                 for (r, verdict) in rounds.iter().zip(stack.split(&verdict)) {
                     last_round = r.round;
                     let msg = match verdict {
@@ -520,9 +700,8 @@ where
                             if r.round != round.round {
                                 telemetry::stacked_round();
                             }
-                            let batch = done.batch_size as u32;
                             let mut msg =
-                                v1::Verdict::from_verdict(r.round, &verdict, committed_len, compute_us, batch);
+                                v1::Verdict::from_verdict(r.round, &verdict, committed_len, compute_us, batch as u32);
                             msg.pass_rounds = rounds.len() as u32;
                             // The pass is reported once, with the first round.
                             compute_us = 0;
@@ -530,6 +709,7 @@ where
                         }
                         None => {
                             telemetry::stale_round();
+                            bets_lost = true;
                             v1::Verdict::stale(r.round, committed_len)
                         }
                     };
@@ -537,6 +717,7 @@ where
                         return Ok(());
                     }
                 }
+                run.answered(committed_len);
                 if shared.draining() {
                     return Err(shutting_down());
                 }

@@ -13,6 +13,7 @@ pub const SESSIONS_RESUMED: &str = "ouro_sessions_resumed_total";
 pub const ROUNDS: &str = "ouro_rounds_total";
 pub const STALE_ROUNDS: &str = "ouro_stale_rounds_total";
 pub const STACKED_ROUNDS: &str = "ouro_stacked_rounds_total";
+pub const RUN_ON_TOKENS: &str = "ouro_run_on_tokens_total";
 pub const ACCEPTED_PER_ROUND: &str = "ouro_accepted_tokens_per_round";
 pub const VERIFY_SECONDS: &str = "ouro_verify_seconds";
 pub const BATCH_SIZE: &str = "ouro_batch_size";
@@ -109,4 +110,16 @@ pub fn rejected(reason: &'static str) {
 /// The address `/metrics` is served on, for the start-up banner.
 pub fn describe(addr: SocketAddr) -> String {
     format!("http://{addr}/metrics")
+}
+
+/// A token a session's verifier decoded on its own between rounds.
+pub fn run_on(pass: Duration) {
+    counter!(RUN_ON_TOKENS).increment(1);
+    counter!(COMMITTED_TOKENS).increment(1);
+    histogram!(VERIFY_SECONDS).record(pass.as_secs_f64());
+}
+
+/// A round answered with no pass: the verifier's own tokens had left its tree.
+pub fn overtaken_round() {
+    counter!(ROUNDS).increment(1);
 }

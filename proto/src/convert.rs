@@ -72,6 +72,7 @@ impl v1::DraftRound {
             parents: tree.parents().to_vec(),
             q,
             assumed: Vec::new(),
+            run_on: 0,
         }
     }
 
@@ -123,6 +124,8 @@ impl v1::Verdict {
             batch_size,
             stale: false,
             pass_rounds: 1,
+            ran_on: Vec::new(),
+            walked: 0,
         }
     }
 

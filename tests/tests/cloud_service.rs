@@ -110,6 +110,9 @@ async fn speculation_over_the_wire_equals_generate() {
             pipeline: false,
             info: None,
             draft_window: 0,
+            // Every verdict leaves the cloud idle until the next round: it
+            // runs on, and each round is walked along its tokens.
+            run_on: true,
         };
         let (mut run, mut pool) = (SpecStats::default(), Default::default());
         speculate_into(&mut c, &*m, &req, &mut pool, &mut run, |_| std::ops::ControlFlow::Continue(()))
@@ -136,6 +139,70 @@ async fn speculation_over_the_wire_equals_generate() {
     {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
+}
+
+/// Waits (without a time limit the test depends on) until the server's
+/// metric `name` reaches `at_least`.
+async fn metric_reaches(srv: &CloudServer, name: &str, at_least: f64) {
+    for _ in 0..3000 {
+        if srv.metric_sum(name) >= at_least {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{name} stayed below {at_least}");
+}
+
+/// A greedy session whose cloud decodes on its own between rounds: each
+/// round is walked along the tokens decoded meanwhile, only what lies below
+/// is verified, a tree the tokens leave is answered with no pass, and the
+/// text is Generate's throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
+    let srv = server(&[]);
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let (prompt, e) = prompts()
+        .into_iter()
+        .map(|p| {
+            let e = expected(&p);
+            (p, e)
+        })
+        .find(|(_, e)| e.len() >= 14 && !e[..14].iter().any(|t| STOP.contains(t)))
+        .expect("a prompt with 14 tokens before a stop");
+    let p = prompt.len() as u32;
+    const RUN_ON: &str = "ouro_run_on_tokens_total";
+    let open = v1::Open { tokenizer_hash: h, prompt, stop_ids: STOP.to_vec(), run_on: 4, ..Default::default() };
+    let (mut s, opened) = SessionStream::open(&mut c, open).await.expect("open");
+    assert_eq!(opened.committed_len, p);
+    // Right after its prefill the cloud decodes e0..e3 alone. Round 1, built
+    // on the prompt, holds them and two more: the walk takes the four, and
+    // the pass checks only e4 and e5.
+    metric_reaches(&srv, RUN_ON, 4.0).await;
+    let r1 = v1::DraftRound { run_on: 3, ..round(1, p, e[..6].to_vec(), chain(6)) };
+    let v = s.round(r1).await.expect("round 1");
+    assert_eq!((v.accepted, v.next_token, v.committed_len), (vec![0, 1, 2, 3, 4, 5], e[6], p + 7));
+    assert_eq!((v.walked, v.ran_on.len(), v.pass_rounds), (4, 0, 1));
+    // After it the cloud decodes e7..e9. Round 2, built on what round 1
+    // committed, starts with a wrong token: answered at once, the cloud's
+    // tokens as the verdict, and the round sent ahead on it is stale.
+    metric_reaches(&srv, RUN_ON, 7.0).await;
+    let wrong = (e[7] + 1) % 1000;
+    s.send(session_request::Msg::Round(round(2, p + 7, vec![wrong, e[8]], chain(2)))).await;
+    s.send(session_request::Msg::Round(ahead(3, p + 8, vec![e[8]], chain(1), &[e[7]]))).await;
+    let v = s.verdict().await.expect("round 2");
+    assert_eq!((v.accepted.len(), v.next_token, v.ran_on.clone()), (0, e[7], vec![e[8], e[9]]));
+    assert_eq!((v.committed_len, v.walked, v.pass_rounds, v.compute_us), (p + 10, 0, 0, 0));
+    assert_eq!(v.rejected_argmax.len(), 2, "one per node not accepted");
+    let v = s.verdict().await.expect("round 3");
+    assert!(v.stale, "a bet on a round the cloud ran past: {v:?}");
+    // Round 4 builds on all of it; round 2 left the cloud no run-on.
+    let v = s.round(round(4, p + 10, e[10..12].to_vec(), chain(2))).await.expect("round 4");
+    assert_eq!((v.accepted, v.next_token, v.committed_len, v.walked), (vec![0, 1], e[12], p + 13, 0));
+    assert_eq!(srv.metric_sum(RUN_ON), 7.0);
+    // A round built on less than the client was told is refused.
+    let st = s.round(round(5, p + 10, vec![e[13]], chain(1))).await.expect_err("a stale base");
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
 }
 
 /// Sampled sessions send their rounds ahead too (one bet at a time), and
@@ -167,6 +234,9 @@ async fn sampled_rounds_go_out_ahead_and_the_seed_still_fixes_the_text() {
                 pipeline: true,
                 info: None,
                 draft_window: 0,
+                // Asked for, and refused: a seed's text must not depend on
+                // when rounds arrive.
+                run_on: true,
             };
             let (mut run, mut pool) = (SpecStats::default(), Default::default());
             let mut c = c.clone();

@@ -76,8 +76,8 @@ impl Verifier for Distant<'_> {
         true
     }
 
-    async fn send(&mut self, draft: &Draft) -> Result<(), LinkError> {
-        Ok(self.inner.send(draft).await?)
+    async fn send(&mut self, draft: &Draft, run_on: usize) -> Result<(), LinkError> {
+        Ok(self.inner.send(draft, run_on).await?)
     }
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, LinkError> {
@@ -205,6 +205,7 @@ fn setup_with(
         strategy: spec::strategy::parse("ouroboros").unwrap(),
         pool_file: Some(pool_file.clone()),
         pipeline: true,
+        run_on: true,
         draft_window: 0,
         reprobe: Duration::from_secs(60),
         busy_wait: Duration::from_secs(1),

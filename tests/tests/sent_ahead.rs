@@ -39,20 +39,20 @@ impl Verifier for Distant<'_> {
         true
     }
 
-    async fn send(&mut self, _draft: &Draft) -> Result<(), EngineError> {
+    async fn send(&mut self, _draft: &Draft, _run_on: usize) -> Result<(), EngineError> {
         Ok(())
     }
 
     async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
-        Ok(Reply { verdict, compute_ms: self.compute_ms, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply::local(verdict, self.compute_ms))
     }
 
     fn sends_ahead(&self) -> bool {
         true
     }
 
-    async fn send_ahead(&mut self, _draft: &Draft, assumed: &[u32]) -> Result<(), EngineError> {
+    async fn send_ahead(&mut self, _draft: &Draft, assumed: &[u32], _run_on: usize) -> Result<(), EngineError> {
         self.sent_ahead.push(assumed.to_vec());
         Ok(())
     }
@@ -98,6 +98,7 @@ fn generate(
         limits,
         vocab: target.config().vocab_size,
         max_context: target.config().max_context,
+        run_on: false,
     };
     let mut stats = SpecStats::default();
     let mut got = Vec::new();

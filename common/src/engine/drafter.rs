@@ -703,6 +703,17 @@ impl Drafter<'_> {
         self.pool.extend_context(&emitted);
         (on_trunk, branch_feedback)
     }
+
+    /// Commits tokens the verifier decoded on its own after the last
+    /// verdict (it ran on while no round was in hand). A bet drafted past
+    /// that verdict goes, with the cache rows computed for it.
+    pub fn extend(&mut self, tokens: &[u32]) {
+        self.seq.truncate(self.committed);
+        self.truncate_cache(self.cached().min(self.committed));
+        self.seq.extend_from_slice(tokens);
+        self.committed += tokens.len();
+        self.pool.extend_context(tokens);
+    }
 }
 
 #[cfg(test)]

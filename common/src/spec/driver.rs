@@ -31,6 +31,9 @@ pub struct Rounds<'a> {
     pub vocab: usize,
     /// No round starts once the committed text is one token short of this.
     pub max_context: usize,
+    /// Let a remote verifier decode on its own while no round is in hand
+    /// (greedy only; see [`Verifier::send`]).
+    pub run_on: bool,
 }
 
 /// Most rounds drafted ahead at once (sent ahead, they stack).
@@ -85,6 +88,14 @@ pub async fn drive<V: Verifier>(
         let depth = rounds.limits.max_depth.min(room.saturating_sub(1)).min(context_left);
         TreeLimits { max_depth: depth, ..rounds.limits }
     };
+    // After a round's verdict, a greedy verifier with nothing in hand may
+    // run on as far as the request goes: otherwise it would sit idle for
+    // the round trip the next round takes. `bet` counts the tokens the round
+    // builds on past the request's start.
+    let run_on = |bet: usize| match rounds.run_on && !rounds.sampled {
+        true => rounds.max_new.saturating_sub(bet + 1),
+        false => 0,
+    };
     while generated < rounds.max_new {
         if rounds.prompt_len + generated + 1 >= rounds.max_context {
             finish = Some(FinishReason::Length);
@@ -115,7 +126,7 @@ pub async fn drive<V: Verifier>(
         let sent = match sent_early {
             Some(at) => at,
             None => {
-                verifier.send(&draft).await?;
+                verifier.send(&draft, run_on(generated)).await?;
                 Instant::now()
             }
         };
@@ -180,7 +191,7 @@ pub async fn drive<V: Verifier>(
             // text that stops would only make the verifier run past it.
             let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
             let sent = if early {
-                verifier.send_ahead(&a.draft, &a.assumed).await?;
+                verifier.send_ahead(&a.draft, &a.assumed, run_on(bet_tokens)).await?;
                 stats.ahead_sent += 1;
                 Some(Instant::now())
             } else {
@@ -206,12 +217,21 @@ pub async fn drive<V: Verifier>(
         stats.batch_sizes.push(reply.batch_size);
         let verdict = reply.verdict;
         let (on_trunk, branches) = source.commit(&draft, &verdict);
+        // Tokens the verifier ran on past the tree follow the verdict's.
+        if !reply.ran_on.is_empty() {
+            source.extend(&reply.ran_on);
+            stats.ran_on += reply.ran_on.len();
+        }
+        stats.walked += reply.walked;
+        // A verdict that waited on the verifier's own passes (it ran on
+        // before the round arrived) does not time the round trip.
+        let waited_on_run_on = reply.walked > 0 || !reply.ran_on.is_empty();
         // A verdict that was already waiting when drafting ahead ended says
         // only that the round trip was shorter than that drafting; one for a
         // round sent ahead waited behind the last round's verification.
         let rtt_ms = match ahead_ms {
             _ if !verifier.remote() => Some(0.0),
-            _ if sent_early.is_some() => None,
+            _ if sent_early.is_some() || waited_on_run_on => None,
             Some(_) if waited_ms < 0.5 => None,
             _ => Some((round_trip_ms - reply.compute_ms).max(0.0)),
         };
@@ -267,11 +287,15 @@ pub async fn drive<V: Verifier>(
             bets: queue.len(),
             pooled: draft.pooled.is_some(),
             copied: draft.copied.is_some(),
+            walked: reply.walked,
+            ran_on: reply.ran_on.len(),
         });
         last_commit = Instant::now();
 
         let mut emitted = verdict.emitted_tokens(&draft.tree);
-        if queue.front().is_some_and(|a| a.ahead.assumed != emitted) {
+        let ran_past = !reply.ran_on.is_empty();
+        emitted.extend_from_slice(&reply.ran_on);
+        if ran_past || queue.front().is_some_and(|a| a.ahead.assumed != emitted) {
             // Lost the bet, and with it every bet stacked on it; `commit` has
             // already rolled the drafter back. Rounds sent ahead are answered
             // as stale, which the verifier skips.
@@ -373,6 +397,10 @@ mod tests {
         fn commit(&mut self, draft: &Draft, verdict: &crate::verify::Verdict) -> (usize, Vec<BranchFeedback>) {
             self.done += verdict.emitted_tokens(&draft.tree).len();
             (draft.trunk_accepted(verdict), Vec::new())
+        }
+
+        fn extend(&mut self, tokens: &[u32]) {
+            self.done += tokens.len();
         }
     }
 

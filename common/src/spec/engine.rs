@@ -74,6 +74,8 @@ impl<'m> SpecEngine<'m> {
                 limits: self.limits,
                 vocab: self.target.config().vocab_size,
                 max_context: self.target.config().max_context.min(self.drafter.config().max_context),
+                // In one process the verifier never waits on a link.
+                run_on: false,
             };
             block_on_ready(drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut stats, on_tokens))?;
         }

@@ -55,6 +55,11 @@ pub struct SpecStats {
     /// lookup), and the copied tokens the verifier accepted.
     pub copy_rounds: usize,
     pub copy_accepted: usize,
+    /// Tokens the verifier decoded on its own between rounds that came back
+    /// past a round's tree, and accepted nodes those tokens decided before
+    /// their round arrived (see [`Verifier::send`](super::Verifier::send)).
+    pub ran_on: usize,
+    pub walked: usize,
     /// Runner-up siblings sent (dynamic trees), and how many the verifier accepted.
     pub siblings: usize,
     pub siblings_accepted: usize,
@@ -100,6 +105,10 @@ pub struct RoundLog {
     pub pooled: bool,
     /// The trunk was a copy of earlier text (then also `pooled`).
     pub copied: bool,
+    /// Accepted nodes the verifier's own tokens decided before the round
+    /// arrived, and its own tokens past the tree.
+    pub walked: usize,
+    pub ran_on: usize,
 }
 
 /// How far a policy's predictions were from its rounds, over the rounds it
@@ -193,6 +202,8 @@ mod tests {
             bets: 0,
             pooled: false,
             copied: false,
+            walked: 0,
+            ran_on: 0,
         }
     }
 

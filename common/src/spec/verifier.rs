@@ -23,6 +23,29 @@ pub struct Reply {
     /// Payload bytes of the round and of its verdict (0 in process).
     pub bytes_out: usize,
     pub bytes_in: usize,
+    /// Tokens the verifier decoded on its own that the round's tree did not
+    /// hold: they follow the verdict's, and every bet on the round is lost.
+    pub ran_on: Vec<u32>,
+    /// Accepted nodes that tokens the verifier decoded on its own decided
+    /// before the round arrived: the verdict waited on passes that were not
+    /// the round's.
+    pub walked: usize,
+}
+
+impl Reply {
+    /// A verdict from a verifier in this process, which never runs on.
+    pub fn local(verdict: Verdict, compute_ms: f64) -> Self {
+        Self {
+            verdict,
+            compute_ms,
+            batch_size: 1,
+            shared_pass: false,
+            bytes_out: 0,
+            bytes_in: 0,
+            ran_on: Vec::new(),
+            walked: 0,
+        }
+    }
 }
 
 /// Checks drafts, one round at a time: `send` a draft, then `verdict` for
@@ -34,8 +57,10 @@ pub trait Verifier {
     /// Whether rounds cross a network, so that round trips mean something.
     fn remote(&self) -> bool;
 
-    /// Starts verifying `draft`.
-    fn send(&mut self, draft: &Draft) -> impl Future<Output = Result<(), Self::Error>>;
+    /// Starts verifying `draft`. After its verdict, while no other round
+    /// is in hand, the verifier may decode up to `run_on` tokens on its own
+    /// (greedy only); they come back in the next [`Reply`].
+    fn send(&mut self, draft: &Draft, run_on: usize) -> impl Future<Output = Result<(), Self::Error>>;
 
     /// Waits for the verdict on the draft last sent, which is passed again.
     fn verdict(&mut self, draft: &Draft) -> impl Future<Output = Result<Reply, Self::Error>>;
@@ -59,7 +84,12 @@ pub trait Verifier {
     /// round trip between; if not, it verifies nothing and the round's
     /// [`verdict`](Self::verdict) is never asked for (the driver sends the
     /// round again, rebuilt).
-    fn send_ahead(&mut self, _draft: &Draft, _assumed: &[u32]) -> impl Future<Output = Result<(), Self::Error>> {
+    fn send_ahead(
+        &mut self,
+        _draft: &Draft,
+        _assumed: &[u32],
+        _run_on: usize,
+    ) -> impl Future<Output = Result<(), Self::Error>> {
         async { Ok(()) }
     }
 }
@@ -76,7 +106,7 @@ impl Verifier for InProcessVerifier<'_> {
         false
     }
 
-    async fn send(&mut self, _draft: &Draft) -> Result<(), EngineError> {
+    async fn send(&mut self, _draft: &Draft, _run_on: usize) -> Result<(), EngineError> {
         Ok(())
     }
 
@@ -84,7 +114,7 @@ impl Verifier for InProcessVerifier<'_> {
         let t = Instant::now();
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
         let compute_ms = t.elapsed().as_secs_f64() * 1e3;
-        Ok(Reply { verdict, compute_ms, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply::local(verdict, compute_ms))
     }
 }
 

@@ -14,6 +14,7 @@ mod error;
 mod greedy;
 mod residual;
 mod rows;
+pub mod run_on;
 mod sampling;
 mod stack;
 mod verdict;

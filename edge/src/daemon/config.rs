@@ -138,6 +138,14 @@ pub struct LinkArgs {
     /// a seed's text does not depend on timing).
     #[arg(long, env = "OURO_NO_PIPELINE")]
     pub no_pipeline: bool,
+    /// Never let the cloud decode on its own. By default a greedy request
+    /// under the latency objective lets it: once a verdict is out and no
+    /// round is in hand, the cloud decodes alone (one pass a token, as
+    /// target-only decoding does) instead of idling for the round trip the
+    /// next round takes, and checks that round against what it decoded.
+    /// Sampled requests and `--objective compute` never let it.
+    #[arg(long, env = "OURO_NO_RUN_ON")]
+    pub no_run_on: bool,
     /// The drafter reads at most this many of the prompt's last tokens (0:
     /// all of it): a long prompt's prefill on the device is cut to this,
     /// while the phrase pool and copies still see the whole text. Output is
@@ -183,6 +191,7 @@ impl LinkArgs {
             strategy: self.strategy()?,
             pool_file: self.pool_file.clone(),
             pipeline: !self.no_pipeline,
+            run_on: !self.no_run_on,
             draft_window: self.draft_window,
             reprobe: std::time::Duration::from_millis(self.reprobe_ms),
             busy_wait: std::time::Duration::from_secs(self.busy_wait_secs),
@@ -214,5 +223,15 @@ mod tests {
             let cli = Cli::try_parse_from(["ouro-edge", "--draft", draft, "--objective", "compute"]).unwrap();
             assert_eq!(cli.link.strategy().unwrap().name(), want, "--draft {draft}");
         }
+    }
+
+    #[test]
+    fn the_cloud_runs_on_unless_told_not_to() {
+        let run_on = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("ouro-edge").chain(args.iter().copied())).unwrap();
+            cli.link.backend_options(1).unwrap().run_on
+        };
+        assert!(run_on(&[]));
+        assert!(!run_on(&["--no-run-on"]));
     }
 }

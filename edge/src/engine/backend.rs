@@ -78,6 +78,8 @@ pub struct BackendOptions {
     pub pool_file: Option<std::path::PathBuf>,
     /// Draft the next round while a verdict is in flight.
     pub pipeline: bool,
+    /// Let the cloud decode on its own while it has no round in hand.
+    pub run_on: bool,
     /// The drafter reads at most this many of the prompt's last tokens (0:
     /// all of it).
     pub draft_window: usize,
@@ -413,6 +415,7 @@ impl<C: Cloud> Job<C> {
                         info: Some(&info),
                         warm: warm.as_ref(),
                         draft_window: self.opts.draft_window,
+                        run_on: self.opts.run_on,
                     };
                     // A copy, merged back when the generation ends, finished
                     // or cancelled: concurrent requests keep each other's

@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ouro_common::controller::{CostCurve, Learned};
+use ouro_common::controller::{CostCurve, Learned, Objective};
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::{Draft, DEFAULT_DRAFT_WINDOW};
 use ouro_common::model::CausalLm;
@@ -41,6 +41,10 @@ pub struct SpecRequest<'a> {
     /// The drafter reads at most this many of the prompt's last tokens (0:
     /// all of it).
     pub draft_window: usize,
+    /// Let the cloud decode on its own while it has no round in hand
+    /// (greedy only): it then never sits idle for a round trip, at one
+    /// pass per token it runs on.
+    pub run_on: bool,
 }
 
 impl SpecRequest<'_> {
@@ -68,7 +72,16 @@ impl SpecRequest<'_> {
             limits,
             vocab,
             max_context,
+            run_on: self.runs_on(),
         }
+    }
+
+    /// Whether the cloud may decode on its own: tokens it decodes alone cost
+    /// a pass each, so never when plans maximise tokens per verifier
+    /// compute, and never for sampled requests (a seed's text would depend
+    /// on when rounds arrive).
+    pub fn runs_on(&self) -> bool {
+        self.run_on && self.sampling.is_greedy() && self.strategy.objective() == Objective::Latency
     }
 }
 
@@ -94,6 +107,7 @@ pub async fn speculate(
         info: None,
         warm: None,
         draft_window: DEFAULT_DRAFT_WINDOW,
+        run_on: true,
     };
     let mut run = SpecStats::default();
     let mut pool = PhrasePool::default();
@@ -119,10 +133,15 @@ pub async fn speculate_into(
         Some(i) => i.clone(),
         None => client.info().await?,
     };
+    // While the edge prefills its drafter and drafts round 1, the cloud,
+    // its prefill done, may already decode the first tokens.
+    let run_on = req.runs_on();
     let open = v1::Open {
         tokenizer_hash: req.tokenizer_hash.into(),
         prompt: req.prompt.to_vec(),
         sampling: Some((&req.sampling).into()),
+        stop_ids: req.stop_ids.to_vec(),
+        run_on: if run_on { req.max_new.min(u32::MAX as usize) as u32 } else { 0 },
         ..Default::default()
     };
     let at = req.opening(drafter_model, pool);
@@ -186,12 +205,13 @@ impl Verifier for RemoteVerifier<'_> {
         true
     }
 
-    async fn send(&mut self, draft: &Draft) -> Result<(), LinkError> {
+    async fn send(&mut self, draft: &Draft, run_on: usize) -> Result<(), LinkError> {
         self.round += 1;
         // A round sent the ordinary way follows a verdict that ended every bet.
         self.tip = self.committed;
         let dists = self.sampled.then_some(&draft.dists[..]);
-        let msg = v1::DraftRound::from_draft(self.round, self.committed, &draft.tree, dists);
+        let mut msg = v1::DraftRound::from_draft(self.round, self.committed, &draft.tree, dists);
+        msg.run_on = run_on.min(u32::MAX as usize) as u32;
         self.sent_bytes += msg.encoded_len();
         self.stream.send(session_request::Msg::Round(msg)).await;
         Ok(())
@@ -215,6 +235,8 @@ impl Verifier for RemoteVerifier<'_> {
             shared_pass: verdict.pass_rounds > 1,
             bytes_out: std::mem::take(&mut self.sent_bytes),
             bytes_in: verdict.encoded_len() + stale_bytes,
+            ran_on: verdict.ran_on,
+            walked: verdict.walked as usize,
         })
     }
 
@@ -226,12 +248,13 @@ impl Verifier for RemoteVerifier<'_> {
         true
     }
 
-    async fn send_ahead(&mut self, draft: &Draft, assumed: &[u32]) -> Result<(), LinkError> {
+    async fn send_ahead(&mut self, draft: &Draft, assumed: &[u32], run_on: usize) -> Result<(), LinkError> {
         self.round += 1;
         self.tip += assumed.len();
         let dists = self.sampled.then_some(&draft.dists[..]);
         let mut msg = v1::DraftRound::from_draft(self.round, self.tip, &draft.tree, dists);
         msg.assumed = assumed.to_vec();
+        msg.run_on = run_on.min(u32::MAX as usize) as u32;
         self.sent_bytes += msg.encoded_len();
         self.stream.send(session_request::Msg::Round(msg)).await;
         Ok(())
@@ -246,5 +269,35 @@ fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ouro_common::spec::strategy;
+
+    use super::*;
+
+    #[test]
+    fn the_cloud_runs_on_for_greedy_requests_under_the_latency_objective_only() {
+        let req = |draft: &str, sampling: SamplingParams, run_on: bool| SpecRequest {
+            tokenizer_hash: "",
+            prompt: &[1, 2],
+            max_new: 8,
+            stop_ids: &[],
+            strategy: strategy::parse(draft).unwrap(),
+            sampling,
+            pipeline: true,
+            info: None,
+            warm: None,
+            draft_window: 0,
+            run_on,
+        };
+        let greedy = SamplingParams::greedy();
+        assert!(req("ouroboros", greedy, true).runs_on());
+        assert!(req("pool", greedy, true).rounds(TreeLimits::UNBOUNDED, 10, 100).run_on);
+        assert!(!req("ouroboros", greedy, false).runs_on());
+        assert!(!req("ouroboros-compute", greedy, true).runs_on());
+        assert!(!req("ouroboros", SamplingParams::with_temperature(0.8, 1), true).runs_on());
     }
 }

@@ -20,7 +20,9 @@ pub mod replay;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::controller::{BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, Learned, RoundCosts};
+use crate::controller::{
+    BranchFeedback, Controller, CostCurve, DraftPlan, DraftPolicy, Learned, Objective, RoundCosts,
+};
 use crate::draft::PhrasePool;
 use crate::engine::{Ahead, Draft, Drafter, DrafterConfig, EngineError};
 use crate::model::CausalLm;
@@ -48,6 +50,11 @@ pub trait DraftSource {
     /// Takes a verdict on `draft` in. Returns how many trunk tokens were
     /// accepted and how each branch fared (the policy's feedback).
     fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>);
+
+    /// Takes in tokens the verifier decoded on its own right after the last
+    /// verdict (it ran on while no round was in hand); a round drafted
+    /// ahead on that verdict is dropped with them.
+    fn extend(&mut self, tokens: &[u32]);
 
     /// Drafter model passes run so far.
     fn forward_passes(&self) -> usize {
@@ -80,6 +87,11 @@ pub struct Opening<'a> {
 pub trait DraftStrategy: fmt::Debug + Send + Sync {
     /// The name [`parse`] reads back.
     fn name(&self) -> String;
+
+    /// What its plans maximise.
+    fn objective(&self) -> Objective {
+        Objective::Latency
+    }
 
     /// The planner for one generation. `costs` is the verifier's own cost
     /// curve, given only when plans may depend on measurements (greedy runs).
@@ -212,6 +224,10 @@ impl DraftSource for Drafter<'_> {
 
     fn commit(&mut self, draft: &Draft, verdict: &Verdict) -> (usize, Vec<BranchFeedback>) {
         Drafter::commit(self, draft, verdict)
+    }
+
+    fn extend(&mut self, tokens: &[u32]) {
+        Drafter::extend(self, tokens)
     }
 
     fn forward_passes(&self) -> usize {

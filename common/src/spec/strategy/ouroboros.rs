@@ -41,6 +41,10 @@ impl DraftStrategy for Ouroboros {
         copy_name(base, self.copies)
     }
 
+    fn objective(&self) -> Objective {
+        self.objective
+    }
+
     fn policy(&self, costs: Option<CostCurve>) -> Box<dyn DraftPolicy + Send> {
         let controller = Controller::new(ControllerConfig { objective: self.objective, ..ControllerConfig::default() })
             .expect("the default controller configuration is valid");

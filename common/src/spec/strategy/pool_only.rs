@@ -206,6 +206,11 @@ impl DraftSource for PoolSource<'_> {
         (on_trunk, draft.branch_feedback(verdict))
     }
 
+    fn extend(&mut self, tokens: &[u32]) {
+        self.pool.extend_context(tokens);
+        self.text.extend_from_slice(tokens);
+    }
+
     fn price(&mut self, costs: RoundCosts) {
         self.costs = Some(costs);
     }

@@ -80,4 +80,8 @@ impl DraftSource for ReplaySource {
         self.done += verdict.emitted_tokens(&draft.tree).len();
         (verdict.accepted.len(), Vec::new())
     }
+
+    fn extend(&mut self, tokens: &[u32]) {
+        self.done += tokens.len();
+    }
 }

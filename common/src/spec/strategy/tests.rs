@@ -23,7 +23,7 @@ impl Verifier for Oracle {
         false
     }
 
-    async fn send(&mut self, _draft: &Draft) -> Result<(), EngineError> {
+    async fn send(&mut self, _draft: &Draft, _run_on: usize) -> Result<(), EngineError> {
         Ok(())
     }
 
@@ -46,7 +46,7 @@ impl Verifier for Oracle {
         let target_argmax = std::iter::once(want(0)).chain((0..tree.len()).map(|n| want(depth(n)))).collect();
         let verdict = Verdict { next_token: want(accepted.len()), accepted, target_argmax };
         self.pos += verdict.accepted.len() + 1;
-        Ok(Reply { verdict, compute_ms: 1.0, batch_size: 1, shared_pass: false, bytes_out: 0, bytes_in: 0 })
+        Ok(Reply::local(verdict, 1.0))
     }
 }
 
@@ -60,6 +60,7 @@ pub(crate) fn rounds(prompt_len: usize, max_new: usize, stop_ids: &[u32]) -> Rou
         limits: TreeLimits { max_nodes: 64, max_depth: 32 },
         vocab: 100,
         max_context: usize::MAX,
+        run_on: false,
     }
 }
 
