@@ -564,6 +564,10 @@ where
                 let t = run_on_step(shared, &id, owner, last_round, committed_len, inbound, &mut ready).await?;
                 committed_len += 1;
                 run.took(t);
+                let msg = v1::RanOn { tokens: vec![t], committed_len: committed_len as u32 };
+                if !send(tx, session_response::Msg::RanOn(msg)).await {
+                    return Ok(());
+                }
                 continue;
             }
         }

@@ -80,7 +80,7 @@ impl Verifier for Distant<'_> {
         Ok(self.inner.send(draft, run_on).await?)
     }
 
-    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, LinkError> {
+    async fn verdict(&mut self, draft: &Draft, ran_on: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, LinkError> {
         self.in_verdict.store(true, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.in_verdict.store(false, Ordering::SeqCst);
@@ -88,7 +88,7 @@ impl Verifier for Distant<'_> {
             return Err(LinkError::Status(tonic::Status::not_found("session evicted")));
         }
         self.rounds += 1;
-        Ok(self.inner.verdict(draft).await?)
+        Ok(self.inner.verdict(draft, ran_on).await?)
     }
 }
 

@@ -43,7 +43,7 @@ impl Verifier for Distant<'_> {
         Ok(())
     }
 
-    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
+    async fn verdict(&mut self, draft: &Draft, _: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, EngineError> {
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
         Ok(Reply::local(verdict, self.compute_ms))
     }

@@ -36,4 +36,6 @@ pub enum EngineError {
     NoDrafter(String),
     #[error("drafter and verifier vocabularies differ ({drafter} vs {verifier} ids)")]
     VocabMismatch { drafter: usize, verifier: usize },
+    #[error("the verifier streamed tokens {streamed:?} where its verdict says {verdict:?}")]
+    RanOnMismatch { streamed: Vec<u32>, verdict: Vec<u32> },
 }

@@ -8,10 +8,11 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::controller::{DraftPlan, DraftPolicy, Prediction, RoundFeedback};
-use crate::engine::Ahead;
+use crate::engine::{Ahead, EngineError};
 use crate::generate::FinishReason;
 use crate::tree::TreeLimits;
 
+use super::gap::Gap;
 use super::stats::{RoundLog, SpecStats};
 use super::strategy::DraftSource;
 use super::verifier::Verifier;
@@ -54,6 +55,8 @@ struct AheadRound {
     predicted: Option<Prediction>,
     /// When it was sent, if it went ahead of the verdict it bets on.
     sent: Option<Instant>,
+    /// The run-on it was sent with.
+    run_on: usize,
 }
 
 /// Runs rounds until `max_new` tokens, a stop token, the context's end, or
@@ -66,7 +69,7 @@ pub async fn drive<V: Verifier>(
     policy: &mut (dyn DraftPolicy + Send),
     rounds: &Rounds<'_>,
     stats: &mut SpecStats,
-    mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+    mut on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
 ) -> Result<FinishReason, V::Error> {
     let mut generated = 0;
     // Rounds drafted ahead, oldest first: each bets on the one before it,
@@ -89,10 +92,13 @@ pub async fn drive<V: Verifier>(
         TreeLimits { max_depth: depth, ..rounds.limits }
     };
     // After a round's verdict, a greedy verifier with nothing in hand may
-    // run on as far as the request goes: otherwise it would sit idle for
-    // the round trip the next round takes. `bet` counts the tokens the round
-    // builds on past the request's start.
-    let run_on = |bet: usize| match rounds.run_on && !rounds.sampled {
+    // run on, as far as the request goes, where a pass fits in the gap
+    // before the next round reaches it (on a short link it would only
+    // delay that round). `bet` counts the tokens the round builds on past
+    // the request's start.
+    let mut gap = Gap::default();
+    let runs_on = rounds.run_on && !rounds.sampled && verifier.remote();
+    let run_on = |gap: &Gap, bet: usize| match runs_on && gap.passes() > 0 {
         true => rounds.max_new.saturating_sub(bet + 1),
         false => 0,
     };
@@ -108,10 +114,10 @@ pub async fn drive<V: Verifier>(
         if let Some(costs) = policy.round_costs().filter(|_| !rounds.sampled) {
             source.price(costs);
         }
-        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early) = match queue.pop_front() {
+        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early, ahead_cap) = match queue.pop_front() {
             Some(a) => {
                 stats.ahead_used += 1;
-                (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent)
+                (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent, Some(a.run_on))
             }
             None => {
                 let plan = plan_within(policy, remaining);
@@ -120,13 +126,16 @@ pub async fn drive<V: Verifier>(
                 let d = source.draft(&plan, &limits_within(remaining, generated), rounds.vocab)?;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
-                (d, ms, ms, plan, predicted, None)
+                gap.observe_draft(ms);
+                (d, ms, ms, plan, predicted, None, None)
             }
         };
+        // A round sent ahead told the verifier its run-on when it went.
+        let cap = ahead_cap.filter(|_| sent_early.is_some()).unwrap_or_else(|| run_on(&gap, generated));
         let sent = match sent_early {
             Some(at) => at,
             None => {
-                verifier.send(&draft, run_on(generated)).await?;
+                verifier.send(&draft, cap).await?;
                 Instant::now()
             }
         };
@@ -190,15 +199,16 @@ pub async fn drive<V: Verifier>(
             // bets on if the bet wins: no round trip in between. A bet on a
             // text that stops would only make the verifier run past it.
             let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
+            let cap = run_on(&gap, bet_tokens);
             let sent = if early {
-                verifier.send_ahead(&a.draft, &a.assumed, run_on(bet_tokens)).await?;
+                verifier.send_ahead(&a.draft, &a.assumed, cap).await?;
                 stats.ahead_sent += 1;
                 Some(Instant::now())
             } else {
                 None
             };
             bet_tokens += a.draft.trunk_len + 1;
-            queue.push_back(AheadRound { ahead: a, ms, trunk_ms, plan, predicted, sent });
+            queue.push_back(AheadRound { ahead: a, ms, trunk_ms, plan, predicted, sent, run_on: cap });
             stats.ahead_deepest = stats.ahead_deepest.max(queue.len());
             ahead_ms = Some(ms);
             if !early {
@@ -206,8 +216,29 @@ pub async fn drive<V: Verifier>(
                 break;
             }
         }
+        // Tokens the verifier decodes on its own while this verdict is due
+        // go out as they come, within the request's bounds; the verdict
+        // accounts for them again (the first `ran_ahead` of its tokens).
+        let mut streamed: Vec<u32> = Vec::new();
+        // Of those, how many went out, and whether that ended the request
+        // (its length, a stop token) or the caller broke off.
+        let (mut shown, mut ended, mut cancelled) = (0, false, false);
         let t = Instant::now();
-        let reply = verifier.verdict(&draft).await?;
+        let reply = verifier
+            .verdict(&draft, &mut |toks: &[u32]| {
+                streamed.extend_from_slice(toks);
+                if ended || cancelled {
+                    return;
+                }
+                let mut out = &toks[..toks.len().min(remaining - shown)];
+                if let Some(i) = out.iter().position(|t| rounds.stop_ids.contains(t)) {
+                    out = &out[..=i];
+                }
+                ended = out.len() < toks.len() || shown + out.len() == remaining;
+                shown += out.len();
+                cancelled = !out.is_empty() && on_tokens(out).is_break();
+            })
+            .await?;
         let waited_ms = t.elapsed().as_secs_f64() * 1e3;
         let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
         stats.wait_secs += waited_ms / 1e3;
@@ -238,6 +269,10 @@ pub async fn drive<V: Verifier>(
         if let Some(rtt) = rtt_ms.filter(|_| verifier.remote()) {
             stats.rtt_ms_sum += rtt;
             stats.rtt_samples += 1;
+            gap.observe_rtt(rtt);
+        }
+        if !reply.shared_pass && reply.walked == 0 {
+            gap.observe_pass(reply.compute_ms);
         }
         // Under sampling, which sample a seed yields depends on the tree
         // shape; plans made from wall-clock timings would make seeded runs
@@ -295,6 +330,10 @@ pub async fn drive<V: Verifier>(
         let mut emitted = verdict.emitted_tokens(&draft.tree);
         let ran_past = !reply.ran_on.is_empty();
         emitted.extend_from_slice(&reply.ran_on);
+        if emitted.get(..streamed.len()) != Some(&streamed[..]) {
+            let verdict = emitted[..reply.ran_ahead.min(emitted.len())].to_vec();
+            return Err(EngineError::RanOnMismatch { streamed, verdict }.into());
+        }
         if ran_past || queue.front().is_some_and(|a| a.ahead.assumed != emitted) {
             // Lost the bet, and with it every bet stacked on it; `commit` has
             // already rolled the drafter back. Rounds sent ahead are answered
@@ -309,7 +348,9 @@ pub async fn drive<V: Verifier>(
         generated += emitted.len();
         stats.generated += emitted.len();
         stats.tokens.extend_from_slice(&emitted);
-        if on_tokens(&emitted).is_break() {
+        // What was streamed is the verdict's first tokens, cut as it was cut.
+        let rest = &emitted[shown.min(emitted.len())..];
+        if cancelled || (!rest.is_empty() && on_tokens(rest).is_break()) {
             finish = Some(FinishReason::Cancelled);
         }
         if finish.is_some() {
@@ -332,15 +373,15 @@ mod tests {
     use crate::engine::Draft;
     use crate::sampling::SamplingParams;
     use crate::spec::strategy::replay::Replay;
-    use crate::spec::strategy::tests::{rounds, Oracle};
-    use crate::spec::{block_on_ready, DraftStrategy, Opening};
+    use crate::spec::strategy::tests::{greedy_along, rounds, Oracle};
+    use crate::spec::{block_on_ready, DraftStrategy, Opening, Reply};
 
     /// Replays `text` with every draft token right, `gamma` a round.
     fn go(
         text: &[u32],
         r: &Rounds<'_>,
         policy: &mut (dyn DraftPolicy + Send),
-        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> (FinishReason, SpecStats) {
         let replay = Replay { reference: text.to_vec(), gamma: 4, accept: 1.0, seed: 0 };
         let mut pool = PhrasePool::default();
@@ -458,6 +499,102 @@ mod tests {
         let e = adaptive.prediction_error().unwrap();
         assert_eq!(e.rounds, adaptive.rounds);
         assert!(e.accepted_actual > 0.0 && e.accepted_predicted > 0.0, "{e:?}");
+    }
+
+    /// A remote oracle that decodes `ahead` tokens of its text on its own
+    /// before each round arrives, streaming them as a cloud that ran on
+    /// does, and walks the round's tree along them.
+    struct RunsOn {
+        text: Vec<u32>,
+        pos: usize,
+        ahead: usize,
+        /// The run-on each round was sent with.
+        caps: Vec<usize>,
+    }
+
+    impl Verifier for RunsOn {
+        type Error = crate::engine::EngineError;
+
+        fn remote(&self) -> bool {
+            true
+        }
+
+        async fn send(&mut self, _: &Draft, run_on: usize) -> Result<(), Self::Error> {
+            self.caps.push(run_on);
+            Ok(())
+        }
+
+        async fn verdict(&mut self, draft: &Draft, ran_on: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, Self::Error> {
+            use crate::verify::run_on::{left_verdict, walk, Walk};
+            let own = self.text[self.pos..self.pos + self.ahead].to_vec();
+            for t in &own {
+                ran_on(std::slice::from_ref(t));
+            }
+            let mut reply = match walk(&draft.tree, &own)? {
+                Walk::Left { path } => {
+                    let mut r = Reply::local(left_verdict(&draft.tree, &path, &own), 0.0);
+                    r.ran_on = own[path.len() + 1..].to_vec();
+                    r.walked = path.len();
+                    self.pos += own.len();
+                    r
+                }
+                Walk::Reached(below) => {
+                    let sub = greedy_along(&self.text[self.pos + own.len()..], below.tree());
+                    self.pos += own.len() + sub.accepted.len() + 1;
+                    let mut r = Reply::local(below.verdict(&draft.tree, &sub), 1.0);
+                    r.walked = own.len();
+                    r
+                }
+            };
+            reply.ran_ahead = own.len();
+            Ok(reply)
+        }
+    }
+
+    #[test]
+    fn tokens_a_verifier_runs_on_stream_at_once_and_keep_the_text() {
+        let text: Vec<u32> = (1..=80).collect();
+        for (ahead, accept, stop) in [(2, 1.0, None), (3, 0.6, None), (1, 0.8, Some(23)), (2, 0.0, Some(40))] {
+            let stop_ids: Vec<u32> = stop.into_iter().collect();
+            let r = rounds(1, 50, &stop_ids);
+            let replay = Replay { reference: text.clone(), gamma: 4, accept, seed: 5 };
+            let mut pool = PhrasePool::default();
+            let at = Opening {
+                drafter: None,
+                prompt: &[0],
+                sampling: SamplingParams::greedy(),
+                stop_ids: &stop_ids,
+                pool: &mut pool,
+                draft_window: 0,
+            };
+            let mut source = replay.open(at).unwrap();
+            let mut v = RunsOn { text: text.clone(), pos: 0, ahead, caps: Vec::new() };
+            let mut stats = SpecStats::default();
+            let mut seen = Vec::new();
+            let mut deliveries = 0;
+            let on_tokens = |t: &[u32]| {
+                assert!(!t.is_empty(), "an empty delivery");
+                seen.extend_from_slice(t);
+                deliveries += 1;
+                ControlFlow::Continue(())
+            };
+            let finish =
+                block_on_ready(drive(&mut v, &mut *source, &mut FixedPolicy(4), &r, &mut stats, on_tokens)).unwrap();
+            let want: Vec<u32> = match stop {
+                Some(s) => (1..=s).collect(),
+                None => (1..=50).collect(),
+            };
+            let case = format!("ahead {ahead}, accept {accept}, stop {stop:?}");
+            assert_eq!(seen, want, "{case}");
+            assert_eq!(stats.tokens, want, "{case}");
+            assert_eq!(finish, if stop.is_some() { FinishReason::Stop } else { FinishReason::Length }, "{case}");
+            // Each token the verifier ran on went out on its own, before its verdict.
+            assert!(deliveries > stats.rounds, "{case}: {deliveries} deliveries in {} rounds", stats.rounds);
+            assert!(stats.walked + stats.ran_on > 0, "{case}");
+            // Rounds take no time here: no pass fits in the gap, so the
+            // verifier was never told to run on (it did anyway).
+            assert!(v.caps.iter().all(|&c| c == 0), "{case}: {:?}", v.caps);
+        }
     }
 
     /// Records what the driver tells it.

@@ -49,7 +49,7 @@ impl<'m> SpecEngine<'m> {
         prompt: &[u32],
         cfg: &GenerateConfig,
         mut pool: PhrasePool,
-        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()>,
+        on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> Result<(SpecStats, PhrasePool), EngineError> {
         let wall = Instant::now();
         let mut policy = self.strategy.warm_policy(None, self.warm.as_ref(), !cfg.sampling.is_greedy());

@@ -13,6 +13,7 @@
 
 pub mod driver;
 pub mod engine;
+mod gap;
 pub mod stats;
 pub mod strategy;
 pub mod verifier;

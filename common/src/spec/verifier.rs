@@ -30,6 +30,10 @@ pub struct Reply {
     /// before the round arrived: the verdict waited on passes that were not
     /// the round's.
     pub walked: usize,
+    /// Tokens the verifier had decoded on its own past the round's root when
+    /// the round arrived: `walked`, plus, where they left the tree, the
+    /// verdict's own token and `ran_on`.
+    pub ran_ahead: usize,
 }
 
 impl Reply {
@@ -44,6 +48,7 @@ impl Reply {
             bytes_in: 0,
             ran_on: Vec::new(),
             walked: 0,
+            ran_ahead: 0,
         }
     }
 }
@@ -63,7 +68,13 @@ pub trait Verifier {
     fn send(&mut self, draft: &Draft, run_on: usize) -> impl Future<Output = Result<(), Self::Error>>;
 
     /// Waits for the verdict on the draft last sent, which is passed again.
-    fn verdict(&mut self, draft: &Draft) -> impl Future<Output = Result<Reply, Self::Error>>;
+    /// Tokens the verifier decodes on its own meanwhile go to `ran_on` as
+    /// they come (the reply accounts for them again, in `ran_ahead`).
+    fn verdict(
+        &mut self,
+        draft: &Draft,
+        ran_on: &mut (dyn FnMut(&[u32]) + Send),
+    ) -> impl Future<Output = Result<Reply, Self::Error>>;
 
     /// Runs CPU-bound drafting while a verdict is in flight. A remote
     /// verifier lets its transport keep moving bytes meanwhile.
@@ -110,7 +121,7 @@ impl Verifier for InProcessVerifier<'_> {
         Ok(())
     }
 
-    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
+    async fn verdict(&mut self, draft: &Draft, _: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, EngineError> {
         let t = Instant::now();
         let verdict = self.session.verify(&draft.tree, &draft.dists)?;
         let compute_ms = t.elapsed().as_secs_f64() * 1e3;

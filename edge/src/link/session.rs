@@ -14,7 +14,7 @@ use ouro_common::model::CausalLm;
 use ouro_common::sampling::SamplingParams;
 use ouro_common::spec::{self, DraftStrategy, Opening, Reply, Rounds, SpecStats, Verifier};
 use ouro_common::tree::TreeLimits;
-use ouro_proto::v1::{self, session_request};
+use ouro_proto::v1::{self, session_request, session_response};
 use prost::Message;
 
 use super::error::LinkError;
@@ -217,26 +217,37 @@ impl Verifier for RemoteVerifier<'_> {
         Ok(())
     }
 
-    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, LinkError> {
-        let mut verdict = self.stream.verdict().await?;
+    async fn verdict(&mut self, draft: &Draft, ran_on: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, LinkError> {
         // A round sent ahead on a bet that lost is answered as stale before
-        // the round sent in its place.
-        let mut stale_bytes = 0;
-        while verdict.stale {
-            stale_bytes += verdict.encoded_len();
-            verdict = self.stream.verdict().await?;
-        }
+        // the round sent in its place; tokens the cloud decodes on its own
+        // come as it commits them.
+        let mut other_bytes = 0;
+        let verdict = loop {
+            match self.stream.reply().await? {
+                session_response::Msg::Verdict(v) if v.stale => other_bytes += v.encoded_len(),
+                session_response::Msg::Verdict(v) => break v,
+                session_response::Msg::RanOn(r) => {
+                    other_bytes += r.encoded_len();
+                    ran_on(&r.tokens);
+                }
+                other => return Err(tonic::Status::internal(format!("expected Verdict, got {other:?}")).into()),
+            }
+        };
         let v = verdict.to_verdict(&draft.tree)?;
         self.committed = verdict.committed_len as usize;
+        // No pass checked a round the cloud's own tokens had left.
+        let overtaken = verdict.pass_rounds == 0;
+        let ran_ahead = verdict.walked as usize + if overtaken { 1 + verdict.ran_on.len() } else { 0 };
         Ok(Reply {
             verdict: v,
             compute_ms: verdict.compute_us as f64 / 1e3,
             batch_size: verdict.batch_size,
             shared_pass: verdict.pass_rounds > 1,
             bytes_out: std::mem::take(&mut self.sent_bytes),
-            bytes_in: verdict.encoded_len() + stale_bytes,
+            bytes_in: verdict.encoded_len() + other_bytes,
             ran_on: verdict.ran_on,
             walked: verdict.walked as usize,
+            ran_ahead,
         })
     }
 

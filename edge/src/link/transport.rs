@@ -152,11 +152,24 @@ impl SessionStream {
         self.verdict().await
     }
 
-    /// Waits for the verdict on the round sent last.
+    /// Waits for the verdict on the round sent last, passing over the
+    /// tokens the server streams as it runs on (the verdict counts them).
     pub async fn verdict(&mut self) -> Result<v1::Verdict, Status> {
+        loop {
+            match self.reply().await? {
+                session_response::Msg::Verdict(v) => return Ok(v),
+                session_response::Msg::RanOn(_) => continue,
+                other => return Err(Status::internal(format!("expected Verdict, got {other:?}"))),
+            }
+        }
+    }
+
+    /// The server's next message on the session.
+    pub async fn reply(&mut self) -> Result<session_response::Msg, Status> {
         match self.rx.next().await.transpose()? {
-            Some(SessionResponse { msg: Some(session_response::Msg::Verdict(v)) }) => Ok(v),
-            other => Err(Status::internal(format!("expected Verdict, got {other:?}"))),
+            Some(SessionResponse { msg: Some(msg) }) => Ok(msg),
+            None => Err(Status::internal("the session stream ended before a verdict")),
+            Some(SessionResponse { msg: None }) => Err(Status::internal("an empty SessionResponse")),
         }
     }
 

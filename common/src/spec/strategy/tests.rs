@@ -8,6 +8,7 @@ use crate::controller::{Objective, RoundFeedback};
 use crate::engine::Draft;
 use crate::generate::FinishReason;
 use crate::spec::{block_on_ready, drive, Reply, Rounds, SpecStats, Verifier};
+use crate::tree::DraftTree;
 
 /// Greedy verification against a known continuation: a node is accepted
 /// when it says what the text says at its depth.
@@ -27,27 +28,24 @@ impl Verifier for Oracle {
         Ok(())
     }
 
-    async fn verdict(&mut self, draft: &Draft) -> Result<Reply, EngineError> {
-        let tree = &draft.tree;
-        let want = |depth: usize| self.text[self.pos + depth];
-        let mut accepted: Vec<usize> = Vec::new();
-        while let Some(n) = (0..tree.len())
-            .find(|&n| tree.parent(n) == accepted.last().copied() && tree.token(n) == want(accepted.len()))
-        {
-            accepted.push(n);
-        }
-        let depth = |mut n: usize| {
-            let mut d = 1;
-            while let Some(p) = tree.parent(n) {
-                (n, d) = (p, d + 1);
-            }
-            d
-        };
-        let target_argmax = std::iter::once(want(0)).chain((0..tree.len()).map(|n| want(depth(n)))).collect();
-        let verdict = Verdict { next_token: want(accepted.len()), accepted, target_argmax };
+    async fn verdict(&mut self, draft: &Draft, _: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, EngineError> {
+        let verdict = greedy_along(&self.text[self.pos..], &draft.tree);
         self.pos += verdict.accepted.len() + 1;
         Ok(Reply::local(verdict, 1.0))
     }
+}
+
+/// Greedy verification of `tree` by a target whose text goes on with `text`.
+pub(crate) fn greedy_along(text: &[u32], tree: &DraftTree) -> Verdict {
+    let want = |depth: usize| text[depth];
+    let mut accepted: Vec<usize> = Vec::new();
+    while let Some(n) =
+        (0..tree.len()).find(|&n| tree.parent(n) == accepted.last().copied() && tree.token(n) == want(accepted.len()))
+    {
+        accepted.push(n);
+    }
+    let target_argmax = std::iter::once(want(0)).chain((0..tree.len()).map(|n| want(tree.depth(n)))).collect();
+    Verdict { next_token: want(accepted.len()), accepted, target_argmax }
 }
 
 pub(crate) fn rounds(prompt_len: usize, max_new: usize, stop_ids: &[u32]) -> Rounds<'_> {
@@ -212,7 +210,7 @@ fn pool_only_learns_what_the_verifier_said_where_it_was_wrong() {
     assert_eq!((0..draft.tree.len()).map(|n| draft.tree.token(n)).collect::<Vec<_>>(), [11, 12, 13, 14, 5]);
     // The text goes on 11, 30, 31, 32, 33: the second node is wrong.
     let mut oracle = Oracle { text: vec![11, 30, 31, 32, 33, 34, 35], pos: 0 };
-    let reply = block_on_ready(oracle.verdict(&draft)).unwrap();
+    let reply = block_on_ready(oracle.verdict(&draft, &mut |_| {})).unwrap();
     source.commit(&draft, &reply.verdict);
     drop(source);
     // After each rejected node the verifier's argmax: 31, 32, 33, 34.
