@@ -359,6 +359,10 @@ async fn send(tx: &mpsc::Sender<Result<SessionResponse, Status>>, msg: session_r
     tx.send(Ok(resp)).await.is_ok()
 }
 
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
+}
+
 /// Most stop tokens an Open may name.
 const MAX_STOP_IDS: usize = 64;
 
@@ -491,7 +495,8 @@ fn settle(
 }
 
 /// Decodes one token alone for a session with nothing in hand. A message
-/// that arrives meanwhile waits in `ready` for the pass to end.
+/// that arrives meanwhile waits in `ready` for the pass to end; when it
+/// arrived comes back with the token.
 async fn run_on_step<S>(
     shared: &Shared,
     id: &str,
@@ -500,7 +505,7 @@ async fn run_on_step<S>(
     committed: usize,
     inbound: &mut S,
     ready: &mut VecDeque<Result<Option<SessionRequest>, Status>>,
-) -> Result<u32, Status>
+) -> Result<(u32, Option<Instant>), Status>
 where
     S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
 {
@@ -511,10 +516,12 @@ where
     let t = Instant::now();
     let step = verify(shared, verifier, empty, Vec::new());
     tokio::pin!(step);
+    let mut arrived = None;
     let done = tokio::select! {
         done = &mut step => done,
         m = next(inbound) => {
             ready.push_back(m);
+            arrived = Some(Instant::now());
             step.await
         }
     };
@@ -522,7 +529,7 @@ where
     let (verdict, _, _) = settle(shared, id, owner, (last_round, last_round), done)?;
     telemetry::run_on(t.elapsed());
     shared.count_tokens(1, 1);
-    Ok(verdict.next_token)
+    Ok((verdict.next_token, arrived))
 }
 
 async fn drive_session<S>(
@@ -557,11 +564,16 @@ where
     let mut bets_lost = false;
     // Messages taken in early while looking for rounds to stack.
     let mut ready = VecDeque::new();
+    // When the message at the front of `ready` arrived, if it waited there
+    // for a pass to end (the client's round trip excludes that wait).
+    let mut arrived_at = None;
     loop {
         if ready.is_empty() && run.may_step(committed_len, max_context) {
             read_ready(inbound, &mut ready);
             if ready.is_empty() {
-                let t = run_on_step(shared, &id, owner, last_round, committed_len, inbound, &mut ready).await?;
+                let (t, arrived) =
+                    run_on_step(shared, &id, owner, last_round, committed_len, inbound, &mut ready).await?;
+                arrived_at = arrived;
                 committed_len += 1;
                 run.took(t);
                 let msg = v1::RanOn { tokens: vec![t], committed_len: committed_len as u32 };
@@ -579,6 +591,7 @@ where
             },
         };
         let Some(msg) = msg else { return Ok(()) };
+        let arrived = arrived_at.take().unwrap_or_else(Instant::now);
         telemetry::bytes(msg.encoded_len(), 0);
         match msg.msg {
             Some(session_request::Msg::Round(round)) => {
@@ -659,6 +672,8 @@ where
                     last_round = round.round;
                     last_emitted = emitted;
                     run.answered(committed_len);
+                    let mut msg = msg;
+                    msg.server_us = micros(arrived.elapsed());
                     if !send(tx, session_response::Msg::Verdict(msg)).await {
                         return Ok(());
                     }
@@ -707,6 +722,7 @@ where
                             let mut msg =
                                 v1::Verdict::from_verdict(r.round, &verdict, committed_len, compute_us, batch as u32);
                             msg.pass_rounds = rounds.len() as u32;
+                            msg.server_us = micros(arrived.elapsed());
                             // The pass is reported once, with the first round.
                             compute_us = 0;
                             msg

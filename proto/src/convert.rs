@@ -126,6 +126,7 @@ impl v1::Verdict {
             pass_rounds: 1,
             ran_on: Vec::new(),
             walked: 0,
+            server_us: 0,
         }
     }
 

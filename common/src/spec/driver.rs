@@ -48,6 +48,43 @@ fn ms_duration(ms: f64) -> Duration {
     Duration::from_secs_f64((ms / 1e3).clamp(0.0, 3600.0))
 }
 
+/// Tokens the verifier streamed on its own since the last verdict, and how
+/// far they went out to the caller.
+struct Streamed<'a> {
+    tokens: Vec<u32>,
+    /// Tokens the request had left when they started.
+    room: usize,
+    stop_ids: &'a [u32],
+    /// Of `tokens`, how many went out.
+    shown: usize,
+    /// They reached the request's end (its length, a stop token).
+    ended: bool,
+    /// The caller broke off.
+    cancelled: bool,
+}
+
+impl<'a> Streamed<'a> {
+    fn new(room: usize, stop_ids: &'a [u32]) -> Self {
+        Self { tokens: Vec::new(), room, stop_ids, shown: 0, ended: false, cancelled: false }
+    }
+
+    /// Takes `toks` in and hands the caller what the request still has room
+    /// for, up to a stop token.
+    fn take(&mut self, toks: &[u32], on_tokens: &mut impl FnMut(&[u32]) -> ControlFlow<()>) {
+        self.tokens.extend_from_slice(toks);
+        if self.ended || self.cancelled {
+            return;
+        }
+        let mut out = &toks[..toks.len().min(self.room - self.shown)];
+        if let Some(i) = out.iter().position(|t| self.stop_ids.contains(t)) {
+            out = &out[..=i];
+        }
+        self.ended = out.len() < toks.len() || self.shown + out.len() == self.room;
+        self.shown += out.len();
+        self.cancelled = !out.is_empty() && on_tokens(out).is_break();
+    }
+}
+
 /// A round drafted while the previous verdict was in flight.
 struct AheadRound {
     ahead: Ahead,
@@ -100,14 +137,22 @@ pub async fn drive<V: Verifier>(
     // before the next round reaches it. It takes two: the round waits for
     // the pass in progress and is walked along what the verifier decoded,
     // which a gap of one pass barely repays (measured at 20 ms, where it
-    // lost ~5%). `bet` counts the tokens the round builds on past the
-    // request's start.
+    // lost ~5%). Until the gap is measured it runs on (the first rounds'
+    // round trips measure it). `bet` counts the tokens the round builds on
+    // past the request's start.
     let mut gap = Gap::default();
     let runs_on = rounds.run_on && !rounds.sampled && verifier.remote();
-    let run_on = |gap: &Gap, bet: usize| match runs_on && gap.passes() >= MIN_GAP_PASSES {
+    if let Some(costs) = policy.round_costs() {
+        gap.observe_pass(costs.verify.cost(1));
+    }
+    let run_on = |gap: &Gap, bet: usize| match runs_on && gap.passes().is_none_or(|p| p >= MIN_GAP_PASSES) {
         true => rounds.max_new.saturating_sub(bet + 1),
         false => 0,
     };
+    // Tokens the verifier decodes on its own go out as they come, before
+    // the verdict that accounts for them: since the last verdict, all belong
+    // to the next one.
+    let mut streamed = Streamed::new(rounds.max_new, rounds.stop_ids);
     while generated < rounds.max_new {
         if rounds.prompt_len + generated + 1 >= rounds.max_context {
             finish = Some(FinishReason::Length);
@@ -126,6 +171,7 @@ pub async fn drive<V: Verifier>(
                 (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent, Some(a.run_on))
             }
             None => {
+                verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
                 let plan = plan_within(policy, remaining);
                 let predicted = policy.predict(&plan);
                 let t = Instant::now();
@@ -185,6 +231,7 @@ pub async fn drive<V: Verifier>(
                 }
             }
             let predicted = policy.predict(&plan);
+            verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
             let last = queue.back().map_or(&draft, |a| &a.ahead.draft);
             let t = Instant::now();
             let passes = source.forward_passes();
@@ -222,29 +269,8 @@ pub async fn drive<V: Verifier>(
                 break;
             }
         }
-        // Tokens the verifier decodes on its own while this verdict is due
-        // go out as they come, within the request's bounds; the verdict
-        // accounts for them again (the first `ran_ahead` of its tokens).
-        let mut streamed: Vec<u32> = Vec::new();
-        // Of those, how many went out, and whether that ended the request
-        // (its length, a stop token) or the caller broke off.
-        let (mut shown, mut ended, mut cancelled) = (0, false, false);
         let t = Instant::now();
-        let reply = verifier
-            .verdict(&draft, &mut |toks: &[u32]| {
-                streamed.extend_from_slice(toks);
-                if ended || cancelled {
-                    return;
-                }
-                let mut out = &toks[..toks.len().min(remaining - shown)];
-                if let Some(i) = out.iter().position(|t| rounds.stop_ids.contains(t)) {
-                    out = &out[..=i];
-                }
-                ended = out.len() < toks.len() || shown + out.len() == remaining;
-                shown += out.len();
-                cancelled = !out.is_empty() && on_tokens(out).is_break();
-            })
-            .await?;
+        let reply = verifier.verdict(&draft, &mut |toks| streamed.take(toks, &mut on_tokens)).await?;
         let waited_ms = t.elapsed().as_secs_f64() * 1e3;
         let round_trip_ms = sent.elapsed().as_secs_f64() * 1e3;
         stats.wait_secs += waited_ms / 1e3;
@@ -266,18 +292,22 @@ pub async fn drive<V: Verifier>(
         // A verdict that was already waiting when drafting ahead ended says
         // only that the round trip was shorter than that drafting; one for a
         // round sent ahead waited behind the last round's verification.
+        // The verifier says how long the round was there; one that does not
+        // was there for its pass, unless it ran on first.
+        let at_verifier = reply.server_ms.unwrap_or(reply.compute_ms);
         let rtt_ms = match ahead_ms {
             _ if !verifier.remote() => Some(0.0),
-            _ if sent_early.is_some() || waited_on_run_on => None,
+            _ if sent_early.is_some() => None,
+            _ if reply.server_ms.is_none() && waited_on_run_on => None,
             Some(_) if waited_ms < 0.5 => None,
-            _ => Some((round_trip_ms - reply.compute_ms).max(0.0)),
+            _ => Some((round_trip_ms - at_verifier).max(0.0)),
         };
         if let Some(rtt) = rtt_ms.filter(|_| verifier.remote()) {
             stats.rtt_ms_sum += rtt;
             stats.rtt_samples += 1;
             gap.observe_rtt(rtt);
         }
-        if !reply.shared_pass && reply.walked == 0 {
+        if !reply.shared_pass {
             gap.observe_pass(reply.compute_ms);
         }
         // Under sampling, which sample a seed yields depends on the tree
@@ -336,9 +366,11 @@ pub async fn drive<V: Verifier>(
         let mut emitted = verdict.emitted_tokens(&draft.tree);
         let ran_past = !reply.ran_on.is_empty();
         emitted.extend_from_slice(&reply.ran_on);
-        if emitted.get(..streamed.len()) != Some(&streamed[..]) {
+        let Streamed { tokens: streamed_tokens, shown, cancelled, .. } =
+            std::mem::replace(&mut streamed, Streamed::new(0, rounds.stop_ids));
+        if emitted.get(..streamed_tokens.len()) != Some(&streamed_tokens[..]) {
             let verdict = emitted[..reply.ran_ahead.min(emitted.len())].to_vec();
-            return Err(EngineError::RanOnMismatch { streamed, verdict }.into());
+            return Err(EngineError::RanOnMismatch { streamed: streamed_tokens, verdict }.into());
         }
         if ran_past || queue.front().is_some_and(|a| a.ahead.assumed != emitted) {
             // Lost the bet, and with it every bet stacked on it; `commit` has
@@ -352,6 +384,7 @@ pub async fn drive<V: Verifier>(
             finish = Some(FinishReason::Stop);
         }
         generated += emitted.len();
+        streamed.room = rounds.max_new - generated;
         stats.generated += emitted.len();
         stats.tokens.extend_from_slice(&emitted);
         // What was streamed is the verdict's first tokens, cut as it was cut.
@@ -530,7 +563,11 @@ mod tests {
             Ok(())
         }
 
-        async fn verdict(&mut self, draft: &Draft, ran_on: &mut (dyn FnMut(&[u32]) + Send)) -> Result<Reply, Self::Error> {
+        async fn verdict(
+            &mut self,
+            draft: &Draft,
+            ran_on: &mut (dyn FnMut(&[u32]) + Send),
+        ) -> Result<Reply, Self::Error> {
             use crate::verify::run_on::{left_verdict, walk, Walk};
             let own = self.text[self.pos..self.pos + self.ahead].to_vec();
             for t in &own {
@@ -553,6 +590,7 @@ mod tests {
                 }
             };
             reply.ran_ahead = own.len();
+            reply.server_ms = Some(0.0);
             Ok(reply)
         }
     }
@@ -562,7 +600,7 @@ mod tests {
         let text: Vec<u32> = (1..=80).collect();
         for (ahead, accept, stop) in [(2, 1.0, None), (3, 0.6, None), (1, 0.8, Some(23)), (2, 0.0, Some(40))] {
             let stop_ids: Vec<u32> = stop.into_iter().collect();
-            let r = rounds(1, 50, &stop_ids);
+            let r = Rounds { run_on: true, ..rounds(1, 50, &stop_ids) };
             let replay = Replay { reference: text.clone(), gamma: 4, accept, seed: 5 };
             let mut pool = PhrasePool::default();
             let at = Opening {
@@ -597,9 +635,16 @@ mod tests {
             // Each token the verifier ran on went out on its own, before its verdict.
             assert!(deliveries > stats.rounds, "{case}: {deliveries} deliveries in {} rounds", stats.rounds);
             assert!(stats.walked + stats.ran_on > 0, "{case}");
-            // Rounds take no time here: no pass fits in the gap, so the
-            // verifier was never told to run on (it did anyway).
-            assert!(v.caps.iter().all(|&c| c == 0), "{case}: {:?}", v.caps);
+            // Until the gap was measured (a round trip, a drafting, a pass),
+            // the verifier is told to run on to the request's end; rounds
+            // take no time here, so from then on no pass fits in the gap
+            // (it runs on all the same).
+            assert_eq!(v.caps[0], 49, "{case}");
+            let measured = v.caps.iter().position(|&c| c == 0).unwrap_or(v.caps.len());
+            assert!(v.caps[measured..].iter().all(|&c| c == 0), "{case}: {:?}", v.caps);
+            if accept > 0.5 {
+                assert!(measured < v.caps.len(), "{case}: never measured, {:?}", v.caps);
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 //! When a round's verdict leaves the verifier with nothing in hand (no round
 //! sent ahead, or a lost bet), the next round reaches it a round trip and a
 //! drafting later. A greedy verifier may decode alone meanwhile
-//! ([`Verifier::send`](super::Verifier::send)) where a pass fits in that
-//! gap. On a short link it does not: a pass still running when the round
+//! ([`Verifier::send`](super::Verifier::send)) where passes fit in that
+//! gap. On a short link they do not: a pass still running when the round
 //! arrives would only delay it, so the verifier waits as it always did.
 
 use crate::controller::Ema;
@@ -45,13 +45,12 @@ impl Gap {
     }
 
     /// Whole passes that fit between a verdict leaving the verifier and
-    /// the next round reaching it; 0 until all three parts were measured.
-    pub fn passes(&self) -> usize {
+    /// the next round reaching it; `None` until all three parts were
+    /// measured.
+    pub fn passes(&self) -> Option<usize> {
         let measured = |e: &Ema| (e.samples() > 0).then(|| e.value());
-        match (measured(&self.rtt), measured(&self.draft), self.pass_ms) {
-            (Some(rtt), Some(draft), Some(pass)) => ((rtt + draft) / pass).floor().clamp(0.0, 1e6) as usize,
-            _ => 0,
-        }
+        let (rtt, draft, pass) = (measured(&self.rtt)?, measured(&self.draft)?, self.pass_ms?);
+        Some(((rtt + draft) / pass).floor().clamp(0.0, 1e6) as usize)
     }
 }
 
@@ -70,23 +69,23 @@ mod tests {
     #[test]
     fn a_short_link_leaves_no_pass_to_fill_and_a_long_one_several() {
         // The lan: a 2 ms round trip and 25 ms of drafting hold no 40 ms pass.
-        assert_eq!(gap(2.0, 25.0, 40.0).passes(), 0);
-        assert_eq!(gap(20.0, 25.0, 40.0).passes(), 1);
+        assert_eq!(gap(2.0, 25.0, 40.0).passes(), Some(0));
+        assert_eq!(gap(20.0, 25.0, 40.0).passes(), Some(1));
         // 4g: 80 ms and 30 ms of drafting hold two.
-        assert_eq!(gap(80.0, 30.0, 40.0).passes(), 2);
+        assert_eq!(gap(80.0, 30.0, 40.0).passes(), Some(2));
     }
 
     #[test]
-    fn nothing_runs_on_before_the_gap_is_measured() {
+    fn the_gap_is_unknown_until_all_of_it_was_measured() {
         let mut g = Gap::default();
         g.observe_rtt(80.0);
         g.observe_draft(30.0);
-        assert_eq!(g.passes(), 0);
+        assert_eq!(g.passes(), None);
         g.observe_pass(0.0);
-        assert_eq!(g.passes(), 0, "a pass of no time measures nothing");
+        assert_eq!(g.passes(), None, "a pass of no time measures nothing");
         g.observe_pass(50.0);
         g.observe_pass(40.0);
         g.observe_pass(90.0);
-        assert_eq!(g.passes(), 2, "the cheapest pass is the step");
+        assert_eq!(g.passes(), Some(2), "the cheapest pass is the step");
     }
 }

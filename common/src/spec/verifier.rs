@@ -34,6 +34,9 @@ pub struct Reply {
     /// the round arrived: `walked`, plus, where they left the tree, the
     /// verdict's own token and `ran_on`.
     pub ran_ahead: usize,
+    /// How long the round was at the verifier, ms, where it says: the rest
+    /// of the round trip is the network's.
+    pub server_ms: Option<f64>,
 }
 
 impl Reply {
@@ -49,6 +52,7 @@ impl Reply {
             ran_on: Vec::new(),
             walked: 0,
             ran_ahead: 0,
+            server_ms: None,
         }
     }
 }
@@ -75,6 +79,10 @@ pub trait Verifier {
         draft: &Draft,
         ran_on: &mut (dyn FnMut(&[u32]) + Send),
     ) -> impl Future<Output = Result<Reply, Self::Error>>;
+
+    /// Hands tokens the verifier has already sent on its own to `ran_on`,
+    /// without waiting (those [`verdict`](Self::verdict) would pass on).
+    fn drain_ran_on(&mut self, _ran_on: &mut (dyn FnMut(&[u32]) + Send)) {}
 
     /// Runs CPU-bound drafting while a verdict is in flight. A remote
     /// verifier lets its transport keep moving bytes meanwhile.

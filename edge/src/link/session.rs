@@ -7,6 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use ouro_common::controller::{CostCurve, Learned, Objective};
 use ouro_common::draft::PhrasePool;
 use ouro_common::engine::{Draft, DEFAULT_DRAFT_WINDOW};
@@ -16,6 +17,7 @@ use ouro_common::spec::{self, DraftStrategy, Opening, Reply, Rounds, SpecStats, 
 use ouro_common::tree::TreeLimits;
 use ouro_proto::v1::{self, session_request, session_response};
 use prost::Message;
+use tokio_stream::StreamExt;
 
 use super::error::LinkError;
 use super::transport::{SessionStream, Transport};
@@ -169,7 +171,12 @@ pub async fn speculate_into(
     // the policy something.
     run.learned = policy.learned().or(run.learned.take());
     driven?;
-    stream.close().await;
+    // The caller has every token by now: the Close handshake, a round trip
+    // on a slow link, is none of its waiting where a runtime can finish it.
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn(async move { stream.close().await })),
+        Err(_) => drop(stream.close().await),
+    }
     Ok(())
 }
 
@@ -189,12 +196,16 @@ pub struct RemoteVerifier<'s> {
     /// ahead: if its bet and every bet before it win); the next bet adds its
     /// own tokens to it.
     tip: usize,
+    /// A message read while draining tokens the cloud ran on, for `verdict`.
+    held: Option<Result<session_response::Msg, tonic::Status>>,
+    /// Bytes of the tokens drained since the last verdict.
+    drained_bytes: usize,
 }
 
 impl<'s> RemoteVerifier<'s> {
     /// A verifier on an opened session whose cloud holds `committed` tokens.
     pub fn new(stream: &'s mut SessionStream, committed: usize, sampled: bool) -> Self {
-        Self { stream, round: 0, committed, sampled, sent_bytes: 0, tip: committed }
+        Self { stream, round: 0, committed, sampled, sent_bytes: 0, tip: committed, held: None, drained_bytes: 0 }
     }
 }
 
@@ -223,7 +234,11 @@ impl Verifier for RemoteVerifier<'_> {
         // come as it commits them.
         let mut other_bytes = 0;
         let verdict = loop {
-            match self.stream.reply().await? {
+            let msg = match self.held.take() {
+                Some(held) => held?,
+                None => self.stream.reply().await?,
+            };
+            match msg {
                 session_response::Msg::Verdict(v) if v.stale => other_bytes += v.encoded_len(),
                 session_response::Msg::Verdict(v) => break v,
                 session_response::Msg::RanOn(r) => {
@@ -244,11 +259,32 @@ impl Verifier for RemoteVerifier<'_> {
             batch_size: verdict.batch_size,
             shared_pass: verdict.pass_rounds > 1,
             bytes_out: std::mem::take(&mut self.sent_bytes),
-            bytes_in: verdict.encoded_len() + other_bytes,
+            bytes_in: verdict.encoded_len() + other_bytes + std::mem::take(&mut self.drained_bytes),
             ran_on: verdict.ran_on,
             walked: verdict.walked as usize,
             ran_ahead,
+            // Servers that predate `server_us` send 0.
+            server_ms: (verdict.server_us > 0).then(|| verdict.server_us as f64 / 1e3),
         })
+    }
+
+    fn drain_ran_on(&mut self, ran_on: &mut (dyn FnMut(&[u32]) + Send)) {
+        while self.held.is_none() {
+            let Some(next) = self.stream.rx.next().now_or_never() else { return };
+            match next {
+                Some(Ok(v1::SessionResponse { msg: Some(session_response::Msg::RanOn(r)) })) => {
+                    self.drained_bytes += r.encoded_len();
+                    ran_on(&r.tokens);
+                }
+                // Anything else is for `verdict` to read, in its turn.
+                Some(Ok(v1::SessionResponse { msg: Some(msg) })) => self.held = Some(Ok(msg)),
+                Some(Ok(v1::SessionResponse { msg: None })) => {
+                    self.held = Some(Err(tonic::Status::internal("an empty SessionResponse")))
+                }
+                Some(Err(status)) => self.held = Some(Err(status)),
+                None => self.held = Some(Err(tonic::Status::internal("the session stream ended before a verdict"))),
+            }
+        }
     }
 
     fn while_in_flight<R>(&self, f: impl FnOnce() -> R) -> R {
