@@ -40,10 +40,6 @@ pub struct Rounds<'a> {
 /// Most rounds drafted ahead at once (sent ahead, they stack).
 const MAX_AHEAD: usize = 4;
 
-/// Passes that must fit in the gap before the next round for the verifier
-/// to run on (see [`Gap`]).
-const MIN_GAP_PASSES: usize = 2;
-
 fn ms_duration(ms: f64) -> Duration {
     Duration::from_secs_f64((ms / 1e3).clamp(0.0, 3600.0))
 }
@@ -133,21 +129,24 @@ pub async fn drive<V: Verifier>(
         TreeLimits { max_depth: depth, ..rounds.limits }
     };
     // After a round's verdict, a greedy verifier with nothing in hand may
-    // run on, as far as the request goes, where passes fit in the gap
-    // before the next round reaches it. It takes two: the round waits for
-    // the pass in progress and is walked along what the verifier decoded,
-    // which a gap of one pass barely repays (measured at 20 ms, where it
-    // lost ~5%). Until the gap is measured it runs on (the first rounds'
-    // round trips measure it). `bet` counts the tokens the round builds on
-    // past the request's start.
+    // run on, as far as the request goes, where the gap before the next
+    // round reaches it is worth filling ([`Gap`]). Until the gap is
+    // measured it runs on (the first rounds measure it). `bet` counts the
+    // tokens the round builds on past the request's start.
     let mut gap = Gap::default();
     let runs_on = rounds.run_on && !rounds.sampled && verifier.remote();
     if let Some(costs) = policy.round_costs() {
         gap.observe_pass(costs.verify.cost(1));
     }
-    let run_on = |gap: &Gap, bet: usize| match runs_on && gap.passes().is_none_or(|p| p >= MIN_GAP_PASSES) {
-        true => rounds.max_new.saturating_sub(bet + 1),
-        false => 0,
+    let run_on = |gap: &Gap, bet: usize, sent_ahead: bool| {
+        // Rounds sent ahead before the gap was measured mean bets are
+        // winning on a link not yet known to be long: no run-on for them.
+        let fill = gap.worth_filling().unwrap_or(!sent_ahead);
+        if runs_on && fill {
+            rounds.max_new.saturating_sub(bet + 1)
+        } else {
+            0
+        }
     };
     // Tokens the verifier decodes on its own go out as they come, before
     // the verdict that accounts for them: since the last verdict, all belong
@@ -183,7 +182,7 @@ pub async fn drive<V: Verifier>(
             }
         };
         // A round sent ahead told the verifier its run-on when it went.
-        let cap = ahead_cap.filter(|_| sent_early.is_some()).unwrap_or_else(|| run_on(&gap, generated));
+        let cap = ahead_cap.filter(|_| sent_early.is_some()).unwrap_or_else(|| run_on(&gap, generated, false));
         let sent = match sent_early {
             Some(at) => at,
             None => {
@@ -252,7 +251,7 @@ pub async fn drive<V: Verifier>(
             // bets on if the bet wins: no round trip in between. A bet on a
             // text that stops would only make the verifier run past it.
             let early = verifier.sends_ahead() && !a.assumed.iter().any(|t| rounds.stop_ids.contains(t));
-            let cap = run_on(&gap, bet_tokens);
+            let cap = run_on(&gap, bet_tokens, early);
             let sent = if early {
                 verifier.send_ahead(&a.draft, &a.assumed, cap).await?;
                 stats.ahead_sent += 1;
