@@ -183,6 +183,7 @@ async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
     let v = s.round(r1).await.expect("round 1");
     assert_eq!((v.accepted, v.next_token, v.committed_len), (vec![0, 1, 2, 3, 4, 5], e[6], p + 7));
     assert_eq!((v.walked, v.ran_on.len(), v.pass_rounds), (4, 0, 1));
+    assert!(v.server_us >= v.compute_us && v.compute_us > 0, "{v:?}");
     // After it the cloud decodes e7..e9. Round 2, built on what round 1
     // committed, starts with a wrong token: answered at once, the cloud's
     // tokens as the verdict, and the round sent ahead on it is stale.
@@ -413,7 +414,8 @@ async fn rounds_sent_ahead_in_hand_are_checked_in_one_pass() {
     }
     assert_eq!(one_at_a_time.iter().map(|v| v.stale).collect::<Vec<_>>(), [false, false, false, true, true]);
     assert!(one_at_a_time.iter().all(|v| v.pass_rounds <= 1), "{one_at_a_time:?}");
-    let strip = |v: &v1::Verdict| v1::Verdict { compute_us: 0, batch_size: 0, pass_rounds: 0, ..v.clone() };
+    let strip =
+        |v: &v1::Verdict| v1::Verdict { compute_us: 0, batch_size: 0, pass_rounds: 0, server_us: 0, ..v.clone() };
     // Back to back, as an edge stacking bets sends them. Whether the later
     // rounds are in hand when the first is verified is up to the network,
     // so try a few sessions until they are.
