@@ -568,7 +568,8 @@ where
     // for a pass to end (the client's round trip excludes that wait).
     let mut arrived_at = None;
     loop {
-        if ready.is_empty() && run.may_step(committed_len, max_context) {
+        // A server shutting down decodes nothing more on its own.
+        if ready.is_empty() && run.may_step(committed_len, max_context) && !shared.draining() {
             read_ready(inbound, &mut ready);
             if ready.is_empty() {
                 let (t, arrived) =

@@ -181,7 +181,7 @@ async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
     metric_reaches(&srv, RUN_ON, 4.0).await;
     let r1 = v1::DraftRound { run_on: 3, ..round(1, p, e[..6].to_vec(), chain(6)) };
     let v = s.round(r1).await.expect("round 1");
-    assert_eq!((v.accepted, v.next_token, v.committed_len), (vec![0, 1, 2, 3, 4, 5], e[6], p + 7));
+    assert_eq!((v.accepted.clone(), v.next_token, v.committed_len), (vec![0, 1, 2, 3, 4, 5], e[6], p + 7));
     assert_eq!((v.walked, v.ran_on.len(), v.pass_rounds), (4, 0, 1));
     assert!(v.server_us >= v.compute_us && v.compute_us > 0, "{v:?}");
     // After it the cloud decodes e7..e9. Round 2, built on what round 1
