@@ -116,11 +116,21 @@ fn over_a_long_round_trip_rounds_go_out_ahead_and_stack() {
     // margin wide enough for a busy machine: how deep bets stack depends on
     // how much drafting fits in a flight): the edge sends each round drafted
     // ahead at once and stacks bets while a verdict travels, over both
-    // transports, and the text stays the cloud's.
+    // transports, and the text stays the cloud's. With the cloud running on
+    // between rounds (`-wait` keeps it from it), rounds are walked along
+    // what it decoded alone, and the text is the cloud's too.
     let out = out_dir("ahead");
-    let modes = "cloud-only,ouroboros,ouroboros-quic";
+    let modes = "cloud-only,ouroboros-wait,ouroboros-quic-wait,ouroboros,ouroboros-quic";
     let r = bench(&["run", "--prompts", "2", "--max-tokens", "32", "--link", "delay=150ms", "--modes", modes], &out);
     for mode in ["ouroboros", "ouroboros-quic"] {
+        assert_eq!(overall(&r, mode, 300.0)["figures"]["mismatches"], 0, "{mode}");
+        let group = r["groups"].as_array().unwrap().iter().find(|g| g["mode"] == mode).unwrap();
+        let rounds: Vec<&Value> =
+            group["samples"].as_array().unwrap().iter().flat_map(|s| s["round_log"].as_array().unwrap()).collect();
+        let walked: u64 = rounds.iter().map(|r| r["walked"].as_u64().unwrap() + r["ran_on"].as_u64().unwrap()).sum();
+        assert!(walked > 0, "{mode}: the cloud never ran on");
+    }
+    for mode in ["ouroboros-wait", "ouroboros-quic-wait"] {
         assert_eq!(overall(&r, mode, 300.0)["figures"]["mismatches"], 0, "{mode}");
         let group = r["groups"].as_array().unwrap().iter().find(|g| g["mode"] == mode).unwrap();
         let rounds: Vec<&Value> =
