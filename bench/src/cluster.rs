@@ -240,7 +240,7 @@ async fn one(
         arrivals_s: arrivals,
         rounds: run.rounds,
         accepted_per_round: Vec::new(),
-        target_passes: run.rounds,
+        target_passes: run.target_passes(),
         tokens: run.tokens,
         // A replay at a fixed draft length: no controller, nothing predicted.
         round_log: Vec::new(),

@@ -368,7 +368,10 @@ impl Bench {
                 let passes = match &run {
                     // Generate's first token comes from the prefill pass.
                     None => clock.tokens.len().saturating_sub(1),
-                    Some(r) => r.rounds,
+                    // Every token the cloud decoded alone took a pass; a
+                    // round its tokens had left took none (see
+                    // `SpecStats::target_passes`).
+                    Some(r) => r.target_passes(),
                 };
                 let mut sample = clock.sample(name, category, index, rounds, passes);
                 sample.round_log = run.map(|r| r.round_log).unwrap_or_default();

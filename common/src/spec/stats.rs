@@ -159,6 +159,16 @@ impl PredictionError {
 }
 
 impl SpecStats {
+    /// The verifier's forward passes behind this run, as far as the edge
+    /// can tell: one per round, less the rounds its own tokens had left
+    /// (answered with no pass), plus one per token it decoded alone. Those
+    /// are `walked` and `ran_on`, and one per round they left, so the sum
+    /// is rounds + walked + ran_on. (Rounds stacked in one pass count one
+    /// each.)
+    pub fn target_passes(&self) -> usize {
+        self.rounds + self.walked + self.ran_on
+    }
+
     /// Mean tokens committed per verify step (accepted + the verifier's own).
     pub fn tokens_per_round(&self) -> f64 {
         self.generated as f64 / self.rounds.max(1) as f64
@@ -205,6 +215,15 @@ mod tests {
             walked: 0,
             ran_on: 0,
         }
+    }
+
+    #[test]
+    fn passes_count_the_tokens_the_verifier_decoded_alone() {
+        // Three rounds: one verified in its own pass, one walked two tokens
+        // before its pass, one its tokens left after one node (its next
+        // token and two more decoded alone, no pass of its own).
+        let s = SpecStats { rounds: 3, walked: 2 + 1, ran_on: 2, ..SpecStats::default() };
+        assert_eq!(s.target_passes(), 1 + (2 + 1) + (1 + 1 + 2));
     }
 
     #[test]
