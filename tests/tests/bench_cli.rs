@@ -47,7 +47,10 @@ fn overall<'a>(results: &'a Value, mode: &str, rtt: f64) -> &'a Value {
 #[test]
 fn run_compares_every_mode_through_the_emulated_link() {
     let out = out_dir("run");
-    let modes = "cloud-only,edge-only,sd-chain,ouroboros,ouroboros-quic,ouroboros-nopipe";
+    // `-wait`: a cloud that runs on between rounds spends a pass a token it
+    // decodes alone, so only modes without it must need fewer passes than
+    // tokens (on a fast target over this link the gap is worth filling).
+    let modes = "cloud-only,edge-only,sd-chain-wait,ouroboros,ouroboros-wait,ouroboros-quic-wait,ouroboros-nopipe-wait";
     let r = bench(
         &["run", "--prompts", "3", "--max-tokens", "24", "--link", "delay=5ms,jitter=1ms", "--modes", modes],
         &out,
@@ -63,6 +66,8 @@ fn run_compares_every_mode_through_the_emulated_link() {
         if mode.starts_with("sd-chain") || mode.starts_with("ouroboros") {
             // Speculation commits several tokens per verify pass.
             assert!(f["mean_accepted_per_round"].as_f64().unwrap() > 1.0, "{mode}: {f}");
+        }
+        if mode.ends_with("-wait") {
             assert!(f["target_passes_per_token"].as_f64().unwrap() < 1.0, "{mode}: {f}");
         }
         if mode != "edge-only" {
