@@ -637,7 +637,7 @@ where
                 if base < committed_len {
                     let own = run.own[base - run.since..].to_vec();
                     let walk = run_on::walk(&tree, &own).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                    let (msg, emitted) = match walk {
+                    let (mut msg, emitted) = match walk {
                         Walk::Left { path } => {
                             // The verifier's tokens left the tree: answered
                             // with no pass, and the bets on it are lost.
@@ -673,7 +673,6 @@ where
                     last_round = round.round;
                     last_emitted = emitted;
                     run.answered(committed_len);
-                    let mut msg = msg;
                     msg.server_us = micros(arrived.elapsed());
                     if !send(tx, session_response::Msg::Verdict(msg)).await {
                         return Ok(());
