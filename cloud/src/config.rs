@@ -147,6 +147,13 @@ pub struct ServeArgs {
     #[arg(long, env = "OURO_MAX_CONTEXT")]
     pub max_context: Option<usize>,
 
+    /// While a session runs on (decodes alone between rounds), decode one
+    /// token a pass instead of verifying drafts of its own: copies of the
+    /// session's earlier text and phrase-pool continuations, which commit
+    /// several tokens a pass where the text repeats itself.
+    #[arg(long, env = "OURO_NO_RUN_ON_DRAFTS")]
+    pub no_run_on_drafts: bool,
+
     /// Tree sizes k at which the verify cost c(k) is measured at start-up.
     #[arg(long, env = "OURO_COST_PROBE", value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
     pub cost_probe: Vec<usize>,

@@ -12,6 +12,7 @@ mod auth;
 mod batcher;
 mod config;
 mod quic;
+mod run_on;
 mod service;
 mod sessions;
 mod telemetry;
@@ -196,14 +197,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reclaim_after: Duration::from_secs(args.reclaim_after_secs),
     });
     let (drain_tx, drain_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         info,
         stop_ids,
         batcher,
         sessions,
         drain_rx,
         RequestLimits { max_draft_top_k: args.max_draft_top_k, max_prompt_tokens, memory },
-    ));
+    );
+    shared.run_on_drafts = !args.no_run_on_drafts;
+    let shared = Arc::new(shared);
 
     let prometheus = telemetry::install()?;
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)

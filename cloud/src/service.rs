@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use ouro_common::controller::CostCurve;
 use ouro_common::engine::EngineError;
 use ouro_common::sampling::{SamplingParams, SparseDist};
 use ouro_common::tree::DraftTree;
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
+use crate::run_on::{OwnDrafts, RunOn};
 use crate::sessions::{SessionError, SessionState, SessionTable};
 use crate::telemetry;
 
@@ -40,6 +42,9 @@ pub struct Shared {
     pub sessions: SessionTable,
     pub draining: watch::Receiver<bool>,
     pub limits: RequestLimits,
+    /// Whether a session running on verifies drafts of its own
+    /// ([`crate::run_on`]) rather than decoding a token a pass.
+    pub run_on_drafts: bool,
     passes: AtomicU64,
     committed: AtomicU64,
 }
@@ -60,6 +65,7 @@ impl Shared {
             sessions,
             draining,
             limits,
+            run_on_drafts: true,
             passes: AtomicU64::new(0),
             committed: AtomicU64::new(0),
         }
@@ -425,40 +431,6 @@ async fn open_session(
     Ok((id, len, 0, false, params.is_greedy()))
 }
 
-/// What a greedy session's verifier decoded on its own since the last round
-/// it answered (`DraftRound.run_on`), and how much more it may.
-struct RunOn {
-    greedy: bool,
-    stop_ids: Vec<u32>,
-    /// Tokens it may still decode alone before a round arrives.
-    budget: usize,
-    /// The committed length the last answered round left: its own tokens
-    /// follow.
-    since: usize,
-    own: Vec<u32>,
-}
-
-impl RunOn {
-    /// Whether to decode a token alone now, with `committed` tokens held.
-    fn may_step(&self, committed: usize, max_context: usize) -> bool {
-        self.greedy && self.budget > 0 && committed + 2 < max_context
-    }
-
-    fn took(&mut self, token: u32) {
-        self.own.push(token);
-        self.budget -= 1;
-        if self.stop_ids.contains(&token) {
-            self.budget = 0;
-        }
-    }
-
-    /// A round was answered and left `committed` tokens: the client knows them all.
-    fn answered(&mut self, committed: usize) {
-        self.since = committed;
-        self.own.clear();
-    }
-}
-
 /// A pass's verdict, its wall time and batch size, with the session's state
 /// checked back in at `round` (or the session dropped where the pass lost
 /// its state). `last_round` is what the session answered before, should the
@@ -497,24 +469,42 @@ fn settle(
 /// Decodes one token alone for a session with nothing in hand. A message
 /// that arrives meanwhile waits in `ready` for the pass to end; when it
 /// arrived comes back with the token.
+/// One pass a session runs alone: its own draft (empty where it has none
+/// worth sending, a plain decoding step) verified, and the tokens it
+/// commits, at most `room`. A message that arrives meanwhile waits in
+/// `ready`, with the time it came.
+#[allow(clippy::too_many_arguments)]
 async fn run_on_step<S>(
     shared: &Shared,
     id: &str,
     owner: &Owner,
     last_round: u64,
-    committed: usize,
+    room: usize,
+    drafts: Option<&mut OwnDrafts<'_>>,
     inbound: &mut S,
     ready: &mut VecDeque<Result<Option<SessionRequest>, Status>>,
-) -> Result<(u32, Option<Instant>), Status>
+) -> Result<(Vec<u32>, Option<Instant>), Status>
 where
     S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
 {
     let (verifier, _) = shared.sessions.checkout(id, owner, false).map_err(session_status)?;
-    let empty = DraftTree::empty(&shared.batcher.limits(), shared.vocab());
-    let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed, 0));
+    let committed = verifier.committed().len();
+    let limits = shared.batcher.limits();
+    let mut drafts = drafts;
+    // A draft that cannot be built (it never should: the pool's phrases
+    // fit the limits they were cut to) costs only its tokens: the pass
+    // decodes one as it did before the cloud drafted.
+    let draft = drafts.as_deref_mut().and_then(|own| {
+        own.draft(verifier.committed(), &limits, room, shared.vocab())
+            .inspect_err(|e| tracing::warn!("session {id}: no draft of its own this pass: {e}"))
+            .ok()
+            .flatten()
+    });
+    let tree = draft.as_ref().map_or_else(|| DraftTree::empty(&limits, shared.vocab()), |d| d.tree.clone());
+    let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed, tree.len()));
     telemetry::evicted("memory budget", evicted.memory);
     let t = Instant::now();
-    let step = verify(shared, verifier, empty, Vec::new());
+    let step = verify(shared, verifier, tree, Vec::new());
     tokio::pin!(step);
     let mut arrived = None;
     let done = tokio::select! {
@@ -526,10 +516,18 @@ where
         }
     };
     drop(charge);
-    let (verdict, _, _) = settle(shared, id, owner, (last_round, last_round), done)?;
-    telemetry::run_on(t.elapsed());
-    shared.count_tokens(1, 1);
-    Ok((verdict.next_token, arrived))
+    let (verdict, compute, _) = settle(shared, id, owner, (last_round, last_round), done)?;
+    let emitted = match (&draft, drafts) {
+        (Some(d), Some(own)) => {
+            own.commit(d, &verdict, compute.as_secs_f64() * 1e3);
+            telemetry::run_on_drafted(d.tree.len(), verdict.accepted.len());
+            verdict.emitted_tokens(&d.tree)
+        }
+        _ => vec![verdict.next_token],
+    };
+    telemetry::run_on(t.elapsed(), emitted.len());
+    shared.count_tokens(1, emitted.len());
+    Ok((emitted, arrived))
 }
 
 async fn drive_session<S>(
@@ -555,6 +553,9 @@ where
     let max_context = shared.info.max_context as usize;
     let mut run =
         RunOn { greedy, stop_ids: open.stop_ids, budget: open.run_on as usize, since: committed_len, own: Vec::new() };
+    let mut pool = OwnDrafts::pool();
+    let costs = CostCurve::from_points(shared.info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok();
+    let mut drafts = (greedy && shared.run_on_drafts).then(|| OwnDrafts::new(&mut pool, &run.stop_ids, costs));
     let mut draining = shared.draining.clone();
     // What the last verified round committed: the bet a round sent ahead
     // makes (DraftRound.assumed).
@@ -572,12 +573,13 @@ where
         if ready.is_empty() && run.may_step(committed_len, max_context) && !shared.draining() {
             read_ready(inbound, &mut ready);
             if ready.is_empty() {
-                let (t, arrived) =
-                    run_on_step(shared, &id, owner, last_round, committed_len, inbound, &mut ready).await?;
+                let room = run.room(committed_len, max_context);
+                let (tokens, arrived) =
+                    run_on_step(shared, &id, owner, last_round, room, drafts.as_mut(), inbound, &mut ready).await?;
                 arrived_at = arrived;
-                committed_len += 1;
-                run.took(t);
-                let msg = v1::RanOn { tokens: vec![t], committed_len: committed_len as u32 };
+                committed_len += tokens.len();
+                tokens.iter().for_each(|&t| run.took(t));
+                let msg = v1::RanOn { tokens, committed_len: committed_len as u32 };
                 if !send(tx, session_response::Msg::RanOn(msg)).await {
                     return Ok(());
                 }

@@ -14,6 +14,9 @@ pub const ROUNDS: &str = "ouro_rounds_total";
 pub const STALE_ROUNDS: &str = "ouro_stale_rounds_total";
 pub const STACKED_ROUNDS: &str = "ouro_stacked_rounds_total";
 pub const RUN_ON_TOKENS: &str = "ouro_run_on_tokens_total";
+pub const RUN_ON_PASSES: &str = "ouro_run_on_passes_total";
+pub const RUN_ON_DRAFTED: &str = "ouro_run_on_drafted_tokens_total";
+pub const RUN_ON_DRAFTED_ACCEPTED: &str = "ouro_run_on_drafted_accepted_total";
 pub const ACCEPTED_PER_ROUND: &str = "ouro_accepted_tokens_per_round";
 pub const VERIFY_SECONDS: &str = "ouro_verify_seconds";
 pub const BATCH_SIZE: &str = "ouro_batch_size";
@@ -112,11 +115,19 @@ pub fn describe(addr: SocketAddr) -> String {
     format!("http://{addr}/metrics")
 }
 
-/// A token a session's verifier decoded on its own between rounds.
-pub fn run_on(pass: Duration) {
-    counter!(RUN_ON_TOKENS).increment(1);
-    counter!(COMMITTED_TOKENS).increment(1);
+/// A pass a session's verifier ran on its own between rounds, and the
+/// tokens it committed.
+pub fn run_on(pass: Duration, tokens: usize) {
+    counter!(RUN_ON_TOKENS).increment(tokens as u64);
+    counter!(RUN_ON_PASSES).increment(1);
+    counter!(COMMITTED_TOKENS).increment(tokens as u64);
     histogram!(VERIFY_SECONDS).record(pass.as_secs_f64());
+}
+
+/// The verifier's own draft in a run-on pass: nodes checked, nodes accepted.
+pub fn run_on_drafted(nodes: usize, accepted: usize) {
+    counter!(RUN_ON_DRAFTED).increment(nodes as u64);
+    counter!(RUN_ON_DRAFTED_ACCEPTED).increment(accepted as u64);
 }
 
 /// A round answered with no pass: the verifier's own tokens had left its tree.

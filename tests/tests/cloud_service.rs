@@ -206,6 +206,58 @@ async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
     assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
 }
 
+/// While it runs on, the cloud verifies drafts of its own: copies of the
+/// session's earlier text. A prompt that quotes a passage twice and starts
+/// it a third time runs on with several tokens a pass, each message the
+/// tokens one pass committed, and the text is greedy decoding's. With
+/// `--no-run-on-drafts` the same session takes a pass a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_running_on_drafts_from_its_own_text_and_keeps_the_text() {
+    const RUN_ON: usize = 16;
+    // A stretch of plain text: no stop token (chat markers) inside.
+    let text = prompts().into_iter().flatten().collect::<Vec<_>>();
+    let passage = text.windows(24).find(|w| !w.iter().any(|t| t <= &STOP[2])).expect("24 tokens of text");
+    let mut prompt = [passage, passage].concat();
+    prompt.extend_from_slice(&passage[..6]);
+    let m = smollm2();
+    let mut cache = ouro_common::model::CausalLm::new_cache(&*m);
+    let want = greedy(&*m, &mut cache, &prompt, RUN_ON, &STOP);
+    assert_eq!(want.len(), RUN_ON, "no stop token in the way");
+    let mut passes = Vec::new();
+    for extra in [&[][..], &["--no-run-on-drafts"][..]] {
+        let srv = server(extra);
+        let mut c = connect(srv.addr, Some(TOKEN)).await;
+        let h = hash(&mut c).await;
+        let open = v1::Open {
+            tokenizer_hash: h,
+            prompt: prompt.clone(),
+            stop_ids: STOP.to_vec(),
+            run_on: RUN_ON as u32,
+            ..Default::default()
+        };
+        let (mut s, opened) = SessionStream::open(&mut c, open).await.expect("open");
+        let mut got = Vec::new();
+        let mut messages = 0;
+        while got.len() < RUN_ON {
+            match s.reply().await.expect("run-on tokens") {
+                v1::session_response::Msg::RanOn(r) => {
+                    got.extend(r.tokens);
+                    messages += 1;
+                    assert_eq!(r.committed_len as usize, opened.committed_len as usize + got.len());
+                }
+                other => panic!("expected RanOn, got {other:?}"),
+            }
+        }
+        assert_eq!(got, want, "{extra:?}: the cloud's own tokens are greedy decoding's");
+        let ran = srv.metric_sum("ouro_run_on_passes_total");
+        assert_eq!(ran, messages as f64, "{extra:?}: a message per pass");
+        passes.push((ran, srv.metric_sum("ouro_run_on_drafted_accepted_total")));
+    }
+    let ((with, accepted), (without, none)) = (passes[0], passes[1]);
+    assert_eq!((without, none), (RUN_ON as f64, 0.0), "a pass a token without drafts");
+    assert!(with < RUN_ON as f64 / 2.0 && accepted > 0.0, "{with} passes, {accepted} drafted tokens accepted");
+}
+
 /// Sampled sessions send their rounds ahead too (one bet at a time), and
 /// the cloud's verification of them stays tied to the seed: the same seed
 /// gives the same text.

@@ -98,14 +98,29 @@ impl DraftStrategy for PoolOnly {
     }
 
     fn open<'a>(&self, at: Opening<'a>) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
-        if at.prompt.is_empty() {
+        self.source(at.pool, at.prompt, at.stop_ids)
+    }
+}
+
+impl PoolOnly {
+    /// [`open`](DraftStrategy::open) for a caller with no drafter and no
+    /// sampling to pass: the source holds only the pool, and copies of
+    /// `prompt` and `stop_ids` (the cloud drafts for itself this way while it
+    /// runs on).
+    pub fn source<'a>(
+        &self,
+        pool: &'a mut PhrasePool,
+        prompt: &[u32],
+        stop_ids: &[u32],
+    ) -> Result<Box<dyn DraftSource + Send + 'a>, EngineError> {
+        if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        at.pool.add_context(at.prompt);
+        pool.add_context(prompt);
         Ok(Box::new(PoolSource {
-            pool: at.pool,
-            text: at.prompt.to_vec(),
-            stop_ids: at.stop_ids.to_vec(),
+            pool,
+            text: prompt.to_vec(),
+            stop_ids: stop_ids.to_vec(),
             matches: MatchStats::default(),
             sent_match: None,
             copies: self.copies.then(CopyStats::default),
