@@ -1,6 +1,7 @@
 //! `ouro-cloud`: the verifier side of ouro.
 //!
 //! - [`service`]: the gRPC `Verifier` service (sessions, `Generate`, handshake);
+//! - [`run_on`]: what a session decodes alone between rounds, and its own drafts meanwhile;
 //! - [`batcher`]: the compute thread that batches rounds across sessions;
 //! - [`sessions`]: KV caches per session, memory budget, expiry, ownership;
 //! - [`quic`]: the same service over QUIC (quinn), length-delimited frames;

@@ -57,17 +57,20 @@ struct Streamed<'a> {
     ended: bool,
     /// The caller broke off.
     cancelled: bool,
+    /// The verifier's passes behind `tokens`: it streams each pass's tokens at once.
+    passes: usize,
 }
 
 impl<'a> Streamed<'a> {
     fn new(room: usize, stop_ids: &'a [u32]) -> Self {
-        Self { tokens: Vec::new(), room, stop_ids, shown: 0, ended: false, cancelled: false }
+        Self { tokens: Vec::new(), room, stop_ids, shown: 0, ended: false, cancelled: false, passes: 0 }
     }
 
     /// Takes `toks` in and hands the caller what the request still has room
     /// for, up to a stop token.
     fn take(&mut self, toks: &[u32], on_tokens: &mut impl FnMut(&[u32]) -> ControlFlow<()>) {
         self.tokens.extend_from_slice(toks);
+        self.passes += usize::from(!toks.is_empty());
         if self.ended || self.cancelled {
             return;
         }
@@ -285,6 +288,7 @@ pub async fn drive<V: Verifier>(
             stats.ran_on += reply.ran_on.len();
         }
         stats.walked += reply.walked;
+        stats.overtaken += usize::from(reply.ran_ahead > reply.walked);
         // A verdict that waited on the verifier's own passes (it ran on
         // before the round arrived) does not time the round trip.
         let waited_on_run_on = reply.walked > 0 || !reply.ran_on.is_empty();
@@ -365,8 +369,9 @@ pub async fn drive<V: Verifier>(
         let mut emitted = verdict.emitted_tokens(&draft.tree);
         let ran_past = !reply.ran_on.is_empty();
         emitted.extend_from_slice(&reply.ran_on);
-        let Streamed { tokens: streamed_tokens, shown, cancelled, .. } =
+        let Streamed { tokens: streamed_tokens, shown, cancelled, passes, .. } =
             std::mem::replace(&mut streamed, Streamed::new(0, rounds.stop_ids));
+        stats.ran_on_passes += passes;
         if emitted.get(..streamed_tokens.len()) != Some(&streamed_tokens[..]) {
             let verdict = emitted[..reply.ran_ahead.min(emitted.len())].to_vec();
             return Err(EngineError::RanOnMismatch { streamed: streamed_tokens, verdict }.into());
@@ -634,6 +639,9 @@ mod tests {
             // Each token the verifier ran on went out on its own, before its verdict.
             assert!(deliveries > stats.rounds, "{case}: {deliveries} deliveries in {} rounds", stats.rounds);
             assert!(stats.walked + stats.ran_on > 0, "{case}");
+            // A pass a token: the passes the verifier streamed and the
+            // rounds it overtook account for every token it ran on.
+            assert_eq!(stats.target_passes(), stats.rounds + stats.walked + stats.ran_on, "{case}");
             // Until the gap was measured (a round trip, a drafting, a pass),
             // the verifier is told to run on to the request's end; rounds
             // take no time here, so from then on no pass fits in the gap

@@ -60,6 +60,11 @@ pub struct SpecStats {
     /// their round arrived (see [`Verifier::send`](super::Verifier::send)).
     pub ran_on: usize,
     pub walked: usize,
+    /// The passes behind those tokens, as the verifier streamed them (a
+    /// pass may commit several: it verifies drafts of its own), and the
+    /// rounds its tokens had left, answered with no pass.
+    pub ran_on_passes: usize,
+    pub overtaken: usize,
     /// Runner-up siblings sent (dynamic trees), and how many the verifier accepted.
     pub siblings: usize,
     pub siblings_accepted: usize,
@@ -160,13 +165,11 @@ impl PredictionError {
 
 impl SpecStats {
     /// The verifier's forward passes behind this run, as far as the edge
-    /// can tell: one per round, less the rounds its own tokens had left
-    /// (answered with no pass), plus one per token it decoded alone. Those
-    /// are `walked` and `ran_on`, and one per round they left, so the sum
-    /// is rounds + walked + ran_on. (Rounds stacked in one pass count one
-    /// each.)
+    /// can tell: one per round but those its own tokens had left (answered
+    /// with no pass), plus those it ran alone. (Rounds stacked in one pass
+    /// count one each.)
     pub fn target_passes(&self) -> usize {
-        self.rounds + self.walked + self.ran_on
+        self.rounds - self.overtaken.min(self.rounds) + self.ran_on_passes
     }
 
     /// Mean tokens committed per verify step (accepted + the verifier's own).
@@ -218,12 +221,16 @@ mod tests {
     }
 
     #[test]
-    fn passes_count_the_tokens_the_verifier_decoded_alone() {
+    fn passes_count_the_passes_the_verifier_ran_alone() {
         // Three rounds: one verified in its own pass, one walked two tokens
         // before its pass, one its tokens left after one node (its next
         // token and two more decoded alone, no pass of its own).
-        let s = SpecStats { rounds: 3, walked: 2 + 1, ran_on: 2, ..SpecStats::default() };
+        // The verifier ran 2 + 4 passes alone, one token each.
+        let s = SpecStats { rounds: 3, walked: 2 + 1, ran_on: 2, ran_on_passes: 6, overtaken: 1, ..Default::default() };
         assert_eq!(s.target_passes(), 1 + (2 + 1) + (1 + 1 + 2));
+        // The same tokens from passes that committed two at a time.
+        let s = SpecStats { ran_on_passes: 3, ..s };
+        assert_eq!(s.target_passes(), 2 + 3);
     }
 
     #[test]
