@@ -65,7 +65,9 @@ pub struct RunArgs {
     /// Skip questions longer than this many prompt tokens.
     #[arg(long, default_value_t = 300)]
     pub max_prompt_tokens: usize,
-    /// Modes: cloud-only (the baseline, always run), edge-only, sd-chain
+    /// Modes: cloud-only (the baseline, always run), cloud-pool (`Generate`
+    /// verifying drafts of the cloud's own, copies of the text and
+    /// phrase-pool continuations: no edge drafter), edge-only, sd-chain
     /// (chainN with N = --gamma), or any draft strategy (chainN, heuristic,
     /// ouroboros, ouroboros-compute, pool, hybrid; `-nocopy` after the last
     /// four turns their copies of earlier text off); `-quic` runs a mode over
@@ -126,9 +128,17 @@ pub struct SweepArgs {
 /// What a mode runs.
 #[derive(Debug, Clone)]
 enum Kind {
-    CloudOnly,
+    /// `Generate`; with `self_draft`, greedy passes also verify the cloud's
+    /// own drafts (`GenerateRequest.self_draft`).
+    CloudOnly {
+        self_draft: bool,
+    },
     EdgeOnly,
-    Speculative { strategy: Arc<dyn DraftStrategy>, pipeline: bool, run_on: bool },
+    Speculative {
+        strategy: Arc<dyn DraftStrategy>,
+        pipeline: bool,
+        run_on: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -174,18 +184,21 @@ fn parse_mode(name: &str, gamma: usize) -> anyhow::Result<Mode> {
     };
     let (base, transport) = split_transport(rest);
     let kind = match base {
-        "cloud-only" if pipeline && run_on => Kind::CloudOnly,
+        "cloud-only" if pipeline && run_on => Kind::CloudOnly { self_draft: false },
+        "cloud-pool" if pipeline && run_on => Kind::CloudOnly { self_draft: true },
         "edge-only" if pipeline && run_on && transport == TransportKind::default() => Kind::EdgeOnly,
         // sd-chain is chainN with N from --gamma; other draft modes are
         // named as every CLI names a draft strategy.
         "sd-chain" => Kind::Speculative { strategy: strategy::parse(&format!("chain{gamma}"))?, pipeline, run_on },
-        "cloud-only" | "edge-only" => bail!("`{name}`: {base} runs without pipelining, waiting or transport variants"),
+        "cloud-only" | "cloud-pool" | "edge-only" => {
+            bail!("`{name}`: {base} runs without pipelining, waiting or transport variants")
+        }
         _ => match strategy::parse(base) {
             Ok(strategy) => Kind::Speculative { strategy, pipeline, run_on },
             Err(_) => {
                 let t = transport_suffixes();
                 bail!(
-                    "unknown mode `{name}`: cloud-only{t}, edge-only, sd-chain{t}[-nopipe][-wait], \
+                    "unknown mode `{name}`: cloud-only{t}, cloud-pool{t}, edge-only, sd-chain{t}[-nopipe][-wait], \
                      ouroboros{t}[-nopipe][-wait], or another draft strategy ({}){t}[-nopipe][-wait]",
                     strategy::names()
                 )
@@ -276,13 +289,14 @@ impl Bench {
         (&self.sampling).into()
     }
 
-    async fn cloud_only(&self, t: &mut impl Transport, prompt: &[u32]) -> anyhow::Result<Clock> {
+    async fn cloud_only(&self, t: &mut impl Transport, prompt: &[u32], self_draft: bool) -> anyhow::Result<Clock> {
         let req = v1::GenerateRequest {
             tokenizer_hash: self.tokenizer_hash.clone(),
             prompt: prompt.to_vec(),
             sampling: Some(self.sampling_proto()),
             max_new_tokens: self.max_tokens as u32,
             stop_ids: self.stop_ids.clone(),
+            self_draft,
         };
         let mut clock = Clock::new();
         let mut stream = t.generate_stream(req).await?;
@@ -366,8 +380,9 @@ impl Bench {
                 let (clock, run) = self.dispatch(kind, mode.warm.as_deref(), &mut conn, prompt).await?;
                 let rounds = run.as_ref().map_or(0, |r| r.rounds);
                 let passes = match &run {
-                    // Generate's first token comes from the prefill pass.
-                    None => clock.tokens.len().saturating_sub(1),
+                    // Generate sends each pass's tokens at once; its first
+                    // token comes from the prefill pass.
+                    None => clock.chunks.len().saturating_sub(1),
                     // Every token the cloud decoded alone took a pass; a
                     // round its tokens had left took none (see
                     // `SpecStats::target_passes`).
@@ -388,7 +403,7 @@ impl Bench {
         prompt: &[u32],
     ) -> anyhow::Result<(Clock, Option<SpecStats>)> {
         match kind {
-            Kind::CloudOnly => Ok((self.cloud_only(t, prompt).await?, None)),
+            Kind::CloudOnly { self_draft } => Ok((self.cloud_only(t, prompt, *self_draft).await?, None)),
             Kind::Speculative { strategy, pipeline, run_on } => {
                 let (clock, run) = self.speculative(t, prompt, strategy.clone(), (*pipeline, *run_on), warm).await?;
                 Ok((clock, Some(run)))
@@ -679,7 +694,8 @@ mod tests {
         // Every draft strategy's name is a mode.
         assert_eq!(speculative("heuristic-quic", 4), ("heuristic".into(), true));
         assert_eq!(speculative("pool-nopipe", 4), ("pool".into(), false));
-        assert!(matches!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly));
+        assert!(matches!(parse_mode("cloud-only-quic", 4).unwrap().kind, Kind::CloudOnly { self_draft: false }));
+        assert!(matches!(parse_mode("cloud-pool", 4).unwrap().kind, Kind::CloudOnly { self_draft: true }));
         for bad in [
             "edge-only-quic",
             "cloud-only-nopipe",

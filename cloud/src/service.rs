@@ -75,6 +75,11 @@ impl Shared {
         self.info.vocab_size as usize
     }
 
+    /// The c(k) measured at start-up, which sizes the server's own drafts.
+    fn cost_curve(&self) -> Option<CostCurve> {
+        CostCurve::from_points(self.info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
+    }
+
     fn draining(&self) -> bool {
         *self.draining.borrow()
     }
@@ -554,8 +559,8 @@ where
     let mut run =
         RunOn { greedy, stop_ids: open.stop_ids, budget: open.run_on as usize, since: committed_len, own: Vec::new() };
     let mut pool = OwnDrafts::pool();
-    let costs = CostCurve::from_points(shared.info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok();
-    let mut drafts = (greedy && shared.run_on_drafts).then(|| OwnDrafts::new(&mut pool, &run.stop_ids, costs));
+    let mut drafts =
+        (greedy && shared.run_on_drafts).then(|| OwnDrafts::new(&mut pool, &run.stop_ids, shared.cost_curve()));
     let mut draining = shared.draining.clone();
     // What the last verified round committed: the bet a round sent ahead
     // makes (DraftRound.assumed).
@@ -781,32 +786,55 @@ async fn drive_generate(
     let mut verifier = prefill(shared, req.prompt.clone(), params, tx.closed()).await?;
     let limits = shared.batcher.limits();
     let max_context = shared.info.max_context as usize;
+    let max_new = req.max_new_tokens as usize;
+    let mut pool = OwnDrafts::pool();
+    let own = req.self_draft && verifier.sampling().is_greedy();
+    let mut drafts = own.then(|| OwnDrafts::new(&mut pool, &stop_ids, shared.cost_curve()));
     let mut generated = 0usize;
     loop {
         if shared.draining() {
             return Err(shutting_down());
         }
         let t = Instant::now();
-        let empty = DraftTree::empty(&limits, shared.vocab());
-        let (charge, _) = shared.sessions.charge(shared.limits.memory.round(verifier.committed().len(), 0));
-        let done = verify(shared, verifier, empty, Vec::new()).await.map_err(|(_, s)| s);
+        let room = (max_new - generated).min(max_context.saturating_sub(verifier.committed().len() + 1));
+        let draft = drafts.as_mut().and_then(|own| {
+            own.draft(verifier.committed(), &limits, room, shared.vocab())
+                .inspect_err(|e| tracing::warn!("generate: no draft of its own this pass: {e}"))
+                .ok()
+                .flatten()
+        });
+        let tree = draft.as_ref().map_or_else(|| DraftTree::empty(&limits, shared.vocab()), |d| d.tree.clone());
+        let memory = shared.limits.memory.round(verifier.committed().len(), tree.len());
+        let (charge, _) = shared.sessions.charge(memory);
+        let done = verify(shared, verifier, tree, Vec::new()).await.map_err(|(_, s)| s);
         drop(charge);
         let done = done?;
         verifier = done.verifier;
         let verdict = done.result.map_err(|e| engine_status(&e))?;
-        telemetry::round(0, 1, t.elapsed());
-        shared.count_tokens(1, 1);
-        generated += 1;
-        let token = verdict.next_token;
-        let finish = if stop_ids.contains(&token) {
+        let mut tokens = match (&draft, drafts.as_mut()) {
+            (Some(d), Some(own)) => {
+                own.commit(d, &verdict, done.compute.as_secs_f64() * 1e3);
+                verdict.emitted_tokens(&d.tree)
+            }
+            _ => vec![verdict.next_token],
+        };
+        telemetry::round(verdict.accepted.len(), tokens.len(), t.elapsed());
+        shared.count_tokens(1, tokens.len());
+        // The session may hold tokens past a stop; the answer ends at it.
+        let stop = tokens.iter().position(|t| stop_ids.contains(t));
+        if let Some(i) = stop {
+            tokens.truncate(i + 1);
+        }
+        generated += tokens.len();
+        let finish = if stop.is_some() {
             "stop"
-        } else if generated >= req.max_new_tokens as usize || verifier.committed().len() + 1 >= max_context {
+        } else if generated >= max_new || verifier.committed().len() + 1 >= max_context {
             "length"
         } else {
             ""
         };
         let compute_us = done.compute.as_micros().min(u32::MAX as u128) as u32;
-        let resp = GenerateResponse { tokens: vec![token], finish_reason: finish.into(), compute_us };
+        let resp = GenerateResponse { tokens, finish_reason: finish.into(), compute_us };
         telemetry::bytes(0, resp.encoded_len());
         if tx.send(Ok(resp)).await.is_err() || !finish.is_empty() {
             return Ok(());

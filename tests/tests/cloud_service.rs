@@ -206,6 +206,69 @@ async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
     assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
 }
 
+/// A stretch of plain text (no stop token, no chat marker) twice, and its
+/// first tokens a third time: a text that goes on quoting itself.
+fn quoting_prompt() -> Vec<u32> {
+    let text = prompts().into_iter().flatten().collect::<Vec<_>>();
+    let passage = text.windows(24).find(|w| !w.iter().any(|t| t <= &STOP[2])).expect("24 tokens of text");
+    let mut prompt = [passage, passage].concat();
+    prompt.extend_from_slice(&passage[..6]);
+    prompt
+}
+
+/// `Generate` with `self_draft` verifies the same drafts of the cloud's own
+/// in every pass: on a text that quotes itself, fewer passes (a response
+/// each) than tokens, and exactly greedy decoding's text, cut at its
+/// length; sampled requests ignore it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_with_drafts_of_its_own_keeps_the_text_in_fewer_passes() {
+    use ouro_edge::link::Transport;
+    use tokio_stream::StreamExt;
+    const MAX: usize = 15;
+    let srv = server(&[]);
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let prompt = quoting_prompt();
+    let m = smollm2();
+    let mut cache = ouro_common::model::CausalLm::new_cache(&*m);
+    let want = greedy(&*m, &mut cache, &prompt, MAX, &STOP);
+    let mut responses = Vec::new();
+    for self_draft in [true, false] {
+        let req = v1::GenerateRequest {
+            prompt: prompt.clone(),
+            max_new_tokens: MAX as u32,
+            stop_ids: STOP.to_vec(),
+            self_draft,
+            ..Default::default()
+        };
+        let mut stream = c.generate_stream(req).await.expect("generate");
+        let (mut got, mut n, mut finish) = (Vec::new(), 0, String::new());
+        while let Some(r) = stream.next().await.transpose().expect("a response") {
+            got.extend(r.tokens);
+            n += 1;
+            finish = r.finish_reason;
+        }
+        assert_eq!(got, want, "self_draft {self_draft}");
+        assert_eq!(finish, "length");
+        responses.push(n);
+    }
+    assert_eq!(responses[1], MAX, "a pass a token without drafts");
+    assert!(responses[0] < MAX / 2, "{} passes for {MAX} tokens", responses[0]);
+    // Sampled: ignored, a token a response.
+    let sampling = v1::Sampling { temperature: 0.8, seed: 7, ..Default::default() };
+    let req = v1::GenerateRequest {
+        prompt,
+        max_new_tokens: 6,
+        stop_ids: STOP.to_vec(),
+        sampling: Some(sampling),
+        self_draft: true,
+        ..Default::default()
+    };
+    let mut stream = c.generate_stream(req).await.expect("generate");
+    while let Some(r) = stream.next().await.transpose().expect("a response") {
+        assert!(r.tokens.len() <= 1, "{r:?}");
+    }
+}
+
 /// While it runs on, the cloud verifies drafts of its own: copies of the
 /// session's earlier text. A prompt that quotes a passage twice and starts
 /// it a third time runs on with several tokens a pass, each message the
@@ -214,11 +277,7 @@ async fn a_cloud_that_runs_on_walks_each_round_along_its_own_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cloud_running_on_drafts_from_its_own_text_and_keeps_the_text() {
     const RUN_ON: usize = 16;
-    // A stretch of plain text: no stop token (chat markers) inside.
-    let text = prompts().into_iter().flatten().collect::<Vec<_>>();
-    let passage = text.windows(24).find(|w| !w.iter().any(|t| t <= &STOP[2])).expect("24 tokens of text");
-    let mut prompt = [passage, passage].concat();
-    prompt.extend_from_slice(&passage[..6]);
+    let prompt = quoting_prompt();
     let m = smollm2();
     let mut cache = ouro_common::model::CausalLm::new_cache(&*m);
     let want = greedy(&*m, &mut cache, &prompt, RUN_ON, &STOP);
