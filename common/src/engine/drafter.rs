@@ -86,6 +86,20 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// No draft at all: the verifier decodes its own token (a round sent
+    /// only to hear what it decoded).
+    pub fn empty(limits: &TreeLimits, vocab: usize) -> Self {
+        Self {
+            tree: DraftTree::empty(limits, vocab),
+            dists: Vec::new(),
+            trunk_len: 0,
+            branches: Vec::new(),
+            pooled: None,
+            copied: None,
+            siblings: Vec::new(),
+        }
+    }
+
     /// Leading trunk tokens the verdict accepted.
     pub fn trunk_accepted(&self, verdict: &Verdict) -> usize {
         verdict.accepted.iter().zip(0..self.trunk_len).take_while(|(a, i)| *a == i).count()

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::controller::{DraftPlan, DraftPolicy, Prediction, RoundFeedback};
-use crate::engine::{Ahead, EngineError};
+use crate::engine::{Ahead, Draft, EngineError};
 use crate::generate::FinishReason;
 use crate::tree::TreeLimits;
 
@@ -167,10 +167,24 @@ pub async fn drive<V: Verifier>(
         if let Some(costs) = policy.round_costs().filter(|_| !rounds.sampled) {
             source.price(costs);
         }
-        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early, ahead_cap) = match queue.pop_front() {
+        let (draft, draft_ms, trunk_ms, plan, predicted, sent_early, ahead_cap, listening) = match queue.pop_front() {
             Some(a) => {
                 stats.ahead_used += 1;
-                (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent, Some(a.run_on))
+                (a.ahead.draft, a.ms, a.trunk_ms, a.plan, a.predicted, a.sent, Some(a.run_on), false)
+            }
+            // On a link long enough that the verifier runs on, its own
+            // tokens overtake a draft before it lands: of the rounds drafted
+            // there, most were answered with no pass, and the verifier
+            // needed as many passes per token as with no drafter at all
+            // (docs/BENCHMARKS.md, session 15). So the drafter stays idle
+            // and the round goes out empty, only to hear what the verifier
+            // decoded (with drafts of its own); drafting resumes when the
+            // gap closes.
+            None if runs_on && gap.worth_filling() == Some(true) => {
+                verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
+                stats.listened += 1;
+                let plan = DraftPlan { trunk_len: 0, branches: 0, branch_len: 0 };
+                (Draft::empty(&rounds.limits, rounds.vocab), 0.0, 0.0, plan, None, None, None, true)
             }
             None => {
                 verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
@@ -181,7 +195,7 @@ pub async fn drive<V: Verifier>(
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 stats.draft_secs += ms / 1e3;
                 gap.observe_draft(ms);
-                (d, ms, ms, plan, predicted, None, None)
+                (d, ms, ms, plan, predicted, None, None, false)
             }
         };
         // A round sent ahead told the verifier its run-on when it went.
@@ -217,7 +231,7 @@ pub async fn drive<V: Verifier>(
         let depth = if verifier.sends_ahead() && !rounds.sampled { MAX_AHEAD } else { 1 };
         let mut bet_tokens =
             generated + draft.trunk_len + 1 + queue.iter().map(|a| a.ahead.draft.trunk_len + 1).sum::<usize>();
-        while rounds.pipeline && queue.len() < depth {
+        while rounds.pipeline && queue.len() < depth && !listening {
             let room_after = rounds.max_new.saturating_sub(bet_tokens);
             if room_after < 2 {
                 break;
@@ -322,21 +336,24 @@ pub async fn drive<V: Verifier>(
         // A copy's length is not the plan's, and copies are sent where they
         // are likely right: the plan's acceptance must not learn from them.
         let (offered_depth, accepted_len) = if draft.copied.is_some() { (0, 0) } else { (draft.trunk_len, on_trunk) };
-        policy.observe(&RoundFeedback {
-            offered_depth,
-            accepted_len,
-            branches,
-            nodes: draft.tree.len(),
-            // A pool phrase sent as it is says nothing about the drafter's speed.
-            draft_ms: timed.then_some(trunk_ms).filter(|_| draft.pooled.is_none()),
-            // A pass shared with stacked rounds says nothing about this
-            // round's size.
-            verify_ms: timed.then_some(reply.compute_ms).filter(|_| !reply.shared_pass),
-            rtt_ms: rtt_ms.filter(|_| timed),
-            ahead: was_ahead,
-            sent_ahead: sent_early.is_some(),
-            rescued: draft.siblings.iter().any(|(n, _)| verdict.accepted.contains(n)),
-        });
+        // An empty round says nothing of the drafts the policy plans.
+        if !listening {
+            policy.observe(&RoundFeedback {
+                offered_depth,
+                accepted_len,
+                branches,
+                nodes: draft.tree.len(),
+                // A pool phrase sent as it is says nothing about the drafter's speed.
+                draft_ms: timed.then_some(trunk_ms).filter(|_| draft.pooled.is_none()),
+                // A pass shared with stacked rounds says nothing about this
+                // round's size.
+                verify_ms: timed.then_some(reply.compute_ms).filter(|_| !reply.shared_pass),
+                rtt_ms: rtt_ms.filter(|_| timed),
+                ahead: was_ahead,
+                sent_ahead: sent_early.is_some(),
+                rescued: draft.siblings.iter().any(|(n, _)| verdict.accepted.contains(n)),
+            });
+        }
         stats.rounds += 1;
         stats.pool_rounds += usize::from(draft.pooled.is_some());
         if draft.copied.is_some() {
@@ -553,6 +570,8 @@ mod tests {
         ahead: usize,
         /// The run-on each round was sent with.
         caps: Vec<usize>,
+        /// How long each verdict takes to come back: the link.
+        link: Duration,
     }
 
     impl Verifier for RunsOn {
@@ -573,7 +592,8 @@ mod tests {
             ran_on: &mut (dyn FnMut(&[u32]) + Send),
         ) -> Result<Reply, Self::Error> {
             use crate::verify::run_on::{left_verdict, walk, Walk};
-            let own = self.text[self.pos..self.pos + self.ahead].to_vec();
+            std::thread::sleep(self.link);
+            let own = self.text[self.pos..(self.pos + self.ahead).min(self.text.len())].to_vec();
             for t in &own {
                 ran_on(std::slice::from_ref(t));
             }
@@ -616,7 +636,7 @@ mod tests {
                 draft_window: 0,
             };
             let mut source = replay.open(at).unwrap();
-            let mut v = RunsOn { text: text.clone(), pos: 0, ahead, caps: Vec::new() };
+            let mut v = RunsOn { text: text.clone(), pos: 0, ahead, caps: Vec::new(), link: Duration::ZERO };
             let mut stats = SpecStats::default();
             let mut seen = Vec::new();
             let mut deliveries = 0;
@@ -653,6 +673,38 @@ mod tests {
                 assert!(measured < v.caps.len(), "{case}: never measured, {:?}", v.caps);
             }
         }
+    }
+
+    #[test]
+    fn on_a_link_the_verifier_outruns_rounds_go_out_empty_and_keep_the_text() {
+        let text: Vec<u32> = (1..=80).collect();
+        // A round trip of at least 3 ms against a verifier pass of 1 ms: a
+        // gap worth filling as soon as it is measured.
+        let r = Rounds { run_on: true, ..rounds(1, 40, &[]) };
+        let replay = Replay { reference: text.clone(), gamma: 4, accept: 0.7, seed: 5 };
+        let mut pool = PhrasePool::default();
+        let at = Opening {
+            drafter: None,
+            prompt: &[0],
+            sampling: SamplingParams::greedy(),
+            stop_ids: &[],
+            pool: &mut pool,
+            draft_window: 0,
+        };
+        let mut source = replay.open(at).unwrap();
+        let mut v = RunsOn { text: text.clone(), pos: 0, ahead: 2, caps: Vec::new(), link: Duration::from_millis(3) };
+        let mut stats = SpecStats::default();
+        let on_tokens = |_: &[u32]| ControlFlow::Continue(());
+        block_on_ready(drive(&mut v, &mut *source, &mut FixedPolicy(4), &r, &mut stats, on_tokens)).unwrap();
+        assert_eq!(stats.tokens, (1..=40).collect::<Vec<_>>());
+        let first = stats.round_log.iter().position(|l| l.nodes == 0).expect("an empty round");
+        assert!(first <= 3, "drafting went on once the gap was known: {first}");
+        // From then on the drafter stays idle, and every round lets the
+        // verifier run on to the request's end.
+        assert!(stats.round_log[first..].iter().all(|l| l.nodes == 0));
+        assert_eq!(stats.listened, stats.rounds - first);
+        let last = v.caps.len() - 1;
+        assert!(v.caps[first..last].iter().all(|&c| c > 0), "{:?}", v.caps);
     }
 
     /// Records what the driver tells it.

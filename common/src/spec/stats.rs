@@ -65,6 +65,9 @@ pub struct SpecStats {
     /// rounds its tokens had left, answered with no pass.
     pub ran_on_passes: usize,
     pub overtaken: usize,
+    /// Rounds sent empty, on a link where the verifier's own tokens would
+    /// overtake any draft: the drafter stayed idle.
+    pub listened: usize,
     /// Runner-up siblings sent (dynamic trees), and how many the verifier accepted.
     pub siblings: usize,
     pub siblings_accepted: usize,
