@@ -17,7 +17,7 @@ use ouro_common::draft::{PhrasePool, PoolConfig};
 use ouro_common::engine::{Draft, EngineError};
 use ouro_common::spec::strategy::pool_only::PoolOnly;
 use ouro_common::spec::{DraftSource, DraftStrategy};
-use ouro_common::tree::TreeLimits;
+use ouro_common::tree::{DraftTree, TreeLimits};
 use ouro_common::verify::Verdict;
 
 /// Phrases a session's own pool keeps: a few per distinct token of a long
@@ -145,6 +145,46 @@ impl<'a> OwnDrafts<'a> {
             sent_ahead: false,
             rescued: false,
         });
+    }
+}
+
+/// This pass's draft of the session's own, if there are drafts, and the
+/// tree to verify (empty: a plain decoding step). A draft that cannot be
+/// built (it never should: the pool's phrases fit the limits they were cut
+/// to) costs only its tokens: the pass decodes one as before. `who` names
+/// the request in the warning.
+pub(crate) fn own_draft(
+    drafts: Option<&mut OwnDrafts<'_>>,
+    text: &[u32],
+    limits: &TreeLimits,
+    room: usize,
+    vocab: usize,
+    who: &str,
+) -> (Option<Draft>, DraftTree) {
+    let draft = drafts.and_then(|own| {
+        own.draft(text, limits, room, vocab)
+            .inspect_err(|e| tracing::warn!("{who}: no draft of its own this pass: {e}"))
+            .ok()
+            .flatten()
+    });
+    let tree = draft.as_ref().map_or_else(|| DraftTree::empty(limits, vocab), |d| d.tree.clone());
+    (draft, tree)
+}
+
+/// What a pass committed: the accepted path of its own draft, if it had
+/// one (taught back to the drafts), and the verifier's token after it.
+pub(crate) fn own_tokens(
+    drafts: Option<&mut OwnDrafts<'_>>,
+    draft: Option<&Draft>,
+    verdict: &Verdict,
+    verify_ms: f64,
+) -> Vec<u32> {
+    match (draft, drafts) {
+        (Some(d), Some(own)) => {
+            own.commit(d, verdict, verify_ms);
+            verdict.emitted_tokens(&d.tree)
+        }
+        _ => vec![verdict.next_token],
     }
 }
 

@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
-use crate::run_on::{OwnDrafts, RunOn};
+use crate::run_on::{own_draft, own_tokens, OwnDrafts, RunOn};
 use crate::sessions::{SessionError, SessionState, SessionTable};
 use crate::telemetry;
 
@@ -496,16 +496,8 @@ where
     let committed = verifier.committed().len();
     let limits = shared.batcher.limits();
     let mut drafts = drafts;
-    // A draft that cannot be built (it never should: the pool's phrases
-    // fit the limits they were cut to) costs only its tokens: the pass
-    // decodes one as it did before the cloud drafted.
-    let draft = drafts.as_deref_mut().and_then(|own| {
-        own.draft(verifier.committed(), &limits, room, shared.vocab())
-            .inspect_err(|e| tracing::warn!("session {id}: no draft of its own this pass: {e}"))
-            .ok()
-            .flatten()
-    });
-    let tree = draft.as_ref().map_or_else(|| DraftTree::empty(&limits, shared.vocab()), |d| d.tree.clone());
+    let who = format!("session {id}");
+    let (draft, tree) = own_draft(drafts.as_deref_mut(), verifier.committed(), &limits, room, shared.vocab(), &who);
     let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed, tree.len()));
     telemetry::evicted("memory budget", evicted.memory);
     let t = Instant::now();
@@ -522,14 +514,10 @@ where
     };
     drop(charge);
     let (verdict, compute, _) = settle(shared, id, owner, (last_round, last_round), done)?;
-    let emitted = match (&draft, drafts) {
-        (Some(d), Some(own)) => {
-            own.commit(d, &verdict, compute.as_secs_f64() * 1e3);
-            telemetry::run_on_drafted(d.tree.len(), verdict.accepted.len());
-            verdict.emitted_tokens(&d.tree)
-        }
-        _ => vec![verdict.next_token],
-    };
+    if let Some(d) = &draft {
+        telemetry::run_on_drafted(d.tree.len(), verdict.accepted.len());
+    }
+    let emitted = own_tokens(drafts, draft.as_ref(), &verdict, compute.as_secs_f64() * 1e3);
     telemetry::run_on(t.elapsed(), emitted.len());
     shared.count_tokens(1, emitted.len());
     Ok((emitted, arrived))
@@ -797,13 +785,7 @@ async fn drive_generate(
         }
         let t = Instant::now();
         let room = (max_new - generated).min(max_context.saturating_sub(verifier.committed().len() + 1));
-        let draft = drafts.as_mut().and_then(|own| {
-            own.draft(verifier.committed(), &limits, room, shared.vocab())
-                .inspect_err(|e| tracing::warn!("generate: no draft of its own this pass: {e}"))
-                .ok()
-                .flatten()
-        });
-        let tree = draft.as_ref().map_or_else(|| DraftTree::empty(&limits, shared.vocab()), |d| d.tree.clone());
+        let (draft, tree) = own_draft(drafts.as_mut(), verifier.committed(), &limits, room, shared.vocab(), "generate");
         let memory = shared.limits.memory.round(verifier.committed().len(), tree.len());
         let (charge, _) = shared.sessions.charge(memory);
         let done = verify(shared, verifier, tree, Vec::new()).await.map_err(|(_, s)| s);
@@ -811,13 +793,7 @@ async fn drive_generate(
         let done = done?;
         verifier = done.verifier;
         let verdict = done.result.map_err(|e| engine_status(&e))?;
-        let mut tokens = match (&draft, drafts.as_mut()) {
-            (Some(d), Some(own)) => {
-                own.commit(d, &verdict, done.compute.as_secs_f64() * 1e3);
-                verdict.emitted_tokens(&d.tree)
-            }
-            _ => vec![verdict.next_token],
-        };
+        let mut tokens = own_tokens(drafts.as_mut(), draft.as_ref(), &verdict, done.compute.as_secs_f64() * 1e3);
         telemetry::round(verdict.accepted.len(), tokens.len(), t.elapsed());
         shared.count_tokens(1, tokens.len());
         // The session may hold tokens past a stop; the answer ends at it.

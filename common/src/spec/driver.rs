@@ -437,23 +437,34 @@ mod tests {
     use crate::spec::{block_on_ready, DraftStrategy, Opening, Reply};
 
     /// Replays `text` with every draft token right, `gamma` a round.
+    /// A drafter that replays `text`, each token right with chance `accept`.
+    fn replay<'a>(
+        pool: &'a mut PhrasePool,
+        text: &[u32],
+        accept: f64,
+        seed: u64,
+        stop_ids: &'a [u32],
+    ) -> Box<dyn DraftSource + Send + 'a> {
+        let replay = Replay { reference: text.to_vec(), gamma: 4, accept, seed };
+        let at = Opening {
+            drafter: None,
+            prompt: &[0],
+            sampling: SamplingParams::greedy(),
+            stop_ids,
+            pool,
+            draft_window: 0,
+        };
+        replay.open(at).unwrap()
+    }
+
     fn go(
         text: &[u32],
         r: &Rounds<'_>,
         policy: &mut (dyn DraftPolicy + Send),
         on_tokens: impl FnMut(&[u32]) -> ControlFlow<()> + Send,
     ) -> (FinishReason, SpecStats) {
-        let replay = Replay { reference: text.to_vec(), gamma: 4, accept: 1.0, seed: 0 };
         let mut pool = PhrasePool::default();
-        let at = Opening {
-            drafter: None,
-            prompt: &[0],
-            sampling: SamplingParams::greedy(),
-            stop_ids: &[],
-            pool: &mut pool,
-            draft_window: 0,
-        };
-        let mut source = replay.open(at).unwrap();
+        let mut source = replay(&mut pool, text, 1.0, 0, &[]);
         let mut oracle = Oracle { text: text.to_vec(), pos: 0 };
         let mut stats = SpecStats::default();
         let finish = block_on_ready(drive(&mut oracle, &mut *source, policy, r, &mut stats, on_tokens)).unwrap();
@@ -625,17 +636,8 @@ mod tests {
         for (ahead, accept, stop) in [(2, 1.0, None), (3, 0.6, None), (1, 0.8, Some(23)), (2, 0.0, Some(40))] {
             let stop_ids: Vec<u32> = stop.into_iter().collect();
             let r = Rounds { run_on: true, ..rounds(1, 50, &stop_ids) };
-            let replay = Replay { reference: text.clone(), gamma: 4, accept, seed: 5 };
             let mut pool = PhrasePool::default();
-            let at = Opening {
-                drafter: None,
-                prompt: &[0],
-                sampling: SamplingParams::greedy(),
-                stop_ids: &stop_ids,
-                pool: &mut pool,
-                draft_window: 0,
-            };
-            let mut source = replay.open(at).unwrap();
+            let mut source = replay(&mut pool, &text, accept, 5, &stop_ids);
             let mut v = RunsOn { text: text.clone(), pos: 0, ahead, caps: Vec::new(), link: Duration::ZERO };
             let mut stats = SpecStats::default();
             let mut seen = Vec::new();
@@ -681,17 +683,8 @@ mod tests {
         // A round trip of at least 3 ms against a verifier pass of 1 ms: a
         // gap worth filling as soon as it is measured.
         let r = Rounds { run_on: true, ..rounds(1, 40, &[]) };
-        let replay = Replay { reference: text.clone(), gamma: 4, accept: 0.7, seed: 5 };
         let mut pool = PhrasePool::default();
-        let at = Opening {
-            drafter: None,
-            prompt: &[0],
-            sampling: SamplingParams::greedy(),
-            stop_ids: &[],
-            pool: &mut pool,
-            draft_window: 0,
-        };
-        let mut source = replay.open(at).unwrap();
+        let mut source = replay(&mut pool, &text, 0.7, 5, &[]);
         let mut v = RunsOn { text: text.clone(), pos: 0, ahead: 2, caps: Vec::new(), link: Duration::from_millis(3) };
         let mut stats = SpecStats::default();
         let on_tokens = |_: &[u32]| ControlFlow::Continue(());
