@@ -471,9 +471,6 @@ fn settle(
     }
 }
 
-/// Decodes one token alone for a session with nothing in hand. A message
-/// that arrives meanwhile waits in `ready` for the pass to end; when it
-/// arrived comes back with the token.
 /// One pass a session runs alone: its own draft (empty where it has none
 /// worth sending, a plain decoding step) verified, and the tokens it
 /// commits, at most `room`. A message that arrives meanwhile waits in
