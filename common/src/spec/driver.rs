@@ -155,6 +155,7 @@ pub async fn drive<V: Verifier>(
     // the verdict that accounts for them: since the last verdict, all belong
     // to the next one.
     let mut streamed = Streamed::new(rounds.max_new, rounds.stop_ids);
+    let mut heard_run_on = false;
     while generated < rounds.max_new {
         if rounds.prompt_len + generated + 1 >= rounds.max_context {
             finish = Some(FinishReason::Length);
@@ -180,7 +181,9 @@ pub async fn drive<V: Verifier>(
             // and the round goes out empty, only to hear what the verifier
             // decoded (with drafts of its own); drafting resumes when the
             // gap closes.
-            None if runs_on && gap.worth_filling() == Some(true) => {
+            // Only with a verifier seen running on: to one that does not,
+            // an empty round would be a round trip per token.
+            None if runs_on && heard_run_on && gap.worth_filling() == Some(true) => {
                 verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
                 stats.listened += 1;
                 let plan = DraftPlan { trunk_len: 0, branches: 0, branch_len: 0 };
@@ -389,6 +392,7 @@ pub async fn drive<V: Verifier>(
         let Streamed { tokens: streamed_tokens, shown, cancelled, passes, .. } =
             std::mem::replace(&mut streamed, Streamed::new(0, rounds.stop_ids));
         stats.ran_on_passes += passes;
+        heard_run_on |= passes > 0;
         if emitted.get(..streamed_tokens.len()) != Some(&streamed_tokens[..]) {
             let verdict = emitted[..reply.ran_ahead.min(emitted.len())].to_vec();
             return Err(EngineError::RanOnMismatch { streamed: streamed_tokens, verdict }.into());
@@ -698,6 +702,16 @@ mod tests {
         assert_eq!(stats.listened, stats.rounds - first);
         let last = v.caps.len() - 1;
         assert!(v.caps[first..last].iter().all(|&c| c > 0), "{:?}", v.caps);
+        // A verifier that never runs on is never sent an empty round: each
+        // would cost a round trip for one token.
+        let mut pool = PhrasePool::default();
+        let mut source = replay(&mut pool, &text, 0.7, 5, &[]);
+        let mut v = RunsOn { text: text.clone(), pos: 0, ahead: 0, caps: Vec::new(), link: Duration::from_millis(3) };
+        let mut stats = SpecStats::default();
+        let on_tokens = |_: &[u32]| ControlFlow::Continue(());
+        block_on_ready(drive(&mut v, &mut *source, &mut FixedPolicy(4), &r, &mut stats, on_tokens)).unwrap();
+        assert_eq!(stats.tokens, (1..=40).collect::<Vec<_>>());
+        assert_eq!(stats.listened, 0);
     }
 
     /// Records what the driver tells it.
