@@ -6,7 +6,8 @@
 #    each strategy against target-only on Spec-Bench, with the controller's
 #    per-round predictions logged (bench-spec-rounds.jsonl).
 # 2. Edge and cloud apart (`ouro-bench run`, edge on core 0, cloud on core
-#    1): each strategy against cloud-only over each emulated link.
+#    1): each strategy against cloud-only, and cloud-pool (the cloud's own
+#    drafts, no edge), over each emulated link.
 #
 # Greedy throughout, so every text is also checked against its baseline.
 # Run it on an idle machine; compare the ratios, not the absolute speeds.
@@ -14,7 +15,7 @@
 # usage: deploy/bench-speculation.sh [OUT_DIR]   (default bench-results/speculation)
 # env:   PROMPTS (default 6: one per category), MAX_TOKENS (128), THREADS (2),
 #        STRATEGIES (bench-spec: chain4,ouroboros,hybrid,pool),
-#        MODES (ouro-bench: cloud-only,sd-chain,ouroboros,hybrid,pool),
+#        MODES (ouro-bench: cloud-only,cloud-pool,sd-chain,ouroboros,hybrid,pool),
 #        LINKS (lan;delay=10ms;4g — `;`-separated: a link spec has commas),
 #        TEMPERATURE (also run the first link sampled at this temperature, e.g. 0.8),
 #        WARM=1 (ouro-bench keeps each mode's pool and controller warm across
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 out="${1:-bench-results/speculation}"
 prompts="${PROMPTS:-6}"; max_tokens="${MAX_TOKENS:-128}"; threads="${THREADS:-2}"
 strategies="${STRATEGIES:-chain4,ouroboros,hybrid,pool}"
-modes="${MODES:-cloud-only,sd-chain,ouroboros,hybrid,pool}"
+modes="${MODES:-cloud-only,cloud-pool,sd-chain,ouroboros,hybrid,pool}"
 links="${LINKS:-lan;delay=10ms;4g}"
 warm=(); [ "${WARM:-0}" = 1 ] && warm=(--warm)
 mkdir -p "$out"
