@@ -152,7 +152,7 @@ impl<'a> OwnDrafts<'a> {
 /// tree to verify (empty: a plain decoding step). A draft that cannot be
 /// built (it never should: the pool's phrases fit the limits they were cut
 /// to) costs only its tokens: the pass decodes one as before. `who` names
-/// the request in the warning.
+/// the request in the warning (a session's id, or `generate`).
 pub(crate) fn own_draft(
     drafts: Option<&mut OwnDrafts<'_>>,
     text: &[u32],

@@ -482,7 +482,7 @@ async fn run_on_step<S>(
     owner: &Owner,
     last_round: u64,
     room: usize,
-    drafts: Option<&mut OwnDrafts<'_>>,
+    mut drafts: Option<&mut OwnDrafts<'_>>,
     inbound: &mut S,
     ready: &mut VecDeque<Result<Option<SessionRequest>, Status>>,
 ) -> Result<(Vec<u32>, Option<Instant>), Status>
@@ -492,9 +492,7 @@ where
     let (verifier, _) = shared.sessions.checkout(id, owner, false).map_err(session_status)?;
     let committed = verifier.committed().len();
     let limits = shared.batcher.limits();
-    let mut drafts = drafts;
-    let who = format!("session {id}");
-    let (draft, tree) = own_draft(drafts.as_deref_mut(), verifier.committed(), &limits, room, shared.vocab(), &who);
+    let (draft, tree) = own_draft(drafts.as_deref_mut(), verifier.committed(), &limits, room, shared.vocab(), id);
     let (charge, evicted) = shared.sessions.charge(shared.limits.memory.round(committed, tree.len()));
     telemetry::evicted("memory budget", evicted.memory);
     let t = Instant::now();

@@ -180,14 +180,12 @@ pub async fn drive<V: Verifier>(
             // (docs/BENCHMARKS.md, session 15). So the drafter stays idle
             // and the round goes out empty, only to hear what the verifier
             // decoded (with drafts of its own); drafting resumes when the
-            // gap closes.
-            // Only with a verifier seen running on: to one that does not,
-            // an empty round would be a round trip per token.
+            // gap closes. Only with a verifier seen running on: to one that
+            // does not, an empty round would be a round trip per token.
             None if runs_on && heard_run_on && gap.worth_filling() == Some(true) => {
                 verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
                 stats.listened += 1;
-                let plan = DraftPlan { trunk_len: 0, branches: 0, branch_len: 0 };
-                (Draft::empty(&rounds.limits, rounds.vocab), 0.0, 0.0, plan, None, None, None, true)
+                (Draft::empty(&rounds.limits, rounds.vocab), 0.0, 0.0, DraftPlan::chain(0), None, None, None, true)
             }
             None => {
                 verifier.drain_ran_on(&mut |toks| streamed.take(toks, &mut on_tokens));
@@ -440,7 +438,6 @@ mod tests {
     use crate::spec::strategy::tests::{greedy_along, rounds, Oracle};
     use crate::spec::{block_on_ready, DraftStrategy, Opening, Reply};
 
-    /// Replays `text` with every draft token right, `gamma` a round.
     /// A drafter that replays `text`, each token right with chance `accept`.
     fn replay<'a>(
         pool: &'a mut PhrasePool,
@@ -461,6 +458,7 @@ mod tests {
         replay.open(at).unwrap()
     }
 
+    /// Replays `text` with every draft token right, `gamma` a round.
     fn go(
         text: &[u32],
         r: &Rounds<'_>,
@@ -681,19 +679,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn on_a_link_the_verifier_outruns_rounds_go_out_empty_and_keep_the_text() {
-        let text: Vec<u32> = (1..=80).collect();
-        // A round trip of at least 3 ms against a verifier pass of 1 ms: a
-        // gap worth filling as soon as it is measured.
+    /// 40 tokens of `text` from a verifier 3 ms away (a pass of 1 ms: a
+    /// gap worth filling as soon as it is measured) that runs `ahead`
+    /// tokens on before each round.
+    fn behind_a_link(text: &[u32], ahead: usize) -> (RunsOn, SpecStats) {
         let r = Rounds { run_on: true, ..rounds(1, 40, &[]) };
         let mut pool = PhrasePool::default();
-        let mut source = replay(&mut pool, &text, 0.7, 5, &[]);
-        let mut v = RunsOn { text: text.clone(), pos: 0, ahead: 2, caps: Vec::new(), link: Duration::from_millis(3) };
+        let mut source = replay(&mut pool, text, 0.7, 5, &[]);
+        let mut v = RunsOn { text: text.to_vec(), pos: 0, ahead, caps: Vec::new(), link: Duration::from_millis(3) };
         let mut stats = SpecStats::default();
         let on_tokens = |_: &[u32]| ControlFlow::Continue(());
         block_on_ready(drive(&mut v, &mut *source, &mut FixedPolicy(4), &r, &mut stats, on_tokens)).unwrap();
-        assert_eq!(stats.tokens, (1..=40).collect::<Vec<_>>());
+        assert_eq!(stats.tokens, text[..40].to_vec());
+        (v, stats)
+    }
+
+    #[test]
+    fn on_a_link_the_verifier_outruns_rounds_go_out_empty_and_keep_the_text() {
+        let text: Vec<u32> = (1..=80).collect();
+        let (v, stats) = behind_a_link(&text, 2);
         let first = stats.round_log.iter().position(|l| l.nodes == 0).expect("an empty round");
         assert!(first <= 3, "drafting went on once the gap was known: {first}");
         // From then on the drafter stays idle, and every round lets the
@@ -704,13 +708,7 @@ mod tests {
         assert!(v.caps[first..last].iter().all(|&c| c > 0), "{:?}", v.caps);
         // A verifier that never runs on is never sent an empty round: each
         // would cost a round trip for one token.
-        let mut pool = PhrasePool::default();
-        let mut source = replay(&mut pool, &text, 0.7, 5, &[]);
-        let mut v = RunsOn { text: text.clone(), pos: 0, ahead: 0, caps: Vec::new(), link: Duration::from_millis(3) };
-        let mut stats = SpecStats::default();
-        let on_tokens = |_: &[u32]| ControlFlow::Continue(());
-        block_on_ready(drive(&mut v, &mut *source, &mut FixedPolicy(4), &r, &mut stats, on_tokens)).unwrap();
-        assert_eq!(stats.tokens, (1..=40).collect::<Vec<_>>());
+        let (_, stats) = behind_a_link(&text, 0);
         assert_eq!(stats.listened, 0);
     }
 
