@@ -407,15 +407,20 @@ async fn open_session(
     let params = sampling(open.sampling.as_ref())?;
     check_stop_ids(shared, &open.stop_ids)?;
     if !open.resume.is_empty() {
-        let (verifier, last_round) = shared.sessions.checkout(&open.resume, owner, true).map_err(session_status)?;
-        let matches = verifier.committed() == open.prompt.as_slice();
+        let (mut verifier, last_round) = shared.sessions.checkout(&open.resume, owner, true).map_err(session_status)?;
+        // A greedy session may hold tokens the client never heard of (run on
+        // alone, or in a verdict lost with the connection): it goes back to
+        // what the client has and decodes them again, the same tokens.
+        let held = verifier.committed().len();
+        let matches = verifier.rewind_to(&open.prompt);
         let greedy = verifier.sampling().is_greedy();
         let len = verifier.committed().len();
         shared.sessions.checkin(&open.resume, verifier, last_round);
         if !matches {
             shared.sessions.detach(&open.resume);
+            let how = if greedy { "do not begin with" } else { "differ from" };
             return Err(Status::failed_precondition(format!(
-                "session {} holds {len} committed tokens that differ from the {} sent",
+                "session {} holds {held} committed tokens that {how} the {} sent",
                 open.resume,
                 open.prompt.len()
             )));

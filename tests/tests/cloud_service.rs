@@ -423,7 +423,7 @@ async fn bad_trees_are_refused_and_the_session_survives() {
             let o = v1::Open { tokenizer_hash: h, prompt: prompt.clone(), resume: id.clone(), ..Default::default() };
             SessionStream::open(&mut c, o).await.expect("resume")
         };
-        assert_eq!(opened.committed_len, committed);
+        assert_eq!((opened.committed_len, opened.last_round), (committed, 0));
         id = opened.session_id;
         let status = s.round(round(1, committed, tokens, parents)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
@@ -642,12 +642,73 @@ async fn a_client_that_vanishes_mid_round_loses_nothing() {
         }
     })
     .await;
-    match resumed {
-        Ok((_, o)) => assert_eq!(o.last_round, 0, "resuming with the prompt means no round was applied"),
-        // The round was applied: the committed text no longer equals the prompt.
-        Err(st) => assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}"),
-    }
+    // Whether the round was applied or not (`last_round` says), the greedy
+    // session goes back to the prompt the client resumes with and carries on
+    // to the same text.
+    let (mut s, o) = resumed.expect("a greedy session resumes on its prompt");
+    assert_eq!(o.committed_len as usize, prompt.len());
+    assert!(o.last_round <= 1, "{o:?}");
+    let e = expected(&prompt);
+    let v = s.round(round(o.last_round + 1, prompt.len() as u32, e[..3].to_vec(), chain(3))).await.expect("a round");
+    assert_eq!((v.accepted, v.next_token), (vec![0, 1, 2], e[3]));
     good.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ran_on_resumes_where_its_client_is() {
+    let srv = server(&[]);
+    let prompt = prompts()[1].clone();
+    let e = expected(&prompt);
+    assert!(e.len() >= 10 && !e[..10].iter().any(|t| STOP.contains(t)), "a prompt with 10 tokens before a stop");
+    let p = prompt.len() as u32;
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    let open = v1::Open { tokenizer_hash: h.clone(), prompt: prompt.clone(), run_on: 6, ..Default::default() };
+    let (s, opened) = SessionStream::open(&mut c, open).await.expect("open");
+    // The cloud decodes six tokens alone; the client hears of none of them
+    // before its connection drops.
+    metric_reaches(&srv, "ouro_run_on_tokens_total", 6.0).await;
+    let prefills = srv.metric_sum("ouro_prefill_chunks_total");
+    drop(s);
+    let heard = [prompt.as_slice(), &e[..2]].concat();
+    let (mut s, o) = cloud::eventually(100, || {
+        let (mut c, h, heard, id) = (c.clone(), h.clone(), heard.clone(), opened.session_id.clone());
+        async move {
+            let o = v1::Open { tokenizer_hash: h, prompt: heard, resume: id, ..Default::default() };
+            match SessionStream::open(&mut c, o).await {
+                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
+                r => Some(r),
+            }
+        }
+    })
+    .await
+    .expect("a session that ran on resumes");
+    assert!(o.resumed);
+    assert_eq!((o.committed_len, o.last_round), (p + 2, 0));
+    let v = s.round(round(1, p + 2, e[2..6].to_vec(), chain(4))).await.expect("round 1");
+    assert_eq!((v.accepted, v.next_token, v.committed_len), (vec![0, 1, 2, 3], e[6], p + 7));
+    assert_eq!(srv.metric_sum("ouro_prefill_chunks_total"), prefills, "the resume prefilled again");
+    drop(s);
+    // A text the session never held is refused, and says how much it holds.
+    let o = v1::Open {
+        tokenizer_hash: h,
+        prompt: [&prompt[..], &[e[0] + 1]].concat(),
+        resume: o.session_id,
+        ..Default::default()
+    };
+    let st = cloud::eventually(100, || {
+        let (mut c, o) = (c.clone(), o.clone());
+        async move {
+            match SessionStream::open(&mut c, o).await {
+                Err(st) if st.message().contains("attached") => None,
+                Err(st) => Some(st),
+                Ok(_) => panic!("resumed on a text the session never held"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    assert!(st.message().contains(&format!("holds {} committed tokens", p + 7)), "{st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

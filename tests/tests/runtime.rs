@@ -216,3 +216,47 @@ fn chunked_prefill_continues_like_one_pass() {
     }
     assert_eq!(whole.committed(), chunked.committed());
 }
+
+#[test]
+fn a_rewound_session_decodes_the_same_tokens_again() {
+    use ouro_common::engine::VerifierSession;
+    use ouro_common::sampling::SamplingParams;
+    use ouro_common::tree::{DraftTree, TreeLimits};
+    let model = smollm2();
+    let prompt = prompt();
+    let limits = TreeLimits { max_nodes: 8, max_depth: 8 };
+    let vocab = model.config().vocab_size;
+    let empty = DraftTree::empty(&limits, vocab);
+    let mut s = VerifierSession::open(model.as_ref(), &prompt, SamplingParams::greedy(), limits).unwrap();
+    for _ in 0..10 {
+        s.verify(&empty, &[]).unwrap();
+    }
+    let ten = s.committed().to_vec();
+    let four = &ten[..prompt.len() + 4];
+    assert!(!s.rewind_to(&[ten[0] + 1]), "went back to a text it never held");
+    assert!(!s.rewind_to(&[]), "went back to nothing");
+    assert_eq!(s.committed(), ten.as_slice(), "a refused rewind changed the session");
+    assert!(s.rewind_to(four));
+    assert_eq!(s.committed(), four);
+    for _ in 0..6 {
+        s.verify(&empty, &[]).unwrap();
+    }
+    assert_eq!(s.committed(), ten.as_slice(), "decoding again after a rewind gave other tokens");
+    // Back into the prompt itself: the cache keeps only what precedes it.
+    assert!(s.rewind_to(&prompt[..3]));
+    for _ in 0..(ten.len() - 3) {
+        s.verify(&empty, &[]).unwrap();
+    }
+    let mut fresh = VerifierSession::open(model.as_ref(), &prompt[..3], SamplingParams::greedy(), limits).unwrap();
+    for _ in 0..(ten.len() - 3) {
+        fresh.verify(&empty, &[]).unwrap();
+    }
+    assert_eq!(s.committed(), fresh.committed());
+
+    let sampled = SamplingParams { temperature: 0.8, seed: 7, ..SamplingParams::greedy() };
+    let mut s = VerifierSession::open(model.as_ref(), &prompt, sampled, limits).unwrap();
+    s.verify(&empty, &[]).unwrap();
+    let held = s.committed().to_vec();
+    assert!(!s.rewind_to(&prompt), "a sampled session cannot replay its draws");
+    assert!(s.rewind_to(&held), "its whole text is always a place to resume");
+}

@@ -94,6 +94,23 @@ impl<'m> VerifierSession<'m> {
         &self.committed
     }
 
+    /// Goes back to `prefix` of the committed text, as if nothing after it
+    /// had been decoded: a client that resumes having missed the tokens
+    /// decoded last (a verdict lost with its connection, a pass run on
+    /// alone) gets them again, the same ones. Only a greedy session can: a
+    /// sampled one has drawn from its random stream since. Returns whether
+    /// it went back (`false` leaves it as it was).
+    pub fn rewind_to(&mut self, prefix: &[u32]) -> bool {
+        let fits = !prefix.is_empty() && self.committed.starts_with(prefix);
+        if !fits || !(self.params.is_greedy() || prefix.len() == self.committed.len()) {
+            return false;
+        }
+        self.committed.truncate(prefix.len());
+        // The last committed token is the next round's root, outside the cache.
+        self.cache.truncate(prefix.len() - 1);
+        true
+    }
+
     pub fn limits(&self) -> &TreeLimits {
         &self.limits
     }
