@@ -301,7 +301,7 @@ mod tests {
             &self.config
         }
         fn new_cache(&self) -> KvCache {
-            KvCache::new(1, 4, self.config.max_context)
+            KvCache::new(1, 1, 4, self.config.max_context)
         }
         fn forward(&self, seqs: &mut [SeqInput<'_>]) -> ModelResult<Vec<Logits>> {
             self.passes.lock().unwrap().push(seqs.len());

@@ -421,7 +421,7 @@ pub(crate) mod tests {
             &self.0
         }
         fn new_cache(&self) -> KvCache {
-            KvCache::new(1, 4, self.0.max_context)
+            KvCache::new(1, 1, 4, self.0.max_context)
         }
         fn forward(&self, _: &mut [SeqInput<'_>]) -> ModelResult<Vec<Logits>> {
             unreachable!("the table never runs the model")

@@ -28,40 +28,6 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// Four [`axpy`]s in order, in one pass over `y`: every element gets the
-/// same four adds in the same order, but `y` is loaded and stored once.
-#[inline(always)]
-pub(crate) fn axpy4(y: &mut [f32], a: [f32; 4], x: [&[f32]; 4]) {
-    let n = y.len();
-    let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
-    for i in 0..n {
-        y[i] = (((y[i] + a[0] * x0[i]) + a[1] * x1[i]) + a[2] * x2[i]) + a[3] * x3[i];
-    }
-}
-
-/// [`axpy4`] into two outputs at once, each with its own weights: the same
-/// adds in the same order per element, the four inputs loaded once.
-#[inline(always)]
-pub(crate) fn axpy4x2(y: [&mut [f32]; 2], a: [[f32; 4]; 2], x: [&[f32]; 4]) {
-    let [y0, y1] = y;
-    let n = y0.len();
-    let y1 = &mut y1[..n];
-    let (x0, x1, x2, x3) = (&x[0][..n], &x[1][..n], &x[2][..n], &x[3][..n]);
-    let ([a0, a1, a2, a3], [b0, b1, b2, b3]) = (a[0], a[1]);
-    for i in 0..n {
-        y0[i] = (((y0[i] + a0 * x0[i]) + a1 * x1[i]) + a2 * x2[i]) + a3 * x3[i];
-        y1[i] = (((y1[i] + b0 * x0[i]) + b1 * x1[i]) + b2 * x2[i]) + b3 * x3[i];
-    }
-}
-
-/// `y += a * x`.
-#[inline(always)]
-pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// RMSNorm of each `dim`-wide row of `x`, scaled by `weight`.
 pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let dim = weight.len();
@@ -202,7 +168,7 @@ fn attend_any(q: &[f32], kv: &KvHead<'_>, slots: &[usize], scale: f32, scores: &
     out.fill(0.0);
     for (&s, &w) in slots.iter().zip(scores.iter()) {
         let v = &values[s * kv_stride + kv_offset..s * kv_stride + kv_offset + d];
-        axpy(out, w * inv, v);
+        ouro_kernels::lanes::axpy(out, w * inv, v);
     }
 }
 
@@ -255,6 +221,7 @@ unsafe fn attend_shared_avx2(
 
 #[inline(always)]
 fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    use ouro_kernels::lanes;
     let (keys, values, stride, offset) = (kv.keys, kv.values, kv.stride, kv.offset);
     let nq = g.queries.len();
     let Some(d) = g.queries.first().map(|q| q.len()) else { return };
@@ -266,37 +233,18 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
     scores.resize(nq * width, 0.0);
     let key = |s: usize| &keys[s * stride + offset..s * stride + offset + d];
     let value = |s: usize| &values[s * stride + offset..s * stride + offset + d];
-    for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
-        let at = b * SLOT_BLOCK;
-        // Two queries at a time share each load of four keys.
-        let mut i = 0;
-        while i < nq {
-            let two = i + 1 < nq;
-            let quads = block.chunks_exact(4);
-            let tail = quads.remainder();
-            for (c, s) in quads.enumerate() {
-                let keys4 = [key(s[0]), key(s[1]), key(s[2]), key(s[3])];
-                let at = at + 4 * c;
-                if two {
-                    let d = ouro_kernels::lanes::dot2x4([g.queries[i], g.queries[i + 1]], keys4);
-                    for (r, d) in d.iter().enumerate() {
-                        let sc = &mut scores[(i + r) * width + at..(i + r) * width + at + 4];
-                        sc.iter_mut().zip(d).for_each(|(o, d)| *o = d * scale);
-                    }
-                } else {
-                    let d = ouro_kernels::lanes::dot4(g.queries[i], keys4);
-                    let sc = &mut scores[i * width + at..i * width + at + 4];
-                    sc.iter_mut().zip(d).for_each(|(o, d)| *o = d * scale);
-                }
-            }
-            let at = at + block.len() - tail.len();
-            for r in i..i + 1 + two as usize {
-                for (t, &s) in tail.iter().enumerate() {
-                    scores[r * width + at + t] = dot(g.queries[r], key(s)) * scale;
-                }
-            }
-            i += 1 + two as usize;
+    let blocks: Vec<&[usize]> = g.common.chunks(SLOT_BLOCK).collect();
+    let (mut rows, mut next): (Vec<&[f32]>, Vec<&[f32]>) = (Vec::new(), Vec::new());
+    for (b, block) in blocks.iter().enumerate() {
+        rows.clear();
+        rows.extend(block.iter().map(|&s| key(s)));
+        // While these keys are summed: the next ones, after the last the first values.
+        next.clear();
+        match blocks.get(b + 1) {
+            Some(n) => next.extend(n.iter().map(|&s| key(s))),
+            None => next.extend(blocks[0].iter().map(|&s| value(s))),
         }
+        lanes::dots_scaled(g.queries, &rows, scale, &mut scores[b * SLOT_BLOCK..], width, &next);
     }
     let mut inv = Vec::with_capacity(nq);
     for (i, q) in g.queries.iter().enumerate() {
@@ -307,43 +255,26 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
         }
         let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         inv.push(1.0 / softmax_weights(sc, max));
+        // Each weight is its score times the inverse sum, as it is used.
+        sc.iter_mut().for_each(|w| *w *= inv[i]);
     }
     out.fill(0.0);
-    for (b, block) in g.common.chunks(SLOT_BLOCK).enumerate() {
+    let mut weights: Vec<&[f32]> = Vec::with_capacity(nq);
+    for (b, block) in blocks.iter().enumerate() {
         let at = b * SLOT_BLOCK;
-        let quads = block.chunks_exact(4);
-        let tail = quads.remainder();
-        let weights = |i: usize, c: usize| -> [f32; 4] {
-            let w = &scores[i * width + at + 4 * c..i * width + at + 4 * c + 4];
-            [w[0] * inv[i], w[1] * inv[i], w[2] * inv[i], w[3] * inv[i]]
-        };
-        // Two outputs at a time share each load of four values.
-        let mut pairs = out.chunks_exact_mut(2 * d);
-        for (p, o) in pairs.by_ref().enumerate() {
-            let (o0, o1) = o.split_at_mut(d);
-            for (c, s) in quads.clone().enumerate() {
-                let v = [value(s[0]), value(s[1]), value(s[2]), value(s[3])];
-                axpy4x2([o0, &mut *o1], [weights(2 * p, c), weights(2 * p + 1, c)], v);
-            }
-        }
-        let last = pairs.into_remainder();
-        if !last.is_empty() {
-            for (c, s) in quads.clone().enumerate() {
-                axpy4(last, weights(nq - 1, c), [value(s[0]), value(s[1]), value(s[2]), value(s[3])]);
-            }
-        }
-        let at = at + block.len() - tail.len();
-        for (i, o) in out.chunks_exact_mut(d).enumerate() {
-            for (t, &s) in tail.iter().enumerate() {
-                axpy(o, scores[i * width + at + t] * inv[i], value(s));
-            }
-        }
+        rows.clear();
+        rows.extend(block.iter().map(|&s| value(s)));
+        next.clear();
+        next.extend(blocks.get(b + 1).into_iter().flat_map(|n| n.iter().map(|&s| value(s))));
+        weights.clear();
+        weights.extend((0..nq).map(|i| &scores[i * width + at..i * width + at + block.len()]));
+        lanes::axpy_rows(out, d, &weights, &rows, &next);
     }
     for (i, o) in out.chunks_exact_mut(d).enumerate() {
         let rest = g.rest[row_of(i)];
         let w = &scores[i * width + nc..i * width + nc + rest.len()];
         for (&w, &s) in w.iter().zip(rest) {
-            axpy(o, w * inv[i], value(s));
+            lanes::axpy(o, w, value(s));
         }
     }
 }
@@ -351,22 +282,6 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn axpy4_is_four_axpys_bit_for_bit() {
-        let x: Vec<Vec<f32>> = (0..4).map(|j| (0..37).map(|i| ((i * (j + 3)) as f32 * 0.7).sin()).collect()).collect();
-        let a = [0.3, -1.7, 2.9, 1e-3];
-        let mut one = vec![0.5f32; 37];
-        for j in 0..4 {
-            axpy(&mut one, a[j], &x[j]);
-        }
-        let mut four = vec![0.5f32; 37];
-        axpy4(&mut four, a, [&x[0], &x[1], &x[2], &x[3]]);
-        assert_eq!(
-            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            four.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
-    }
 
     #[test]
     fn dot_matches_naive() {
@@ -394,7 +309,14 @@ mod tests {
     /// the one-query reference, for prefixes shorter and longer than a block.
     #[test]
     fn shared_attention_equals_one_query_at_a_time() {
-        let (d, heads, stride) = (16, 3, 40);
+        // Qwen2.5's heads (128 floats, two key/value heads a row) take the
+        // kernels' vector paths; 16 floats their narrower ones.
+        for (d, heads, stride, offset) in [(16, 3, 40, 8), (128, 6, 256, 128)] {
+            shared_attention_case(d, heads, stride, offset);
+        }
+    }
+
+    fn shared_attention_case(d: usize, heads: usize, stride: usize, offset: usize) {
         let mut seed = 7u32;
         let mut rnd = || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
@@ -403,7 +325,7 @@ mod tests {
         let slots_total = 80;
         let keys: Vec<f32> = (0..slots_total * stride).map(|_| rnd()).collect();
         let values: Vec<f32> = (0..slots_total * stride).map(|_| rnd()).collect();
-        let kv = KvHead { keys: &keys, values: &values, stride, offset: 8 };
+        let kv = KvHead { keys: &keys, values: &values, stride, offset };
         for common_len in [0, 5, 32, 33, 70] {
             let common: Vec<usize> = (0..common_len).collect();
             let rest_rows: Vec<Vec<usize>> =

@@ -175,7 +175,9 @@ impl Transformer {
         if let Some(&position) = seq.positions.iter().find(|&&p| p >= self.cfg.max_context) {
             return Err(ModelError::PositionOutOfRange { position, max: self.cfg.max_context });
         }
-        if seq.cache.layers.len() != self.cfg.num_layers || seq.cache.kv_dim != self.cfg.kv_dim() {
+        let c = &seq.cache;
+        if c.layers.len() != self.cfg.num_layers || c.heads != self.cfg.num_kv_heads || c.head_dim != self.cfg.head_dim
+        {
             return Err(ModelError::InvalidInput("the KV cache belongs to a different model".into()));
         }
         if seq.cache.len() + n > seq.cache.max_len() {
@@ -208,7 +210,7 @@ impl Transformer {
     /// them. Each query's arithmetic is independent of the split.
     fn attention(&self, layer: usize, q: &[f32], seqs: &[SeqInput<'_>], spans: &[Span]) -> Vec<f32> {
         let cfg = &self.cfg;
-        let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let (hd, qd) = (cfg.head_dim, cfg.q_dim());
         let group = cfg.num_heads / cfg.num_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let total: usize = spans.iter().map(|s| s.n).sum();
@@ -250,7 +252,7 @@ impl Transformer {
                 let shared_queries =
                     ops::SharedQueries { queries: &queries, heads: group, common: &first[..shared], rest: &rest };
                 let kv = &seq.cache.layers[layer];
-                let head_kv = ops::KvHead { keys: &kv.k, values: &kv.v, stride: kvd, offset: kv_head * hd };
+                let head_kv = ops::KvHead { keys: &kv.k[kv_head], values: &kv.v[kv_head], stride: hd, offset: 0 };
                 let mut out = vec![0f32; queries.len() * hd];
                 ops::attend_shared(&shared_queries, &head_kv, scale, &mut scores, &mut out);
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((u, out));
@@ -279,7 +281,7 @@ impl CausalLm for Transformer {
     }
 
     fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers, self.cfg.kv_dim(), self.cfg.max_context)
+        KvCache::new(self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim, self.cfg.max_context)
     }
 
     fn draft_vocab(&self) -> Option<&VocabSubset> {
@@ -315,11 +317,10 @@ impl CausalLm for Transformer {
                 self.rope.apply(&mut k[r * kvd..(r + 1) * kvd], p);
             }
             for (s, span) in seqs.iter_mut().zip(&spans) {
-                let layer = &mut s.cache.layers[li];
-                let dst = span.cached * kvd..(span.cached + span.n) * kvd;
-                let src = span.start * kvd..(span.start + span.n) * kvd;
-                layer.k[dst.clone()].copy_from_slice(&k[src.clone()]);
-                layer.v[dst].copy_from_slice(&v[src]);
+                for r in 0..span.n {
+                    let row = (span.start + r) * kvd..(span.start + r + 1) * kvd;
+                    s.cache.write(li, span.cached + r, &k[row.clone()], &v[row]);
+                }
             }
             let attn = self.attention(li, &q, seqs, &spans);
             let o = b.o.forward(&attn, m)?;
