@@ -20,11 +20,16 @@ use tokio::sync::oneshot;
 use crate::sessions::SessionState;
 use crate::telemetry;
 
-/// A prefill for a new session.
+/// A prefill: of a new session's prompt, or of the tokens a resumed
+/// session was given to go on from (`VerifierSession::resume_on`).
 pub struct OpenJob {
-    pub prompt: Vec<u32>,
-    pub params: SamplingParams,
+    pub from: PrefillFrom,
     pub reply: oneshot::Sender<Result<SessionState, EngineError>>,
+}
+
+pub enum PrefillFrom {
+    Prompt { prompt: Vec<u32>, params: SamplingParams },
+    Session(SessionState),
 }
 
 /// One round of one session.
@@ -102,8 +107,15 @@ impl Batcher {
         })
     }
 
-    pub fn open(&self, job: OpenJob) -> Result<(), QueueError> {
-        self.submit(Job::Open(Box::new(job))).map_err(|(e, _)| e)
+    /// On failure a resumed session's verifier state comes back with the reason.
+    pub fn open(&self, job: OpenJob) -> Result<(), (QueueError, Option<SessionState>)> {
+        self.submit(Job::Open(Box::new(job))).map_err(|(e, j)| match j {
+            Job::Open(j) => match j.from {
+                PrefillFrom::Session(s) => (e, Some(s)),
+                PrefillFrom::Prompt { .. } => (e, None),
+            },
+            Job::Verify(_) => unreachable!("submitted an open job"),
+        })
     }
 
     /// On failure the session's verifier state comes back with the reason.
@@ -179,10 +191,15 @@ fn run(
         let mut rounds = Vec::new();
         for job in jobs {
             match job {
-                Job::Open(j) => match VerifierSession::start(model, &j.prompt, j.params, limits) {
-                    Ok(session) => prefills.push_back(Prefill { session: Box::new(session), reply: j.reply }),
-                    Err(e) => {
-                        let _ = j.reply.send(Err(e));
+                Job::Open(j) => match j.from {
+                    PrefillFrom::Session(session) => prefills.push_back(Prefill { session, reply: j.reply }),
+                    PrefillFrom::Prompt { prompt, params } => {
+                        match VerifierSession::start(model, &prompt, params, limits) {
+                            Ok(session) => prefills.push_back(Prefill { session: Box::new(session), reply: j.reply }),
+                            Err(e) => {
+                                let _ = j.reply.send(Err(e));
+                            }
+                        }
                     }
                 },
                 Job::Verify(j) => rounds.push(*j),

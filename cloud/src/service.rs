@@ -29,7 +29,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{owner, Owner};
-use crate::batcher::{Batcher, OpenJob, QueueError, VerifyDone, VerifyJob};
+use crate::batcher::{Batcher, OpenJob, PrefillFrom, QueueError, VerifyDone, VerifyJob};
 use crate::run_on::{own_draft, own_tokens, OwnDrafts, RunOn};
 use crate::sessions::{SessionError, SessionState, SessionTable};
 use crate::telemetry;
@@ -316,17 +316,35 @@ fn sampling(s: Option<&v1::Sampling>) -> Result<SamplingParams, Status> {
     s.map_or(Ok(SamplingParams::greedy()), |s| s.to_params().map_err(|e| Status::invalid_argument(e.to_string())))
 }
 
-/// Prefills a new verifier state on the compute thread. If `gone` completes
-/// first (the client's response stream was dropped), the prefill is
-/// abandoned and the compute thread stops it at its next chunk.
+/// Prefills on the compute thread: a new verifier state, or a resumed
+/// one's new tokens. If `gone` completes first (the client's response
+/// stream was dropped), the prefill is abandoned and the compute thread
+/// stops it at its next chunk. A resumed state comes back with the error
+/// only where the queue refused it; otherwise it is lost with the prefill.
 async fn prefill(
+    shared: &Shared,
+    from: PrefillFrom,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<SessionState, (Option<SessionState>, Status)> {
+    let (reply, rx) = oneshot::channel();
+    shared.batcher.open(OpenJob { from, reply }).map_err(|(e, s)| (s, queue_status(e)))?;
+    prefilled(rx, gone).await.map_err(|st| (None, st))
+}
+
+/// [`prefill`] of a new session's prompt.
+async fn prefill_prompt(
     shared: &Shared,
     prompt: Vec<u32>,
     params: SamplingParams,
     gone: impl std::future::Future<Output = ()>,
 ) -> Result<SessionState, Status> {
-    let (reply, rx) = oneshot::channel();
-    shared.batcher.open(OpenJob { prompt, params, reply }).map_err(queue_status)?;
+    prefill(shared, PrefillFrom::Prompt { prompt, params }, gone).await.map_err(|(_, st)| st)
+}
+
+async fn prefilled(
+    rx: oneshot::Receiver<Result<SessionState, EngineError>>,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<SessionState, Status> {
     tokio::select! {
         verifier = rx => {
             let verifier = verifier.map_err(|_| Status::internal("the verifier dropped the prefill"))?;
@@ -407,38 +425,86 @@ async fn open_session(
     let params = sampling(open.sampling.as_ref())?;
     check_stop_ids(shared, &open.stop_ids)?;
     if !open.resume.is_empty() {
-        let (mut verifier, last_round) = shared.sessions.checkout(&open.resume, owner, true).map_err(session_status)?;
-        // A greedy session may hold tokens the client never heard of (run on
-        // alone, or in a verdict lost with the connection): it goes back to
-        // what the client has and decodes them again, the same tokens.
-        let held = verifier.committed().len();
-        let matches = verifier.rewind_to(&open.prompt);
-        let greedy = verifier.sampling().is_greedy();
-        let len = verifier.committed().len();
-        shared.sessions.checkin(&open.resume, verifier, last_round);
-        if !matches {
-            shared.sessions.detach(&open.resume);
-            let how = if greedy { "do not begin with" } else { "differ from" };
-            return Err(Status::failed_precondition(format!(
-                "session {} holds {held} committed tokens that {how} the {} sent",
-                open.resume,
-                open.prompt.len()
-            )));
-        }
-        // Behind a proxy, this shows that a resume reached its replica.
-        metrics::counter!(telemetry::SESSIONS_RESUMED).increment(1);
-        return Ok((open.resume.clone(), len, last_round, true, greedy));
+        return resume_session(shared, owner, open, tx).await;
     }
     check_prompt(shared, &open.prompt)?;
     let slot = reserve(shared, owner, open.prompt.len())?;
     let len = open.prompt.len();
-    let verifier = prefill(shared, open.prompt.clone(), params, tx.closed()).await?;
+    let verifier = prefill_prompt(shared, open.prompt.clone(), params, tx.closed()).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let evicted = slot.insert(id.clone(), verifier);
     telemetry::evicted("memory budget", evicted.memory);
     metrics::counter!(telemetry::SESSIONS_OPENED).increment(1);
     telemetry::sessions_open(shared.sessions.len());
     Ok((id, len, 0, false, params.is_greedy()))
+}
+
+/// Re-attaches a session on the client's committed tokens (`Open.resume`).
+/// It goes on from them (`VerifierSession::resume_on`): a greedy session
+/// drops what the client never heard of (tokens run on alone, a verdict
+/// lost with the connection) and decodes it again, the same tokens; tokens
+/// the client went on with alone (its drafter, while the cloud was away) are
+/// prefilled, only they. A sampled session must hold no token the client
+/// lacks.
+async fn resume_session(
+    shared: &Shared,
+    owner: &Owner,
+    open: &v1::Open,
+    tx: &mpsc::Sender<Result<SessionResponse, Status>>,
+) -> Result<OpenedSession, Status> {
+    let id = open.resume.as_str();
+    let (mut verifier, last_round) = shared.sessions.checkout(id, owner, true).map_err(session_status)?;
+    // Every refusal leaves the session as it was, for another try.
+    let refuse = |verifier, status: Status| {
+        shared.sessions.checkin(id, verifier, last_round);
+        shared.sessions.detach(id);
+        Err(status)
+    };
+    let (held, common) = (verifier.committed().len(), verifier.shared_with(&open.prompt));
+    let new = open.prompt.len().saturating_sub(common);
+    if new > shared.limits.max_prompt_tokens {
+        let max = shared.limits.max_prompt_tokens;
+        let msg =
+            format!("the resume brings {new} tokens to prefill; this server takes at most {max} (--max-prompt-tokens)");
+        return refuse(verifier, Status::out_of_range(msg));
+    }
+    let greedy = verifier.sampling().is_greedy();
+    match verifier.resume_on(&open.prompt) {
+        Ok(true) => {}
+        Ok(false) => {
+            let msg = format!(
+                "session {id} holds {held} committed tokens, {} past the {common} it shares with the {} sent; a sampled session cannot go back",
+                held - common,
+                open.prompt.len()
+            );
+            return refuse(verifier, Status::failed_precondition(msg));
+        }
+        Err(e) => return refuse(verifier, engine_status(&e)),
+    }
+    let verifier = if verifier.prefill_remaining() > 0 {
+        let (charge, evicted) = shared.sessions.charge(shared.limits.memory.open(new));
+        telemetry::evicted("memory budget", evicted.memory);
+        let done = prefill(shared, PrefillFrom::Session(verifier), tx.closed()).await;
+        drop(charge);
+        match done {
+            Ok(v) => v,
+            // Refused by a full queue: its new tokens stay committed, to be
+            // fed on the next resume.
+            Err((Some(v), st)) => return refuse(v, st),
+            // Lost with its prefill (the client left, the pass failed).
+            Err((None, st)) => {
+                let _ = shared.sessions.remove(id, owner);
+                return Err(st);
+            }
+        }
+    } else {
+        verifier
+    };
+    let len = verifier.committed().len();
+    shared.sessions.checkin(id, verifier, last_round);
+    // Behind a proxy, this shows that a resume reached its replica.
+    metrics::counter!(telemetry::SESSIONS_RESUMED).increment(1);
+    Ok((id.to_string(), len, last_round, true, greedy))
 }
 
 /// A pass's verdict, its wall time and batch size, with the session's state
@@ -771,7 +837,7 @@ async fn drive_generate(
     let stop_ids = if req.stop_ids.is_empty() { shared.stop_ids.clone() } else { req.stop_ids.clone() };
     let _slot = reserve(shared, owner, req.prompt.len())?;
     let _active = shared.batcher.active_guard();
-    let mut verifier = prefill(shared, req.prompt.clone(), params, tx.closed()).await?;
+    let mut verifier = prefill_prompt(shared, req.prompt.clone(), params, tx.closed()).await?;
     let limits = shared.batcher.limits();
     let max_context = shared.info.max_context as usize;
     let max_new = req.max_new_tokens as usize;

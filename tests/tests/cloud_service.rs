@@ -10,7 +10,7 @@ use ouro_tests::cloud::{
     SpecStats, Trust, OTHER_TOKEN, TOKEN,
 };
 use ouro_tests::{greedy, model_path, reference_prompts, smollm2, smollm2_f32};
-use tonic::Code;
+use tonic::{Code, Status};
 
 /// SmolLM2's stop tokens (<|endoftext|>, <|im_end|>, <|im_sep|>... as its tokenizer reports).
 const STOP: [u32; 3] = [0, 2, 4];
@@ -654,6 +654,23 @@ async fn a_client_that_vanishes_mid_round_loses_nothing() {
     good.await.unwrap();
 }
 
+/// Re-attaches to session `id` on `text`, once the stream that held it let go.
+async fn resume(c: &cloud::Client, h: &str, text: &[u32], id: &str) -> Result<(SessionStream, v1::Opened), Status> {
+    cloud::eventually(100, || {
+        let (mut c, o) = (
+            c.clone(),
+            v1::Open { tokenizer_hash: h.into(), prompt: text.to_vec(), resume: id.into(), ..Default::default() },
+        );
+        async move {
+            match SessionStream::open(&mut c, o).await {
+                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
+                r => Some(r),
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_ran_on_resumes_where_its_client_is() {
     let srv = server(&[]);
@@ -665,50 +682,49 @@ async fn a_session_that_ran_on_resumes_where_its_client_is() {
     let h = hash(&mut c).await;
     let open = v1::Open { tokenizer_hash: h.clone(), prompt: prompt.clone(), run_on: 6, ..Default::default() };
     let (s, opened) = SessionStream::open(&mut c, open).await.expect("open");
+    let id = opened.session_id;
     // The cloud decodes six tokens alone; the client hears of none of them
     // before its connection drops.
     metric_reaches(&srv, "ouro_run_on_tokens_total", 6.0).await;
     let prefills = srv.metric_sum("ouro_prefill_chunks_total");
     drop(s);
     let heard = [prompt.as_slice(), &e[..2]].concat();
-    let (mut s, o) = cloud::eventually(100, || {
-        let (mut c, h, heard, id) = (c.clone(), h.clone(), heard.clone(), opened.session_id.clone());
-        async move {
-            let o = v1::Open { tokenizer_hash: h, prompt: heard, resume: id, ..Default::default() };
-            match SessionStream::open(&mut c, o).await {
-                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
-                r => Some(r),
-            }
-        }
-    })
-    .await
-    .expect("a session that ran on resumes");
+    let (mut s, o) = resume(&c, &h, &heard, &id).await.expect("a session that ran on resumes");
     assert!(o.resumed);
     assert_eq!((o.committed_len, o.last_round), (p + 2, 0));
     let v = s.round(round(1, p + 2, e[2..6].to_vec(), chain(4))).await.expect("round 1");
     assert_eq!((v.accepted, v.next_token, v.committed_len), (vec![0, 1, 2, 3], e[6], p + 7));
     assert_eq!(srv.metric_sum("ouro_prefill_chunks_total"), prefills, "the resume prefilled again");
     drop(s);
-    // A text the session never held is refused, and says how much it holds.
-    let o = v1::Open {
-        tokenizer_hash: h,
-        prompt: [&prompt[..], &[e[0] + 1]].concat(),
-        resume: o.session_id,
-        ..Default::default()
+
+    // The client went on alone (its drafter, say) with two tokens of its
+    // own: only they are prefilled, and the cloud carries on from its text.
+    let own = [&prompt[..], &e[..7], &[e[3], e[1]]].concat();
+    let want = expected(&own);
+    let (mut s, o) = resume(&c, &h, &own, &id).await.expect("a resume on tokens of the client's own");
+    assert_eq!((o.committed_len, o.last_round), (p + 9, 1));
+    assert_eq!(srv.metric_sum("ouro_prefill_chunks_total"), prefills + 1.0, "one chunk of two tokens");
+    let v = s.round(round(2, p + 9, want[..3].to_vec(), chain(3))).await.expect("round 2");
+    assert_eq!((v.accepted, v.next_token), (vec![0, 1, 2], want[3]));
+    drop(s);
+
+    // A sampled session cannot go back on tokens it drew: refused, and
+    // still there on all of them.
+    let sampling = v1::Sampling { temperature: 0.8, seed: 7, ..Default::default() };
+    let open =
+        v1::Open { tokenizer_hash: h.clone(), prompt: prompt.clone(), sampling: Some(sampling), ..Default::default() };
+    let (mut s, opened) = SessionStream::open(&mut c, open).await.expect("open");
+    let v = s.round(round(1, p, vec![], vec![])).await.expect("a sampled round");
+    let drawn = [prompt.as_slice(), &[v.next_token]].concat();
+    drop(s);
+    let st = match resume(&c, &h, &prompt, &opened.session_id).await {
+        Err(st) => st,
+        Ok(_) => panic!("a sampled session went back on a token it drew"),
     };
-    let st = cloud::eventually(100, || {
-        let (mut c, o) = (c.clone(), o.clone());
-        async move {
-            match SessionStream::open(&mut c, o).await {
-                Err(st) if st.message().contains("attached") => None,
-                Err(st) => Some(st),
-                Ok(_) => panic!("resumed on a text the session never held"),
-            }
-        }
-    })
-    .await;
     assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
-    assert!(st.message().contains(&format!("holds {} committed tokens", p + 7)), "{st:?}");
+    assert!(st.message().contains(&format!("holds {} committed tokens, 1 past", p + 1)), "{st:?}");
+    let (_, o) = resume(&c, &h, &drawn, &opened.session_id).await.expect("resumed on all its tokens");
+    assert_eq!(o.committed_len, p + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

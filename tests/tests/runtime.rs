@@ -218,45 +218,59 @@ fn chunked_prefill_continues_like_one_pass() {
 }
 
 #[test]
-fn a_rewound_session_decodes_the_same_tokens_again() {
+fn a_resumed_session_decodes_as_one_opened_on_its_text() {
     use ouro_common::engine::VerifierSession;
     use ouro_common::sampling::SamplingParams;
     use ouro_common::tree::{DraftTree, TreeLimits};
     let model = smollm2();
     let prompt = prompt();
     let limits = TreeLimits { max_nodes: 8, max_depth: 8 };
-    let vocab = model.config().vocab_size;
-    let empty = DraftTree::empty(&limits, vocab);
-    let mut s = VerifierSession::open(model.as_ref(), &prompt, SamplingParams::greedy(), limits).unwrap();
-    for _ in 0..10 {
-        s.verify(&empty, &[]).unwrap();
-    }
-    let ten = s.committed().to_vec();
-    let four = &ten[..prompt.len() + 4];
-    assert!(!s.rewind_to(&[ten[0] + 1]), "went back to a text it never held");
-    assert!(!s.rewind_to(&[]), "went back to nothing");
-    assert_eq!(s.committed(), ten.as_slice(), "a refused rewind changed the session");
-    assert!(s.rewind_to(four));
-    assert_eq!(s.committed(), four);
-    for _ in 0..6 {
-        s.verify(&empty, &[]).unwrap();
-    }
-    assert_eq!(s.committed(), ten.as_slice(), "decoding again after a rewind gave other tokens");
-    // Back into the prompt itself: the cache keeps only what precedes it.
-    assert!(s.rewind_to(&prompt[..3]));
-    for _ in 0..(ten.len() - 3) {
-        s.verify(&empty, &[]).unwrap();
-    }
-    let mut fresh = VerifierSession::open(model.as_ref(), &prompt[..3], SamplingParams::greedy(), limits).unwrap();
-    for _ in 0..(ten.len() - 3) {
-        fresh.verify(&empty, &[]).unwrap();
-    }
-    assert_eq!(s.committed(), fresh.committed());
+    let empty = DraftTree::empty(&limits, model.config().vocab_size);
+    let greedy = SamplingParams::greedy();
+    // The session's text after `steps` more tokens, and that of a fresh one.
+    let decode = |s: &mut VerifierSession, steps: usize| {
+        for _ in 0..steps {
+            s.verify(&empty, &[]).unwrap();
+        }
+        s.committed().to_vec()
+    };
+    let fresh = |text: &[u32], steps: usize| {
+        let mut s = VerifierSession::open(model.as_ref(), text, greedy, limits).unwrap();
+        decode(&mut s, steps)
+    };
+    let mut s = VerifierSession::open(model.as_ref(), &prompt, greedy, limits).unwrap();
+    let ten = decode(&mut s, 10);
+    let passes = s.forward_passes();
 
-    let sampled = SamplingParams { temperature: 0.8, seed: 7, ..SamplingParams::greedy() };
+    // Back four tokens (the client never heard them): the same ones again.
+    assert!(s.resume_on(&ten[..ten.len() - 4]).unwrap());
+    assert_eq!((s.prefill_remaining(), s.committed()), (0, &ten[..ten.len() - 4]));
+    assert_eq!(decode(&mut s, 4), ten, "decoding again after going back gave other tokens");
+    // On with two tokens of the client's own: only they are prefilled.
+    let own = [ten.as_slice(), &[ten[3], ten[4]]].concat();
+    assert!(s.resume_on(&own).unwrap());
+    assert_eq!(s.prefill_remaining(), 2, "the old root and the first new token");
+    while s.prefill(usize::MAX).unwrap() > 0 {}
+    assert_eq!(decode(&mut s, 6), fresh(&own, 6));
+    // Back into the prompt and off on another text.
+    let other = [&prompt[..3], &[ten[9], ten[1]]].concat();
+    assert!(s.resume_on(&other).unwrap());
+    while s.prefill(usize::MAX).unwrap() > 0 {}
+    assert_eq!(decode(&mut s, 8), fresh(&other, 8));
+    assert!(s.forward_passes() > passes);
+
+    // Bad texts are errors and change nothing.
+    let held = s.committed().to_vec();
+    assert!(s.resume_on(&[]).is_err());
+    assert!(s.resume_on(&[u32::MAX]).is_err());
+    assert_eq!(s.committed(), held.as_slice());
+
+    let sampled = SamplingParams { temperature: 0.8, seed: 7, ..greedy };
     let mut s = VerifierSession::open(model.as_ref(), &prompt, sampled, limits).unwrap();
     s.verify(&empty, &[]).unwrap();
     let held = s.committed().to_vec();
-    assert!(!s.rewind_to(&prompt), "a sampled session cannot replay its draws");
-    assert!(s.rewind_to(&held), "its whole text is always a place to resume");
+    assert!(!s.resume_on(&prompt).unwrap(), "a sampled session cannot replay its draws");
+    assert_eq!(s.committed(), held.as_slice());
+    assert!(s.resume_on(&held).unwrap(), "its whole text is always a place to resume");
+    assert!(s.resume_on(&[held.as_slice(), &[ten[2]]].concat()).unwrap(), "nor does going on from it replay any");
 }

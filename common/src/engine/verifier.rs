@@ -94,21 +94,41 @@ impl<'m> VerifierSession<'m> {
         &self.committed
     }
 
-    /// Goes back to `prefix` of the committed text, as if nothing after it
-    /// had been decoded: a client that resumes having missed the tokens
-    /// decoded last (a verdict lost with its connection, a pass run on
-    /// alone) gets them again, the same ones. Only a greedy session can: a
-    /// sampled one has drawn from its random stream since. Returns whether
-    /// it went back (`false` leaves it as it was).
-    pub fn rewind_to(&mut self, prefix: &[u32]) -> bool {
-        let fits = !prefix.is_empty() && self.committed.starts_with(prefix);
-        if !fits || !(self.params.is_greedy() || prefix.len() == self.committed.len()) {
-            return false;
+    /// Carries on from `text` instead of the committed tokens, keeping the
+    /// cache of what the two share: a client that resumes without the
+    /// tokens decoded last (a verdict lost with its connection, a pass run
+    /// on alone) gets them again, the same ones, and one that went on
+    /// without the verifier (its drafter alone) has only its own tokens
+    /// prefilled ([`Self::prefill`] then feeds them). A greedy session may
+    /// drop tokens; a sampled one has drawn from its random stream since, so
+    /// it only goes on from `text` if `text` begins with all of its tokens.
+    /// Returns whether it did (`false` leaves the session as it was).
+    pub fn resume_on(&mut self, text: &[u32]) -> Result<bool, EngineError> {
+        let cfg = self.model.config();
+        if text.is_empty() {
+            return Err(EngineError::EmptyPrompt);
         }
-        self.committed.truncate(prefix.len());
-        // The last committed token is the next round's root, outside the cache.
-        self.cache.truncate(prefix.len() - 1);
-        true
+        if text.len() >= cfg.max_context {
+            return Err(EngineError::ContextFull { len: text.len(), max: cfg.max_context });
+        }
+        if let Some(&token) = text.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(ModelError::TokenOutOfRange { token, vocab: cfg.vocab_size }.into());
+        }
+        let shared = self.shared_with(text);
+        if shared < self.committed.len() && !self.params.is_greedy() {
+            return Ok(false);
+        }
+        self.committed.truncate(shared);
+        self.committed.extend_from_slice(&text[shared..]);
+        // What the two share stays cached, but never the last token: the
+        // next round's root, outside the cache.
+        self.cache.truncate(shared.min(text.len() - 1));
+        Ok(true)
+    }
+
+    /// How many tokens `text` shares with the committed ones, from the start.
+    pub fn shared_with(&self, text: &[u32]) -> usize {
+        self.committed.iter().zip(text).take_while(|(a, b)| a == b).count()
     }
 
     pub fn limits(&self) -> &TreeLimits {
