@@ -72,7 +72,7 @@ pub async fn replay_with(
         // A replayed round is the load, not the gaps between rounds.
         run_on: false,
     };
-    let mut verifier = RemoteVerifier::new(stream, committed_len, false);
+    let mut verifier = RemoteVerifier::new(stream, committed_len, 0, false);
     let mut run = SpecStats::default();
     spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, &mut run, on_tokens).await?;
     Ok(run)

@@ -200,6 +200,11 @@ async fn a_cloud_that_returns_mid_generation_takes_over_again() {
     assert!(ouro["local_tokens"].as_u64().unwrap() > 0, "{ouro}");
     assert_eq!(ouro["cloud_resumes"], 1, "speculation did not resume mid-generation: {ouro}");
     assert!(cloud.metric_sum("ouro_rounds_total") > before, "the returned cloud verified nothing");
+    // The cloud still held the session (the cut ended its stream at once):
+    // speculation went on in it, with only the drafter's tokens prefilled.
+    let (opened, resumed) =
+        (cloud.metric_sum("ouro_sessions_opened_total"), cloud.metric_sum("ouro_sessions_resumed_total"));
+    assert_eq!((opened, resumed), (1.0, 1.0), "a new session instead of the one the cloud held");
 }
 
 fn health_mode(e: &EdgeServer) -> String {

@@ -79,6 +79,9 @@ pub struct SpecStats {
     /// generation to start from (greedy runs of a learning policy).
     pub learned: Option<Learned>,
     pub finish: Option<FinishReason>,
+    /// The remote session these rounds last ran on: a generation whose link
+    /// failed resumes it, where the verifier still holds it.
+    pub session: Option<String>,
 }
 
 /// One round as planned, predicted and measured.

@@ -379,7 +379,9 @@ impl<C: Cloud> Job<C> {
         // tokens; on a busy cloud wait (and then tell the client to come
         // back); on a lost cloud follow the fallback policy. With `local`,
         // the drafter carries on alone until the cloud answers again, and
-        // speculation resumes on everything committed so far.
+        // speculation resumes on everything committed so far, in the cloud
+        // session it had where the cloud still holds it (`speculate_into`
+        // resumes the session `run` names).
         while out.unfinished() {
             if local_only {
                 let back = self.local_until_cloud_returns(&req, sampling, &mut out, &mut stats).await;

@@ -119,7 +119,11 @@ pub async fn speculate(
 
 /// [`speculate`], handing each round's committed tokens to `on_tokens` as
 /// they arrive and accumulating into `run`, so that a caller whose link
-/// fails mid-way knows exactly what was committed. `pool` carries phrases
+/// fails mid-way knows exactly what was committed. Called again with the
+/// same `run` (and every committed token as the prompt), it resumes the
+/// cloud session of the call before, so the cloud prefills nothing it
+/// already holds; where the cloud no longer has it, or cannot go on from
+/// those tokens, it opens a new one. `pool` carries phrases
 /// across requests (Ouroboros' warm start); it keeps what this generation
 /// taught even if the generation is dropped half-way.
 pub async fn speculate_into(
@@ -147,11 +151,25 @@ pub async fn speculate_into(
         ..Default::default()
     };
     let at = req.opening(drafter_model, pool);
+    let resume = run.session.clone().unwrap_or_default();
+    let open_or_resume = async {
+        if resume.is_empty() {
+            return client.open_session(open).await;
+        }
+        match client.open_session(v1::Open { resume, ..open.clone() }).await {
+            Err(st) if cannot_resume(&st) => {
+                tracing::debug!("a new session: the cloud cannot resume the last one ({st})");
+                client.open_session(open).await
+            }
+            r => r,
+        }
+    };
     // The drafter prefills the prompt while the cloud prefills it too: the
     // session's Open is on its way before the drafter's blocking pass starts.
-    let (session, source) = tokio::join!(client.open_session(open), async { off_runtime(|| req.strategy.open(at)) });
+    let (session, source) = tokio::join!(open_or_resume, async { off_runtime(|| req.strategy.open(at)) });
     let mut source = source?;
     let (mut stream, opened) = session?;
+    run.session = Some(opened.session_id.clone());
     // Greedy runs plan with the cloud's own cost curve from the start, and
     // measured rounds refine it. Sampled runs keep the default curve: which
     // sample a seed yields depends on the tree shape, so their plans must not
@@ -165,7 +183,8 @@ pub async fn speculate_into(
         CostCurve::from_points(info.verify_cost.iter().map(|c| (c.tokens as usize, c.ms as f64))).ok()
     };
     let mut policy = req.strategy.warm_policy(curve, req.warm, rounds.sampled);
-    let mut verifier = RemoteVerifier::new(&mut stream, opened.committed_len as usize, rounds.sampled);
+    let mut verifier =
+        RemoteVerifier::new(&mut stream, opened.committed_len as usize, opened.last_round, rounds.sampled);
     let driven = spec::drive(&mut verifier, &mut *source, &mut *policy, &rounds, run, on_tokens).await;
     // A generation cut short (a lost link, a cancelled client) still taught
     // the policy something.
@@ -180,11 +199,21 @@ pub async fn speculate_into(
     Ok(())
 }
 
+/// Refusals of a resume that a new session gets past: the session is gone
+/// (evicted, expired, on another replica), held by a stream the cloud has not
+/// seen end, or cannot go on from the tokens sent (a sampled session that
+/// drew more), or the tokens to prefill are more than a resume may bring.
+fn cannot_resume(st: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(st.code(), Code::NotFound | Code::FailedPrecondition | Code::OutOfRange)
+}
+
 /// The cloud as the round driver's verifier: the only place the driver's
 /// drafts become wire messages.
 pub struct RemoteVerifier<'s> {
     stream: &'s mut SessionStream,
-    /// Rounds count per session (a re-opened session starts again at 1).
+    /// Rounds count per session (a new session starts again at 1, a
+    /// resumed one after its last).
     round: u64,
     committed: usize,
     /// Sampled drafts carry the drafter's distributions (q̃) for the cloud.
@@ -203,9 +232,11 @@ pub struct RemoteVerifier<'s> {
 }
 
 impl<'s> RemoteVerifier<'s> {
-    /// A verifier on an opened session whose cloud holds `committed` tokens.
-    pub fn new(stream: &'s mut SessionStream, committed: usize, sampled: bool) -> Self {
-        Self { stream, round: 0, committed, sampled, sent_bytes: 0, tip: committed, held: None, drained_bytes: 0 }
+    /// A verifier on an opened session whose cloud holds `committed` tokens
+    /// and answered rounds up to `last_round` (`Opened`).
+    pub fn new(stream: &'s mut SessionStream, committed: usize, last_round: u64, sampled: bool) -> Self {
+        let (round, tip) = (last_round, committed);
+        Self { stream, round, committed, sampled, sent_bytes: 0, tip, held: None, drained_bytes: 0 }
     }
 }
 
