@@ -104,11 +104,59 @@ fn swiglu_serial(gate: &mut [f32], up: &[f32]) {
 /// `s = e^(s - max)` for each score, returning their sum taken in order.
 /// The exponential is the kernels' own (the same bits on every path and
 /// machine, eight at a time); the sum stays sequential, so it does not
-/// depend on how the scores were computed.
+/// depend on how the scores were computed. (The one-query reference's;
+/// [`sums_in_order`] takes the same sums for many queries at once.)
+#[cfg(test)]
 fn softmax_weights(scores: &mut [f32], max: f32) -> f32 {
     scores.iter_mut().for_each(|s| *s -= max);
     ouro_kernels::exp::exp_in_place(scores);
     scores.iter().fold(0.0, |sum, &w| sum + w)
+}
+
+/// The largest of `x` (not NaN): in eight lanes, as the largest value is
+/// the same in any order.
+fn max_of(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// The sum of each row `i` of `rows` (`lens[i]` values at `i * width`),
+/// taken in order as [`softmax_weights`] does, the rows' sums side by side:
+/// one sum in order is a chain of dependent adds, and eight chains run in
+/// the time of one. Every row's first `common` values are summed together.
+fn sums_in_order(rows: &[f32], width: usize, common: usize, lens: &[usize]) -> Vec<f32> {
+    let mut sums = vec![0f32; lens.len()];
+    for (g, sums) in sums.chunks_mut(8).enumerate() {
+        let first = g * 8;
+        let row = |j: usize| &rows[(first + j) * width..(first + j) * width + lens[first + j]];
+        if sums.len() == 8 {
+            let r: [&[f32]; 8] = std::array::from_fn(|j| &row(j)[..common]);
+            let mut acc = [0f32; 8];
+            // One index into eight rows: the adds of a slot side by side.
+            #[allow(clippy::needless_range_loop)]
+            for s in 0..common {
+                for j in 0..8 {
+                    acc[j] += r[j][s];
+                }
+            }
+            sums.copy_from_slice(&acc);
+        } else {
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum = row(j)[..common].iter().fold(0.0, |a, &w| a + w);
+            }
+        }
+        for (j, sum) in sums.iter_mut().enumerate() {
+            *sum = row(j)[common..].iter().fold(*sum, |a, &w| a + w);
+        }
+    }
+    sums
 }
 
 /// Attention of one query head over a set of key/value rows.
@@ -246,17 +294,20 @@ fn attend_shared_any(g: &SharedQueries<'_>, kv: &KvHead<'_>, scale: f32, scores:
         }
         lanes::dots_scaled(g.queries, &rows, scale, &mut scores[b * SLOT_BLOCK..], width, &next);
     }
-    let mut inv = Vec::with_capacity(nq);
+    let lens: Vec<usize> = (0..nq).map(|i| nc + g.rest[row_of(i)].len()).collect();
     for (i, q) in g.queries.iter().enumerate() {
-        let rest = g.rest[row_of(i)];
-        let sc = &mut scores[i * width..i * width + nc + rest.len()];
-        for (o, &s) in sc[nc..].iter_mut().zip(rest) {
+        let sc = &mut scores[i * width..i * width + lens[i]];
+        for (o, &s) in sc[nc..].iter_mut().zip(g.rest[row_of(i)]) {
             *o = dot(q, key(s)) * scale;
         }
-        let max = sc.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        inv.push(1.0 / softmax_weights(sc, max));
+        let max = max_of(sc);
+        sc.iter_mut().for_each(|s| *s -= max);
+        ouro_kernels::exp::exp_in_place(sc);
+    }
+    for (i, sum) in sums_in_order(scores, width, nc, &lens).into_iter().enumerate() {
         // Each weight is its score times the inverse sum, as it is used.
-        sc.iter_mut().for_each(|w| *w *= inv[i]);
+        let inv = 1.0 / sum;
+        scores[i * width..i * width + lens[i]].iter_mut().for_each(|w| *w *= inv);
     }
     out.fill(0.0);
     let mut weights: Vec<&[f32]> = Vec::with_capacity(nq);
