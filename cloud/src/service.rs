@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{owner, Owner};
 use crate::batcher::{Batcher, OpenJob, PrefillFrom, QueueError, VerifyDone, VerifyJob};
 use crate::run_on::{own_draft, own_tokens, OwnDrafts, RunOn};
-use crate::sessions::{SessionError, SessionState, SessionTable};
+use crate::sessions::{Holder, SessionError, SessionState, SessionTable};
 use crate::telemetry;
 
 /// Everything the handlers share.
@@ -163,7 +163,10 @@ fn session_status(e: SessionError) -> Status {
     match e {
         SessionError::Unknown(_) | SessionError::Evicted { .. } => Status::not_found(msg),
         SessionError::NotOwner(_) => Status::permission_denied(msg),
-        SessionError::Attached(_) | SessionError::Busy(_) => Status::failed_precondition(msg),
+        // A conflict between two streams of one client: the newer retries
+        // (`ABORTED`), the older is done.
+        SessionError::Busy(_) => Status::aborted(msg),
+        SessionError::TakenOver(_) => Status::failed_precondition(msg),
         SessionError::TooMany { .. } | SessionError::OverQuota { .. } | SessionError::NoMemory { .. } => {
             Status::resource_exhausted(msg)
         }
@@ -369,16 +372,18 @@ async fn verify(
     rx.await.map_err(|_| (None, Status::internal("the verifier failed on this round; re-open the session")))
 }
 
-/// Ends the stream's hold on its session however the handler exits.
+/// Ends the stream's hold on its session however the handler exits
+/// (unless a newer stream took it over).
 struct Attachment<'a> {
     shared: &'a Shared,
     id: String,
+    stream: u64,
     _active: crate::batcher::ActiveGuard,
 }
 
 impl Drop for Attachment<'_> {
     fn drop(&mut self) {
-        self.shared.sessions.detach(&self.id);
+        self.shared.sessions.detach(&self.id, self.stream);
     }
 }
 
@@ -408,9 +413,17 @@ fn check_stop_ids(shared: &Shared, stop_ids: &[u32]) -> Result<(), Status> {
     Ok(())
 }
 
-/// An opened session: its id, committed length, last round answered,
-/// whether it was resumed, and whether it decodes greedily.
-type OpenedSession = (String, usize, u64, bool, bool);
+/// A session as its stream opened it.
+struct OpenedSession {
+    id: String,
+    committed_len: usize,
+    /// The last round it answered.
+    last_round: u64,
+    resumed: bool,
+    greedy: bool,
+    /// The number of the stream that holds it (`sessions::Holder`).
+    stream: u64,
+}
 
 async fn open_session(
     shared: &Shared,
@@ -436,7 +449,7 @@ async fn open_session(
     telemetry::evicted("memory budget", evicted.memory);
     metrics::counter!(telemetry::SESSIONS_OPENED).increment(1);
     telemetry::sessions_open(shared.sessions.len());
-    Ok((id, len, 0, false, params.is_greedy()))
+    Ok(OpenedSession { id, committed_len: len, last_round: 0, resumed: false, greedy: params.is_greedy(), stream: 0 })
 }
 
 /// Re-attaches a session on the client's committed tokens (`Open.resume`).
@@ -453,11 +466,12 @@ async fn resume_session(
     tx: &mpsc::Sender<Result<SessionResponse, Status>>,
 ) -> Result<OpenedSession, Status> {
     let id = open.resume.as_str();
-    let (mut verifier, last_round) = shared.sessions.checkout(id, owner, true).map_err(session_status)?;
+    let (mut verifier, last_round, stream) =
+        shared.sessions.checkout(id, owner, Holder::Attach).map_err(session_status)?;
     // Every refusal leaves the session as it was, for another try.
     let refuse = |verifier, status: Status| {
         shared.sessions.checkin(id, verifier, last_round);
-        shared.sessions.detach(id);
+        shared.sessions.detach(id, stream);
         Err(status)
     };
     let (held, common) = (verifier.committed().len(), verifier.shared_with(&open.prompt));
@@ -504,7 +518,7 @@ async fn resume_session(
     shared.sessions.checkin(id, verifier, last_round);
     // Behind a proxy, this shows that a resume reached its replica.
     metrics::counter!(telemetry::SESSIONS_RESUMED).increment(1);
-    Ok((id.to_string(), len, last_round, true, greedy))
+    Ok(OpenedSession { id: id.to_string(), committed_len: len, last_round, resumed: true, greedy, stream })
 }
 
 /// A pass's verdict, its wall time and batch size, with the session's state
@@ -549,8 +563,7 @@ fn settle(
 #[allow(clippy::too_many_arguments)]
 async fn run_on_step<S>(
     shared: &Shared,
-    id: &str,
-    owner: &Owner,
+    (id, owner, stream): (&str, &Owner, u64),
     last_round: u64,
     room: usize,
     mut drafts: Option<&mut OwnDrafts<'_>>,
@@ -560,7 +573,7 @@ async fn run_on_step<S>(
 where
     S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
 {
-    let (verifier, _) = shared.sessions.checkout(id, owner, false).map_err(session_status)?;
+    let (verifier, _, _) = shared.sessions.checkout(id, owner, Holder::Stream(stream)).map_err(session_status)?;
     let committed = verifier.committed().len();
     let limits = shared.batcher.limits();
     let (draft, tree) = own_draft(drafts.as_deref_mut(), verifier.committed(), &limits, room, shared.vocab(), id);
@@ -603,8 +616,9 @@ where
     let Some(session_request::Msg::Open(open)) = first.msg else {
         return Err(Status::invalid_argument("the first message of a session must be Open"));
     };
-    let (id, mut committed_len, mut last_round, resumed, greedy) = open_session(shared, owner, &open, tx).await?;
-    let _attachment = Attachment { shared, id: id.clone(), _active: shared.batcher.active_guard() };
+    let OpenedSession { id, mut committed_len, mut last_round, resumed, greedy, stream } =
+        open_session(shared, owner, &open, tx).await?;
+    let _attachment = Attachment { shared, id: id.clone(), stream, _active: shared.batcher.active_guard() };
     let opened = v1::Opened { session_id: id.clone(), committed_len: committed_len as u32, resumed, last_round };
     if !send(tx, session_response::Msg::Opened(opened)).await {
         return Ok(());
@@ -634,7 +648,8 @@ where
             if ready.is_empty() {
                 let room = run.room(committed_len, max_context);
                 let (tokens, arrived) =
-                    run_on_step(shared, &id, owner, last_round, room, drafts.as_mut(), inbound, &mut ready).await?;
+                    run_on_step(shared, (&id, owner, stream), last_round, room, drafts.as_mut(), inbound, &mut ready)
+                        .await?;
                 arrived_at = arrived;
                 committed_len += tokens.len();
                 tokens.iter().for_each(|&t| run.took(t));
@@ -712,7 +727,8 @@ where
                             (msg, v.emitted_tokens(&tree))
                         }
                         Walk::Reached(below) => {
-                            let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                            let (verifier, _, _) =
+                                shared.sessions.checkout(&id, owner, Holder::Stream(stream)).map_err(session_status)?;
                             let memory = shared.limits.memory.round(committed_len, below.tree().len());
                             let (charge, evicted) = shared.sessions.charge(memory);
                             telemetry::evicted("memory budget", evicted.memory);
@@ -740,7 +756,8 @@ where
                     }
                     continue;
                 }
-                let (verifier, _) = shared.sessions.checkout(&id, owner, false).map_err(session_status)?;
+                let (verifier, _, _) =
+                    shared.sessions.checkout(&id, owner, Holder::Stream(stream)).map_err(session_status)?;
                 // Greedy rounds sent ahead on this one and already here are
                 // checked in its pass: the verdicts are those of the rounds
                 // one at a time, for one pass instead of several.

@@ -25,9 +25,9 @@ pub enum SessionError {
     Evicted { id: String, reason: &'static str },
     #[error("session {0} belongs to another client")]
     NotOwner(String),
-    #[error("session {0} is already attached to another stream")]
-    Attached(String),
-    #[error("session {0} has a round in flight")]
+    #[error("session {0} was taken over by a newer stream of its client")]
+    TakenOver(String),
+    #[error("session {0} has a pass in flight; retry")]
     Busy(String),
     #[error("{open} sessions open, the limit is {max}")]
     TooMany { open: usize, max: usize },
@@ -60,6 +60,21 @@ struct Entry {
     last_used: Instant,
     last_round: u64,
     attached: bool,
+    /// The number of the stream that holds it, one more at every attach:
+    /// a stream whose number is no longer this was taken over.
+    stream: u64,
+}
+
+/// Who checks a session out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A stream re-attaching (`Open.resume`). It takes the session over from
+    /// any stream that holds it: that one's client is gone, or came back on
+    /// another connection before the server saw the old one end (a link
+    /// that died silently). The old stream ends at its next round or pass.
+    Attach,
+    /// The stream holding it, by the number its attach was given.
+    Stream(u64),
 }
 
 /// What eviction removed, for metrics.
@@ -228,22 +243,29 @@ impl SessionTable {
         (Charge { table: self, bytes }, evicted)
     }
 
-    /// Checks out an existing session for a new stream (`attach`) or for a
-    /// round of the stream that holds it.
-    pub fn checkout(&self, id: &str, owner: &Owner, attach: bool) -> Result<(SessionState, u64), SessionError> {
+    /// Checks out an existing session for a stream re-attaching, or for a
+    /// round of the stream that holds it. Returns its state, the last round
+    /// it answered and the holding stream's number. A stream taking over
+    /// from one with a pass in flight is told to retry (`Busy`): the old
+    /// stream gives the session back at the end of that pass and then stops.
+    pub fn checkout(&self, id: &str, owner: &Owner, by: Holder) -> Result<(SessionState, u64, u64), SessionError> {
         let mut inner = self.lock();
         let missing = inner.missing(id);
         let entry = inner.entries.get_mut(id).ok_or(missing)?;
         if &entry.owner != owner {
             return Err(SessionError::NotOwner(id.to_string()));
         }
-        if attach && entry.attached {
-            return Err(SessionError::Attached(id.to_string()));
+        match by {
+            Holder::Stream(n) if n != entry.stream => return Err(SessionError::TakenOver(id.to_string())),
+            Holder::Stream(_) => {}
+            Holder::Attach => {
+                entry.stream += 1;
+                entry.attached = true;
+            }
         }
         let verifier = entry.verifier.take().ok_or_else(|| SessionError::Busy(id.to_string()))?;
-        entry.attached = true;
         entry.last_used = Instant::now();
-        Ok((verifier, entry.last_round))
+        Ok((verifier, entry.last_round, entry.stream))
     }
 
     /// Returns a session after a round, then enforces the memory budget.
@@ -258,10 +280,10 @@ impl SessionTable {
         self.enforce_budget(&mut inner, Some(id))
     }
 
-    /// The stream holding a session ended; the session stays for a resume
-    /// until it idles out.
-    pub fn detach(&self, id: &str) {
-        if let Some(e) = self.lock().entries.get_mut(id) {
+    /// Stream `stream` ended; if it still held the session, the session
+    /// stays for a resume until it idles out.
+    pub fn detach(&self, id: &str, stream: u64) {
+        if let Some(e) = self.lock().entries.get_mut(id).filter(|e| e.stream == stream) {
             e.attached = false;
             e.last_used = Instant::now();
         }
@@ -388,7 +410,15 @@ impl Reservation<'_> {
         let bytes = verifier.cache_bytes();
         inner.entries.insert(
             id.clone(),
-            Entry { owner, verifier: Some(verifier), bytes, last_used: Instant::now(), last_round: 0, attached: true },
+            Entry {
+                owner,
+                verifier: Some(verifier),
+                bytes,
+                last_used: Instant::now(),
+                last_round: 0,
+                attached: true,
+                stream: 0,
+            },
         );
         self.table.enforce_budget(&mut inner, Some(&id))
     }
@@ -482,15 +512,36 @@ pub(crate) mod tests {
     fn sessions_belong_to_their_owner() {
         let t = table(4);
         t.reserve(&owner("a"), 0).unwrap().insert("s".into(), verifier());
-        t.detach("s");
-        assert_eq!(t.checkout("s", &owner("b"), true).err(), Some(SessionError::NotOwner("s".into())));
+        t.detach("s", 0);
+        assert_eq!(t.checkout("s", &owner("b"), Holder::Attach).err(), Some(SessionError::NotOwner("s".into())));
         assert_eq!(t.remove("s", &owner("b")).unwrap_err(), SessionError::NotOwner("s".into()));
-        let (v, round) = t.checkout("s", &owner("a"), true).unwrap();
-        assert_eq!(round, 0);
-        assert!(matches!(t.checkout("s", &owner("a"), true), Err(SessionError::Attached(_))));
-        assert!(matches!(t.checkout("s", &owner("a"), false), Err(SessionError::Busy(_))));
+        let (v, round, stream) = t.checkout("s", &owner("a"), Holder::Attach).unwrap();
+        assert_eq!((round, stream), (0, 1));
+        assert!(matches!(t.checkout("s", &owner("a"), Holder::Stream(1)), Err(SessionError::Busy(_))));
         t.checkin("s", v, 3);
-        assert_eq!(t.checkout("s", &owner("a"), false).unwrap().1, 3);
+        assert_eq!(t.checkout("s", &owner("a"), Holder::Stream(1)).unwrap().1, 3);
+    }
+
+    #[test]
+    fn a_stream_re_attaching_takes_the_session_over() {
+        let t = table(4);
+        t.reserve(&owner("a"), 0).unwrap().insert("s".into(), verifier());
+        // Stream 0 holds it (its link died without the server noticing);
+        // the client comes back on a new stream, which takes it over.
+        let (v, _, stream) = t.checkout("s", &owner("a"), Holder::Attach).unwrap();
+        assert_eq!(stream, 1);
+        t.checkin("s", v, 0);
+        assert_eq!(t.checkout("s", &owner("a"), Holder::Stream(0)).err(), Some(SessionError::TakenOver("s".into())));
+        t.detach("s", 0);
+        let (v, _, _) = t.checkout("s", &owner("a"), Holder::Stream(1)).expect("the old stream's end left it attached");
+        // A take-over during a pass is told to retry, and the stream with
+        // the pass stops at its next round.
+        assert!(matches!(t.checkout("s", &owner("a"), Holder::Attach), Err(SessionError::Busy(_))));
+        t.checkin("s", v, 1);
+        assert_eq!(t.checkout("s", &owner("a"), Holder::Stream(1)).err(), Some(SessionError::TakenOver("s".into())));
+        assert_eq!(t.checkout("s", &owner("a"), Holder::Attach).unwrap().2, 3);
+        // Another client's token takes nothing over.
+        assert_eq!(t.checkout("s", &owner("b"), Holder::Attach).err(), Some(SessionError::NotOwner("s".into())));
     }
 
     #[test]
@@ -508,8 +559,8 @@ pub(crate) mod tests {
         let t = table(4);
         t.reserve(&owner("a"), 0).unwrap().insert("s".into(), verifier());
         assert!(t.evict("s"));
-        assert!(matches!(t.checkout("s", &owner("a"), true), Err(SessionError::Evicted { .. })));
-        assert!(matches!(t.checkout("zz", &owner("a"), true), Err(SessionError::Unknown(_))));
+        assert!(matches!(t.checkout("s", &owner("a"), Holder::Attach), Err(SessionError::Evicted { .. })));
+        assert!(matches!(t.checkout("zz", &owner("a"), Holder::Attach), Err(SessionError::Unknown(_))));
     }
 
     #[test]
@@ -517,10 +568,10 @@ pub(crate) mod tests {
         let t = SessionTable::new(SessionLimits { idle_timeout: Duration::ZERO, ..limits(4) });
         t.reserve(&owner("a"), 0).unwrap().insert("idle".into(), verifier());
         t.reserve(&owner("a"), 0).unwrap().insert("busy".into(), verifier());
-        let (_v, _) = t.checkout("busy", &owner("a"), false).unwrap();
+        let (_v, _, _) = t.checkout("busy", &owner("a"), Holder::Stream(0)).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(t.expire_idle(), 1);
-        assert!(matches!(t.checkout("idle", &owner("a"), true), Err(SessionError::Evicted { .. })));
+        assert!(matches!(t.checkout("idle", &owner("a"), Holder::Attach), Err(SessionError::Evicted { .. })));
     }
 
     #[test]
@@ -539,26 +590,26 @@ pub(crate) mod tests {
         let t = SessionTable::new(SessionLimits { reclaim_after: Duration::ZERO, ..limits(2) });
         t.reserve(&owner("a"), 0).unwrap().insert("held".into(), verifier());
         t.reserve(&owner("a"), 0).unwrap().insert("left".into(), verifier());
-        t.detach("left");
+        t.detach("left", 0);
         let r = t.reserve(&owner("b"), 0).expect("the abandoned session makes room");
         assert_eq!(r.reclaimed.pressure, 1);
         r.insert("b1".into(), verifier());
-        assert!(matches!(t.checkout("left", &owner("a"), true), Err(SessionError::Evicted { .. })));
+        assert!(matches!(t.checkout("left", &owner("a"), Holder::Attach), Err(SessionError::Evicted { .. })));
         // The one a stream still holds is never reclaimed.
         assert!(matches!(t.reserve(&owner("c"), 0), Err((SessionError::TooMany { .. }, _))));
-        assert!(t.checkout("held", &owner("a"), false).is_ok());
+        assert!(t.checkout("held", &owner("a"), Holder::Stream(0)).is_ok());
     }
 
     #[test]
     fn a_token_at_its_quota_reclaims_its_own_abandoned_session_first() {
         let t = SessionTable::new(SessionLimits { max_per_owner: 1, reclaim_after: Duration::ZERO, ..limits(4) });
         t.reserve(&owner("b"), 0).unwrap().insert("b1".into(), verifier());
-        t.detach("b1");
+        t.detach("b1", 0);
         t.reserve(&owner("a"), 0).unwrap().insert("a1".into(), verifier());
-        t.detach("a1");
+        t.detach("a1", 0);
         let r = t.reserve(&owner("a"), 0).unwrap();
         assert_eq!(r.reclaimed, Reclaimed { quota: 1, ..Reclaimed::default() });
-        assert!(t.checkout("b1", &owner("b"), true).is_ok(), "another token's session is left alone");
+        assert!(t.checkout("b1", &owner("b"), Holder::Attach).is_ok(), "another token's session is left alone");
     }
 
     #[test]

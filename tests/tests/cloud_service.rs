@@ -635,8 +635,8 @@ async fn a_client_that_vanishes_mid_round_loses_nothing() {
             let o = v1::Open { tokenizer_hash: h, prompt, resume: id, ..Default::default() };
             match SessionStream::open(&mut c, o).await {
                 Ok(r) => Some(Ok(r)),
-                // Still attached to the vanished stream for a moment.
-                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
+                // A pass of the vanished stream still in flight.
+                Err(st) if st.code() == Code::Aborted => None,
                 Err(st) => Some(Err(st)),
             }
         }
@@ -654,7 +654,8 @@ async fn a_client_that_vanishes_mid_round_loses_nothing() {
     good.await.unwrap();
 }
 
-/// Re-attaches to session `id` on `text`, once the stream that held it let go.
+/// Re-attaches to session `id` on `text`, retried while the stream that
+/// held it has a pass in flight.
 async fn resume(c: &cloud::Client, h: &str, text: &[u32], id: &str) -> Result<(SessionStream, v1::Opened), Status> {
     cloud::eventually(100, || {
         let (mut c, o) = (
@@ -663,7 +664,7 @@ async fn resume(c: &cloud::Client, h: &str, text: &[u32], id: &str) -> Result<(S
         );
         async move {
             match SessionStream::open(&mut c, o).await {
-                Err(st) if st.code() == Code::FailedPrecondition && st.message().contains("attached") => None,
+                Err(st) if st.code() == Code::Aborted => None,
                 r => Some(r),
             }
         }
@@ -725,6 +726,43 @@ async fn a_session_that_ran_on_resumes_where_its_client_is() {
     assert!(st.message().contains(&format!("holds {} committed tokens, 1 past", p + 1)), "{st:?}");
     let (_, o) = resume(&c, &h, &drawn, &opened.session_id).await.expect("resumed on all its tokens");
     assert_eq!(o.committed_len, p + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_a_new_stream_takes_its_session_over() {
+    let srv = server(&[]);
+    let prompt = prompts()[0].clone();
+    let e = expected(&prompt);
+    let p = prompt.len() as u32;
+    let mut c = connect(srv.addr, Some(TOKEN)).await;
+    let h = hash(&mut c).await;
+    // The first stream stays open, as one whose link died silently does
+    // until the server's keep-alives notice.
+    let (mut old, opened) = open(&mut c, &prompt).await;
+    let v = old.round(round(1, p, e[..2].to_vec(), chain(2))).await.expect("round 1");
+    assert_eq!(v.committed_len, p + 3);
+    let other = connect(srv.addr, Some(TOKEN)).await;
+    let text = [prompt.as_slice(), &e[..3]].concat();
+    let (mut new, o) = resume(&other, &h, &text, &opened.session_id).await.expect("a take-over");
+    assert_eq!((o.resumed, o.committed_len, o.last_round), (true, p + 3, 1));
+    let v = new.round(round(2, p + 3, e[3..5].to_vec(), chain(2))).await.expect("round 2 on the new stream");
+    assert_eq!((v.accepted, v.next_token), (vec![0, 1], e[5]));
+    // The old stream is done: its next round is refused, and its end does
+    // not detach the session from the new one.
+    let st = old.round(round(2, p + 3, e[3..5].to_vec(), chain(2))).await.expect_err("a round on the old stream");
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    assert!(st.message().contains("taken over"), "{st:?}");
+    drop(old);
+    let v = new.round(round(3, p + 6, e[6..8].to_vec(), chain(2))).await.expect("round 3 on the new stream");
+    assert_eq!(v.committed_len, p + 9);
+    // Another token cannot take it over.
+    let mut mallory = connect(srv.addr, Some(OTHER_TOKEN)).await;
+    let o = v1::Open { tokenizer_hash: h, prompt: text, resume: opened.session_id, ..Default::default() };
+    let st = match SessionStream::open(&mut mallory, o).await {
+        Err(st) => st,
+        Ok(_) => panic!("another token took the session over"),
+    };
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

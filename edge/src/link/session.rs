@@ -6,6 +6,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use ouro_common::controller::{CostCurve, Learned, Objective};
@@ -156,12 +157,21 @@ pub async fn speculate_into(
         if resume.is_empty() {
             return client.open_session(open).await;
         }
-        match client.open_session(v1::Open { resume, ..open.clone() }).await {
-            Err(st) if cannot_resume(&st) => {
-                tracing::debug!("a new session: the cloud cannot resume the last one ({st})");
-                client.open_session(open).await
+        // The stream that held the session may have a pass in flight (the
+        // cloud running on): it lets go when the pass ends.
+        let mut wait = Duration::from_millis(25);
+        loop {
+            match client.open_session(v1::Open { resume: resume.clone(), ..open.clone() }).await {
+                Err(st) if st.code() == tonic::Code::Aborted && wait < RESUME_PATIENCE => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(st) if cannot_resume(&st) => {
+                    tracing::debug!("a new session: the cloud cannot resume the last one ({st})");
+                    return client.open_session(open).await;
+                }
+                r => return r,
             }
-            r => r,
         }
     };
     // The drafter prefills the prompt while the cloud prefills it too: the
@@ -199,13 +209,18 @@ pub async fn speculate_into(
     Ok(())
 }
 
+/// How long a resume waits, all told, for the stream that held the
+/// session to let go, before a new session is opened instead.
+const RESUME_PATIENCE: Duration = Duration::from_millis(800);
+
 /// Refusals of a resume that a new session gets past: the session is gone
-/// (evicted, expired, on another replica), held by a stream the cloud has not
-/// seen end, or cannot go on from the tokens sent (a sampled session that
-/// drew more), or the tokens to prefill are more than a resume may bring.
+/// (evicted, expired, on another replica), still busy with a pass of the
+/// stream that held it, or cannot go on from the tokens sent (a sampled
+/// session that drew more), or the tokens to prefill are more than a
+/// resume may bring.
 fn cannot_resume(st: &tonic::Status) -> bool {
     use tonic::Code;
-    matches!(st.code(), Code::NotFound | Code::FailedPrecondition | Code::OutOfRange)
+    matches!(st.code(), Code::NotFound | Code::FailedPrecondition | Code::OutOfRange | Code::Aborted)
 }
 
 /// The cloud as the round driver's verifier: the only place the driver's
