@@ -260,7 +260,10 @@ impl SessionTable {
             Holder::Stream(_) => {}
             Holder::Attach => {
                 entry.stream += 1;
-                entry.attached = true;
+                // Until this stream has it, none does: the one before stops
+                // at its next round, and the session is free to resume (or
+                // to reclaim) if this one never comes back.
+                entry.attached = entry.verifier.is_some();
             }
         }
         let verifier = entry.verifier.take().ok_or_else(|| SessionError::Busy(id.to_string()))?;
@@ -535,11 +538,15 @@ pub(crate) mod tests {
         t.detach("s", 0);
         let (v, _, _) = t.checkout("s", &owner("a"), Holder::Stream(1)).expect("the old stream's end left it attached");
         // A take-over during a pass is told to retry, and the stream with
-        // the pass stops at its next round.
+        // the pass stops at its next round; the session is then held by no
+        // stream until the new one comes back.
         assert!(matches!(t.checkout("s", &owner("a"), Holder::Attach), Err(SessionError::Busy(_))));
         t.checkin("s", v, 1);
         assert_eq!(t.checkout("s", &owner("a"), Holder::Stream(1)).err(), Some(SessionError::TakenOver("s".into())));
+        t.detach("s", 1);
+        assert!(!t.lock().entries["s"].attached);
         assert_eq!(t.checkout("s", &owner("a"), Holder::Attach).unwrap().2, 3);
+        assert!(t.lock().entries["s"].attached);
         // Another client's token takes nothing over.
         assert_eq!(t.checkout("s", &owner("b"), Holder::Attach).err(), Some(SessionError::NotOwner("s".into())));
     }
