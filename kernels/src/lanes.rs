@@ -139,14 +139,10 @@ unsafe fn axpy_rows_avx2(out: &mut [f32], d: usize, w: &[&[f32]], v: &[&[f32]], 
         for g in (0..d).step_by(32) {
             if i == 0 {
                 // The next rows' lines spread over the stretches (d = 128:
-                // 2 of each row's 8 lines per stretch), into L2 as in `prefetch_row`.
-                let lines = (d * 4).div_ceil(64);
-                let per = lines.div_ceil(d / 32);
+                // 2 of each row's 8 lines per stretch).
+                let per = lines(d).div_ceil(d / 32);
                 for row in next {
-                    let p = row.as_ptr() as *const i8;
-                    for l in (g / 32) * per..((g / 32 + 1) * per).min(lines) {
-                        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64 * l));
-                    }
+                    prefetch_lines(row, (g / 32) * per..((g / 32 + 1) * per).min(lines(d)));
                 }
             }
             let (y0, y1) = (o.add(i * d + g), o.add((i + 1) * d + g));
@@ -184,12 +180,25 @@ unsafe fn axpy_rows_avx2(out: &mut [f32], d: usize, w: &[&[f32]], v: &[&[f32]], 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch_row(row: &[f32]) {
+    prefetch_lines(row, 0..lines(row.len()));
+}
+
+/// Lines `range` of the 64-byte lines `row` spans, as [`prefetch_row`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_lines(row: &[f32], range: std::ops::Range<usize>) {
     use std::arch::x86_64::*;
     let p = row.as_ptr() as *const i8;
-    for l in 0..(row.len() * 4).div_ceil(64) {
+    for l in range {
         // SAFETY: a prefetch reads nothing architecturally and never faults.
         unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64 * l)) };
     }
+}
+
+/// 64-byte lines that `n` floats span.
+#[cfg(target_arch = "x86_64")]
+fn lines(n: usize) -> usize {
+    (n * 4).div_ceil(64)
 }
 
 /// One dot product in the fixed order (the portable path and the reference).

@@ -130,26 +130,19 @@ fn max_of(x: &[f32]) -> f32 {
 /// The sum of each row `i` of `rows` (`lens[i]` values at `i * width`),
 /// taken in order as [`softmax_weights`] does, the rows' sums side by side:
 /// one sum in order is a chain of dependent adds, and eight chains run in
-/// the time of one. Every row's first `common` values are summed together.
+/// the time of one (Qwen2.5's six heads a row: six at once). Every row's
+/// first `common` values are summed together.
 fn sums_in_order(rows: &[f32], width: usize, common: usize, lens: &[usize]) -> Vec<f32> {
     let mut sums = vec![0f32; lens.len()];
     for (g, sums) in sums.chunks_mut(8).enumerate() {
         let first = g * 8;
         let row = |j: usize| &rows[(first + j) * width..(first + j) * width + lens[first + j]];
-        if sums.len() == 8 {
-            let r: [&[f32]; 8] = std::array::from_fn(|j| &row(j)[..common]);
-            let mut acc = [0f32; 8];
-            // One index into eight rows: the adds of a slot side by side.
-            #[allow(clippy::needless_range_loop)]
-            for s in 0..common {
-                for j in 0..8 {
-                    acc[j] += r[j][s];
-                }
-            }
-            sums.copy_from_slice(&acc);
-        } else {
-            for (j, sum) in sums.iter_mut().enumerate() {
-                *sum = row(j)[..common].iter().fold(0.0, |a, &w| a + w);
+        let r: Vec<&[f32]> = (0..sums.len()).map(|j| &row(j)[..common]).collect();
+        // One index into up to eight rows: the adds of a slot side by side.
+        #[allow(clippy::needless_range_loop)]
+        for s in 0..common {
+            for (sum, r) in sums.iter_mut().zip(&r) {
+                *sum += r[s];
             }
         }
         for (j, sum) in sums.iter_mut().enumerate() {
