@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Args;
 use ouro_common::model::gguf::LoadOptions;
-use ouro_common::model::{AttnMask, CausalLm, Head, LogitsRows};
+use ouro_common::model::{AttnMask, CausalLm, Head, KvCache, LogitsRows};
 use ouro_common::sampling::argmax;
 use ouro_config::vocab::DraftVocabArgs;
 
@@ -48,7 +48,7 @@ pub struct BenchArgs {
 /// CPU seconds this process has used, all threads together. On a shared
 /// machine a pass's CPU time moves far less than its wall time when other
 /// work competes for the cores, so the curve is printed in both.
-fn process_cpu_secs() -> f64 {
+pub(crate) fn process_cpu_secs() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid out-pointer; the clock id is a constant Linux and macOS both define.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
@@ -105,6 +105,39 @@ struct DraftDecode {
     restricted_cpu: f64,
 }
 
+/// Median wall and process CPU milliseconds of a pass of each `k` new tokens
+/// (taken from `seed`) over what `cache` holds, every row's logits from
+/// `head` (as a verification or a drafter's tree level needs), the cache
+/// rolled back after each pass. The values of k take turns, after one
+/// round discarded as warm-up, so that a slow spell of a shared machine
+/// lands on all of them rather than skewing the ratios to k = 1.
+pub(crate) fn pass_times(
+    model: &dyn CausalLm,
+    cache: &mut KvCache,
+    seed: &[u32],
+    ks: &[usize],
+    reps: usize,
+    head: Head,
+) -> anyhow::Result<Vec<(usize, f64, f64)>> {
+    let base = cache.len();
+    let mut times = vec![(Vec::new(), Vec::new()); ks.len()];
+    for rep in 0..=reps {
+        for (i, &k) in ks.iter().enumerate() {
+            let draft: Vec<u32> = seed.iter().cycle().skip(3).take(k).copied().collect();
+            let positions: Vec<usize> = (base..base + k).collect();
+            let mask = AttnMask::causal(k);
+            let (t, c) = (Instant::now(), process_cpu_secs());
+            model.forward_head(cache, &draft, &positions, &mask, LogitsRows::All, head)?;
+            if rep > 0 {
+                times[i].0.push(t.elapsed().as_secs_f64() * 1e3);
+                times[i].1.push((process_cpu_secs() - c) * 1e3);
+            }
+            cache.truncate(base);
+        }
+    }
+    Ok(ks.iter().zip(times).map(|(&k, (wall, cpu))| (k, median(wall), median(cpu))).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -120,7 +153,7 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The CPU's model name and the vector features the kernels care about, so
 /// every figure says what it was measured on.
-fn cpu_description() -> String {
+pub(crate) fn cpu_description() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         info.lines()
@@ -179,19 +212,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let prefill_tps = args.context as f64 / median(prefill);
     cache.truncate(args.context);
-    let mut curve = Vec::new();
-    for &k in &args.ks {
-        let draft: Vec<u32> = seed.iter().cycle().skip(3).take(k).copied().collect();
-        let (mut times, mut cpu) = (Vec::new(), Vec::new());
-        for _ in 0..args.reps {
-            let (t, c) = (Instant::now(), process_cpu_secs());
-            model.forward_causal(&mut cache, &draft, LogitsRows::All)?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-            cpu.push((process_cpu_secs() - c) * 1e3);
-            cache.truncate(args.context);
-        }
-        curve.push((k, median(times), median(cpu)));
-    }
+    let curve = pass_times(model, &mut cache, &seed, &args.ks, args.reps, Head::Full)?;
     let base = curve[0].1;
     let cpu_base = curve[0].2;
     let kernel = opts.isa()?;

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,10 +96,54 @@ fn category(raw: &str) -> &str {
     }
 }
 
+/// Tokens after the first reply (`first`: when it came and the tokens it
+/// brought) and the seconds from it to now.
+fn after_first(first: Option<(Instant, usize)>, tokens: usize) -> (usize, f64) {
+    first.map_or((0, 0.0), |(at, n)| (tokens - n, at.elapsed().as_secs_f64()))
+}
+
+/// Spec-Bench's first turns, rendered with the target's chat template and
+/// tokenized, `per_category` per category after skipping `skip`.
+pub(crate) fn spec_bench_prompts(
+    questions: &Path,
+    categories: &[String],
+    per_category: usize,
+    skip: usize,
+    target: &LocalModel,
+) -> anyhow::Result<BTreeMap<String, Vec<Vec<u32>>>> {
+    let text = std::fs::read_to_string(questions).with_context(|| format!("reading {}", questions.display()))?;
+    let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
+    let mut seen_per_cat: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let q: serde_json::Value = serde_json::from_str(line)?;
+        let cat = category(q["category"].as_str().unwrap_or("")).to_string();
+        if !categories.is_empty() && !categories.contains(&cat) {
+            continue;
+        }
+        let seen = seen_per_cat.entry(cat.clone()).or_insert(0usize);
+        *seen += 1;
+        if *seen <= skip {
+            continue;
+        }
+        let bucket = per_cat.entry(cat).or_default();
+        if bucket.len() < per_category {
+            let turn = q["turns"][0].as_str().context("a question without a first turn")?;
+            let rendered = target.template.render(&[Message::new("user", turn)], true)?;
+            bucket.push(target.tokenizer.encode(&rendered, true)?);
+        }
+    }
+    Ok(per_cat)
+}
+
 #[derive(Default, Clone)]
 struct Totals {
     tokens: usize,
     secs: f64,
+    /// Tokens after the first callback and the seconds they took: decoding
+    /// without the prompt's prefill (which dominates a long prompt's time on
+    /// a CPU and is the same work in every mode).
+    decode_tokens: usize,
+    decode_secs: f64,
     rounds: usize,
     target_passes: usize,
     mismatches: usize,
@@ -159,28 +203,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         di.identity,
         ti.identity
     );
-    let text =
-        std::fs::read_to_string(&args.questions).with_context(|| format!("reading {}", args.questions.display()))?;
-    let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
-    let mut seen_per_cat: BTreeMap<String, usize> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let q: serde_json::Value = serde_json::from_str(line)?;
-        let cat = category(q["category"].as_str().unwrap_or("")).to_string();
-        if !args.categories.is_empty() && !args.categories.contains(&cat) {
-            continue;
-        }
-        let seen = seen_per_cat.entry(cat.clone()).or_insert(0usize);
-        *seen += 1;
-        if *seen <= args.skip {
-            continue;
-        }
-        let bucket = per_cat.entry(cat).or_default();
-        if bucket.len() < args.per_category {
-            let turn = q["turns"][0].as_str().context("a question without a first turn")?;
-            let rendered = target.template.render(&[Message::new("user", turn)], true)?;
-            bucket.push(target.tokenizer.encode(&rendered, true)?);
-        }
-    }
+    let per_cat = spec_bench_prompts(&args.questions, &args.categories, args.per_category, args.skip, &target)?;
     let cfg = GenerateConfig {
         max_new_tokens: args.max_tokens,
         sampling: SamplingParams::greedy(),
@@ -236,25 +259,32 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             let i = i + args.skip;
             let mut reference = Vec::new();
             let t = Instant::now();
+            let mut first = None;
             let stats = generate(&target.model, p, &cfg, |tok| {
                 reference.push(tok);
+                first.get_or_insert((Instant::now(), reference.len()));
                 ControlFlow::Continue(())
             })?;
             let base_secs = t.elapsed().as_secs_f64();
+            let decode = after_first(first, reference.len());
             record("target-only", cat, i, &reference)?;
             let mut line = format!("{cat} {i}: target-only {:.2} tok/s", reference.len() as f64 / base_secs);
             let e = results.entry("target-only".into()).or_default().entry(cat.clone()).or_default();
             e.secs += base_secs;
             e.tokens += reference.len();
+            (e.decode_tokens, e.decode_secs) = (e.decode_tokens + decode.0, e.decode_secs + decode.1);
             e.rounds += stats.forward_passes - 1;
             e.target_passes += stats.forward_passes - 1;
             for ((Mode { name, .. }, engine), pool) in modes.iter().zip(&mut engines).zip(&mut pools) {
                 let mut out = Vec::new();
                 let t = Instant::now();
+                let mut first = None;
                 let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
                     out.extend_from_slice(ts);
+                    first.get_or_insert((Instant::now(), out.len()));
                     ControlFlow::Continue(())
                 })?;
+                let decode = after_first(first, out.len());
                 *pool = back;
                 // The policy stays warm across prompts too, as in the daemon.
                 engine.warm = stats.learned.clone();
@@ -265,6 +295,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 let e = results.entry(name.clone()).or_default().entry(cat.clone()).or_default();
                 e.secs += secs;
                 e.tokens += out.len();
+                (e.decode_tokens, e.decode_secs) = (e.decode_tokens + decode.0, e.decode_secs + decode.1);
                 e.rounds += stats.rounds;
                 // The prefill pass is not a verification; leave it out as for target-only.
                 e.target_passes += stats.target_forward_passes - 1;
@@ -309,6 +340,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         m.values().fold(Totals::default(), |a, t| Totals {
             tokens: a.tokens + t.tokens,
             secs: a.secs + t.secs,
+            decode_tokens: a.decode_tokens + t.decode_tokens,
+            decode_secs: a.decode_secs + t.decode_secs,
             rounds: a.rounds + t.rounds,
             target_passes: a.target_passes + t.target_passes,
             mismatches: a.mismatches + t.mismatches,
@@ -326,10 +359,12 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     };
     let base = total(&results["target-only"]);
     let base_tps = base.tokens as f64 / base.secs;
+    let base_decode = base.decode_tokens as f64 / base.decode_secs;
+    println!("\ntok/s: every token over the whole request; after the first: the tokens after the first reply over the time after it (no prefill)");
     println!(
-        "\n| mode | tokens/verify step | target passes/token | tok/s | vs target-only | drafter ms/pass | drafted nodes accepted | mismatches |"
+        "| mode | tokens/verify step | target passes/token | tok/s | vs target-only | after the first | vs target-only | drafter ms/pass | drafted nodes accepted | mismatches |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut names = vec!["target-only".to_string()];
     names.extend(modes.iter().map(|m| m.name.clone()));
     for n in &names {
@@ -341,15 +376,17 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         } else {
             ("–".into(), "–".into())
         };
+        let decode = t.decode_tokens as f64 / t.decode_secs;
         println!(
-            "| {n} | {:.2} | {:.3} | {tps:.2} | {:.2}× | {draft_ms} | {accepted} | {} |",
+            "| {n} | {:.2} | {:.3} | {tps:.2} | {:.2}× | {decode:.2} | {:.2}× | {draft_ms} | {accepted} | {} |",
             t.tokens as f64 / t.rounds.max(1) as f64,
             t.target_passes as f64 / t.tokens as f64,
             tps / base_tps,
+            decode / base_decode,
             t.mismatches
         );
     }
-    println!("\nPer category: tokens per verify step / speed vs target-only");
+    println!("\nPer category: tokens per verify step / speed vs target-only / after the first token");
     print!("| mode |");
     for c in per_cat.keys() {
         print!(" {c} |");
@@ -361,7 +398,8 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         for c in per_cat.keys() {
             let (t, b) = (&results[n][c], &results["target-only"][c]);
             let ratio = (t.tokens as f64 / t.secs) / (b.tokens as f64 / b.secs);
-            print!(" {:.2} / {ratio:.2}× |", t.tokens as f64 / t.rounds.max(1) as f64);
+            let decode = (t.decode_tokens as f64 / t.decode_secs) / (b.decode_tokens as f64 / b.decode_secs);
+            print!(" {:.2} / {ratio:.2}× / {decode:.2}× |", t.tokens as f64 / t.rounds.max(1) as f64);
         }
         println!();
     }

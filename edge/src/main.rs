@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_ceiling;
 mod bench_spec;
 mod daemon;
 mod generate;
@@ -31,6 +32,10 @@ enum Command {
     BenchModel(bench::BenchArgs),
     /// Compare target-only decoding with speculative modes on Spec-Bench, in one process.
     BenchSpec(bench_spec::BenchSpecArgs),
+    /// What speculation could gain at most with this drafter on this machine: the verifier's greedy
+    /// answers to Spec-Bench ranked by the drafter and matched by the phrase pool, against c(k)
+    /// measured in the same run (best fixed trees and oracle ceilings).
+    BenchCeiling(bench_ceiling::BenchCeilingArgs),
     /// List the pinned models and whether they are fetched.
     Models,
 }
@@ -48,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::BenchModel(args) => bench::run(args),
         Command::BenchSpec(args) => bench_spec::run(args),
+        Command::BenchCeiling(args) => bench_ceiling::run(args),
         Command::Models => {
             local::list_models();
             Ok(())

@@ -1,6 +1,8 @@
 //! Speculative generation, transport-free: the one round driver every
 //! deployment runs, and the seams it runs through.
 //!
+//! - [`ceiling`]: what any strategy could gain at most with a drafter, from
+//!   traces of where it ranked the verifier's tokens;
 //! - [`driver`]: plan → draft → verify → commit, with truncation at stop and
 //!   length, feedback to the policy, drafting ahead and the statistics;
 //! - [`verifier`]: the [`Verifier`] seam the driver talks to (in process
@@ -11,6 +13,7 @@
 //! - [`engine`]: drafter and verifier in one process, without a network
 //!   ([`SpecEngine`]).
 
+pub mod ceiling;
 pub mod driver;
 pub mod engine;
 mod gap;
