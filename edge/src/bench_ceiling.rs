@@ -20,7 +20,9 @@ use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::LoadOptions;
 use ouro_common::model::{AttnMask, CausalLm, Head, Logits, LogitsRows};
 use ouro_common::sampling::SamplingParams;
-use ouro_common::spec::ceiling::{confidence_chain, fixed_trees, oracle, Costs, FixedTree, OracleRun, Sources, Trace};
+use ouro_common::spec::ceiling::{
+    confidence_chain, fixed_trees, oracle, phrase_first, Costs, FixedTree, OracleRun, PhraseFirst, Sources, Trace,
+};
 use ouro_config::vocab::DraftVocabArgs;
 
 use crate::bench::{cpu_description, pass_times};
@@ -140,6 +142,11 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
             let (ranks, confidence) = drafter_ranks(&drafter.model, head, prompt, &answer, args.draft_window)?;
             let phrases = pool_phrases(&mut pool, prompt, &answer);
             let pool_run = phrases.iter().map(|p| p.iter().map(|c| c.1).max().unwrap_or(0)).collect();
+            // A copy (last, on a match past the pool's) before the pool's first continuation.
+            let first_phrase = phrases
+                .iter()
+                .map(|p| p.iter().rev().find(|c| c.0 > MAX_SUFFIX_MATCH).or(p.first()).copied().unwrap_or((0, 0)))
+                .collect();
             eprintln!("{cat} {i}: {} tokens", answer.len());
             if let Some(w) = &mut traces_out {
                 use std::io::Write;
@@ -149,7 +156,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
                 });
                 writeln!(w, "{line}")?;
             }
-            traces.push((cat.clone(), Trace { ranks, pool_run, confidence }));
+            traces.push((cat.clone(), Trace { ranks, pool_run, confidence, first_phrase }));
         }
     }
     if let Some(mut w) = traces_out {
@@ -172,6 +179,15 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     let runs: Vec<(&str, OracleRun)> = oracles.iter().map(|&(n, s)| (n, oracle(&all, s, &costs))).collect();
     let chains: Vec<(f64, OracleRun)> =
         THRESHOLDS.iter().map(|&th| (th, confidence_chain(&all, th, args.max_nodes, &costs))).collect();
+    // The hybrid's rule at its best threshold and phrase length.
+    let hybrid = THRESHOLDS
+        .iter()
+        .flat_map(|&th| (2..=MAX_SUFFIX_MATCH).flat_map(move |m| (1..=8).map(move |len| (th, m, len))))
+        .map(|(th, m, len)| {
+            let rule = PhraseFirst { min_match: m, len };
+            (th, rule, phrase_first(&all, th, Some(rule), args.max_nodes, &costs))
+        })
+        .max_by(|a, b| a.2.one_process(&costs).total_cmp(&b.2.one_process(&costs)));
     // Eight sessions: batched decoding commits 8 tokens a pass of 8 rows;
     // speculation at best one per row of its R rows (every node accepted).
     let batched = 8.0 / costs.verify(8);
@@ -191,6 +207,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
             serde_json::json!({
                 "nodes": t.nodes, "accepted": t.accepted, "depth": t.depth,
                 "verify_per_token": t.verify_per_token(&costs), "one_process": t.one_process(&costs),
+                "ahead_hit": t.ahead_hit, "drafting_ahead": t.drafting_ahead(&costs),
             })
         };
         let v = serde_json::json!({
@@ -210,6 +227,11 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
                 "passes_per_token": r.passes_per_token(), "verify_per_token": r.verify_per_token(),
                 "one_process": r.one_process(&costs),
             })).collect::<Vec<_>>(),
+            "phrase_first": hybrid.as_ref().map(|(th, rule, r)| serde_json::json!({
+                "threshold": th, "min_match": rule.min_match, "len": rule.len,
+                "tokens_per_pass": 1.0 / r.passes_per_token(), "passes_per_token": r.passes_per_token(),
+                "verify_per_token": r.verify_per_token(), "one_process": r.one_process(&costs),
+            })),
             "oracles": runs.iter().map(|(n, r)| serde_json::json!({
                 "sources": n, "tokens_per_pass": 1.0 / r.passes_per_token(),
                 "passes_per_token": r.passes_per_token(), "verify_per_token": r.verify_per_token(),
@@ -242,20 +264,22 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
         100.0 * pooled
     );
     println!("\nBest fixed trees (drafter only; the same tree every round; its speed if drafting were free is 1 / verifier steps per token):");
-    println!("| nodes | depth | accepted/round | tokens/pass | passes/token | verifier steps/token | one process |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| nodes | depth | accepted/round | tokens/pass | passes/token | verifier steps/token | one process | verdict guessed | separate cores, drafting ahead |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let best = trees.iter().skip(1).max_by(|a, b| a.one_process(&costs).total_cmp(&b.one_process(&costs)));
     for t in trees.iter().filter(|t| TREE_SIZES.contains(&t.nodes)) {
         let mark = if best.is_some_and(|b| b.nodes == t.nodes) { " (best)" } else { "" };
         println!(
-            "| {}{mark} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2}× |",
+            "| {}{mark} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.2}× | {:.0}% | {:.2}× |",
             t.nodes,
             t.depth,
             t.accepted,
             t.tokens(),
             1.0 / t.tokens(),
             t.verify_per_token(&costs),
-            t.one_process(&costs)
+            t.one_process(&costs),
+            100.0 * t.ahead_hit,
+            t.drafting_ahead(&costs)
         );
     }
     println!(
@@ -273,12 +297,23 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
             r.one_process(&costs)
         );
     }
-    println!("\nChains of the drafter's first choices while the product of its confidences stays above a threshold (EAGLE-2's rule; buildable):");
+    println!("\nChains of the drafter's first choices while the product of its confidences stays above a threshold (EAGLE-2's rule; buildable), and the best of them with the pool's phrase first where it matched (the hybrid's rule):");
     println!("| threshold | tokens/pass | passes/token | verifier steps/token | one process |");
     println!("|---:|---:|---:|---:|---:|");
     for (th, r) in &chains {
         println!(
             "| {th:.2} | {:.2} | {:.3} | {:.3} | {:.2}× |",
+            1.0 / r.passes_per_token(),
+            r.passes_per_token(),
+            r.verify_per_token(),
+            r.one_process(&costs)
+        );
+    }
+    if let Some((th, rule, r)) = &hybrid {
+        println!(
+            "| pool phrase first on a {}+ token match ({} tokens; copies whole), else {th:.2} | {:.2} | {:.3} | {:.3} | {:.2}× |",
+            rule.min_match,
+            rule.len,
             1.0 / r.passes_per_token(),
             r.passes_per_token(),
             r.verify_per_token(),

@@ -19,7 +19,9 @@
 //!   those sources hold them, and no wrong node.
 //! - [`confidence_chain`]: a controller that can be built, in the way
 //!   EAGLE-2 grows its trees: the drafter's first choices, for as long as
-//!   the product of its confidences stays above a threshold.
+//!   the product of its confidences stays above a threshold; and
+//!   [`PhraseFirst`], the same with the pool's phrase sent instead where it
+//!   was found on a long enough match (the hybrid strategy's rule).
 
 use std::collections::HashMap;
 
@@ -37,6 +39,11 @@ pub struct Trace {
     /// reading the verifier's text before it (what a confidence-driven
     /// controller sees).
     pub confidence: Vec<f32>,
+    /// The phrase a round that sends the pool's phrase first would send at
+    /// each position (a copy of earlier text where one matched, else the
+    /// pool's best continuation): the tokens it was found on, and how many it
+    /// got right. `(0, 0)` where there was none.
+    pub first_phrase: Vec<(usize, usize)>,
 }
 
 impl Trace {
@@ -111,6 +118,11 @@ pub struct FixedTree {
     pub accepted: f64,
     /// Drafter passes to build it (its depth).
     pub depth: usize,
+    /// How often the drafter's guess of the whole verdict was right: its
+    /// first choices accepted to the tree's depth and the verifier's own
+    /// token its next first choice. A round drafted ahead on that guess,
+    /// while the verdict was on its way, stands.
+    pub ahead_hit: f64,
 }
 
 impl FixedTree {
@@ -128,6 +140,16 @@ impl FixedTree {
     pub fn one_process(&self, costs: &Costs) -> f64 {
         self.tokens() / (costs.verify(self.nodes + 1) + self.depth as f64 * costs.draft_step)
     }
+
+    /// Speed over plain decoding with the drafter and the verifier on
+    /// separate cores and no round trip, the drafter drafting each round
+    /// ahead on its guess of the verdict: a right guess hides the drafting
+    /// behind the verification (as far as the verification lasts), a wrong
+    /// one leaves it to be paid after.
+    pub fn drafting_ahead(&self, costs: &Costs) -> f64 {
+        let (verify, draft) = (costs.verify(self.nodes + 1), self.depth as f64 * costs.draft_step);
+        self.tokens() / (verify + draft - self.ahead_hit * draft.min(verify))
+    }
 }
 
 /// The best fixed tree of every size up to `max_nodes`, over the drafter's
@@ -139,9 +161,15 @@ impl FixedTree {
 pub fn fixed_trees(traces: &[Trace], max_nodes: usize, max_rank: u32, max_depth: usize) -> Vec<FixedTree> {
     let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
     let mut starts = 0u64;
+    // runs[d]: starts followed by at least d first choices.
+    let mut runs = vec![0u64; max_depth + 2];
     for t in traces {
         for p in 0..t.len() {
             starts += 1;
+            let run = t.ranks[p..].iter().take(max_depth + 1).take_while(|r| **r == Some(0)).count();
+            for r in &mut runs[..=run] {
+                *r += 1;
+            }
             let mut path = Vec::new();
             for r in t.ranks[p..].iter().take(max_depth) {
                 match r {
@@ -154,12 +182,14 @@ pub fn fixed_trees(traces: &[Trace], max_nodes: usize, max_rank: u32, max_depth:
     }
     let mut paths: Vec<(Vec<u32>, u64)> = counts.into_iter().collect();
     paths.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.len().cmp(&b.0.len())).then(a.0.cmp(&b.0)));
+    let starts = starts.max(1) as f64;
+    let hit = |depth: usize| runs[depth + 1] as f64 / starts;
     let (mut sum, mut depth) = (0u64, 0usize);
-    let mut out = vec![FixedTree { nodes: 0, accepted: 0.0, depth: 0 }];
+    let mut out = vec![FixedTree { nodes: 0, accepted: 0.0, depth: 0, ahead_hit: hit(0) }];
     for (n, (path, count)) in paths.into_iter().take(max_nodes).enumerate() {
         sum += count;
         depth = depth.max(path.len());
-        out.push(FixedTree { nodes: n + 1, accepted: sum as f64 / starts.max(1) as f64, depth });
+        out.push(FixedTree { nodes: n + 1, accepted: sum as f64 / starts, depth, ahead_hit: hit(depth) });
     }
     out
 }
@@ -245,11 +275,42 @@ pub fn oracle(traces: &[Trace], sources: Sources, costs: &Costs) -> OracleRun {
 /// the drafter's on another text; those on the verifier's text stand in for
 /// them.
 pub fn confidence_chain(traces: &[Trace], threshold: f64, max_nodes: usize, costs: &Costs) -> OracleRun {
+    phrase_first(traces, threshold, None, max_nodes, costs)
+}
+
+/// A round sends the pool's phrase where it was found on at least
+/// `min_match` tokens, `len` of its tokens (a copy, found on a match longer
+/// than the pool's, all of them up to the cap), and a confidence chain
+/// elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhraseFirst {
+    pub min_match: usize,
+    pub len: usize,
+}
+
+/// [`confidence_chain`] with the pool's phrase first where `phrases` says.
+pub fn phrase_first(
+    traces: &[Trace],
+    threshold: f64,
+    phrases: Option<PhraseFirst>,
+    max_nodes: usize,
+    costs: &Costs,
+) -> OracleRun {
     let mut run = OracleRun::default();
     for t in traces {
         let mut p = 0;
         while p < t.len() {
             let room = max_nodes.min(t.len() - p - 1);
+            let (matched, right) = t.first_phrase.get(p).copied().unwrap_or((0, 0));
+            if let Some(rule) = phrases.filter(|r| room > 0 && matched >= r.min_match.max(1)) {
+                let len = if matched > crate::draft::MAX_SUFFIX_MATCH { room } else { rule.len.min(room) };
+                let accepted = right.min(len);
+                run.rounds += 1;
+                run.tokens += accepted + 1;
+                run.verify += costs.verify(len + 1);
+                p += accepted + 1;
+                continue;
+            }
             let (mut sent, mut reach) = (0, 1.0f64);
             while sent < room {
                 reach *= f64::from(t.confidence[p + sent]);
@@ -311,7 +372,13 @@ mod tests {
     use super::*;
 
     fn trace(ranks: &[Option<u32>], pool_run: &[usize]) -> Trace {
-        Trace { ranks: ranks.to_vec(), pool_run: pool_run.to_vec(), confidence: vec![1.0; ranks.len()] }
+        let n = ranks.len();
+        Trace {
+            ranks: ranks.to_vec(),
+            pool_run: pool_run.to_vec(),
+            confidence: vec![1.0; n],
+            first_phrase: vec![(0, 0); n],
+        }
     }
 
     fn flat() -> Costs {
@@ -344,6 +411,15 @@ mod tests {
         // Among the paths seen once, the shorter one comes first.
         assert!((trees[3].accepted - 1.2).abs() < 1e-12);
         assert_eq!(trees[3].depth, 2);
+        // Guesses of a depth-1 verdict (two first choices) held at starts 0 and 1;
+        // of a depth-2 one (three) at start 0.
+        assert!((trees[1].ahead_hit - 0.4).abs() < 1e-12);
+        assert!((trees[2].ahead_hit - 0.2).abs() < 1e-12);
+        // Drafting ahead hides a right guess's drafting: never slower than in turn.
+        let costs = Costs { verify: vec![1.0, 1.1, 1.2, 1.3, 1.4], draft_step: 0.4 };
+        let t = &trees[2];
+        assert!((t.one_process(&costs) - 2.0 / 2.0).abs() < 1e-12);
+        assert!((t.drafting_ahead(&costs) - 2.0 / (2.0 - 0.2 * 0.8)).abs() < 1e-12);
         assert_eq!(trees.len(), 5);
         // A rank past the limit ends a path.
         let only_first = fixed_trees(&[trace(&[Some(1), Some(0)], &[0; 2])], 4, 1, 8);
@@ -413,5 +489,24 @@ mod tests {
         // The cap holds.
         let r = confidence_chain(&[t], 0.0, 1, &costs);
         assert_eq!((r.tokens, r.rounds, r.drafter_passes), (7, 4, 4));
+    }
+
+    #[test]
+    fn the_pools_phrase_goes_first_where_its_match_is_long_enough() {
+        let mut t = trace(&[None, None, None, Some(0), Some(0), Some(0), Some(0), Some(0)], &[0; 8]);
+        t.confidence = vec![0.9; 8];
+        // At 0 a phrase on a 3-token match gets 3 right; at 4 one on a 1-token match.
+        t.first_phrase = vec![(3, 3), (0, 0), (0, 0), (0, 0), (1, 2), (0, 0), (0, 0), (0, 0)];
+        let costs = Costs { verify: (1..=16).map(|k| 1.0 + 0.1 * (k - 1) as f64).collect(), draft_step: 0.5 };
+        let rule = PhraseFirst { min_match: 2, len: 4 };
+        let r = phrase_first(std::slice::from_ref(&t), 0.5, Some(rule), 8, &costs);
+        // Round 1: the phrase, 4 sent, 3 accepted, the verifier's token 3.
+        // Round 2 at 4 (a weak match): a chain of 0.9^k ≥ 0.5, 3 tokens (room 3),
+        // all right, and the verifier's 7.
+        assert_eq!((r.tokens, r.rounds, r.drafter_passes), (8, 2, 3));
+        assert!((r.verify - (costs.verify(5) + costs.verify(4))).abs() < 1e-12);
+        // Without the rule the drafter misses the first three tokens one round each.
+        let r = phrase_first(&[t], 0.5, None, 8, &costs);
+        assert_eq!(r.rounds, 4);
     }
 }
