@@ -2,6 +2,9 @@
 # Speculation end to end, for docs/BENCHMARKS.md (issue 13): every draft
 # strategy side by side with the plain baseline of the same run.
 #
+# 0. What any strategy could gain at most with this drafter on this machine
+#    (`ouro-edge bench-ceiling` at one thread, as edge and cloud run below):
+#    best fixed trees, oracle ceilings, confidence chains.
 # 1. In one process (`ouro-edge bench-spec`, both models on THREADS threads):
 #    each strategy against target-only on Spec-Bench, with the controller's
 #    per-round predictions logged (bench-spec-rounds.jsonl).
@@ -35,6 +38,9 @@ bin=target/debug
 
 # Spec-Bench has six categories; bench-spec takes prompts per category.
 per_category=$(((prompts + 5) / 6))
+echo "bench-speculation: ceilings of this drafter on this machine, $per_category prompt(s) per category" >&2
+"$bin/ouro-edge" --threads 1 bench-ceiling --per-category "$per_category" --max-tokens "$max_tokens" \
+  --traces "$out/bench-ceiling-traces.jsonl" | tee "$out/bench-ceiling.md"
 echo "bench-speculation: in one process, $threads threads, $per_category prompt(s) per category" >&2
 "$bin/ouro-edge" --threads "$threads" bench-spec --per-category "$per_category" --max-tokens "$max_tokens" \
   --modes "$strategies" --round-log "$out/bench-spec-rounds.jsonl" | tee "$out/bench-spec.md"
@@ -51,4 +57,4 @@ if [ -n "${TEMPERATURE:-}" ]; then
   "$bin/ouro-bench" run --prompts "$prompts" --max-tokens "$max_tokens" --modes "$modes" \
     --link "${link_list[0]}" --temperature "$TEMPERATURE" --edge-cores 0 --cloud-cores 1 --out "$out/run-sampled" "${warm[@]}"
 fi
-echo "bench-speculation: results in $out (bench-spec.md, run-*/report.md)" >&2
+echo "bench-speculation: results in $out (bench-ceiling.md, bench-spec.md, run-*/report.md)" >&2

@@ -83,6 +83,9 @@ const TREE_SIZES: [usize; 11] = [1, 2, 3, 4, 6, 8, 10, 12, 16, 24, 32];
 /// Confidence thresholds of the buildable chains.
 const THRESHOLDS: [f64; 8] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2];
 
+/// Copy lengths the hybrid's rule is tried with.
+const COPY_LENS: [usize; 5] = [2, 4, 8, 16, 32];
+
 /// Ranks a fixed tree's nodes may take (first to fourth choice).
 const TREE_RANKS: u32 = 4;
 
@@ -182,9 +185,10 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     // The hybrid's rule at its best threshold and phrase length.
     let hybrid = THRESHOLDS
         .iter()
-        .flat_map(|&th| (2..=MAX_SUFFIX_MATCH).flat_map(move |m| (1..=8).map(move |len| (th, m, len))))
-        .map(|(th, m, len)| {
-            let rule = PhraseFirst { min_match: m, len };
+        .flat_map(|&th| (2..=MAX_SUFFIX_MATCH).map(move |m| (th, m)))
+        .flat_map(|(th, m)| (1..=8).flat_map(move |len| COPY_LENS.map(|copy_len| (th, m, len, copy_len))))
+        .map(|(th, min_match, len, copy_len)| {
+            let rule = PhraseFirst { min_match, len, copy_len };
             (th, rule, phrase_first(&all, th, Some(rule), args.max_nodes, &costs))
         })
         .max_by(|a, b| a.2.one_process(&costs).total_cmp(&b.2.one_process(&costs)));
@@ -228,7 +232,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
                 "one_process": r.one_process(&costs),
             })).collect::<Vec<_>>(),
             "phrase_first": hybrid.as_ref().map(|(th, rule, r)| serde_json::json!({
-                "threshold": th, "min_match": rule.min_match, "len": rule.len,
+                "threshold": th, "min_match": rule.min_match, "len": rule.len, "copy_len": rule.copy_len,
                 "tokens_per_pass": 1.0 / r.passes_per_token(), "passes_per_token": r.passes_per_token(),
                 "verify_per_token": r.verify_per_token(), "one_process": r.one_process(&costs),
             })),
@@ -311,9 +315,10 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     }
     if let Some((th, rule, r)) = &hybrid {
         println!(
-            "| pool phrase first on a {}+ token match ({} tokens; copies whole), else {th:.2} | {:.2} | {:.3} | {:.3} | {:.2}× |",
+            "| pool phrase first on a {}+ token match ({} tokens, copies {}), else {th:.2}; the best setting on these traces | {:.2} | {:.3} | {:.3} | {:.2}× |",
             rule.min_match,
             rule.len,
+            rule.copy_len,
             1.0 / r.passes_per_token(),
             r.passes_per_token(),
             r.verify_per_token(),

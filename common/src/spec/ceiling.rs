@@ -279,13 +279,13 @@ pub fn confidence_chain(traces: &[Trace], threshold: f64, max_nodes: usize, cost
 }
 
 /// A round sends the pool's phrase where it was found on at least
-/// `min_match` tokens, `len` of its tokens (a copy, found on a match longer
-/// than the pool's, all of them up to the cap), and a confidence chain
-/// elsewhere.
+/// `min_match` tokens, `len` of its tokens (`copy_len` of a copy, found on a
+/// match longer than the pool's), and a confidence chain elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PhraseFirst {
     pub min_match: usize,
     pub len: usize,
+    pub copy_len: usize,
 }
 
 /// [`confidence_chain`] with the pool's phrase first where `phrases` says.
@@ -303,7 +303,7 @@ pub fn phrase_first(
             let room = max_nodes.min(t.len() - p - 1);
             let (matched, right) = t.first_phrase.get(p).copied().unwrap_or((0, 0));
             if let Some(rule) = phrases.filter(|r| room > 0 && matched >= r.min_match.max(1)) {
-                let len = if matched > crate::draft::MAX_SUFFIX_MATCH { room } else { rule.len.min(room) };
+                let len = if matched > crate::draft::MAX_SUFFIX_MATCH { rule.copy_len } else { rule.len }.min(room);
                 let accepted = right.min(len);
                 run.rounds += 1;
                 run.tokens += accepted + 1;
@@ -498,7 +498,7 @@ mod tests {
         // At 0 a phrase on a 3-token match gets 3 right; at 4 one on a 1-token match.
         t.first_phrase = vec![(3, 3), (0, 0), (0, 0), (0, 0), (1, 2), (0, 0), (0, 0), (0, 0)];
         let costs = Costs { verify: (1..=16).map(|k| 1.0 + 0.1 * (k - 1) as f64).collect(), draft_step: 0.5 };
-        let rule = PhraseFirst { min_match: 2, len: 4 };
+        let rule = PhraseFirst { min_match: 2, len: 4, copy_len: 8 };
         let r = phrase_first(std::slice::from_ref(&t), 0.5, Some(rule), 8, &costs);
         // Round 1: the phrase, 4 sent, 3 accepted, the verifier's token 3.
         // Round 2 at 4 (a weak match): a chain of 0.9^k ≥ 0.5, 3 tokens (room 3),
