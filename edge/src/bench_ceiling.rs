@@ -26,29 +26,13 @@ use ouro_common::spec::ceiling::{
 use ouro_config::vocab::DraftVocabArgs;
 
 use crate::bench::{cpu_description, pass_times};
-use crate::bench_spec::spec_bench_prompts;
+use crate::bench_spec::{spec_bench_prompts, Workload};
 use crate::local::{threads, LoadLocal, LocalModel};
 
 #[derive(Args)]
 pub struct BenchCeilingArgs {
-    /// Drafter model (pinned name or GGUF path).
-    #[arg(long, default_value = "qwen2.5-coder-0.5b")]
-    pub drafter: String,
-    /// Verifier model (pinned name or GGUF path).
-    #[arg(long, default_value = "qwen2.5-coder-1.5b")]
-    pub target: String,
-    /// Spec-Bench questions (JSONL with `category` and `turns`).
-    #[arg(long, default_value = "../shared/data/spec_bench/question.jsonl")]
-    pub questions: PathBuf,
-    /// Prompts per category (MT-bench's eight sub-categories count as one).
-    #[arg(long, default_value_t = 5)]
-    pub per_category: usize,
-    /// New tokens per prompt.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    /// Only these categories (default: all six).
-    #[arg(long, value_delimiter = ',')]
-    pub categories: Vec<String>,
+    #[command(flatten)]
+    pub workload: Workload,
     #[command(flatten)]
     pub vocab: DraftVocabArgs,
     /// The drafter reads at most this many of each prompt's last tokens (0: all of it).
@@ -94,14 +78,15 @@ const TREE_RANKS: u32 = 4;
 const POOL_PHRASES: usize = 4;
 
 pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
+    let w = &args.workload;
     anyhow::ensure!(args.max_nodes >= 1 && args.reps >= 1, "need --max-nodes and --reps of at least 1");
     anyhow::ensure!(args.ks.contains(&1), "--ks must include 1 (c(k) is relative to it)");
     let opts = LoadOptions::default();
-    let drafter = LocalModel::load_with_vocab(&args.drafter, &opts, Some(&args.vocab))?;
-    let target = LocalModel::load(&args.target, &opts)?;
+    let drafter = LocalModel::load_with_vocab(&w.drafter, &opts, Some(&args.vocab))?;
+    let target = LocalModel::load(&w.target, &opts)?;
     let (di, ti) = (drafter.tokenizer.info(), target.tokenizer.info());
     anyhow::ensure!(di.identity == ti.identity, "drafter and target tokenizers differ");
-    let per_cat = spec_bench_prompts(&args.questions, &args.categories, args.per_category, 0, &target)?;
+    let per_cat = spec_bench_prompts(w, &target)?;
     let head = if drafter.model.draft_vocab().is_some() { Head::Draft } else { Head::Full };
 
     // Costs first, on an idle process: c(k) of the verifier, and one drafter
@@ -122,7 +107,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     let costs = Costs::interpolate(&points, args.max_nodes + 1, draft_ms / one).expect("k = 1 is measured");
 
     let cfg = GenerateConfig {
-        max_new_tokens: args.max_tokens,
+        max_new_tokens: w.max_tokens,
         sampling: SamplingParams::greedy(),
         stop_ids: ti.stop_ids.clone(),
     };
@@ -137,6 +122,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     let mut pool = PhrasePool::default();
     for (cat, prompts) in &per_cat {
         for (i, prompt) in prompts.iter().enumerate() {
+            let i = i + w.skip;
             let mut answer = Vec::new();
             generate(&target.model, prompt, &cfg, |t| {
                 answer.push(t);
@@ -217,8 +203,8 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "cpu": cpu_description(),
             "threads": threads(),
-            "drafter": args.drafter,
-            "target": args.target,
+            "drafter": w.drafter,
+            "target": w.target,
             "prompts": all.len(),
             "tokens": tokens,
             "costs": {"verify": costs.verify, "draft_step": costs.draft_step, "context": args.context},
@@ -247,8 +233,8 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     }
     println!(
         "drafter {} · target {} · {} threads · {} prompts, {tokens} tokens, greedy · {}",
-        args.drafter,
-        args.target,
+        w.drafter,
+        w.target,
         threads(),
         all.len(),
         cpu_description()

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +33,9 @@ use ouro_config::vocab::DraftVocabArgs;
 
 use crate::local::{threads, LoadLocal, LocalModel};
 
+/// The models and the Spec-Bench prompts a benchmark runs them on.
 #[derive(Args)]
-pub struct BenchSpecArgs {
+pub struct Workload {
     /// Drafter model (pinned name or GGUF path).
     #[arg(long, default_value = "qwen2.5-coder-0.5b")]
     pub drafter: String,
@@ -56,6 +57,12 @@ pub struct BenchSpecArgs {
     /// Only these categories (default: all six).
     #[arg(long, value_delimiter = ',')]
     pub categories: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct BenchSpecArgs {
+    #[command(flatten)]
+    pub workload: Workload,
     /// Modes to compare with target-only: draft strategies by name (chainN
     /// for a fixed γ = N, heuristic, ouroboros, ouroboros-compute, pool, hybrid;
     /// `-nocopy` after the last four turns their copies of earlier text off).
@@ -104,13 +111,8 @@ fn after_first(first: Option<(Instant, usize)>, tokens: usize) -> (usize, f64) {
 
 /// Spec-Bench's first turns, rendered with the target's chat template and
 /// tokenized, `per_category` per category after skipping `skip`.
-pub(crate) fn spec_bench_prompts(
-    questions: &Path,
-    categories: &[String],
-    per_category: usize,
-    skip: usize,
-    target: &LocalModel,
-) -> anyhow::Result<BTreeMap<String, Vec<Vec<u32>>>> {
+pub(crate) fn spec_bench_prompts(w: &Workload, target: &LocalModel) -> anyhow::Result<BTreeMap<String, Vec<Vec<u32>>>> {
+    let (questions, categories, per_category, skip) = (&w.questions, &w.categories, w.per_category, w.skip);
     let text = std::fs::read_to_string(questions).with_context(|| format!("reading {}", questions.display()))?;
     let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
     let mut seen_per_cat: BTreeMap<String, usize> = BTreeMap::new();
@@ -169,10 +171,11 @@ struct Mode<'a> {
 }
 
 pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
+    let w = &args.workload;
     let parsed: Vec<(String, Arc<dyn DraftStrategy>)> =
         args.modes.iter().map(|m| strategy::parse(m).map(|d| (m.clone(), d))).collect::<Result<_, _>>()?;
     let opts = LoadOptions::default();
-    let drafter = LocalModel::load_with_vocab(&args.drafter, &opts, Some(&args.vocab))?;
+    let drafter = LocalModel::load_with_vocab(&w.drafter, &opts, Some(&args.vocab))?;
     anyhow::ensure!(
         !args.compare_full_vocab || drafter.model.draft_vocab().is_some(),
         "--compare-full-vocab needs a restricted drafter vocabulary, and --draft-vocab {} gave none",
@@ -195,7 +198,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     if args.compare_draft_window {
         modes.extend(parsed.iter().map(|(n, d)| mode(format!("{n}/whole"), d, loaded, 0)));
     }
-    let target = LocalModel::load(&args.target, &opts)?;
+    let target = LocalModel::load(&w.target, &opts)?;
     let (di, ti) = (drafter.tokenizer.info(), target.tokenizer.info());
     anyhow::ensure!(
         di.identity == ti.identity,
@@ -203,20 +206,20 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
         di.identity,
         ti.identity
     );
-    let per_cat = spec_bench_prompts(&args.questions, &args.categories, args.per_category, args.skip, &target)?;
+    let per_cat = spec_bench_prompts(w, &target)?;
     let cfg = GenerateConfig {
-        max_new_tokens: args.max_tokens,
+        max_new_tokens: w.max_tokens,
         sampling: SamplingParams::greedy(),
         stop_ids: ti.stop_ids.clone(),
     };
     let vocab = drafter.model.draft_vocab().map_or("every id".to_string(), |v| format!("{} ids", v.len()));
     println!(
         "drafter {} (drafting over {vocab}) · target {} · {} threads · {} prompts × {} tokens, greedy",
-        args.drafter,
-        args.target,
+        w.drafter,
+        w.target,
         threads(),
         per_cat.values().map(Vec::len).sum::<usize>(),
-        args.max_tokens
+        w.max_tokens
     );
     let mut tokens_out = match &args.tokens_out {
         Some(p) => Some(std::io::BufWriter::new(
@@ -256,7 +259,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
     // process on this shared machine lands on all of them alike.
     for (cat, prompts) in &per_cat {
         for (i, p) in prompts.iter().enumerate() {
-            let i = i + args.skip;
+            let i = i + w.skip;
             let mut reference = Vec::new();
             let t = Instant::now();
             let mut first = None;

@@ -34,7 +34,8 @@ enum Command {
     BenchSpec(bench_spec::BenchSpecArgs),
     /// What speculation could gain at most with this drafter on this machine: the verifier's greedy
     /// answers to Spec-Bench ranked by the drafter and matched by the phrase pool, against c(k)
-    /// measured in the same run (best fixed trees and oracle ceilings).
+    /// measured in the same run (best fixed trees, oracle ceilings, confidence chains, the hybrid's
+    /// rule, the eight-session bound).
     BenchCeiling(bench_ceiling::BenchCeilingArgs),
     /// List the pinned models and whether they are fetched.
     Models,

@@ -217,6 +217,16 @@ pub struct OracleRun {
 }
 
 impl OracleRun {
+    /// Counts a round that sent `sent` nodes, `accepted` of them accepted,
+    /// after `drafted` drafter passes; returns the tokens it committed.
+    fn round(&mut self, sent: usize, accepted: usize, drafted: usize, costs: &Costs) -> usize {
+        self.rounds += 1;
+        self.tokens += accepted + 1;
+        self.verify += costs.verify(sent + 1);
+        self.drafter_passes += drafted;
+        accepted + 1
+    }
+
     pub fn passes_per_token(&self) -> f64 {
         self.rounds as f64 / self.tokens.max(1) as f64
     }
@@ -259,11 +269,7 @@ pub fn oracle(traces: &[Trace], sources: Sources, costs: &Costs) -> OracleRun {
                     Step::None => break,
                 }
             }
-            run.rounds += 1;
-            run.tokens += sent + 1;
-            run.verify += costs.verify(sent + 1);
-            run.drafter_passes += drafted;
-            p += sent + 1;
+            p += run.round(sent, sent, drafted, costs);
         }
     }
     run
@@ -304,11 +310,7 @@ pub fn phrase_first(
             let (matched, right) = t.first_phrase.get(p).copied().unwrap_or((0, 0));
             if let Some(rule) = phrases.filter(|r| room > 0 && matched >= r.min_match.max(1)) {
                 let len = if matched > crate::draft::MAX_SUFFIX_MATCH { rule.copy_len } else { rule.len }.min(room);
-                let accepted = right.min(len);
-                run.rounds += 1;
-                run.tokens += accepted + 1;
-                run.verify += costs.verify(len + 1);
-                p += accepted + 1;
+                p += run.round(len, right.min(len), 0, costs);
                 continue;
             }
             let (mut sent, mut reach) = (0, 1.0f64);
@@ -320,11 +322,7 @@ pub fn phrase_first(
                 sent += 1;
             }
             let accepted = t.ranks[p..p + sent].iter().take_while(|r| **r == Some(0)).count();
-            run.rounds += 1;
-            run.tokens += accepted + 1;
-            run.verify += costs.verify(sent + 1);
-            run.drafter_passes += sent;
-            p += accepted + 1;
+            p += run.round(sent, accepted, sent, costs);
         }
     }
     run
