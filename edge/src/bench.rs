@@ -48,7 +48,7 @@ pub struct BenchArgs {
 /// CPU seconds this process has used, all threads together. On a shared
 /// machine a pass's CPU time moves far less than its wall time when other
 /// work competes for the cores, so the curve is printed in both.
-pub(crate) fn process_cpu_secs() -> f64 {
+fn process_cpu_secs() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid out-pointer; the clock id is a constant Linux and macOS both define.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
@@ -121,13 +121,16 @@ pub(crate) fn pass_times(
 ) -> anyhow::Result<Vec<(usize, f64, f64)>> {
     let base = cache.len();
     let mut times = vec![(Vec::new(), Vec::new()); ks.len()];
+    let inputs: Vec<(Vec<u32>, Vec<usize>, AttnMask)> = ks
+        .iter()
+        .map(|&k| {
+            (seed.iter().cycle().skip(3).take(k).copied().collect(), (base..base + k).collect(), AttnMask::causal(k))
+        })
+        .collect();
     for rep in 0..=reps {
-        for (i, &k) in ks.iter().enumerate() {
-            let draft: Vec<u32> = seed.iter().cycle().skip(3).take(k).copied().collect();
-            let positions: Vec<usize> = (base..base + k).collect();
-            let mask = AttnMask::causal(k);
+        for (i, (draft, positions, mask)) in inputs.iter().enumerate() {
             let (t, c) = (Instant::now(), process_cpu_secs());
-            model.forward_head(cache, &draft, &positions, &mask, LogitsRows::All, head)?;
+            model.forward_head(cache, draft, positions, mask, LogitsRows::All, head)?;
             if rep > 0 {
                 times[i].0.push(t.elapsed().as_secs_f64() * 1e3);
                 times[i].1.push((process_cpu_secs() - c) * 1e3);

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use ouro_common::draft::{find_repeat, lookup, PhrasePool, MAX_SUFFIX_MATCH};
+use ouro_common::engine::siblings::top2;
 use ouro_common::engine::DEFAULT_DRAFT_WINDOW;
 use ouro_common::generate::{generate, GenerateConfig};
 use ouro_common::model::gguf::LoadOptions;
@@ -111,7 +112,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
         sampling: SamplingParams::greedy(),
         stop_ids: ti.stop_ids.clone(),
     };
-    let mut traces: Vec<(String, Trace)> = Vec::new();
+    let (mut cats, mut all): (Vec<&str>, Vec<Trace>) = (Vec::new(), Vec::new());
     let mut traces_out = match &args.traces {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -145,13 +146,13 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
                 });
                 writeln!(w, "{line}")?;
             }
-            traces.push((cat.clone(), Trace { ranks, pool_run, confidence, first_phrase }));
+            cats.push(cat);
+            all.push(Trace { ranks, pool_run, confidence, first_phrase });
         }
     }
     if let Some(mut w) = traces_out {
         std::io::Write::flush(&mut w)?;
     }
-    let all: Vec<Trace> = traces.iter().map(|(_, t)| t.clone()).collect();
     let trees = fixed_trees(&all, args.max_nodes, TREE_RANKS, args.max_nodes);
     let oracles: Vec<(&str, Sources)> = [
         ("drafter chain", 1, false),
@@ -178,13 +179,7 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
             (th, rule, phrase_first(&all, th, Some(rule), args.max_nodes, &costs))
         })
         .max_by(|a, b| a.2.one_process(&costs).total_cmp(&b.2.one_process(&costs)));
-    // Eight sessions: batched decoding commits 8 tokens a pass of 8 rows;
-    // speculation at best one per row of its R rows (every node accepted).
-    let batched = 8.0 / costs.verify(8);
-    let (rows, batch_ceiling) = (8..=costs.verify.len())
-        .map(|r| (r, r as f64 / costs.verify(r) / batched))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((8, 1.0));
+    let (rows, batch_ceiling) = costs.batch_bound(8);
     let tokens: usize = all.iter().map(Trace::len).sum();
     let share = |f: &dyn Fn(&Trace, usize) -> bool| {
         all.iter().map(|t| (0..t.len()).filter(|&p| f(t, p)).count()).sum::<usize>() as f64 / tokens.max(1) as f64
@@ -212,21 +207,13 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
             "pool_covers": pooled,
             "fixed_trees": trees.iter().skip(1).map(tree_json).collect::<Vec<_>>(),
             "eight_sessions_ceiling": {"rows": rows, "vs_batched": batch_ceiling},
-            "confidence_chains": chains.iter().map(|(th, r)| serde_json::json!({
-                "threshold": th, "tokens_per_pass": 1.0 / r.passes_per_token(),
-                "passes_per_token": r.passes_per_token(), "verify_per_token": r.verify_per_token(),
-                "one_process": r.one_process(&costs),
-            })).collect::<Vec<_>>(),
-            "phrase_first": hybrid.as_ref().map(|(th, rule, r)| serde_json::json!({
+            "confidence_chains": chains.iter().map(|(th, r)| {
+                figures(r, &costs, serde_json::json!({"threshold": th}))
+            }).collect::<Vec<_>>(),
+            "phrase_first": hybrid.as_ref().map(|(th, rule, r)| figures(r, &costs, serde_json::json!({
                 "threshold": th, "min_match": rule.min_match, "len": rule.len, "copy_len": rule.copy_len,
-                "tokens_per_pass": 1.0 / r.passes_per_token(), "passes_per_token": r.passes_per_token(),
-                "verify_per_token": r.verify_per_token(), "one_process": r.one_process(&costs),
-            })),
-            "oracles": runs.iter().map(|(n, r)| serde_json::json!({
-                "sources": n, "tokens_per_pass": 1.0 / r.passes_per_token(),
-                "passes_per_token": r.passes_per_token(), "verify_per_token": r.verify_per_token(),
-                "one_process": r.one_process(&costs),
-            })).collect::<Vec<_>>(),
+            }))),
+            "oracles": runs.iter().map(|(n, r)| figures(r, &costs, serde_json::json!({"sources": n}))).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -279,37 +266,20 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     println!("| sources | tokens/pass | passes/token | verifier steps/token | one process |");
     println!("|---|---:|---:|---:|---:|");
     for (n, r) in &runs {
-        println!(
-            "| {n} | {:.2} | {:.3} | {:.3} | {:.2}× |",
-            1.0 / r.passes_per_token(),
-            r.passes_per_token(),
-            r.verify_per_token(),
-            r.one_process(&costs)
-        );
+        print_row(n, r, &costs);
     }
     println!("\nChains of the drafter's first choices while the product of its confidences stays above a threshold (EAGLE-2's rule; buildable), and the best of them with the pool's phrase first where it matched (the hybrid's rule):");
     println!("| threshold | tokens/pass | passes/token | verifier steps/token | one process |");
     println!("|---:|---:|---:|---:|---:|");
     for (th, r) in &chains {
-        println!(
-            "| {th:.2} | {:.2} | {:.3} | {:.3} | {:.2}× |",
-            1.0 / r.passes_per_token(),
-            r.passes_per_token(),
-            r.verify_per_token(),
-            r.one_process(&costs)
-        );
+        print_row(&format!("{th:.2}"), r, &costs);
     }
     if let Some((th, rule, r)) = &hybrid {
-        println!(
-            "| pool phrase first on a {}+ token match ({} tokens, copies {}), else {th:.2}; the best setting on these traces | {:.2} | {:.3} | {:.3} | {:.2}× |",
-            rule.min_match,
-            rule.len,
-            rule.copy_len,
-            1.0 / r.passes_per_token(),
-            r.passes_per_token(),
-            r.verify_per_token(),
-            r.one_process(&costs)
+        let label = format!(
+            "pool phrase first on a {}+ token match ({} tokens, copies {}), else {th:.2}; the best setting on these traces",
+            rule.min_match, rule.len, rule.copy_len
         );
+        print_row(&label, r, &costs);
     }
     println!(
         "\nEight sessions on one verifier: batched decoding makes 8 tokens per c(8) = {:.2} steps; speculation with every node accepted makes at most {batch_ceiling:.2}× that (at {rows} rows a pass)",
@@ -317,11 +287,31 @@ pub fn run(args: BenchCeilingArgs) -> anyhow::Result<()> {
     );
     println!("\nPer category, top-4 tree + pool oracle: tokens/pass, verifier steps/token");
     for cat in per_cat.keys() {
-        let these: Vec<Trace> = traces.iter().filter(|(c, _)| c == cat).map(|(_, t)| t.clone()).collect();
+        let these: Vec<Trace> = all.iter().zip(&cats).filter(|(_, c)| *c == cat).map(|(t, _)| t.clone()).collect();
         let r = oracle(&these, oracles[6].1, &costs);
         println!("  {cat}: {:.2}, {:.3}", 1.0 / r.passes_per_token(), r.verify_per_token());
     }
     Ok(())
+}
+
+/// A run's figures as a JSON object, after the fields of `about`.
+fn figures(r: &OracleRun, costs: &Costs, mut about: serde_json::Value) -> serde_json::Value {
+    about["tokens_per_pass"] = (1.0 / r.passes_per_token()).into();
+    about["passes_per_token"] = r.passes_per_token().into();
+    about["verify_per_token"] = r.verify_per_token().into();
+    about["one_process"] = r.one_process(costs).into();
+    about
+}
+
+/// A run's row of a table headed `| … | tokens/pass | passes/token | verifier steps/token | one process |`.
+fn print_row(label: &str, r: &OracleRun, costs: &Costs) {
+    println!(
+        "| {label} | {:.2} | {:.3} | {:.3} | {:.2}× |",
+        1.0 / r.passes_per_token(),
+        r.passes_per_token(),
+        r.verify_per_token(),
+        r.one_process(costs)
+    );
 }
 
 /// The drafter's rank of each answer token (0: its first choice) and its
@@ -347,14 +337,9 @@ fn drafter_ranks(
     let mask = AttnMask::causal(tokens.len());
     let logits = model.forward_head(&mut cache, &tokens, &positions, &mask, LogitsRows::All, head)?;
     let ranks = answer.iter().enumerate().map(|(i, &t)| rank_of(&logits, i, t)).collect();
-    let confidence = (0..answer.len()).map(|i| top_probability(logits.row(i))).collect();
+    // The greedy column's softmax probability, as the drafter's sibling rule sees it.
+    let confidence = (0..answer.len()).map(|i| top2(logits.row(i)).map_or(1.0, |(p, _)| p)).collect();
     Ok((ranks, confidence))
-}
-
-/// The softmax probability of a row's largest logit.
-fn top_probability(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    1.0 / row.iter().map(|&x| (x - max).exp()).sum::<f32>()
 }
 
 /// Where `token` ranks in row `row` of `logits` (ties go to the lower

@@ -110,25 +110,24 @@ fn after_first(first: Option<(Instant, usize)>, tokens: usize) -> (usize, f64) {
 }
 
 /// Spec-Bench's first turns, rendered with the target's chat template and
-/// tokenized, `per_category` per category after skipping `skip`.
+/// tokenized, `w.per_category` per category after skipping `w.skip`.
 pub(crate) fn spec_bench_prompts(w: &Workload, target: &LocalModel) -> anyhow::Result<BTreeMap<String, Vec<Vec<u32>>>> {
-    let (questions, categories, per_category, skip) = (&w.questions, &w.categories, w.per_category, w.skip);
-    let text = std::fs::read_to_string(questions).with_context(|| format!("reading {}", questions.display()))?;
+    let text = std::fs::read_to_string(&w.questions).with_context(|| format!("reading {}", w.questions.display()))?;
     let mut per_cat: BTreeMap<String, Vec<Vec<u32>>> = BTreeMap::new();
     let mut seen_per_cat: BTreeMap<String, usize> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let q: serde_json::Value = serde_json::from_str(line)?;
         let cat = category(q["category"].as_str().unwrap_or("")).to_string();
-        if !categories.is_empty() && !categories.contains(&cat) {
+        if !w.categories.is_empty() && !w.categories.contains(&cat) {
             continue;
         }
         let seen = seen_per_cat.entry(cat.clone()).or_insert(0usize);
         *seen += 1;
-        if *seen <= skip {
+        if *seen <= w.skip {
             continue;
         }
         let bucket = per_cat.entry(cat).or_default();
-        if bucket.len() < per_category {
+        if bucket.len() < w.per_category {
             let turn = q["turns"][0].as_str().context("a question without a first turn")?;
             let rendered = target.template.render(&[Message::new("user", turn)], true)?;
             bucket.push(target.tokenizer.encode(&rendered, true)?);
@@ -265,7 +264,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
             let mut first = None;
             let stats = generate(&target.model, p, &cfg, |tok| {
                 reference.push(tok);
-                first.get_or_insert((Instant::now(), reference.len()));
+                first.get_or_insert_with(|| (Instant::now(), reference.len()));
                 ControlFlow::Continue(())
             })?;
             let base_secs = t.elapsed().as_secs_f64();
@@ -284,7 +283,7 @@ pub fn run(args: BenchSpecArgs) -> anyhow::Result<()> {
                 let mut first = None;
                 let (stats, back) = engine.generate(p, &cfg, std::mem::take(pool), |ts| {
                     out.extend_from_slice(ts);
-                    first.get_or_insert((Instant::now(), out.len()));
+                    first.get_or_insert_with(|| (Instant::now(), out.len()));
                     ControlFlow::Continue(())
                 })?;
                 let decode = after_first(first, out.len());

@@ -25,6 +25,8 @@
 
 use std::collections::HashMap;
 
+use crate::controller::CostCurve;
+
 /// What the drafter and the pool knew at each token the verifier wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trace {
@@ -79,35 +81,28 @@ impl Costs {
         }
     }
 
-    /// c(k) for every k up to `max`, linearly between the measured `(k, c)`
-    /// points (which must include k = 1).
+    /// c(k) for every k up to `max`, through the measured `(k, c)` points
+    /// (which must include k = 1) as the controller's [`CostCurve`] draws it.
     pub fn interpolate(points: &[(usize, f64)], max: usize, draft_step: f64) -> Option<Self> {
-        let mut pts = points.to_vec();
-        pts.sort_by_key(|p| p.0);
-        if pts.first()?.0 != 1 {
+        if points.iter().map(|p| p.0).min()? != 1 {
             return None;
         }
-        let verify = (1..=max.max(1))
-            .map(|k| {
-                let hi = pts.iter().position(|p| p.0 >= k).unwrap_or(pts.len() - 1);
-                let (k1, c1) = pts[hi];
-                if k1 == k || hi == 0 {
-                    return c1 + (k as f64 - k1 as f64) * slope_at(&pts, hi);
-                }
-                let (k0, c0) = pts[hi - 1];
-                c0 + (c1 - c0) * (k - k0) as f64 / (k1 - k0) as f64
-            })
-            .collect();
-        Some(Self { verify, draft_step })
+        let curve = CostCurve::from_points(points.iter().copied()).ok()?;
+        Some(Self { verify: (1..=max.max(1)).map(|k| curve.cost(k)).collect(), draft_step })
     }
-}
 
-fn slope_at(pts: &[(usize, f64)], i: usize) -> f64 {
-    if pts.len() < 2 {
-        return 0.0;
+    /// The most a batch of `sessions` speculating sessions can gain over
+    /// batched decoding (`sessions` tokens a pass of as many rows), in
+    /// verified tokens per verifier step: with every node accepted a row
+    /// makes a token, so R rows make R / c(R). The best R in the table and
+    /// that gain.
+    pub fn batch_bound(&self, sessions: usize) -> (usize, f64) {
+        let batched = sessions as f64 / self.verify(sessions);
+        (sessions..=self.verify.len().max(sessions))
+            .map(|r| (r, r as f64 / self.verify(r) / batched))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((sessions, 1.0))
     }
-    let j = i.max(1);
-    (pts[j].1 - pts[j - 1].1) / (pts[j].0 - pts[j - 1].0) as f64
 }
 
 /// The best fixed tree of one size.
@@ -393,6 +388,17 @@ mod tests {
         assert!((c.verify(10) - 3.0).abs() < 1e-12);
         assert!((c.verify(12) - 3.5).abs() < 1e-12);
         assert!(Costs::interpolate(&[(2, 1.0)], 4, 0.3).is_none());
+    }
+
+    #[test]
+    fn a_batch_gains_only_where_rows_get_cheaper() {
+        // Rows past 8 cost in proportion: a bigger batch makes no more per step.
+        let linear = Costs { verify: (1..=32).map(|k| 0.25 * k as f64 + 0.75).collect(), draft_step: 0.4 };
+        let (rows, gain) = linear.batch_bound(8);
+        assert!(gain < 1.3 && gain > 1.0, "{rows} {gain}");
+        // Flat up to 32 rows: four times the tokens for the same pass.
+        let flat = Costs { verify: vec![1.0; 32], draft_step: 0.4 };
+        assert_eq!(flat.batch_bound(8), (32, 4.0));
     }
 
     #[test]
